@@ -1,0 +1,216 @@
+"""Ingest of the competition's train/test tables (CSV or parquet, same columns).
+
+Guarantees of :func:`load_conversations`:
+
+* every returned row has ``prompt``, ``response_a`` and ``response_b`` as lists of
+  ``str`` of the same length (>= 1), with ``null`` turns as ``""`` and no lone
+  surrogate code points;
+* a *train* row that cannot be used is not returned; it is listed in the
+  ``skipped`` table (row, id, column, problem) — nothing is dropped silently;
+* a *test* row is never dropped: a cell that cannot be parsed keeps its raw text as
+  a single turn, and turn lists of unequal length are padded with ``""`` (both are
+  noted in the ``notes`` table);
+* missing columns and duplicate ids raise :class:`DataError` naming them.
+
+Labels are 0 (A wins), 1 (B wins), 2 (tie); -1 for unlabelled (test) rows.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TEXT_COLUMNS = ("prompt", "response_a", "response_b")
+LABEL_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
+CLASS_NAMES = ("A", "B", "tie")
+SKIP_COLUMNS = ["row", "id", "column", "problem"]
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+class DataError(ValueError):
+    """A table that cannot be used as a whole (missing columns, duplicate ids...)."""
+
+
+@dataclass
+class Conversations:
+    """Parsed rows plus the report of what was skipped (train) or repaired (test)."""
+
+    frame: pd.DataFrame  # id, prompt, response_a, response_b, label (+ model_a/b)
+    skipped: pd.DataFrame  # row, id, column, problem — rows NOT in `frame`
+    notes: pd.DataFrame  # row, id, column, problem — rows kept with a repair
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def strip_surrogates(text: str) -> str:
+    """Remove lone UTF-16 surrogates (they make tokenizers and UTF-8 encoders fail)."""
+    return _SURROGATES.sub("", text)
+
+
+def parse_turns(cell) -> list[str]:
+    """Parse one prompt/response cell into a list of turns.
+
+    Accepts a JSON list of strings (``null`` items become ``""``; numbers etc. are
+    stringified), a Python list, or NaN/None (an empty list). Raises ``ValueError``
+    with the reason for anything else.
+    """
+    if cell is None or (isinstance(cell, float) and np.isnan(cell)):
+        return []
+    if isinstance(cell, (list, tuple, np.ndarray)):
+        items = list(cell)
+    else:
+        if not isinstance(cell, str):
+            raise ValueError(f"expected a JSON list, got {type(cell).__name__}")
+        try:
+            items = json.loads(cell)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"bad JSON ({err.msg} at char {err.pos})") from None
+        if items is None:
+            return []
+        if not isinstance(items, list):
+            raise ValueError(f"JSON is a {type(items).__name__}, not a list of turns")
+    turns = []
+    for item in items:
+        if item is None:
+            turns.append("")
+        elif isinstance(item, str):
+            turns.append(strip_surrogates(item))
+        elif isinstance(item, (int, float, bool)):
+            turns.append(str(item))
+        else:
+            raise ValueError(f"turn of type {type(item).__name__}, not a string")
+    return turns
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or parquet table; ids and text stay as written (no NaN coercion of text)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such table: {path}")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    # keep_default_na=False: a prompt that reads "null" or "NA" is text, not a missing value
+    return pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False)
+
+
+def _check_columns(df: pd.DataFrame, labelled: bool, source: str) -> None:
+    need = ["id", *TEXT_COLUMNS, *(LABEL_COLUMNS if labelled else ())]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {missing}; found {list(df.columns)}")
+    dup = df["id"][df["id"].duplicated(keep=False)]
+    if len(dup):
+        ids = sorted(set(dup.tolist()), key=str)
+        raise DataError(f"{source}: {len(dup)} rows share {len(ids)} duplicate id(s): "
+                        f"{ids[:20]}{' ...' if len(ids) > 20 else ''}")
+
+
+def _one_hot_label(row, columns) -> int:
+    values = []
+    for col in columns:
+        v = row[col]
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"label {col}={v!r} is not a number") from None
+        if f not in (0.0, 1.0):
+            raise ValueError(f"label {col}={v!r} is not 0 or 1")
+        values.append(int(f))
+    if sum(values) != 1:
+        raise ValueError(f"labels {dict(zip(columns, values))} are not one-hot")
+    return values.index(1)
+
+
+def load_conversations(source, *, labelled: bool | None = None, name: str | None = None
+                       ) -> Conversations:
+    """Parse a competition-format table (path or DataFrame); see the module docstring.
+
+    ``labelled=None`` decides from the presence of the three winner columns.
+    """
+    if isinstance(source, pd.DataFrame):
+        df, name = source, name or "table"
+    else:
+        df, name = read_table(source), name or str(source)
+    if labelled is None:
+        labelled = all(c in df.columns for c in LABEL_COLUMNS)
+    _check_columns(df, labelled, name)
+
+    rows, skipped, notes = [], [], []
+    extra = [c for c in ("model_a", "model_b") if c in df.columns]
+    for i, rec in enumerate(df.to_dict("records")):
+        rid = rec["id"]
+        turns, problems = {}, []
+        for col in TEXT_COLUMNS:
+            try:
+                turns[col] = parse_turns(rec[col])
+            except ValueError as err:
+                problems.append((col, str(err)))
+                raw = rec[col]
+                turns[col] = [strip_surrogates("" if raw is None else str(raw))]
+        label = -1
+        if labelled:
+            try:
+                label = _one_hot_label(rec, LABEL_COLUMNS)
+            except ValueError as err:
+                problems.append(("winner_model_a/winner_model_b/winner_tie", str(err)))
+        counts = {c: len(turns[c]) for c in TEXT_COLUMNS}
+        if len(set(counts.values())) > 1:
+            problems.append(("prompt/response_a/response_b",
+                             "turn counts disagree: " + ", ".join(f"{c} {n}" for c, n in counts.items())))
+        elif max(counts.values()) == 0:
+            problems.append(("prompt/response_a/response_b", "no turns (empty lists)"))
+
+        if problems and labelled:
+            skipped.extend({"row": i, "id": rid, "column": c, "problem": p} for c, p in problems)
+            continue
+        if problems:  # test row: repair, never drop
+            notes.extend({"row": i, "id": rid, "column": c, "problem": p + " (kept)"} for c, p in problems)
+            n = max(1, *counts.values())
+            for c in TEXT_COLUMNS:
+                turns[c] = turns[c] + [""] * (n - len(turns[c]))
+        out = {"id": rid, **turns, "label": label}
+        out.update({c: rec[c] for c in extra})
+        rows.append(out)
+
+    frame = pd.DataFrame(rows, columns=["id", *TEXT_COLUMNS, "label", *extra])
+    frame["label"] = frame["label"].astype(np.int64)
+    return Conversations(frame, pd.DataFrame(skipped, columns=SKIP_COLUMNS),
+                         pd.DataFrame(notes, columns=SKIP_COLUMNS))
+
+
+def swap_ab(frame: pd.DataFrame) -> pd.DataFrame:
+    """Exchange responses (and models) A and B; labels A<->B follow, tie stays tie."""
+    out = frame.copy()
+    out["response_a"], out["response_b"] = frame["response_b"], frame["response_a"]
+    if "model_a" in frame and "model_b" in frame:
+        out["model_a"], out["model_b"] = frame["model_b"], frame["model_a"]
+    if "label" in frame:
+        out["label"] = frame["label"].map({0: 1, 1: 0, 2: 2, -1: -1}).astype(np.int64)
+    return out
+
+
+def assign_folds(frame: pd.DataFrame, n_folds: int = 5, seed: int = 42) -> np.ndarray:
+    """Fold index per row: stratified by label, grouped by prompt text.
+
+    The same prompt (all turns joined) never lands in two folds, so a model never
+    sees, at validation, a prompt it was trained on.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be >= 2, got {n_folds}")
+    groups = frame["prompt"].map(lambda turns: "\x1e".join(turns)).factorize()[0]
+    n_groups = len(np.unique(groups))
+    if n_groups < n_folds:
+        raise ValueError(f"only {n_groups} distinct prompts for {n_folds} folds")
+    folds = np.full(len(frame), -1, dtype=np.int64)
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, held) in enumerate(splitter.split(np.zeros(len(frame)), frame["label"], groups)):
+        folds[held] = k
+    return folds

@@ -1,0 +1,56 @@
+"""Where the kit runs (Kaggle, Colab, local) and the default paths that follow from it."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KAGGLE_INPUT = Path("/kaggle/input")
+KAGGLE_WORKING = Path("/kaggle/working")
+COMPETITION = "lmsys-chatbot-arena"
+
+
+def environment() -> str:
+    """'kaggle', 'colab' or 'local' (KIT_ENV overrides the detection)."""
+    forced = os.environ.get("KIT_ENV")
+    if forced:
+        return forced
+    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") or KAGGLE_INPUT.is_dir():
+        return "kaggle"
+    if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG"):
+        return "colab"
+    return "local"
+
+
+def work_dir() -> Path:
+    """Where stages write: /kaggle/working on Kaggle, else ./artifacts (KIT_WORK overrides)."""
+    if os.environ.get("KIT_WORK"):
+        return Path(os.environ["KIT_WORK"])
+    if environment() == "kaggle":
+        return KAGGLE_WORKING
+    return REPO_ROOT / "artifacts"
+
+
+def cache_dir() -> Path:
+    """Converted backbones (e.g. SmolLM2's GGUF as safetensors); KIT_CACHE overrides."""
+    if os.environ.get("KIT_CACHE"):
+        return Path(os.environ["KIT_CACHE"])
+    return Path.home() / ".cache" / "lora-litee"
+
+
+def default_inputs() -> dict[str, list[Path] | Path]:
+    """Default train tables, test table and sample submission for this environment.
+
+    Kaggle: the competition's files under /kaggle/input/<competition>/. Elsewhere the
+    shipped data: the 100 real competition rows plus the 999 PandaLM pairs for
+    training, and the official 3-row test.csv.
+    """
+    if environment() == "kaggle":
+        base = KAGGLE_INPUT / COMPETITION
+        return {"train": [base / "train.csv"], "test": base / "test.csv",
+                "sample_submission": base / "sample_submission.csv"}
+    data = REPO_ROOT / "data"
+    return {"train": [data / "kaggle" / "train_sample.csv", data / "pandalm" / "pandalm_kaggle.csv"],
+            "test": data / "kaggle" / "test.csv",
+            "sample_submission": data / "kaggle" / "sample_submission.csv"}

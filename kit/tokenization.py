@@ -1,0 +1,141 @@
+"""Stage 1 — tokenize: read train/test tables, pack them for one model preset, cache.
+
+Output folder (default ``<work>/tokenized/<preset>``):
+
+* ``train.parquet`` / ``test.parquet``: id, input_ids, input_ids_swap (the same row
+  packed with A and B exchanged, for swap augmentation and swap TTA), label, fold,
+  n_tokens and the retention columns of :mod:`kit.packing`;
+* ``skipped_rows.csv``: train rows not used and test rows repaired (row, id, column,
+  problem, source);
+* ``meta.json``: preset, packing configuration, sources and counts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .data import Conversations, DataError, assign_folds, load_conversations
+from .env import default_inputs, work_dir
+from .io import check_free, write_csv, write_json, write_parquet
+from .packing import FIELDS, PackConfig, Packer
+from .presets import load_tokenizer, resolve_preset
+
+
+@dataclass
+class TokenizeResult:
+    out_dir: Path
+    train: pd.DataFrame | None
+    test: pd.DataFrame | None
+    skipped: pd.DataFrame
+
+    def retention_summary(self) -> pd.DataFrame:
+        """Mean kept share per field and truncation counts, per split."""
+        rows = []
+        for split, df in (("train", self.train), ("test", self.test)):
+            if df is None or not len(df):
+                continue
+            row = {"split": split, "rows": len(df), "mean_tokens": df["n_tokens"].mean()}
+            for f in FIELDS:
+                share = df[f"{f}_kept"] / df[f"{f}_total"].where(df[f"{f}_total"] > 0)
+                row[f"{f}_kept_share"] = share.fillna(1.0).mean()
+            row["rows_cut"] = int((df[[f"{f}_kept" for f in FIELDS]].to_numpy()
+                                   < df[[f"{f}_total" for f in FIELDS]].to_numpy()).any(axis=1).sum())
+            row["rows_turns_dropped"] = int((df["turns_kept"] < df["turns_total"]).sum())
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def load_tables(paths: Sequence[str | Path], labelled: bool) -> Conversations:
+    """Parse and concatenate several tables; ids must be unique across all of them."""
+    parts = [load_conversations(p, labelled=labelled) for p in paths]
+    frame = pd.concat([p.frame for p in parts], ignore_index=True)
+    dup = frame["id"][frame["id"].duplicated(keep=False)]
+    if len(dup):
+        raise DataError(f"ids repeated across {[str(p) for p in paths]}: {sorted(set(dup.tolist()), key=str)[:20]}")
+    def report(attr):
+        return pd.concat([getattr(p, attr).assign(source=str(path)) for p, path in zip(parts, paths)],
+                         ignore_index=True)
+    return Conversations(frame, report("skipped"), report("notes"))
+
+
+def pack_frame(packer: Packer, frame: pd.DataFrame, desc: str = "pack", chunk: int = 256) -> pd.DataFrame:
+    """Pack every row in both orders (A,B) and (B,A); one tokenizer call per chunk of rows."""
+    records = []
+    with tqdm(total=len(frame), desc=desc, unit="row") as bar:
+        for start in range(0, len(frame), chunk):
+            part = frame.iloc[start:start + chunk]
+            texts, spans = [], []
+            for turns in zip(part["prompt"], part["response_a"], part["response_b"]):
+                spans.append([])
+                for field_turns in turns:
+                    spans[-1].append((len(texts), len(texts) + len(field_turns)))
+                    texts.extend(field_turns)
+            ids = packer.encode_many(texts)
+            for rid, span in zip(part["id"], spans):
+                p, a, b = (ids[s:e] for s, e in span)
+                packed = packer.pack_ids(p, a, b)
+                swapped = packer.pack_ids(p, b, a)
+                records.append({"id": rid, "input_ids": np.asarray(packed.input_ids, dtype=np.int32),
+                                "input_ids_swap": np.asarray(swapped.input_ids, dtype=np.int32),
+                                **packed.retention})
+            bar.update(len(part))
+    return pd.DataFrame(records)
+
+
+def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = None,
+                   test: str | Path | None = None, *, max_length: int | None = None,
+                   out: str | Path | None = None, n_folds: int = 5, seed: int = 42,
+                   max_rows: int | None = None, overwrite: bool = False,
+                   pack: dict | None = None, model_dir: str | None = None) -> TokenizeResult:
+    """Run stage 1. ``train``/``test`` default to this environment's inputs
+    (:func:`kit.env.default_inputs`); pass ``train=[]`` or ``test=""`` to skip one."""
+    defaults = default_inputs()
+    train_paths = [Path(p) for p in (defaults["train"] if train is None else train)]
+    test_path = defaults["test"] if test is None else (Path(test) if test else None)
+    preset = resolve_preset(model, max_length=max_length, model_dir=model_dir)
+    out_dir = Path(out) if out else work_dir() / "tokenized" / preset.name
+    targets = [out_dir / n for n in ("train.parquet", "test.parquet", "skipped_rows.csv", "meta.json")]
+    check_free(targets, overwrite)
+
+    pack_config = replace(PackConfig(max_length=preset.max_length), **(pack or {}))
+    packer = Packer(load_tokenizer(preset), pack_config)
+    skipped, train_df, test_df = [], None, None
+    if train_paths:
+        conv = load_tables(train_paths, labelled=True)
+        frame = conv.frame.head(max_rows) if max_rows else conv.frame
+        if len(conv.skipped):
+            print(f"[kit] skipped {conv.skipped['row'].nunique()} unusable train row(s); "
+                  f"see {out_dir / 'skipped_rows.csv'}", flush=True)
+        skipped.append(conv.skipped.assign(split="train"))
+        train_df = pack_frame(packer, frame, desc=f"pack train ({preset.name})")
+        train_df.insert(3, "label", frame["label"].to_numpy())
+        train_df.insert(4, "fold", assign_folds(frame, n_folds, seed) if n_folds > 1 else 0)
+    if test_path:
+        conv = load_tables([test_path], labelled=False)
+        skipped.append(conv.notes.assign(split="test"))
+        test_df = pack_frame(packer, conv.frame, desc=f"pack test ({preset.name})")
+        test_df.insert(3, "label", -1)
+        test_df.insert(4, "fold", -1)
+
+    skipped_df = (pd.concat(skipped, ignore_index=True) if skipped
+                  else pd.DataFrame(columns=["row", "id", "column", "problem", "source", "split"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if train_df is not None:
+        write_parquet(train_df, out_dir / "train.parquet", overwrite)
+    if test_df is not None:
+        write_parquet(test_df, out_dir / "test.parquet", overwrite)
+    write_csv(skipped_df, out_dir / "skipped_rows.csv", overwrite)
+    write_json({"preset": preset.to_dict(), "pack": pack_config.to_dict(),
+                "train_sources": [str(p) for p in train_paths], "test_source": str(test_path or ""),
+                "n_folds": n_folds, "seed": seed, "max_rows": max_rows,
+                "rows": {"train": 0 if train_df is None else len(train_df),
+                         "test": 0 if test_df is None else len(test_df),
+                         "train_skipped": int(skipped_df.query("split == 'train'")["row"].nunique())
+                         if len(skipped_df) else 0}},
+               out_dir / "meta.json", overwrite)
+    return TokenizeResult(out_dir, train_df, test_df, skipped_df)
