@@ -39,10 +39,23 @@ def _add_tokenize(sub):
     p.set_defaults(run=run)
 
 
+def _add_main(sub):
+    p = sub.add_parser("main", help="the main job: the stage notebooks on the embedded defaults")
+    p.add_argument("--models", type=_csv_list, default=["minilm", "smollm2"])
+    p.add_argument("--run-dir", default=None, help="default: <work>/runs/<timestamp> (must not exist)")
+    p.add_argument("--max-rows", type=int, default=None)
+
+    def run(a):
+        from .pipeline import run_main
+        run_main(a.models, a.run_dir, a.max_rows)
+    p.set_defaults(run=run)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kit", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
     _add_tokenize(sub)
+    _add_main(sub)
     args = parser.parse_args(argv)
     try:
         args.run(args)

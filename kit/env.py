@@ -54,3 +54,18 @@ def default_inputs() -> dict[str, list[Path] | Path]:
     return {"train": [data / "kaggle" / "train_sample.csv", data / "pandalm" / "pandalm_kaggle.csv"],
             "test": data / "kaggle" / "test.csv",
             "sample_submission": data / "kaggle" / "sample_submission.csv"}
+
+
+def install_offline(wheel_dir: str | Path, requirements: str | Path | None = None) -> bool:
+    """On Kaggle/Colab with internet off: pip-install requirements-kaggle.txt from an
+    attached folder of wheels. Returns False (and does nothing) when the folder is absent,
+    e.g. locally where scripts/setup.sh already installed everything."""
+    import subprocess
+
+    wheel_dir = Path(wheel_dir)
+    if environment() == "local" or not wheel_dir.is_dir():
+        return False
+    requirements = Path(requirements or REPO_ROOT / "requirements-kaggle.txt")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links",
+                    str(wheel_dir), "-r", str(requirements)], check=True)
+    return True

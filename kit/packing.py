@@ -39,7 +39,7 @@ class PackConfig:
     keep: str = "last"  # which end of the conversation survives: "last" or "first" turns
     cut: str = "end"  # "end": keep a field's beginning; "middle": keep its head and tail
     min_prompt_tokens: int = 16
-    min_response_tokens: int = 48
+    min_response_tokens: int = 32
     marker: str = " (...)"
     omitted_note: str = "\n(earlier turns omitted)\n"
     prompt_template: str = "\n\n<prompt>: {text}"
@@ -72,6 +72,8 @@ class PackConfig:
 class Packed:
     input_ids: list[int]
     retention: dict = field(default_factory=dict)
+    kept_turns: list[int] = field(default_factory=list)  # original turn indices, in order
+    kept_tokens: list[tuple[int, int, int]] = field(default_factory=list)  # per kept turn: P, A, B
 
 
 def special_frame(tokenizer) -> tuple[list[int], list[int]]:
@@ -234,7 +236,7 @@ class Packer:
         for f, name in enumerate(FIELDS):
             retention[f"{name}_kept"] = sum(alloc[(t, f)] for t in kept)
             retention[f"{name}_total"] = sum(sizes[t][f] for t in range(n))
-        return Packed(ids, retention)
+        return Packed(ids, retention, kept, [tuple(alloc[(t, f)] for f in range(3)) for t in kept])
 
     def pack(self, prompt: Sequence[str], response_a: Sequence[str], response_b: Sequence[str]) -> Packed:
         """Pack one conversation given as text turns."""

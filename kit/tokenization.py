@@ -7,7 +7,8 @@ Output folder (default ``<work>/tokenized/<preset>``):
   n_tokens and the retention columns of :mod:`kit.packing`;
 * ``skipped_rows.csv``: train rows not used and test rows repaired (row, id, column,
   problem, source);
-* ``meta.json``: preset, packing configuration, sources and counts.
+* ``meta.json``: preset, packing configuration, sources and counts;
+* ``retention.png``: packed lengths and kept share per field.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .data import Conversations, DataError, assign_folds, load_conversations
 from .env import default_inputs, work_dir
 from .io import check_free, write_csv, write_json, write_parquet
 from .packing import FIELDS, PackConfig, Packer
+from .plots import plot_retention
 from .presets import load_tokenizer, resolve_preset
 
 
@@ -99,7 +101,8 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
     test_path = defaults["test"] if test is None else (Path(test) if test else None)
     preset = resolve_preset(model, max_length=max_length, model_dir=model_dir)
     out_dir = Path(out) if out else work_dir() / "tokenized" / preset.name
-    targets = [out_dir / n for n in ("train.parquet", "test.parquet", "skipped_rows.csv", "meta.json")]
+    targets = [out_dir / n for n in ("train.parquet", "test.parquet", "skipped_rows.csv", "meta.json",
+                                     "retention.png")]
     check_free(targets, overwrite)
 
     pack_config = replace(PackConfig(max_length=preset.max_length), **(pack or {}))
@@ -138,4 +141,8 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
                          "train_skipped": int(skipped_df.query("split == 'train'")["row"].nunique())
                          if len(skipped_df) else 0}},
                out_dir / "meta.json", overwrite)
+    shown = pd.concat([d for d in (train_df, test_df) if d is not None], ignore_index=True)
+    if len(shown):
+        plot_retention(shown, pack_config.max_length, out_dir / "retention.png",
+                       title=f"{preset.name}: {len(shown)} rows packed", overwrite=overwrite)
     return TokenizeResult(out_dir, train_df, test_df, skipped_df)

@@ -1,0 +1,40 @@
+"""PNG figures for the stages' results (matplotlib, Agg backend: headless-safe)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .io import atomic_write  # noqa: E402
+from .packing import FIELDS  # noqa: E402
+
+
+def save_figure(fig, path, overwrite: bool = False) -> Path:
+    path = atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"),
+                        overwrite)
+    plt.close(fig)
+    return path
+
+
+def plot_retention(packed: pd.DataFrame, max_length: int, path, title: str = "",
+                   overwrite: bool = False) -> Path:
+    """Packed length distribution and, per field, the distribution of kept share."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    ax1.hist(packed["n_tokens"], bins=40, color="#4C72B0")
+    ax1.axvline(max_length, color="crimson", ls="--", label=f"max_length={max_length}")
+    ax1.set(xlabel="tokens per packed row", ylabel="rows", title="packed length")
+    ax1.legend()
+    bins = np.linspace(0, 1, 21)
+    for f in FIELDS:
+        total = packed[f"{f}_total"].where(packed[f"{f}_total"] > 0)
+        share = (packed[f"{f}_kept"] / total).fillna(1.0)
+        ax2.hist(share, bins=bins, histtype="step", lw=2, label=f)
+    ax2.set(xlabel="share of the field's tokens kept", ylabel="rows", yscale="log", title="retention")
+    ax2.legend(loc="upper left")
+    fig.suptitle(title)
+    return save_figure(fig, path, overwrite)

@@ -1,0 +1,59 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # LoRA-LiteE · 1/4 · Tokenize
+# Parse the competition tables, pack every conversation (prompt + both responses, all
+# turns) under a token budget for one backbone, and cache the token ids for training
+# and inference. Run once per model preset. Rows that cannot be used are listed, never
+# dropped silently.
+
+# %% tags=["parameters"]
+MODEL = "minilm"        # minilm | smollm2 (embedded) | gemma2-9b | llama3-8b (GPU)
+TRAIN = None            # list of train tables; None = this environment's default
+TEST = None             # test table; None = this environment's default
+MAX_LENGTH = None       # None = the preset's
+MODEL_DIR = None        # override the preset's model folder
+N_FOLDS = 5
+MAX_ROWS = None         # use only the first N train rows (quick runs)
+OUT = None              # None = the work dir's tokenized/MODEL folder
+OVERWRITE = False       # an existing cache is an error unless True
+KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
+WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt
+
+# %%
+import os, sys
+if os.path.isdir(KIT_DIR) and KIT_DIR not in sys.path:
+    sys.path.insert(0, KIT_DIR)
+import kit.env
+kit.env.install_offline(WHEELS)
+print("environment:", kit.env.environment(), "| work dir:", kit.env.work_dir())
+
+# %%
+from kit.tokenization import tokenize_stage
+
+result = tokenize_stage(MODEL, TRAIN, TEST, max_length=MAX_LENGTH, model_dir=MODEL_DIR,
+                        n_folds=N_FOLDS, max_rows=MAX_ROWS, out=OUT, overwrite=OVERWRITE)
+result.retention_summary()
+
+# %% [markdown]
+# Rows skipped (train) or repaired (test), with the reason:
+
+# %%
+result.skipped
+
+# %%
+from IPython.display import Image
+Image(filename=str(result.out_dir / "retention.png"))

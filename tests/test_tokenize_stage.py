@@ -1,0 +1,85 @@
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+
+from kit.io import OutputExists
+from kit.tokenization import tokenize_stage
+from conftest import KAGGLE_TEST, KAGGLE_TRAIN, PANDALM, ROOT, run_kit
+
+
+@pytest.mark.parametrize("model", ["minilm", "smollm2"])
+def test_cli_writes_caches_for_shipped_data(tmp_path, model):
+    out = tmp_path / model
+    proc = run_kit("tokenize", "--model", model, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    train, test = pd.read_parquet(out / "train.parquet"), pd.read_parquet(out / "test.parquet")
+    assert len(train) == 1099 and set(train["fold"]) == set(range(5))  # 100 kaggle + 999 pandalm
+    assert test["id"].tolist() == [136060, 211333, 1233961]
+    assert (train["n_tokens"] <= 512).all() and (train["input_ids"].map(len) == train["n_tokens"]).all()
+    assert train["input_ids_swap"].map(len).le(512).all()
+    for col in ("prompt_kept", "prompt_total", "response_a_kept", "response_b_total", "turns_kept"):
+        assert col in train
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["preset"]["name"] == model and meta["rows"]["train"] == 1099
+    assert (out / "retention.png").stat().st_size > 1000
+
+
+def test_cli_with_custom_train_reports_skipped_rows(tmp_path):
+    rows = pd.read_csv(KAGGLE_TRAIN).head(12)
+    rows.loc[3, "response_a"] = '["broken'
+    rows.loc[5, "winner_tie"] = 1  # two winners
+    path = tmp_path / "mine.csv"
+    rows.to_csv(path, index=False)
+    out = tmp_path / "out"
+    proc = run_kit("tokenize", "--model", "minilm", "--train", path, "--folds", "2", "--out", out,
+                   "--max-length", "256")
+    assert proc.returncode == 0, proc.stderr
+    train = pd.read_parquet(out / "train.parquet")
+    assert len(train) == 10 and (train["n_tokens"] <= 256).all()
+    skipped = pd.read_csv(out / "skipped_rows.csv").query("split == 'train'")
+    assert sorted(skipped["row"]) == [3, 5]
+    assert set(skipped["id"]) == {rows.loc[3, "id"], rows.loc[5, "id"]}
+    assert "bad JSON" in skipped.set_index("row").loc[3, "problem"]
+    assert skipped.set_index("row").loc[3, "column"] == "response_a"
+
+
+def test_existing_output_is_not_overwritten(tmp_path):
+    kwargs = dict(train=[KAGGLE_TRAIN], test=KAGGLE_TEST, out=tmp_path, n_folds=2)
+    tokenize_stage("minilm", **kwargs)
+    before = (tmp_path / "train.parquet").read_bytes()
+    with pytest.raises(OutputExists, match="train.parquet"):
+        tokenize_stage("minilm", **kwargs)
+    assert (tmp_path / "train.parquet").read_bytes() == before
+    tokenize_stage("minilm", **kwargs, overwrite=True, max_length=128)
+    assert pd.read_parquet(tmp_path / "train.parquet")["n_tokens"].max() <= 128
+
+
+def test_cli_errors_are_clear(tmp_path):
+    proc = run_kit("tokenize", "--model", "minilm", "--train", tmp_path / "nope.csv", "--out", tmp_path)
+    assert proc.returncode == 2 and "no such table" in proc.stderr and "nope.csv" in proc.stderr
+    bad = tmp_path / "bad.csv"
+    pd.read_csv(PANDALM).drop(columns=["response_b"]).to_csv(bad, index=False)
+    proc = run_kit("tokenize", "--model", "minilm", "--train", bad, "--out", tmp_path / "o")
+    assert proc.returncode == 2 and "missing column(s) ['response_b']" in proc.stderr
+
+
+def test_notebook_twins_are_in_sync():
+    import jupytext
+    for py in sorted((ROOT / "notebooks").glob("*.py")):
+        ipynb = py.with_suffix(".ipynb")
+        assert ipynb.exists(), f"{py.name} has no .ipynb twin"
+        a, b = jupytext.read(py), nbformat.read(ipynb, as_version=4)
+        assert [(c.cell_type, c.source) for c in a.cells] == [(c.cell_type, c.source) for c in b.cells], py.name
+
+
+@pytest.mark.parametrize("model", ["minilm", "smollm2"])
+def test_tokenize_notebook_executes_headless(tmp_path, model):
+    import papermill
+    out = tmp_path / "cache"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "01_tokenize.ipynb"), str(tmp_path / "nb.ipynb"),
+                               parameters={"MODEL": model, "OUT": str(out)}, cwd=str(tmp_path),
+                               progress_bar=False)
+    assert pd.read_parquet(out / "test.parquet")["id"].tolist() == [136060, 211333, 1233961]
+    assert len(pd.read_parquet(out / "train.parquet")) == 1099
