@@ -179,16 +179,18 @@ class Packer:
         if budget >= sum(size):
             return dict(zip(cells, size))
         m = len(self.marker)
-        # pass 1 reserves a marker for every non-empty cell; pass 2 only for the cells
-        # pass 1 cut. Allocation is monotone in the budget, so pass 2 cuts a subset of
-        # pass 1's cuts and the reserve still covers every marker.
+        # pass 1 reserves a marker for every non-empty cell, so it always fits; pass 2
+        # reserves markers only for the cells pass 1 cut and hands the rest to content.
+        # Pass 2 is kept only if it cuts no cell that pass 1 left whole (integer rounding
+        # can, rarely), so every cut cell's marker is paid for.
         first_budget = budget - m * sum(1 for s in size if s > 0)
         if first_budget < 0:
             return None
-        alloc = _water_fill(size, weights, first_budget)
-        n_cut = sum(1 for a, s in zip(alloc, size) if a < s)
-        alloc = _water_fill(size, weights, budget - m * n_cut)
-        return dict(zip(cells, alloc))
+        first = _water_fill(size, weights, first_budget)
+        cut_first = {i for i, (a, s) in enumerate(zip(first, size)) if a < s}
+        second = _water_fill(size, weights, budget - m * len(cut_first))
+        cut_second = {i for i, (a, s) in enumerate(zip(second, size)) if a < s}
+        return dict(zip(cells, second if cut_second <= cut_first else first))
 
     def _meets_minimum(self, alloc: dict, sizes) -> bool:
         return all(a >= min(sizes[t][f], self._minimum[f]) for (t, f), a in alloc.items())

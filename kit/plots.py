@@ -38,3 +38,21 @@ def plot_retention(packed: pd.DataFrame, max_length: int, path, title: str = "",
     ax2.legend(loc="upper left")
     fig.suptitle(title)
     return save_figure(fig, path, overwrite)
+
+
+def plot_training(log: pd.DataFrame, path, title: str = "", overwrite: bool = False) -> Path:
+    """Training loss (and held-out log loss / accuracy when evaluated) against the step."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    if "loss" in log:
+        tr = log.dropna(subset=["loss"])
+        ax.plot(tr["step"], tr["loss"], label="train loss", color="#4C72B0")
+    if "eval_log_loss" in log:
+        ev = log.dropna(subset=["eval_log_loss"])
+        ax.plot(ev["step"], ev["eval_log_loss"], "o-", label="held-out log loss", color="crimson")
+        ax2 = ax.twinx()
+        ax2.plot(ev["step"], ev["eval_accuracy"], "s--", color="#55A868", label="held-out accuracy")
+        ax2.set_ylabel("accuracy")
+        ax2.legend(loc="upper right")
+    ax.set(xlabel="optimizer step", ylabel="loss", title=title)
+    ax.legend(loc="upper left")
+    return save_figure(fig, path, overwrite)

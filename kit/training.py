@@ -1,0 +1,258 @@
+"""Stage 2 — train: LoRA fine-tuning of one backbone on one fold, with the HF Trainer.
+
+Per (model, fold) the output folder (default ``<work>/models/<preset>/fold<K>``, or
+``.../full`` when ``fold=None`` trains on every row) holds:
+
+* ``adapter/``: LoRA adapter + classification head (peft ``modules_to_save``) + tokenizer;
+* ``config.json``: the resolved preset, training settings and tokenization metadata;
+* ``metrics.json``: held-out log loss / accuracy of the kept (best) checkpoint, timings;
+* ``oof.csv``: id, p_a, p_b, p_tie for the held-out fold;
+* ``train_log.csv`` and ``training.png``: the Trainer's log history and loss curves.
+
+Cross-entropy on three classes, gradient accumulation, cosine schedule with warm-up,
+optional swap augmentation (each row also seen as (B, A) with the label swapped), the
+best checkpoint by held-out log loss kept, seeds fixed. A killed run resumes from its
+last checkpoint in ``checkpoints/`` when started again with the same arguments. Under
+``torchrun``/``accelerate launch`` the same code trains with DDP (gloo on CPU).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .env import work_dir
+from .io import check_free, write_csv, write_json
+from .presets import Preset, PresetError, resolve_preset
+
+SWAP_LABEL = np.array([1, 0, 2])
+
+
+@dataclass
+class TrainSettings:
+    """Training knobs; None takes the preset's value."""
+
+    epochs: float | None = None
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    grad_accum: int | None = None
+    warmup_ratio: float | None = None
+    weight_decay: float | None = None
+    max_steps: int = -1  # > 0 overrides epochs
+    evals_per_run: int = 4  # evaluations (and checkpoints) over the run
+    eval_steps: int | None = None  # overrides evals_per_run
+    swap_augment: bool = True
+    seed: int = 42
+    max_train_rows: int | None = None
+    max_eval_rows: int | None = None
+    keep_checkpoints: bool = False
+    logging_steps: int = 5
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    metrics: dict
+    oof: pd.DataFrame | None
+
+
+class PackedDataset(torch.utils.data.Dataset):
+    """Token-id rows (+ labels) for the Trainer; padding happens in the collator."""
+
+    def __init__(self, input_ids, labels):
+        self.input_ids = [np.asarray(x, dtype=np.int64) for x in input_ids]
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.input_ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.input_ids[i], "labels": int(self.labels[i])}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-15) -> float:
+    p = np.clip(probs[np.arange(len(labels)), labels], eps, 1.0)
+    return float(-np.log(p).mean())
+
+
+def _metrics(eval_pred) -> dict:
+    logits, labels = eval_pred
+    probs = softmax(np.asarray(logits, dtype=np.float64))
+    labels = np.asarray(labels)
+    return {"log_loss": log_loss(labels, probs), "accuracy": float((probs.argmax(1) == labels).mean())}
+
+
+def default_model_out(preset_name: str, fold: int | None) -> Path:
+    return work_dir() / "models" / preset_name / (f"fold{fold}" if fold is not None else "full")
+
+
+def load_tokenized(tokenized: str | Path) -> tuple[pd.DataFrame, dict]:
+    tokenized = Path(tokenized)
+    path = tokenized / "train.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"no tokenized train cache at {path}; run `python -m kit tokenize` first")
+    meta = json.loads((tokenized / "meta.json").read_text()) if (tokenized / "meta.json").exists() else {}
+    return pd.read_parquet(path), meta
+
+
+def _fingerprint(model) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _split(frame: pd.DataFrame, fold: int | None, settings: TrainSettings):
+    if fold is None:
+        train, held = frame, frame.iloc[:0]
+    else:
+        folds = sorted(set(frame["fold"]))
+        if fold not in folds:
+            raise PresetError(f"fold {fold} out of range: the tokenized data has folds {folds}")
+        train, held = frame[frame["fold"] != fold], frame[frame["fold"] == fold]
+    if settings.max_train_rows:
+        train = train.head(settings.max_train_rows)
+    if settings.max_eval_rows:
+        held = held.head(settings.max_eval_rows)
+    ids, labels = list(train["input_ids"]), train["label"].to_numpy()
+    if settings.swap_augment:
+        ids += list(train["input_ids_swap"])
+        labels = np.concatenate([labels, SWAP_LABEL[labels]])
+    return PackedDataset(ids, labels), held
+
+
+def _training_args(preset: Preset, settings: TrainSettings, out: Path, n_train: int, has_eval: bool):
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    batch = settings.batch_size or preset.batch_size
+    accum = settings.grad_accum or preset.grad_accum
+    epochs = settings.epochs or preset.epochs
+    steps_per_epoch = max(1, -(-n_train // (batch * accum * world)))
+    total = settings.max_steps if settings.max_steps > 0 else int(np.ceil(steps_per_epoch * epochs))
+    every = settings.eval_steps or max(1, -(-total // max(1, settings.evals_per_run)))
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=batch, per_device_eval_batch_size=batch * 2,
+        gradient_accumulation_steps=accum,
+        learning_rate=settings.learning_rate or preset.learning_rate,
+        weight_decay=settings.weight_decay if settings.weight_decay is not None else preset.weight_decay,
+        num_train_epochs=epochs, max_steps=settings.max_steps,
+        lr_scheduler_type="cosine",
+        warmup_steps=settings.warmup_ratio if settings.warmup_ratio is not None else preset.warmup_ratio,
+        eval_strategy="steps" if has_eval else "no", eval_steps=every,
+        save_strategy="steps", save_steps=every, save_total_limit=2,
+        load_best_model_at_end=has_eval, metric_for_best_model="log_loss" if has_eval else None,
+        greater_is_better=False,
+        logging_steps=settings.logging_steps, logging_first_step=True, report_to=[],
+        seed=settings.seed, data_seed=settings.seed,
+        bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda,
+        gradient_checkpointing=preset.gradient_checkpointing and not preset.load_in_4bit,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        train_sampling_strategy="group_by_length",
+        dataloader_num_workers=0, remove_unused_columns=False,
+        ddp_find_unused_parameters=False, ddp_backend="gloo" if world > 1 and not cuda else None,
+        disable_tqdm=False,
+    )
+
+
+def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str | Path | None = None,
+                out: str | Path | None = None, overwrite: bool = False, resume: bool = True,
+                settings: TrainSettings | None = None, **preset_overrides) -> TrainResult:
+    """Run stage 2 for one (model, fold); see the module docstring."""
+    from transformers import DataCollatorWithPadding, Trainer, set_seed
+
+    from .modeling import build_lora_model, check_preset_runtime, count_parameters
+
+    settings = settings or TrainSettings()
+    preset = resolve_preset(model, **preset_overrides)
+    check_preset_runtime(preset)
+    tokenized = Path(tokenized) if tokenized else work_dir() / "tokenized" / preset.name
+    frame, token_meta = load_tokenized(tokenized)
+    if token_meta.get("preset", {}).get("name", preset.name) != preset.name:
+        raise PresetError(f"{tokenized} was tokenized for {token_meta['preset']['name']!r}, not {preset.name!r}")
+    train_ds, held = _split(frame, fold, settings)
+    out = Path(out) if out else default_model_out(preset.name, fold)
+    finals = [out / n for n in ("adapter", "metrics.json", "oof.csv", "config.json")]
+    check_free(finals, overwrite)
+    checkpoints = out / "checkpoints"
+    resuming = resume and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+
+    set_seed(settings.seed)  # the new head's initialisation
+    net, tokenizer = build_lora_model(preset)
+    trainable, total = count_parameters(net)
+    eval_ds = PackedDataset(held["input_ids"], held["label"]) if len(held) else None
+    args = _training_args(preset, settings, out, len(train_ds), eval_ds is not None)
+    trainer = Trainer(model=net, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                      data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+                      compute_metrics=_metrics)
+    started = time.time()
+    if resuming:
+        print(f"[kit train] resuming from the last checkpoint in {checkpoints}", flush=True)
+    train_output = trainer.train(resume_from_checkpoint=True if resuming else None)
+    seconds = time.time() - started
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # DDP check: every rank's weights
+        rank = int(os.environ.get("RANK", "0"))
+        write_json({"rank": rank, "sha256": _fingerprint(net)}, out / "ranks" / f"rank{rank}.json", True)
+    if not trainer.is_world_process_zero():
+        return TrainResult(out, {}, None)
+
+    oof, metrics = None, {"fold": fold, "train_rows": len(train_ds), "held_out_rows": len(held),
+                          "trainable_params": trainable, "total_params": total,
+                          "train_seconds": seconds, "train_loss": train_output.training_loss,
+                          "global_steps": train_output.global_step, "resumed": resuming}
+    if eval_ds is not None:
+        pred = trainer.predict(eval_ds)
+        probs = softmax(np.asarray(pred.predictions, dtype=np.float64))
+        labels = held["label"].to_numpy()
+        metrics.update(log_loss=log_loss(labels, probs), accuracy=float((probs.argmax(1) == labels).mean()),
+                       best_checkpoint=trainer.state.best_model_checkpoint)
+        oof = pd.DataFrame({"id": held["id"].to_numpy(), "p_a": probs[:, 0], "p_b": probs[:, 1],
+                            "p_tie": probs[:, 2], "label": labels})
+
+    out.mkdir(parents=True, exist_ok=True)
+    _save_adapter(trainer.model, tokenizer, out / "adapter", overwrite)
+    write_json({"preset": preset.to_dict(), "fold": fold, "train": asdict(settings),
+                "tokenized": str(tokenized), "tokenization": token_meta,
+                "torch": torch.__version__}, out / "config.json", overwrite)
+    log = pd.DataFrame(trainer.state.log_history)
+    write_csv(log, out / "train_log.csv", overwrite=True)
+    from .plots import plot_training
+    plot_training(log, out / "training.png", title=f"{preset.name} fold {fold}", overwrite=True)
+    if oof is not None:
+        write_csv(oof, out / "oof.csv", overwrite)
+    write_json(metrics, out / "metrics.json", overwrite)
+    if not settings.keep_checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return TrainResult(out, metrics, oof)
+
+
+def _save_adapter(model, tokenizer, target: Path, overwrite: bool) -> None:
+    """Adapter + head + tokenizer into `target`, written aside and renamed into place."""
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():
+        check_free([target], overwrite)
+        shutil.rmtree(target)
+    os.replace(tmp, target)
