@@ -39,6 +39,53 @@ def _add_tokenize(sub):
     p.set_defaults(run=run)
 
 
+def _add_train(sub):
+    p = sub.add_parser("train", help="LoRA-train one model preset on one fold")
+    p.add_argument("--model", required=True, choices=sorted(PRESETS))
+    p.add_argument("--fold", default="0", help="held-out fold K, or 'full' to train on every row")
+    p.add_argument("--tokenized", default=None, help="stage-1 cache; default <work>/tokenized/<model>")
+    p.add_argument("--out", default=None, help="default <work>/models/<model>/fold<K>")
+    p.add_argument("--model-dir", default=None)
+    p.add_argument("--4bit", dest="load_in_4bit", action="store_true", default=None)
+    p.add_argument("--no-4bit", dest="load_in_4bit", action="store_false")
+    for name, typ in (("lora-r", int), ("lora-alpha", int), ("lora-dropout", float)):
+        p.add_argument(f"--{name}", type=typ, default=None)
+    p.add_argument("--target-modules", type=_csv_list, default=None)
+    p.add_argument("--layers", type=lambda s: [int(x) for x in _csv_list(s)], default=None,
+                   help="comma-separated layer indices that get LoRA (default: all)")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    for name, typ in (("epochs", float), ("lr", float), ("batch-size", int), ("grad-accum", int),
+                      ("warmup-ratio", float), ("weight-decay", float), ("max-steps", int),
+                      ("evals-per-run", int), ("eval-steps", int), ("seed", int),
+                      ("max-train-rows", int), ("max-eval-rows", int), ("logging-steps", int)):
+        p.add_argument(f"--{name}", type=typ, default=None)
+    p.add_argument("--no-swap-augment", action="store_true")
+    p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints of a killed run")
+    p.add_argument("--overwrite", action="store_true")
+
+    def run(a):
+        from .training import TrainSettings, train_stage
+        given = {k: v for k, v in {
+            "epochs": a.epochs, "learning_rate": a.lr, "batch_size": a.batch_size,
+            "grad_accum": a.grad_accum, "warmup_ratio": a.warmup_ratio, "weight_decay": a.weight_decay,
+            "max_steps": a.max_steps, "evals_per_run": a.evals_per_run, "eval_steps": a.eval_steps,
+            "seed": a.seed, "max_train_rows": a.max_train_rows, "max_eval_rows": a.max_eval_rows,
+            "logging_steps": a.logging_steps}.items() if v is not None}
+        settings = TrainSettings(**given, swap_augment=not a.no_swap_augment,
+                                 keep_checkpoints=a.keep_checkpoints)
+        fold = None if a.fold == "full" else int(a.fold)
+        res = train_stage(a.model, fold, tokenized=a.tokenized, out=a.out, overwrite=a.overwrite,
+                          resume=not a.no_resume, settings=settings, model_dir=a.model_dir,
+                          load_in_4bit=a.load_in_4bit, lora_r=a.lora_r, lora_alpha=a.lora_alpha,
+                          lora_dropout=a.lora_dropout, target_modules=a.target_modules,
+                          layers_to_transform=a.layers, gradient_checkpointing=a.gradient_checkpointing)
+        if res.metrics:
+            print({k: res.metrics[k] for k in ("log_loss", "accuracy", "train_seconds") if k in res.metrics})
+            print(f"wrote {res.out_dir}")
+    p.set_defaults(run=run)
+
+
 def _add_main(sub):
     p = sub.add_parser("main", help="the main job: the stage notebooks on the embedded defaults")
     p.add_argument("--models", type=_csv_list, default=["minilm", "smollm2"])
@@ -55,6 +102,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kit", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
     _add_tokenize(sub)
+    _add_train(sub)
     _add_main(sub)
     args = parser.parse_args(argv)
     try:

@@ -180,15 +180,22 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     """Run stage 2 for one (model, fold); see the module docstring."""
     from transformers import DataCollatorWithPadding, Trainer, set_seed
 
+    from .inference import predict_logits
     from .modeling import build_lora_model, check_preset_runtime, count_parameters
 
     settings = settings or TrainSettings()
-    preset = resolve_preset(model, **preset_overrides)
-    check_preset_runtime(preset)
-    tokenized = Path(tokenized) if tokenized else work_dir() / "tokenized" / preset.name
+    if "max_length" in preset_overrides:
+        raise PresetError("max_length is fixed when tokenizing; re-run the tokenize stage to change it")
+    resolve_preset(model, **preset_overrides)  # unknown preset / field: fail before any I/O
+    tokenized = Path(tokenized) if tokenized else work_dir() / "tokenized" / model
     frame, token_meta = load_tokenized(tokenized)
-    if token_meta.get("preset", {}).get("name", preset.name) != preset.name:
-        raise PresetError(f"{tokenized} was tokenized for {token_meta['preset']['name']!r}, not {preset.name!r}")
+    packed_for = token_meta.get("preset", {})
+    if packed_for.get("name", model) != model:
+        raise PresetError(f"{tokenized} was tokenized for {packed_for['name']!r}, not {model!r}")
+    # the backbone folder and max_length the cache was made with, unless overridden
+    preset = resolve_preset(model, **{"max_length": packed_for.get("max_length"),
+                                      "model_dir": packed_for.get("model_dir"), **preset_overrides})
+    check_preset_runtime(preset)
     train_ds, held = _split(frame, fold, settings)
     out = Path(out) if out else default_model_out(preset.name, fold)
     finals = [out / n for n in ("adapter", "metrics.json", "oof.csv", "config.json")]
@@ -221,8 +228,10 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
                           "train_seconds": seconds, "train_loss": train_output.training_loss,
                           "global_steps": train_output.global_step, "resumed": resuming}
     if eval_ds is not None:
-        pred = trainer.predict(eval_ds)
-        probs = softmax(np.asarray(pred.predictions, dtype=np.float64))
+        # not trainer.predict: with length-grouped sampling it returns rows shuffled
+        logits = predict_logits(trainer.model, list(held["input_ids"]), tokenizer.pad_token_id,
+                                device=trainer.args.device, desc="out-of-fold")
+        probs = softmax(logits)
         labels = held["label"].to_numpy()
         metrics.update(log_loss=log_loss(labels, probs), accuracy=float((probs.argmax(1) == labels).mean()),
                        best_checkpoint=trainer.state.best_model_checkpoint)

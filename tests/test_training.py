@@ -1,0 +1,160 @@
+"""Real few-step LoRA training of both embedded backbones on real rows (slow-ish: ~2 min)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kit.io import OutputExists
+from kit.presets import PresetError, resolve_preset
+from kit.tokenization import tokenize_stage
+from kit.training import PackedDataset, TrainSettings, train_stage
+from conftest import KAGGLE_TRAIN, PANDALM, ROOT, run_kit
+
+FAST = dict(max_steps=12, batch_size=4, grad_accum=1, learning_rate=2e-3, warmup_ratio=0.0,
+            evals_per_run=1, max_train_rows=16, max_eval_rows=16, logging_steps=1)
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory):
+    """Real PandaLM + Kaggle rows packed at 128 tokens for each embedded preset."""
+    base = tmp_path_factory.mktemp("tok")
+    for model in ("minilm", "smollm2"):
+        tokenize_stage(model, [KAGGLE_TRAIN, PANDALM], "", max_length=128, max_rows=200, n_folds=4,
+                       out=base / model)
+    return base
+
+
+def _loss(model, frame, pad_id):
+    from kit.inference import predict_logits
+    logits = torch.tensor(predict_logits(model, list(frame["input_ids"]), pad_id, progress=False))
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(frame["label"].to_numpy())).item()
+
+
+@pytest.mark.parametrize("model", ["minilm", "smollm2"])
+def test_few_steps_change_lora_and_head_and_lower_training_loss(tokenized, tmp_path, model):
+    from transformers import set_seed
+    from kit.modeling import build_lora_model, load_trained
+
+    settings = TrainSettings(**FAST, swap_augment=False)
+    frame = pd.read_parquet(tokenized / model / "train.parquet")
+    seen = frame[frame["fold"] != 0].head(settings.max_train_rows)
+
+    set_seed(settings.seed)  # the same head initialisation as the run below
+    initial, tok = build_lora_model(resolve_preset(model, max_length=128))
+    initial.eval()
+    before = {n: p.detach().clone() for n, p in initial.named_parameters() if p.requires_grad}
+    loss_before = _loss(initial, seen, tok.pad_token_id)
+
+    res = train_stage(model, 0, tokenized=tokenized / model, out=tmp_path / "run", settings=settings)
+    trained, _ = load_trained(res.out_dir, resolve_preset(model, max_length=128))
+    after = dict(trained.named_parameters())
+    lora_b = [n for n in before if "lora_B" in n]
+    head = [n for n in before if "modules_to_save" in n]
+    assert lora_b and head
+    assert all(before[n].abs().sum() == 0 for n in lora_b)  # LoRA starts as a no-op ...
+    assert sum(after[n].abs().sum().item() > 0 for n in lora_b) > len(lora_b) // 2  # ... and learns
+    assert all(not torch.equal(before[n], after[n]) for n in head)
+    assert _loss(trained, seen, tok.pad_token_id) < loss_before - 0.01
+    m = json.loads((res.out_dir / "metrics.json").read_text())
+    assert m["global_steps"] == 12 and 0 < m["log_loss"] < 5 and m["held_out_rows"] == 16
+    oof = pd.read_csv(res.out_dir / "oof.csv")
+    assert len(oof) == 16 and np.allclose(oof[["p_a", "p_b", "p_tie"]].sum(1), 1)
+    assert (res.out_dir / "training.png").exists() and not (res.out_dir / "checkpoints").exists()
+
+
+RELOAD = """
+import sys, numpy as np, pandas as pd
+from kit.inference import predict_logits
+from kit.modeling import load_trained
+from kit.presets import resolve_preset
+from kit.training import softmax
+model, tok = load_trained(sys.argv[1], resolve_preset("minilm", max_length=128))
+held = pd.read_parquet(sys.argv[2]).set_index("id").loc[pd.read_csv(sys.argv[1] + "/oof.csv")["id"]]
+probs = softmax(predict_logits(model, list(held["input_ids"]), tok.pad_token_id, progress=False))
+np.save(sys.argv[3], probs)
+"""
+
+
+def test_cli_train_then_reload_in_a_fresh_process_gives_the_same_probabilities(tokenized, tmp_path):
+    out = tmp_path / "cli"
+    proc = run_kit("train", "--model", "minilm", "--fold", "1", "--tokenized", tokenized / "minilm",
+                   "--out", out, "--max-steps", "4", "--batch-size", "4", "--max-train-rows", "16",
+                   "--max-eval-rows", "12")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["preset"]["name"] == "minilm" and cfg["preset"]["max_length"] == 128 and cfg["fold"] == 1
+    subprocess.run([sys.executable, "-c", RELOAD, str(out), str(tokenized / "minilm" / "train.parquet"),
+                    str(tmp_path / "p.npy")], check=True, cwd=ROOT, capture_output=True)
+    oof = pd.read_csv(out / "oof.csv")
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), oof[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-6)
+    # a second run into the same folder is refused, not silently overwritten
+    again = run_kit("train", "--model", "minilm", "--fold", "1", "--tokenized", tokenized / "minilm",
+                    "--out", out, "--max-steps", "1")
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_killed_run_resumes_to_the_same_metrics(tokenized, tmp_path):
+    args = ["train", "--model", "minilm", "--fold", "0", "--tokenized", tokenized / "minilm",
+            "--max-steps", "12", "--eval-steps", "3", "--batch-size", "4", "--max-train-rows", "32",
+            "--max-eval-rows", "16", "--seed", "7"]
+    ref = run_kit(*args, "--out", tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "kit", *map(str, args), "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    ckpt = out / "checkpoints" / "checkpoint-6" / "trainer_state.json"
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+
+    resumed = run_kit(*args, "--out", out)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from the last checkpoint" in resumed.stdout
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "ref", out))
+    assert b["resumed"] and not a["resumed"] and a["global_steps"] == b["global_steps"] == 12
+    assert abs(a["log_loss"] - b["log_loss"]) < 1e-5 and a["accuracy"] == b["accuracy"]
+    pa, pb = (pd.read_csv(d / "oof.csv")[["p_a", "p_b", "p_tie"]].to_numpy() for d in (tmp_path / "ref", out))
+    np.testing.assert_allclose(pa, pb, atol=1e-5)
+
+
+def test_bad_configuration_is_named(tokenized, tmp_path):
+    tok = tokenized / "minilm"
+    with pytest.raises(PresetError, match="unknown model preset 'nope'"):
+        train_stage("nope", 0, tokenized=tok)
+    with pytest.raises(PresetError, match="fold 7 out of range"):
+        train_stage("minilm", 7, tokenized=tok, out=tmp_path / "a")
+    if not torch.cuda.is_available():
+        with pytest.raises(PresetError, match="needs a CUDA GPU"):
+            train_stage("minilm", 0, tokenized=tok, out=tmp_path / "b", load_in_4bit=True)
+    with pytest.raises(PresetError, match="model folder for preset 'gemma2-9b' not found"):
+        tokenize_stage("gemma2-9b", [KAGGLE_TRAIN], "", out=tmp_path / "c", model_dir=str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="run `python -m kit tokenize` first"):
+        train_stage("minilm", 0, tokenized=tmp_path / "empty")
+    with pytest.raises(PresetError, match="tokenized for 'minilm', not 'smollm2'"):
+        train_stage("smollm2", 0, tokenized=tok)
+
+
+def test_ddp_two_cpu_ranks_end_with_identical_weights(tokenized, tmp_path):
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    out = tmp_path / "ddp"
+    proc = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29533", "-m", "kit", "train",
+                           "--model", "minilm", "--fold", "0", "--tokenized", str(tokenized / "minilm"),
+                           "--out", str(out), "--max-steps", "3", "--batch-size", "4",
+                           "--max-train-rows", "32", "--max-eval-rows", "8"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((out / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["sha256"] == ranks[1]["sha256"]
+    assert json.loads((out / "metrics.json").read_text())["global_steps"] == 3
