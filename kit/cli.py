@@ -86,6 +86,37 @@ def _add_train(sub):
     p.set_defaults(run=run)
 
 
+def _add_infer(sub):
+    p = sub.add_parser("infer", help="predict test or out-of-fold probabilities with trained models")
+    p.add_argument("--model-dir", required=True, type=_csv_list,
+                   help="train-stage output folder(s), comma-separated")
+    p.add_argument("--split", choices=["test", "oof"], default="test")
+    p.add_argument("--tokenized", default=None, help="stage-1 cache; default: the one the model trained on")
+    p.add_argument("--out", default=None, help="default <model-dir>/predictions/<split>.csv (one model only)")
+    p.add_argument("--devices", type=_csv_list, default=None, help="e.g. cuda:0,cuda:1; default: every GPU, else cpu")
+    p.add_argument("--cpu-workers", type=int, default=1)
+    p.add_argument("--no-tta", action="store_true", help="skip the swapped (B, A) pass")
+    p.add_argument("--max-tokens", type=int, default=None, help="padded tokens per batch")
+    p.add_argument("--budget-hours", type=float, default=9.0)
+    p.add_argument("--isolate", action="store_true", help="each model in its own process")
+    p.add_argument("--base-model-dir", default=None, help="override the backbone folder")
+    p.add_argument("--overwrite", action="store_true")
+
+    def run(a):
+        from .inference import infer_isolated, infer_stage
+        if a.out and len(a.model_dir) > 1:
+            raise ValueError("--out names one file: pass one --model-dir with it")
+        for model_dir in a.model_dir:
+            kwargs = dict(tokenized=a.tokenized, out=a.out, devices=a.devices, cpu_workers=a.cpu_workers,
+                          tta=not a.no_tta, max_tokens=a.max_tokens, budget_hours=a.budget_hours,
+                          overwrite=a.overwrite)
+            if a.isolate:
+                infer_isolated(model_dir, a.split, **kwargs)
+            else:
+                infer_stage(model_dir, a.split, base_model_dir=a.base_model_dir, **kwargs)
+    p.set_defaults(run=run)
+
+
 def _add_main(sub):
     p = sub.add_parser("main", help="the main job: the stage notebooks on the embedded defaults")
     p.add_argument("--models", type=_csv_list, default=["minilm", "smollm2"])
@@ -103,6 +134,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="stage", required=True)
     _add_tokenize(sub)
     _add_train(sub)
+    _add_infer(sub)
     _add_main(sub)
     args = parser.parse_args(argv)
     try:

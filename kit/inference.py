@@ -1,14 +1,32 @@
-"""Batched prediction: length-sorted rows, dynamic padding under a tokens-per-batch budget.
+"""Stage 3 — infer: trained (model, fold) outputs -> three-way probabilities.
 
-Guarantees of :func:`predict_logits`: one row of logits per input, in the input order;
-a batch never holds more than ``max_tokens`` padded tokens (a single longer row goes
-alone); the result does not depend on the batching (up to float round-off).
+Batching (:func:`predict_logits`): rows sorted by length, dynamic padding under a
+tokens-per-batch budget; one row of logits per input, in the input order; a batch never
+holds more than ``max_tokens`` padded tokens (a single longer row goes alone); results do
+not depend on the batching (up to float round-off).
+
+Devices (:func:`predict_sharded`): rows dealt across devices — by default every visible
+GPU (cuda:0 and cuda:1 on Kaggle's two T4s) — one model replica per device, each in its
+own thread; with no GPU, N CPU workers sharing one replica.
+
+Swap TTA (:func:`swap_average`), a runtime projection against a budget
+(:class:`RuntimeProjection`), and :func:`infer_stage` that writes one predictions file
+per model and split; :func:`infer_isolated` runs it in a fresh process.
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -41,7 +59,7 @@ def pad_batch(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, to
 @torch.inference_mode()
 def predict_logits(model, input_ids: Sequence[np.ndarray], pad_id: int, *, device=None,
                    max_tokens: int = 8192, max_batch: int = 256, progress: bool = True,
-                   desc: str = "predict") -> np.ndarray:
+                   desc: str = "predict", projection=None) -> np.ndarray:
     """Logits (n, num_labels) as float64, in the order of ``input_ids``."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     batches = length_sorted_batches([len(r) for r in input_ids], max_tokens, max_batch)
@@ -55,4 +73,265 @@ def predict_logits(model, input_ids: Sequence[np.ndarray], pad_id: int, *, devic
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             out[idx] = logits.float().cpu().numpy()
             bar.update(len(idx))
+            if projection is not None:
+                projection.update(int(mask.sum()))
     return out
+
+
+# -- stage 3 ------------------------------------------------------------------------------
+PROB_COLUMNS = ["p_a", "p_b", "p_tie"]
+
+
+class RuntimeProjection:
+    """Projects a whole run's wall time from the padded tokens done so far.
+
+    Rows go longest first, so the first batches are the slowest per row: projecting by
+    tokens (not rows) keeps the estimate honest, and it errs on the long side (attention
+    costs more per token in long rows).
+    Thread-safe: every device's worker reports into the same projection.
+    """
+
+    def __init__(self, total_tokens: int, budget_hours: float | None, warmup_share: float = 0.02,
+                 label: str = ""):
+        self.total, self.budget, self.warmup, self.label = total_tokens, budget_hours, warmup_share, label
+        self.done, self.start, self.projected_s = 0, time.time(), None
+        self._lock = threading.Lock()
+
+    def update(self, tokens: int) -> None:
+        with self._lock:
+            self.done += tokens
+            if self.projected_s is None and self.done >= max(1, self.warmup * self.total):
+                elapsed = time.time() - self.start
+                self.projected_s = elapsed * self.total / self.done
+                msg = (f"[kit infer] {self.label}projected run time {self.projected_s / 3600:.2f} h "
+                       f"({self.done}/{self.total} tokens in {elapsed:.1f} s)")
+                print(msg, flush=True)
+                if self.budget is not None and self.projected_s > self.budget * 3600:
+                    warnings.warn(f"{self.label}projected run time {self.projected_s / 3600:.2f} h exceeds "
+                                  f"the budget of {self.budget} h: lower max_length or max_tokens, "
+                                  f"drop swap TTA, or add devices", RuntimeWarning, stacklevel=2)
+
+
+def visible_devices() -> list[str]:
+    """Every visible GPU (cuda:0, cuda:1 on Kaggle's two T4s), else ['cpu']."""
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu"]
+
+
+def shard_rows(lengths: Sequence[int], n_shards: int) -> list[np.ndarray]:
+    """Split row indices into n shards of near-equal work: rows sorted by length and dealt
+    round-robin, so every shard gets long and short rows alike."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [np.sort(order[k::n_shards]) for k in range(n_shards)]
+
+
+def predict_sharded(replicas: Sequence, devices: Sequence[str], input_ids: Sequence[np.ndarray], pad_id: int,
+                    *, max_tokens: int, projection: RuntimeProjection | None = None,
+                    desc: str = "predict") -> np.ndarray:
+    """Logits for all rows: shard k runs on replicas[k] / devices[k] in its own thread."""
+    shards = shard_rows([len(r) for r in input_ids], len(replicas))
+    n_labels = replicas[0].config.num_labels
+    out = np.zeros((len(input_ids), n_labels), dtype=np.float64)
+    errors = []
+
+    def work(k):
+        try:
+            idx = shards[k]
+            out[idx] = predict_logits(replicas[k], [input_ids[i] for i in idx], pad_id, device=devices[k],
+                                      max_tokens=max_tokens, progress=k == 0, projection=projection,
+                                      desc=f"{desc} [{devices[k]}]")
+        except BaseException as err:  # surfaced in the caller's thread
+            errors.append(err)
+
+    if len(replicas) == 1:
+        work(0)
+    else:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(len(replicas))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return out
+
+
+def swap_average(p_direct: np.ndarray, p_swapped: np.ndarray) -> tuple[np.ndarray, float]:
+    """Swap TTA: the (B, A) pass's A/B columns exchanged, averaged with the (A, B) pass.
+    Also returns the flip rate: share of rows whose most likely class differs between passes."""
+    back = p_swapped[:, [1, 0, 2]]
+    flip = float((p_direct.argmax(1) != back.argmax(1)).mean()) if len(p_direct) else 0.0
+    return (p_direct + back) / 2, flip
+
+
+@dataclass
+class InferResult:
+    path: Path
+    predictions: pd.DataFrame
+    flip_rate: float | None
+    projected_hours: float | None
+    seconds: float
+
+
+def _load_replicas(model_dir: Path, preset, devices: Sequence[str]):
+    from .modeling import load_trained
+
+    replicas, tokenizer = [], None
+    cpu_model = None
+    for dev in devices:
+        if dev == "cpu":  # CPU workers share one replica (read-only forward passes)
+            if cpu_model is None:
+                cpu_model, tokenizer = load_trained(model_dir, preset)
+            replicas.append(cpu_model)
+        else:
+            model, tokenizer = load_trained(model_dir, preset, device_map={"": dev})
+            if not preset.load_in_4bit:
+                model.to(dev)
+            replicas.append(model)
+    return replicas, tokenizer
+
+
+def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | Path | None = None,
+                out: str | Path | None = None, devices: Sequence[str] | None = None, cpu_workers: int = 1,
+                tta: bool = True, max_tokens: int | None = None, budget_hours: float | None = 9.0,
+                overwrite: bool = False, base_model_dir: str | None = None) -> InferResult:
+    """Stage 3 for one trained (model, fold) output.
+
+    split="test": every row of the tokenized test table; split="oof": the rows of the
+    fold the model held out. Writes ``<model_dir>/predictions/<split>.csv`` (id, p_a, p_b,
+    p_tie [, label]; with TTA also the direct and swapped passes' columns).
+    """
+    from .io import check_free, write_csv
+    from .presets import resolve_preset
+
+    model_dir = Path(model_dir)
+    cfg_path = model_dir / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{model_dir} is not a train-stage output (no config.json)")
+    cfg = json.loads(cfg_path.read_text())
+    p = cfg["preset"]
+    preset = resolve_preset(p["name"], **{k: v for k, v in p.items() if k not in ("name", "extra")},
+                            **({"model_dir": base_model_dir} if base_model_dir else {}))
+    tokenized = Path(tokenized or cfg["tokenized"])
+    if split == "test":
+        table = tokenized / "test.parquet"
+    elif split == "oof":
+        table = tokenized / "train.parquet"
+        if cfg["fold"] is None:
+            raise ValueError(f"{model_dir} was trained on every row: it has no out-of-fold split")
+    else:
+        raise ValueError(f"split must be 'test' or 'oof', got {split!r}")
+    if not table.exists():
+        raise FileNotFoundError(f"no tokenized {split} data at {table}; run `python -m kit tokenize` first")
+    out = Path(out) if out else model_dir / "predictions" / f"{split}.csv"
+    check_free([out], overwrite)
+    frame = pd.read_parquet(table)
+    if split == "oof":
+        frame = frame[frame["fold"] == cfg["fold"]]
+    meta_path = tokenized / "meta.json"
+    if meta_path.exists():
+        packed_len = json.loads(meta_path.read_text())["pack"]["max_length"]
+        if packed_len != preset.max_length:
+            warnings.warn(f"{tokenized} was packed at max_length={packed_len}, the model was trained at "
+                          f"{preset.max_length}", RuntimeWarning, stacklevel=2)
+
+    devices = list(devices) if devices else visible_devices()
+    if devices == ["cpu"] and cpu_workers > 1:
+        devices = ["cpu"] * cpu_workers
+    max_tokens = max_tokens or (16384 if devices[0].startswith("cuda") else 8192)
+    replicas, tokenizer = _load_replicas(model_dir, preset, devices)
+    passes = [("direct", list(frame["input_ids"]))] + ([("swap", list(frame["input_ids_swap"]))] if tta else [])
+    total_tokens = sum(int(sum(len(r) for r in rows)) for _, rows in passes)
+    projection = RuntimeProjection(total_tokens, budget_hours, label=f"{preset.name} {split}: ")
+    started = time.time()
+    probs = {}
+    from .training import softmax
+    for name, rows in passes:
+        logits = predict_sharded(replicas, devices, rows, tokenizer.pad_token_id, max_tokens=max_tokens,
+                                 projection=projection, desc=f"{preset.name} {split} {name}")
+        probs[name] = softmax(logits)
+    seconds = time.time() - started
+
+    result = pd.DataFrame({"id": frame["id"].to_numpy()})
+    flip = None
+    if tta:
+        final, flip = swap_average(probs["direct"], probs["swap"])
+        for tag, arr in (("direct", probs["direct"]), ("swap", probs["swap"][:, [1, 0, 2]])):
+            for j, c in enumerate(PROB_COLUMNS):
+                result[f"{c}_{tag}"] = arr[:, j]
+    else:
+        final = probs["direct"]
+    for j, c in enumerate(PROB_COLUMNS):
+        result[c] = final[:, j]
+    if split == "oof":
+        result["label"] = frame["label"].to_numpy()
+    result = result[["id", *PROB_COLUMNS, *[c for c in result.columns if c not in ("id", *PROB_COLUMNS)]]]
+    write_csv(result, out, overwrite)
+    print(f"[kit infer] {len(result)} rows, {seconds:.1f} s ({len(result) * len(passes) / max(seconds, 1e-9):.2f} "
+          f"passes/s){f', flip rate {flip:.3f}' if flip is not None else ''} -> {out}", flush=True)
+    return InferResult(out, result, flip, None if projection.projected_s is None else projection.projected_s / 3600,
+                       seconds)
+
+
+def infer_isolated(model_dir: str | Path, split: str = "test", *, tokenized=None, out=None,
+                   devices: Sequence[str] | None = None, cpu_workers: int = 1, tta: bool = True,
+                   max_tokens: int | None = None, budget_hours: float | None = 9.0,
+                   overwrite: bool = False) -> Path:
+    """:func:`infer_stage` in a fresh Python process: all its GPU memory is returned when
+    it exits, so the next model loads into empty devices."""
+    args = [sys.executable, "-m", "kit", "infer", "--model-dir", str(model_dir), "--split", split,
+            "--cpu-workers", str(cpu_workers)]
+    for flag, value in (("--tokenized", tokenized), ("--out", out), ("--max-tokens", max_tokens),
+                        ("--budget-hours", budget_hours),
+                        ("--devices", ",".join(devices) if devices else None)):
+        if value is not None:
+            args += [flag, str(value)]
+    args += ([] if tta else ["--no-tta"]) + (["--overwrite"] if overwrite else [])
+    subprocess.run(args, check=True)
+    return Path(out) if out else Path(model_dir) / "predictions" / f"{split}.csv"
+
+
+def trained_outputs(root: str | Path | None = None, models: Sequence[str] | None = None) -> list[Path]:
+    """Every train-stage output (a folder with adapter/ and config.json) under <work>/models."""
+    from .env import work_dir
+
+    root = Path(root) if root else work_dir() / "models"
+    found = sorted(p.parent.parent for p in root.glob("*/*/adapter/adapter_config.json"))
+    return [p for p in found if (p / "config.json").exists() and (models is None or p.parent.name in models)]
+
+
+def flip_rate_of(predictions: pd.DataFrame) -> float | None:
+    """Flip rate from a predictions table written with TTA (None without the swap pass)."""
+    if "p_a_swap" not in predictions:
+        return None
+    direct = predictions[[f"{c}_direct" for c in PROB_COLUMNS]].to_numpy()
+    swapped = predictions[[f"{c}_swap" for c in PROB_COLUMNS]].to_numpy()
+    return float((direct.argmax(1) != swapped.argmax(1)).mean())
+
+
+def infer_many(model_dirs: Sequence[str | Path], splits: Sequence[str] = ("test",), *,
+               isolate: bool | None = None, **kwargs) -> pd.DataFrame:
+    """Stage 3 for several trained outputs and splits; one summary row per predictions file.
+
+    ``isolate=None`` runs each model in its own process when GPUs are in use (a second
+    model in the same process often runs out of GPU memory), in-process on CPU.
+    """
+    if isolate is None:
+        isolate = torch.cuda.is_available()
+    rows = []
+    for model_dir in model_dirs:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+        for split in splits:
+            if split == "oof" and cfg["fold"] is None:
+                continue
+            started = time.time()
+            if isolate:
+                path = infer_isolated(model_dir, split, **kwargs)
+            else:
+                path = infer_stage(model_dir, split, **kwargs).path
+            preds = pd.read_csv(path)
+            rows.append({"model": cfg["preset"]["name"], "fold": cfg["fold"], "split": split,
+                         "rows": len(preds), "flip_rate": flip_rate_of(preds),
+                         "seconds": time.time() - started, "path": str(path)})
+    return pd.DataFrame(rows)

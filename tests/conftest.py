@@ -40,3 +40,27 @@ def run_kit(*args, cwd=ROOT, env=None, timeout=1800):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "kit", *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def trained_minilm(tmp_path_factory):
+    """A real (few-step) MiniLM LoRA run on real rows, with a tokenized test table whose
+    rows include malformed ones: (model_dir, tokenized_dir, test_csv)."""
+    import pandas as pd
+    from kit.tokenization import tokenize_stage
+    from kit.training import TrainSettings, train_stage
+
+    base = tmp_path_factory.mktemp("trained")
+    test = pd.read_csv(KAGGLE_TRAIN).drop(columns=["winner_model_a", "winner_model_b", "winner_tie",
+                                                   "model_a", "model_b"]).head(20)
+    test.loc[2, "prompt"] = '["unterminated'          # bad JSON
+    test.loc[4, "response_a"] = "[]"                    # empty list
+    test.loc[6, "response_b"] = '[null, "x"]'           # null turn + count mismatch
+    test.loc[8, "prompt"] = '["lone \\ud800 surrogate"]'
+    test_csv = base / "test.csv"
+    test.to_csv(test_csv, index=False)
+    tok = base / "tok"
+    tokenize_stage("minilm", [PANDALM], test_csv, max_length=128, max_rows=120, n_folds=3, out=tok)
+    res = train_stage("minilm", 0, tokenized=tok, out=base / "model",
+                      settings=TrainSettings(max_steps=3, batch_size=8, max_train_rows=24, logging_steps=1))
+    return res.out_dir, tok, test_csv

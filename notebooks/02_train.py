@@ -1,0 +1,70 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # LoRA-LiteE · 2/4 · Train
+# LoRA fine-tuning of one backbone as a three-way classifier (A / B / tie) on one fold
+# of the tokenized data — the "SFT with LoRA" half of LoRA-LiteE. One run per (model,
+# fold): run this notebook once per member and fold (each run in its own process keeps
+# GPU memory free). On a GPU the large presets load in 4-bit nf4 (QLoRA). Multi-GPU:
+# `torchrun --nproc_per_node=2 -m kit train --model ... --fold ...` runs the same code with DDP.
+
+# %% tags=["parameters"]
+MODEL = "minilm"        # minilm | smollm2 (embedded) | gemma2-9b | llama3-8b (GPU)
+FOLD = 0                # held-out fold; None trains on every row (final model, no evaluation)
+TOKENIZED = None        # stage-1 cache; None = the work dir's tokenized/MODEL folder
+OUT = None              # None = the work dir's models/MODEL/foldK folder
+MODEL_DIR = None        # override the preset's model folder
+LOAD_IN_4BIT = None     # None = the preset's (True for the GPU presets; needs CUDA)
+LORA_R = None           # LoRA settings; None = the preset's
+LORA_ALPHA = None
+LORA_DROPOUT = None
+TARGET_MODULES = None   # e.g. ["q_proj", "v_proj"]
+LAYERS = None           # e.g. list(range(16, 42)): LoRA on these layers only
+EPOCHS = None           # training settings; None = the preset's
+LR = None
+BATCH_SIZE = None
+GRAD_ACCUM = None
+MAX_STEPS = -1          # > 0 overrides EPOCHS
+EVALS_PER_RUN = 4       # evaluations and checkpoints over the run (the best is kept)
+SWAP_AUGMENT = True     # also train on every row with A and B exchanged
+MAX_TRAIN_ROWS = None
+MAX_EVAL_ROWS = None
+SEED = 42
+OVERWRITE = False       # an existing trained output is an error unless True
+KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
+WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt
+
+# %%
+import os, sys
+if os.path.isdir(KIT_DIR) and KIT_DIR not in sys.path:
+    sys.path.insert(0, KIT_DIR)
+import kit.env
+kit.env.install_offline(WHEELS)
+print("environment:", kit.env.environment(), "| work dir:", kit.env.work_dir())
+
+# %%
+from kit.training import TrainSettings, train_stage
+
+settings = TrainSettings(epochs=EPOCHS, learning_rate=LR, batch_size=BATCH_SIZE, grad_accum=GRAD_ACCUM,
+                         max_steps=MAX_STEPS, evals_per_run=EVALS_PER_RUN, swap_augment=SWAP_AUGMENT,
+                         max_train_rows=MAX_TRAIN_ROWS, max_eval_rows=MAX_EVAL_ROWS, seed=SEED)
+result = train_stage(MODEL, FOLD, tokenized=TOKENIZED, out=OUT, overwrite=OVERWRITE, settings=settings,
+                     model_dir=MODEL_DIR, load_in_4bit=LOAD_IN_4BIT, lora_r=LORA_R, lora_alpha=LORA_ALPHA,
+                     lora_dropout=LORA_DROPOUT, target_modules=TARGET_MODULES, layers_to_transform=LAYERS)
+import pandas as pd
+pd.Series(result.metrics, name=f"{MODEL} fold {FOLD}").to_frame()
+
+# %%
+from IPython.display import Image
+Image(filename=str(result.out_dir / "training.png"))

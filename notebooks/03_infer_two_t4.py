@@ -1,0 +1,54 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # LoRA-LiteE · 3/4 · Infer on two T4s
+# Score the test rows (and each model's held-out fold) with every trained model. Rows
+# are sorted by length and batched under a tokens-per-batch budget; on Kaggle the rows
+# are dealt across both T4s, one model replica per GPU, and every model runs in its own
+# process so the next one loads into empty GPUs. Swap test-time augmentation scores each
+# row as (A, B) and (B, A) and averages; the flip rate says how often the two disagree.
+# A runtime projection after the first batches warns when the run would exceed the budget.
+
+# %% tags=["parameters"]
+MODEL_DIRS = None       # train-stage outputs; None = every one under the work dir's models/
+MODELS = None           # with MODEL_DIRS=None: only these presets, e.g. ["gemma2-9b"]
+SPLITS = ["test", "oof"]
+TOKENIZED = None        # None = the cache each model trained on (Kaggle: tokenize the hidden test first)
+DEVICES = None          # None = every visible GPU (cuda:0, cuda:1), else the CPU
+CPU_WORKERS = 1
+TTA = True
+MAX_TOKENS = None       # padded tokens per batch; None = 16384 on GPU, 8192 on CPU
+BUDGET_HOURS = 9.0
+ISOLATE = None          # None = each model in its own process when on GPU
+OVERWRITE = False
+KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
+WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt
+
+# %%
+import os, sys
+if os.path.isdir(KIT_DIR) and KIT_DIR not in sys.path:
+    sys.path.insert(0, KIT_DIR)
+import kit.env
+kit.env.install_offline(WHEELS)
+print("environment:", kit.env.environment(), "| work dir:", kit.env.work_dir())
+
+# %%
+from kit.inference import infer_many, trained_outputs, visible_devices
+
+model_dirs = MODEL_DIRS or trained_outputs(models=MODELS)
+print("devices:", DEVICES or visible_devices(), "| models:", [str(m) for m in model_dirs])
+summary = infer_many(model_dirs, SPLITS, isolate=ISOLATE, tokenized=TOKENIZED, devices=DEVICES,
+                     cpu_workers=CPU_WORKERS, tta=TTA, max_tokens=MAX_TOKENS, budget_hours=BUDGET_HOURS,
+                     overwrite=OVERWRITE)
+summary
