@@ -117,15 +117,80 @@ def _add_infer(sub):
     p.set_defaults(run=run)
 
 
-def _add_main(sub):
-    p = sub.add_parser("main", help="the main job: the stage notebooks on the embedded defaults")
-    p.add_argument("--models", type=_csv_list, default=["minilm", "smollm2"])
-    p.add_argument("--run-dir", default=None, help="default: <work>/runs/<timestamp> (must not exist)")
-    p.add_argument("--max-rows", type=int, default=None)
+def _parse_members(text: str) -> dict[str, list[str]]:
+    """'name=dir1,dir2;name2=dir3' -> {name: [dirs]}"""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, dirs = part.partition("=")
+        if not dirs:
+            raise ValueError(f"--members entry {part!r} is not NAME=DIR[,DIR...]")
+        out[name.strip()] = _csv_list(dirs)
+    return out
+
+
+def _weights(text: str):
+    return text if text in ("paper", "equal", "fit") else [float(x) for x in _csv_list(text)]
+
+
+def _add_blend(sub):
+    p = sub.add_parser("blend", help="blend member predictions into submission.csv + report")
+    p.add_argument("--members", type=_parse_members, default=None,
+                   help="NAME=DIR[,DIR...];NAME2=... (default: every trained model under <work>/models)")
+    p.add_argument("--models", type=_csv_list, default=None, help="with the default members: only these presets")
+    p.add_argument("--weights", type=_weights, default="paper", help="paper (0.7/0.3) | equal | fit | w1,w2,...")
+    p.add_argument("--space", choices=["prob", "log"], default="prob")
+    p.add_argument("--temperature", action="store_true", help="fit temperature scaling on out-of-fold rows")
+    p.add_argument("--out", default=None, help="default <work>/submission.csv")
+    p.add_argument("--report-dir", default=None, help="default <work>/report")
+    p.add_argument("--sample-submission", default="auto", help="path, 'auto' or 'none'")
+    p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
 
     def run(a):
-        from .pipeline import run_main
-        run_main(a.models, a.run_dir, a.max_rows)
+        from .blend import blend_stage, discover_members
+        members = a.members if a.members is not None else discover_members(models=a.models)
+        res = blend_stage(members, weights=a.weights, space=a.space, temperature=a.temperature, out=a.out,
+                          report_dir=a.report_dir, baselines=not a.no_baselines, overwrite=a.overwrite,
+                          sample_submission=None if a.sample_submission == "none" else a.sample_submission)
+        print(res.report)
+        if res.table is not None:
+            print(res.table.to_string(float_format=lambda x: f"{x:.4f}"))
+    p.set_defaults(run=run)
+
+
+def _add_cv(sub):
+    p = sub.add_parser("cv", help="tokenize -> train -> infer -> blend, fold by fold, on any train CSV")
+    p.add_argument("--train", type=_csv_list, required=True)
+    p.add_argument("--models", type=_csv_list, default=["minilm", "smollm2"])
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--max-rows", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--weights", type=_weights, default="paper")
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--max-train-rows", type=int, default=None, help="cap on training rows per fold")
+    p.add_argument("--no-tta", action="store_true")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--overwrite", action="store_true")
+
+    def run(a):
+        from .cv import cv_stage
+        res = cv_stage(a.train, a.models, a.folds, out=a.out, max_length=a.max_length, max_rows=a.max_rows,
+                       weights=a.weights, epochs=a.epochs, max_train_rows=a.max_train_rows, tta=not a.no_tta,
+                       seed=a.seed, overwrite=a.overwrite)
+        print(res["markdown"])
+    p.set_defaults(run=run)
+
+
+def _add_main(sub):
+    p = sub.add_parser("main", help="the main job: the four notebooks on the embedded defaults")
+    p.add_argument("--quick", action="store_true", help="toy scale (CI): the same path in minutes")
+    p.add_argument("--run-dir", default=None, help="default: <work>/runs/<timestamp> (must not exist)")
+    p.add_argument("--publish-dir", default=None, help="where submission.csv goes; default submissions/")
+
+    def run(a):
+        from .pipeline import SUBMISSIONS, MainSettings, run_main
+        run_main(MainSettings.quick() if a.quick else MainSettings(), a.run_dir, a.publish_dir or SUBMISSIONS)
     p.set_defaults(run=run)
 
 
@@ -135,6 +200,8 @@ def main(argv=None) -> int:
     _add_tokenize(sub)
     _add_train(sub)
     _add_infer(sub)
+    _add_blend(sub)
+    _add_cv(sub)
     _add_main(sub)
     args = parser.parse_args(argv)
     try:

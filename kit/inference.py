@@ -246,7 +246,7 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
     projection = RuntimeProjection(total_tokens, budget_hours, label=f"{preset.name} {split}: ")
     started = time.time()
     probs = {}
-    from .training import softmax
+    from .evaluation import softmax
     for name, rows in passes:
         logits = predict_sharded(replicas, devices, rows, tokenizer.pad_token_id, max_tokens=max_tokens,
                                  projection=projection, desc=f"{preset.name} {split} {name}")

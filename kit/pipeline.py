@@ -1,37 +1,102 @@
-"""The main job: the stage notebooks executed headless, in order, on the embedded defaults.
+"""The main job: the four stage notebooks executed headless, in order, on the embedded defaults.
 
-Each run writes into a fresh folder ``<work>/runs/<UTC timestamp>/`` (caches, executed
-notebooks), so nothing of an earlier run is overwritten.
+    python -m kit main            # ~15 min on 2 CPU cores
+    python -m kit main --quick    # the same path at toy scale (CI)
+
+Each run writes into a fresh folder ``<work>/runs/<UTC timestamp>/`` (tokenized caches,
+trained models, predictions, executed notebooks, report); the submission is copied to
+``submissions/submission.csv``, and a submission already there is first moved aside to
+``submissions/submission-<its time>.csv`` (said on the console), never overwritten.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .env import REPO_ROOT, work_dir
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
-EMBEDDED = ("minilm", "smollm2")
+SUBMISSIONS = REPO_ROOT / "submissions"
 
 
-def execute_notebook(name: str, run_dir: Path, parameters: dict) -> Path:
+@dataclass
+class MainSettings:
+    """What the main job runs. The defaults fit ~15 minutes on 2 CPU cores: every shipped
+    test row is predicted; training uses a prompt-grouped K-fold split of the shipped
+    training rows, capped per fold so the SmolLM2 runs stay within budget."""
+
+    models: tuple[str, ...] = ("minilm", "smollm2")
+    folds: int = 2
+    max_rows: int | None = 400  # training rows tokenized (the first 100 are the real Kaggle rows)
+    max_length: dict = field(default_factory=lambda: {"minilm": 256, "smollm2": 256})
+    train: dict = field(default_factory=lambda: {
+        "minilm": {"EPOCHS": 2, "MAX_TRAIN_ROWS": None, "BATCH_SIZE": 8, "LR": 5e-4},
+        "smollm2": {"EPOCHS": 1, "MAX_TRAIN_ROWS": 100, "BATCH_SIZE": 4, "GRAD_ACCUM": 1, "LR": 3e-4,
+                    "SWAP_AUGMENT": False},
+    })
+    weights: str = "paper"
+
+    @classmethod
+    def quick(cls) -> "MainSettings":
+        """Toy scale for CI: the same notebooks and code paths in a couple of minutes."""
+        return cls(max_rows=48, max_length={"minilm": 128, "smollm2": 128}, train={
+            "minilm": {"MAX_STEPS": 3, "BATCH_SIZE": 8, "MAX_EVAL_ROWS": 12},
+            "smollm2": {"MAX_STEPS": 2, "BATCH_SIZE": 4, "MAX_EVAL_ROWS": 8, "SWAP_AUGMENT": False},
+        })
+
+
+def execute_notebook(name: str, run_dir: Path, parameters: dict, tag: str = "") -> Path:
     """Execute notebooks/<name>.ipynb with papermill; the executed copy lands in run_dir."""
     import papermill
 
-    out = run_dir / "notebooks" / f"{name}-{parameters.get('MODEL', 'all')}.ipynb"
+    out = run_dir / "notebooks" / f"{name}{'-' + tag if tag else ''}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[kit main] {name} {parameters}", flush=True)
+    print(f"[kit main] {name} {tag} {parameters}", flush=True)
     papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters,
                                cwd=str(run_dir), progress_bar=True)
     return out
 
 
-def run_main(models=EMBEDDED, run_dir: str | Path | None = None, max_rows: int | None = None) -> Path:
-    run_dir = Path(run_dir) if run_dir else work_dir() / "runs" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+def _publish(submission: Path, publish_dir: Path) -> Path:
+    publish_dir.mkdir(parents=True, exist_ok=True)
+    target = publish_dir / "submission.csv"
+    if target.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(target.stat().st_mtime))
+        aside = publish_dir / f"submission-{stamp}.csv"
+        os.replace(target, aside)
+        print(f"[kit main] the previous submission was moved to {aside}", flush=True)
+    tmp = publish_dir / ".submission.csv.tmp"
+    shutil.copyfile(submission, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def run_main(settings: MainSettings | None = None, run_dir: str | Path | None = None,
+             publish_dir: str | Path = SUBMISSIONS) -> Path:
+    """Run the four notebooks; returns the published submission path."""
+    settings = settings or MainSettings()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    run_dir = Path(run_dir) if run_dir else work_dir() / "runs" / stamp
     run_dir.mkdir(parents=True, exist_ok=False)
-    for model in models:
-        execute_notebook("01_tokenize", run_dir, {"MODEL": model, "OUT": str(run_dir / "tokenized" / model),
-                                                  "MAX_ROWS": max_rows})
-    print(f"[kit main] stage 1 (tokenize) done for {', '.join(models)} -> {run_dir}. "
-          "Stages 2-4 (train, infer, blend) are not implemented yet; no submission is written.")
-    return run_dir
+    os.environ["KIT_WORK"] = str(run_dir)  # the notebooks' kernels inherit it: every default path is in the run
+    started = time.time()
+    for model in settings.models:
+        execute_notebook("01_tokenize", run_dir, {"MODEL": model, "N_FOLDS": settings.folds,
+                                                  "MAX_ROWS": settings.max_rows,
+                                                  "MAX_LENGTH": settings.max_length.get(model)}, model)
+    for model in settings.models:
+        for fold in range(settings.folds):
+            params = {"MODEL": model, "FOLD": fold, "EVALS_PER_RUN": 1, **settings.train.get(model, {})}
+            execute_notebook("02_train", run_dir, params, f"{model}-fold{fold}")
+    execute_notebook("03_infer_two_t4", run_dir, {"SPLITS": ["test", "oof"]})
+    execute_notebook("04_blend", run_dir, {"WEIGHTS": settings.weights})
+    published = _publish(run_dir / "submission.csv", Path(publish_dir))
+    print(f"[kit main] done in {(time.time() - started) / 60:.1f} min: {published} "
+          f"(report: {run_dir / 'report' / 'report.md'}, executed notebooks: {run_dir / 'notebooks'})", flush=True)
+    report = run_dir / "report" / "report.md"
+    if report.exists():
+        print(report.read_text(), flush=True)
+    return published

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from .env import work_dir
+from .evaluation import log_loss, softmax
 from .io import check_free, write_csv, write_json
 from .presets import Preset, PresetError, resolve_preset
 
@@ -76,17 +77,6 @@ class PackedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return {"input_ids": self.input_ids[i], "labels": int(self.labels[i])}
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-15) -> float:
-    p = np.clip(probs[np.arange(len(labels)), labels], eps, 1.0)
-    return float(-np.log(p).mean())
 
 
 def _metrics(eval_pred) -> dict:

@@ -74,7 +74,7 @@ import sys, numpy as np, pandas as pd
 from kit.inference import predict_logits
 from kit.modeling import load_trained
 from kit.presets import resolve_preset
-from kit.training import softmax
+from kit.evaluation import softmax
 model, tok = load_trained(sys.argv[1], resolve_preset("minilm", max_length=128))
 held = pd.read_parquet(sys.argv[2]).set_index("id").loc[pd.read_csv(sys.argv[1] + "/oof.csv")["id"]]
 probs = softmax(predict_logits(model, list(held["input_ids"]), tok.pad_token_id, progress=False))

@@ -1,0 +1,284 @@
+"""Stage 4 — blend: the LoRA-LiteE ensemble of member probabilities -> submission.csv.
+
+A *member* is one backbone (preset); its test probabilities are the mean over its
+trained (model, fold) outputs, and its out-of-fold (OOF) probabilities the concatenation
+of every fold's held-out predictions. The blend is a weighted mean of the members:
+
+* weights: fixed (default for two members: the paper's 0.7 / 0.3, first member first;
+  equal otherwise) or fitted on OOF log loss (scipy SLSQP; non-negative, summing to 1);
+* space: ``"prob"`` (arithmetic mean of probabilities) or ``"log"`` (geometric: mean of
+  log-probabilities, renormalised);
+* optional temperature scaling fitted on the blended OOF predictions.
+
+Every choice and fitted value is returned in :class:`BlendResult` and the report.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .evaluation import log_loss, metrics, plot_confusion, plot_reliability, prior_probs, tfidf_probs, uniform_probs
+from .inference import PROB_COLUMNS, flip_rate_of, trained_outputs
+from .io import write_json, write_text
+
+PAPER_WEIGHTS = (0.7, 0.3)
+MEMBER_ORDER = ("gemma2-9b", "llama3-8b", "smollm2", "minilm")  # stronger first: gets the 0.7
+
+
+class BlendError(ValueError):
+    pass
+
+
+def combine(probs: Sequence[np.ndarray], weights: Sequence[float], space: str = "prob",
+            temperature: float = 1.0) -> np.ndarray:
+    """Weighted blend of (n, 3) probability arrays, then temperature; rows sum to 1."""
+    w = np.asarray(weights, dtype=np.float64)
+    if space == "prob":
+        logp = np.log(np.clip(sum(wi * p for wi, p in zip(w, probs)), 1e-15, 1))
+    elif space == "log":
+        logp = sum(wi * np.log(np.clip(p, 1e-15, 1)) for wi, p in zip(w, probs))
+    else:
+        raise BlendError(f"space must be 'prob' or 'log', got {space!r}")
+    z = logp / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_weights(probs: Sequence[np.ndarray], labels: np.ndarray, space: str = "prob") -> np.ndarray:
+    """Non-negative weights summing to 1 that minimise OOF log loss (SLSQP, several starts)."""
+    from scipy.optimize import minimize
+
+    m = len(probs)
+    if m == 1:
+        return np.ones(1)
+    best = None
+    starts = [np.full(m, 1 / m)] + [np.eye(m)[i] * 0.8 + 0.2 / m for i in range(m)]
+    for x0 in starts:
+        res = minimize(lambda w: log_loss(labels, combine(probs, w, space)), x0, method="SLSQP",
+                       bounds=[(0.0, 1.0)] * m, constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
+        if best is None or res.fun < best.fun:
+            best = res
+    w = np.clip(best.x, 0, None)
+    return w / w.sum()
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(probs, 1e-15, 1))
+    res = minimize_scalar(lambda t: log_loss(labels, combine([np.exp(logp)], [1.0], "log", t)),
+                          bounds=(0.05, 20.0), method="bounded")
+    return float(res.x)
+
+
+@dataclass
+class Member:
+    name: str
+    model_dirs: list[Path]
+    test: pd.DataFrame | None = None  # id + PROB_COLUMNS (+ direct/swap columns)
+    oof: pd.DataFrame | None = None  # id + PROB_COLUMNS + label (+ direct/swap columns)
+
+
+def _read_predictions(path: Path, what: str) -> pd.DataFrame:
+    if not path.exists():
+        raise BlendError(f"missing {what} predictions {path}: run the infer stage "
+                         f"(`python -m kit infer --model-dir {path.parent.parent} --split {path.stem}`)")
+    return pd.read_csv(path)
+
+
+def load_member(name: str, model_dirs: Sequence[str | Path], need_oof: bool = True,
+                need_test: bool = True) -> Member:
+    """Average a member's test predictions over its models; concatenate its OOF folds."""
+    dirs = [Path(d) for d in model_dirs]
+    test = None
+    if need_test:
+        tests = [_read_predictions(d / "predictions" / "test.csv", "test") for d in dirs]
+        for d, t in zip(dirs[1:], tests[1:]):
+            if t["id"].tolist() != tests[0]["id"].tolist():
+                raise BlendError(f"{d}: test ids differ from {dirs[0]}'s")
+        test = tests[0][["id"]].copy()
+        for c in [c for c in tests[0].columns if c != "id"]:
+            test[c] = np.mean([t[c].to_numpy() for t in tests], axis=0)
+    oof = None
+    folds = [json.loads((d / "config.json").read_text())["fold"] for d in dirs]
+    with_oof = [d for d, f in zip(dirs, folds) if f is not None]
+    if need_oof and with_oof:
+        parts = [_read_predictions(d / "predictions" / "oof.csv", "out-of-fold") for d in with_oof]
+        oof = pd.concat(parts, ignore_index=True)
+        if oof["id"].duplicated().any():
+            raise BlendError(f"member {name}: an id is out-of-fold in two models (same fold trained twice?)")
+    return Member(name, dirs, test, oof)
+
+
+def discover_members(root: str | Path | None = None, models: Sequence[str] | None = None) -> dict[str, list[Path]]:
+    """Trained outputs under <work>/models grouped by preset, stronger presets first."""
+    groups: dict[str, list[Path]] = {}
+    for d in trained_outputs(root, models):
+        groups.setdefault(d.parent.name, []).append(d)
+    order = {n: i for i, n in enumerate(MEMBER_ORDER)}
+    return dict(sorted(groups.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
+@dataclass
+class BlendResult:
+    members: list[str]
+    weights: list[float]
+    weights_mode: str
+    space: str
+    temperature: float
+    test: pd.DataFrame | None  # id + PROB_COLUMNS (None when no member has test predictions)
+    oof_rows: int = 0
+    table: pd.DataFrame | None = None  # OOF comparison table
+    report: dict = field(default_factory=dict)
+    oof_ids: list = field(default_factory=list)  # the OOF rows every member covers
+    oof_labels: np.ndarray | None = None
+    oof_blend: np.ndarray | None = None
+
+
+def blend_members(members: Sequence[Member], weights: str | Sequence[float] = "paper", space: str = "prob",
+                  temperature: bool = False) -> BlendResult:
+    """Blend members; fit weights / temperature on the OOF rows every member covers."""
+    names = [m.name for m in members]
+    if not members:
+        raise BlendError("no members to blend: train and infer at least one model")
+    common = None
+    if all(m.oof is not None for m in members):
+        shared = set.intersection(*(set(m.oof["id"]) for m in members))
+        common = [i for i in members[0].oof["id"] if i in shared]  # first member's order
+    needs_oof = weights == "fit" or temperature
+    if needs_oof and not common:
+        raise BlendError("fitted weights / temperature need out-of-fold predictions shared by every member")
+    oof = [m.oof.set_index("id").loc[common] for m in members] if common else None
+    oof_p = [o[PROB_COLUMNS].to_numpy() for o in oof] if oof else None
+    labels = oof[0]["label"].to_numpy().astype(int) if oof else None
+
+    if isinstance(weights, str):
+        if weights == "paper":
+            w = np.array(PAPER_WEIGHTS) if len(members) == 2 else np.full(len(members), 1 / len(members))
+        elif weights == "equal":
+            w = np.full(len(members), 1 / len(members))
+        elif weights == "fit":
+            w = fit_weights(oof_p, labels, space)
+        else:
+            raise BlendError(f"weights must be 'paper', 'equal', 'fit' or numbers, got {weights!r}")
+        mode = weights
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        if len(w) != len(members) or (w < 0).any() or w.sum() <= 0:
+            raise BlendError(f"{len(members)} member(s) need as many non-negative weights, got {list(weights)}")
+        w, mode = w / w.sum(), "fixed"
+    t = fit_temperature(combine(oof_p, w, space), labels) if temperature else 1.0
+
+    test = None
+    if all(m.test is not None for m in members):
+        test_ids = members[0].test["id"].tolist()
+        for m in members[1:]:
+            if m.test["id"].tolist() != test_ids:
+                raise BlendError(f"member {m.name}'s test ids differ from {members[0].name}'s")
+        blended = combine([m.test[PROB_COLUMNS].to_numpy() for m in members], w, space, t)
+        test = pd.DataFrame({"id": test_ids, **{c: blended[:, j] for j, c in enumerate(PROB_COLUMNS)}})
+    result = BlendResult(names, [float(x) for x in w], mode, space, t, test, len(common or []))
+    result.report = {"members": names, "weights": result.weights, "weights_mode": mode, "space": space,
+                     "temperature": t, "temperature_fitted": bool(temperature), "oof_rows": result.oof_rows}
+    if oof:
+        rows = {}
+        for m, o in zip(members, oof):
+            if "p_a_direct" in o:
+                rows[m.name] = metrics(labels, o[[f"{c}_direct" for c in PROB_COLUMNS]].to_numpy())
+                rows[f"{m.name}+tta"] = metrics(labels, o[PROB_COLUMNS].to_numpy())
+                rows[f"{m.name}+tta"]["flip_rate"] = flip_rate_of(o)
+            else:
+                rows[m.name] = metrics(labels, o[PROB_COLUMNS].to_numpy())
+        result.oof_ids, result.oof_labels, result.oof_blend = common, labels, combine(oof_p, w, space, t)
+        rows["blend"] = metrics(labels, result.oof_blend)
+        result.table = pd.DataFrame(rows).T
+    return result
+
+
+def evaluation_table(result: BlendResult, tokenized_train: str | Path) -> pd.DataFrame:
+    """The OOF comparison: uniform, class prior and TF-IDF baselines (cross-fitted on the same
+    folds), each member without and with TTA, and the blend — all on the same rows."""
+    from .tokenization import load_tables
+
+    tokenized_train = Path(tokenized_train)
+    meta = json.loads((tokenized_train / "meta.json").read_text())
+    packed = pd.read_parquet(tokenized_train / "train.parquet", columns=["id", "label", "fold"])
+    text = load_tables([Path(p) for p in meta["train_sources"]], labelled=True).frame.set_index("id")
+    text = text.loc[packed["id"]].reset_index()
+    # baselines fit on every training row outside a fold, predict that fold's rows
+    all_labels, all_folds = packed["label"].to_numpy(), packed["fold"].to_numpy()
+    where = pd.Index(packed["id"]).get_indexer(result.oof_ids)
+    needed = set(all_folds[where])
+    labels = result.oof_labels
+    base = {"uniform": metrics(labels, uniform_probs(len(labels))),
+            "prior": metrics(labels, prior_probs(all_labels, all_folds)[where]),
+            "tfidf": metrics(labels, tfidf_probs(text, all_labels, all_folds, only_folds=needed)[where])}
+    return pd.concat([pd.DataFrame(base).T, result.table])
+
+
+def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weights="paper", space: str = "prob",
+                temperature: bool = False, out: str | Path | None = None, report_dir: str | Path | None = None,
+                sample_submission: str | Path | None = "auto", baselines: bool = True,
+                overwrite: bool = False) -> BlendResult:
+    """Stage 4: blend the members, write and validate submission.csv and the report.
+
+    ``members=None`` takes every trained output under <work>/models, grouped by preset.
+    ``out`` defaults to <work>/submission.csv; the report (report.md, evaluation.csv,
+    blend.json, reliability.png, confusion.png) to <work>/report.
+    """
+    from .env import default_inputs, work_dir
+    from .io import write_csv
+    from .submission import make_submission, write_submission
+
+    groups = members if members is not None else discover_members()
+    if not groups:
+        raise BlendError(f"no trained models found under {work_dir() / 'models'}")
+    loaded = [load_member(name, dirs) for name, dirs in groups.items()]
+    result = blend_members(loaded, weights, space, temperature)
+
+    out = Path(out) if out else work_dir() / "submission.csv"
+    report_dir = Path(report_dir) if report_dir else work_dir() / "report"
+    tokenized = Path(json.loads((loaded[0].model_dirs[0] / "config.json").read_text())["tokenized"])
+    test_meta = json.loads((tokenized / "meta.json").read_text())
+    if sample_submission == "auto":  # the sample only describes the environment's own test table
+        defaults = default_inputs()
+        same = Path(test_meta.get("test_source") or "-").resolve() == Path(defaults["test"]).resolve()
+        sample_submission = defaults["sample_submission"] if same else None
+    test_ids = pd.read_parquet(tokenized / "test.parquet", columns=["id"])["id"].tolist()
+    if test_ids != result.test["id"].tolist():
+        raise BlendError(f"predictions do not cover the test table {tokenized / 'test.parquet'} in order")
+    sub = make_submission(test_ids, result.test[PROB_COLUMNS].to_numpy())
+    write_submission(sub, out, test_ids, sample_submission, overwrite)
+    result.report["submission"] = str(out)
+
+    if result.table is not None:
+        if baselines:
+            result.table = evaluation_table(result, tokenized)
+        report_dir.mkdir(parents=True, exist_ok=True)
+        plot_reliability(result.oof_labels, result.oof_blend, report_dir / "reliability.png",
+                         "blend, out-of-fold", overwrite=True)
+        plot_confusion(result.oof_labels, result.oof_blend, report_dir / "confusion.png",
+                       "blend, out-of-fold", overwrite=True)
+        write_csv(result.table.reset_index(names="method"), report_dir / "evaluation.csv", overwrite=True)
+        write_json(result.report, report_dir / "blend.json", overwrite=True)
+        write_text(render_report(result), report_dir / "report.md", overwrite=True)
+    return result
+
+
+def render_report(result: BlendResult) -> str:
+    lines = [f"# LoRA-LiteE blend report ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+             f"- members: {', '.join(result.members)}",
+             f"- weights ({result.weights_mode}): " + ", ".join(f"{n} {w:.3f}" for n, w in zip(result.members, result.weights)),
+             f"- blending space: {result.space}; temperature: {result.temperature:.3f}"
+             f"{' (fitted)' if result.report.get('temperature_fitted') else ''}",
+             f"- out-of-fold rows: {result.oof_rows}; submission: {result.report.get('submission', '-')}", "",
+             "## Out-of-fold evaluation", "", result.table.to_markdown(floatfmt=".4f"), "",
+             "![reliability](reliability.png)", "", "![confusion](confusion.png)", ""]
+    return "\n".join(lines)

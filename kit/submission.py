@@ -1,0 +1,96 @@
+"""The competition's submission.csv: build, validate, write.
+
+A valid submission has exactly the columns ``id, winner_model_a, winner_model_b,
+winner_tie``; its ids equal the test ids, in their order; no NaN; every row sums to 1
+within 1e-6; every probability lies strictly inside (0, 1) (clipped away from 0 and 1,
+where log loss explodes); and, when sample_submission.csv is at hand, the same header
+and id order as it. :func:`validate_submission` raises :class:`SubmissionError` naming
+the offending rows; :func:`write_submission` validates, then writes atomically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .io import write_csv
+
+SUBMISSION_COLUMNS = ["id", "winner_model_a", "winner_model_b", "winner_tie"]
+PROB_TARGETS = SUBMISSION_COLUMNS[1:]
+DEFAULT_CLIP = 1e-6
+
+
+class SubmissionError(ValueError):
+    pass
+
+
+def _rows(mask: np.ndarray, ids: Sequence, limit: int = 10) -> str:
+    where = np.flatnonzero(mask)
+    shown = ", ".join(f"row {i} (id {ids[i]})" for i in where[:limit])
+    return f"{len(where)} row(s): {shown}{' ...' if len(where) > limit else ''}"
+
+
+def make_submission(ids: Sequence, probs: np.ndarray, clip: float = DEFAULT_CLIP) -> pd.DataFrame:
+    """Submission frame from (n, 3) probabilities (A, B, tie): clipped to [clip, 1 - clip]
+    and renormalised so every row sums to 1."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != (len(ids), 3):
+        raise SubmissionError(f"probabilities have shape {probs.shape}, expected ({len(ids)}, 3)")
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        raise SubmissionError(f"non-finite probabilities in {_rows(bad, list(ids))}")
+    p = np.clip(probs, clip, 1.0)
+    p = p / p.sum(axis=1, keepdims=True)
+    p = np.clip(p, clip, 1 - clip)  # the renormalisation can nudge a value back onto a bound
+    p = p / p.sum(axis=1, keepdims=True)
+    return pd.DataFrame({"id": list(ids), **{c: p[:, j] for j, c in enumerate(PROB_TARGETS)}})
+
+
+def validate_submission(sub: pd.DataFrame, test_ids: Sequence, sample_submission: str | Path | None = None,
+                        tol: float = 1e-6) -> None:
+    """Raise SubmissionError for the first defect found (see the module docstring)."""
+    if list(sub.columns) != SUBMISSION_COLUMNS:
+        extra = [c for c in sub.columns if c not in SUBMISSION_COLUMNS]
+        missing = [c for c in SUBMISSION_COLUMNS if c not in sub.columns]
+        raise SubmissionError(f"columns must be exactly {SUBMISSION_COLUMNS}; got {list(sub.columns)} "
+                              f"(extra {extra}, missing {missing})")
+    ids = sub["id"].tolist()
+    test_ids = list(test_ids)
+    if ids != test_ids:
+        have, want = set(ids), set(test_ids)
+        missing, extra = [i for i in test_ids if i not in have], [i for i in ids if i not in want]
+        dup = sub["id"][sub["id"].duplicated()].tolist()
+        if missing or extra or dup:
+            raise SubmissionError(f"ids differ from the test ids: missing {missing[:10]}, extra {extra[:10]}, "
+                                  f"duplicated {dup[:10]}")
+        first = next(i for i, (a, b) in enumerate(zip(ids, test_ids)) if a != b)
+        raise SubmissionError(f"ids are not in the test order: row {first} has id {ids[first]}, "
+                              f"expected {test_ids[first]}")
+    values = sub[PROB_TARGETS].to_numpy(dtype=np.float64)
+    nan = np.isnan(values).any(axis=1)
+    if nan.any():
+        raise SubmissionError(f"NaN probabilities in {_rows(nan, ids)}")
+    off = np.abs(values.sum(axis=1) - 1) > tol
+    if off.any():
+        raise SubmissionError(f"probabilities do not sum to 1 (±{tol}) in {_rows(off, ids)}")
+    edge = ((values <= 0) | (values >= 1)).any(axis=1)
+    if edge.any():
+        raise SubmissionError(f"probabilities not strictly inside (0, 1) in {_rows(edge, ids)}")
+    if sample_submission is not None and Path(sample_submission).exists():
+        sample = pd.read_csv(sample_submission)
+        if list(sample.columns) != SUBMISSION_COLUMNS:
+            raise SubmissionError(f"header {SUBMISSION_COLUMNS} differs from {sample_submission}: "
+                                  f"{list(sample.columns)}")
+        if len(sample) == len(sub) and sample["id"].tolist() != ids:
+            raise SubmissionError(f"id order differs from {sample_submission}")
+        if len(sample) != len(sub):
+            raise SubmissionError(f"{len(sub)} rows, but {sample_submission} has {len(sample)}")
+
+
+def write_submission(sub: pd.DataFrame, path: str | Path, test_ids: Sequence,
+                     sample_submission: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Validate, then write atomically (full float precision)."""
+    validate_submission(sub, test_ids, sample_submission)
+    return write_csv(sub, path, overwrite, float_format="%.10g")

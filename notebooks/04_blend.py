@@ -1,0 +1,58 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # LoRA-LiteE · 4/4 · Blend
+# The ensemble half of LoRA-LiteE: a weighted mean of the members' probabilities (the
+# paper: Gemma 0.7 + Llama 0.3), or weights fitted on out-of-fold log loss, optionally in
+# log-probability space and with temperature scaling. Writes a validated `submission.csv`
+# (every test id, in order) and an out-of-fold report: baselines, each member without and
+# with swap TTA, the blend, a reliability diagram and a confusion matrix.
+
+# %% tags=["parameters"]
+MEMBERS = None          # {"gemma2-9b": [dirs...], ...}; None = every trained model, by preset
+MODELS = None           # with MEMBERS=None: only these presets
+WEIGHTS = "paper"       # "paper" (0.7/0.3) | "equal" | "fit" | [w1, w2, ...]
+SPACE = "prob"          # "prob" (arithmetic mean) | "log" (geometric mean)
+TEMPERATURE = False     # fit temperature scaling on out-of-fold rows
+OUT = None              # None = the work dir's submission.csv
+REPORT_DIR = None       # None = the work dir's report/ folder
+OVERWRITE = False
+KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
+WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt
+
+# %%
+import os, sys
+if os.path.isdir(KIT_DIR) and KIT_DIR not in sys.path:
+    sys.path.insert(0, KIT_DIR)
+import kit.env
+kit.env.install_offline(WHEELS)
+print("environment:", kit.env.environment(), "| work dir:", kit.env.work_dir())
+
+# %%
+from kit.blend import blend_stage, discover_members
+
+members = MEMBERS or discover_members(models=MODELS)
+result = blend_stage(members, weights=WEIGHTS, space=SPACE, temperature=TEMPERATURE, out=OUT,
+                     report_dir=REPORT_DIR, overwrite=OVERWRITE)
+result.report
+
+# %%
+result.table
+
+# %%
+from IPython.display import Image, display
+report_dir = kit.env.work_dir() / "report" if REPORT_DIR is None else REPORT_DIR
+if result.table is not None:
+    display(Image(filename=os.path.join(report_dir, "reliability.png")))
+    display(Image(filename=os.path.join(report_dir, "confusion.png")))
