@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -22,8 +24,8 @@
 # %% tags=["parameters"]
 MODEL = "minilm"        # minilm | smollm2 (embedded) | gemma2-9b | llama3-8b (GPU)
 FOLD = 0                # held-out fold; None trains on every row (final model, no evaluation)
-TOKENIZED = None        # stage-1 cache; None = the work dir's tokenized/MODEL folder
-OUT = None              # None = the work dir's models/MODEL/foldK folder
+TOKENIZED = None        # stage-1 cache; None = the work dir: tokenized/MODEL folder
+OUT = None              # None = the work dir: models/MODEL/foldK folder
 MODEL_DIR = None        # override the preset's model folder
 LOAD_IN_4BIT = None     # None = the preset's (True for the GPU presets; needs CUDA)
 LORA_R = None           # LoRA settings; None = the preset's

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -21,7 +23,7 @@
 # A runtime projection after the first batches warns when the run would exceed the budget.
 
 # %% tags=["parameters"]
-MODEL_DIRS = None       # train-stage outputs; None = every one under the work dir's models/
+MODEL_DIRS = None       # train-stage outputs; None = every one under the work dir: models/
 MODELS = None           # with MODEL_DIRS=None: only these presets, e.g. ["gemma2-9b"]
 SPLITS = ["test", "oof"]
 TOKENIZED = None        # None = the cache each model trained on (Kaggle: tokenize the hidden test first)

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -25,8 +27,8 @@ MODELS = None           # with MEMBERS=None: only these presets
 WEIGHTS = "paper"       # "paper" (0.7/0.3) | "equal" | "fit" | [w1, w2, ...]
 SPACE = "prob"          # "prob" (arithmetic mean) | "log" (geometric mean)
 TEMPERATURE = False     # fit temperature scaling on out-of-fold rows
-OUT = None              # None = the work dir's submission.csv
-REPORT_DIR = None       # None = the work dir's report/ folder
+OUT = None              # None = the work dir: submission.csv
+REPORT_DIR = None       # None = the work dir: report/ folder
 OVERWRITE = False
 KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
 WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt

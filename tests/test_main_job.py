@@ -1,0 +1,26 @@
+"""The main job, end to end through the four notebooks, at toy scale (--quick)."""
+import pandas as pd
+
+from kit.submission import validate_submission
+from conftest import KAGGLE_TEST, SAMPLE_SUB, run_kit
+
+
+def test_main_job_quick_produces_a_valid_submission(tmp_path):
+    run_dir, publish = tmp_path / "run", tmp_path / "submissions"
+    publish.mkdir()
+    (publish / "submission.csv").write_text("an earlier submission\n")
+    proc = run_kit("main", "--quick", "--run-dir", run_dir, "--publish-dir", publish)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    sub = pd.read_csv(publish / "submission.csv")
+    validate_submission(sub, pd.read_csv(KAGGLE_TEST)["id"].tolist(), SAMPLE_SUB)
+    # the earlier submission was moved aside, not overwritten
+    aside = [p for p in publish.iterdir() if p.name.startswith("submission-")]
+    assert len(aside) == 1 and aside[0].read_text() == "an earlier submission\n"
+    executed = {p.name for p in (run_dir / "notebooks").iterdir()}
+    assert {"01_tokenize-minilm.ipynb", "01_tokenize-smollm2.ipynb", "02_train-minilm-fold0.ipynb",
+            "02_train-smollm2-fold1.ipynb", "03_infer_two_t4.ipynb", "04_blend.ipynb"} <= executed
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "weights (paper): smollm2 0.700, minilm 0.300" in report
+    table = pd.read_csv(run_dir / "report" / "evaluation.csv").set_index("method")
+    assert {"uniform", "prior", "tfidf", "minilm", "minilm+tta", "smollm2", "smollm2+tta", "blend"} <= set(table.index)
+    assert (run_dir / "report" / "reliability.png").stat().st_size > 1000
