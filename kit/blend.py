@@ -262,6 +262,7 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
         if baselines:
             result.table = evaluation_table(result, tokenized)
         report_dir.mkdir(parents=True, exist_ok=True)
+        result.report["report_dir"] = str(report_dir)
         plot_reliability(result.oof_labels, result.oof_blend, report_dir / "reliability.png",
                          "blend, out-of-fold", overwrite=True)
         plot_confusion(result.oof_labels, result.oof_blend, report_dir / "confusion.png",

@@ -69,3 +69,11 @@ def install_offline(wheel_dir: str | Path, requirements: str | Path | None = Non
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links",
                     str(wheel_dir), "-r", str(requirements)], check=True)
     return True
+
+
+def bootstrap(wheel_dir: str | Path) -> str:
+    """A notebook's first step: offline install where needed, then say where we run."""
+    install_offline(wheel_dir)
+    where = environment()
+    print(f"environment: {where} | work dir: {work_dir()}")
+    return where

@@ -30,12 +30,14 @@ class MainSettings:
 
     models: tuple[str, ...] = ("minilm", "smollm2")
     folds: int = 2
-    max_rows: int | None = 400  # training rows tokenized (the first 100 are the real Kaggle rows)
+    max_rows: int | None = 300  # training rows tokenized (the first 100 are the real Kaggle rows)
     max_length: dict = field(default_factory=lambda: {"minilm": 256, "smollm2": 256})
+    # SmolLM2: lora_dropout 0 trains ~25 % faster on CPU (results/train_efficiency.md);
+    # its Trainer evaluation is capped, the infer stage still scores every held-out row
     train: dict = field(default_factory=lambda: {
-        "minilm": {"EPOCHS": 2, "MAX_TRAIN_ROWS": None, "BATCH_SIZE": 8, "LR": 5e-4},
-        "smollm2": {"EPOCHS": 1, "MAX_TRAIN_ROWS": 100, "BATCH_SIZE": 4, "GRAD_ACCUM": 1, "LR": 3e-4,
-                    "SWAP_AUGMENT": False},
+        "minilm": {"EPOCHS": 1, "BATCH_SIZE": 8, "LR": 5e-4},
+        "smollm2": {"EPOCHS": 1, "MAX_TRAIN_ROWS": 100, "MAX_EVAL_ROWS": 32, "BATCH_SIZE": 4, "LR": 3e-4,
+                    "SWAP_AUGMENT": False, "LORA_DROPOUT": 0.0},
     })
     weights: str = "paper"
 

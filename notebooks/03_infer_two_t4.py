@@ -39,11 +39,9 @@ WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kag
 
 # %%
 import os, sys
-if os.path.isdir(KIT_DIR) and KIT_DIR not in sys.path:
-    sys.path.insert(0, KIT_DIR)
+sys.path[:0] = [KIT_DIR] if os.path.isdir(KIT_DIR) else []  # Kaggle: the kit from its dataset
 import kit.env
-kit.env.install_offline(WHEELS)
-print("environment:", kit.env.environment(), "| work dir:", kit.env.work_dir())
+kit.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
 from kit.inference import infer_many, trained_outputs, visible_devices

@@ -35,11 +35,9 @@ WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kag
 
 # %%
 import os, sys
-if os.path.isdir(KIT_DIR) and KIT_DIR not in sys.path:
-    sys.path.insert(0, KIT_DIR)
+sys.path[:0] = [KIT_DIR] if os.path.isdir(KIT_DIR) else []  # Kaggle: the kit from its dataset
 import kit.env
-kit.env.install_offline(WHEELS)
-print("environment:", kit.env.environment(), "| work dir:", kit.env.work_dir())
+kit.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
 from kit.blend import blend_stage, discover_members
@@ -54,7 +52,6 @@ result.table
 
 # %%
 from IPython.display import Image, display
-report_dir = kit.env.work_dir() / "report" if REPORT_DIR is None else REPORT_DIR
-if result.table is not None:
-    display(Image(filename=os.path.join(report_dir, "reliability.png")))
-    display(Image(filename=os.path.join(report_dir, "confusion.png")))
+if "report_dir" in result.report:  # written when out-of-fold predictions exist
+    for figure in ("reliability.png", "confusion.png"):
+        display(Image(filename=os.path.join(result.report["report_dir"], figure)))
