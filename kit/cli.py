@@ -170,6 +170,8 @@ def _add_cv(sub):
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--max-train-rows", type=int, default=None, help="cap on training rows per fold")
     p.add_argument("--no-tta", action="store_true")
+    p.add_argument("--no-swap-augment", action="store_true")
+    p.add_argument("--evals-per-run", type=int, default=1)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--overwrite", action="store_true")
 
@@ -177,7 +179,8 @@ def _add_cv(sub):
         from .cv import cv_stage
         res = cv_stage(a.train, a.models, a.folds, out=a.out, max_length=a.max_length, max_rows=a.max_rows,
                        weights=a.weights, epochs=a.epochs, max_train_rows=a.max_train_rows, tta=not a.no_tta,
-                       seed=a.seed, overwrite=a.overwrite)
+                       seed=a.seed, swap_augment=not a.no_swap_augment, evals_per_run=a.evals_per_run,
+                       overwrite=a.overwrite)
         print(res["markdown"])
     p.set_defaults(run=run)
 

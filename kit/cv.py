@@ -24,7 +24,7 @@ from .training import TrainSettings, train_stage
 def cv_stage(train: Sequence[str | Path], models: Sequence[str] = ("minilm", "smollm2"), folds: int = 5, *,
              out: str | Path, max_length: int | None = None, max_rows: int | None = None, weights="paper",
              epochs: float | None = None, max_train_rows: int | None = None, tta: bool = True, seed: int = 42,
-             overwrite: bool = False) -> dict:
+             swap_augment: bool = True, evals_per_run: int = 1, overwrite: bool = False) -> dict:
     out = Path(out)
     check_free([out / "cv.json", out / "cv.md"], overwrite)
     order = {n: i for i, n in enumerate(MEMBER_ORDER)}
@@ -36,7 +36,8 @@ def cv_stage(train: Sequence[str | Path], models: Sequence[str] = ("minilm", "sm
                              max_rows=max_rows, out=out / "tokenized" / model, overwrite=overwrite)
         dirs = []
         for k in range(folds):
-            settings = TrainSettings(epochs=epochs, max_train_rows=max_train_rows, seed=seed)
+            settings = TrainSettings(epochs=epochs, max_train_rows=max_train_rows, seed=seed,
+                                     swap_augment=swap_augment, evals_per_run=evals_per_run)
             res = train_stage(model, k, tokenized=tok.out_dir, out=out / "models" / model / f"fold{k}",
                               settings=settings, overwrite=overwrite)
             infer_stage(res.out_dir, "oof", tta=tta, overwrite=overwrite)
@@ -47,7 +48,8 @@ def cv_stage(train: Sequence[str | Path], models: Sequence[str] = ("minilm", "sm
     table = evaluation_table(result, out / "tokenized" / models[0])
     settings = {"train": [str(p) for p in train], "models": list(models), "folds": folds,
                 "max_length": max_length, "max_rows": max_rows, "epochs": epochs,
-                "max_train_rows": max_train_rows, "tta": tta, "seed": seed,
+                "max_train_rows": max_train_rows, "tta": tta, "seed": seed, "swap_augment": swap_augment,
+                "evals_per_run": evals_per_run,
                 "blend": {"weights_mode": result.weights_mode, "weights": dict(zip(result.members, result.weights))},
                 "minutes": {**timings, "total": (time.time() - started) / 60}}
     payload = {"rows": len(result.oof_ids), "folds": folds, "settings": settings,
@@ -55,7 +57,9 @@ def cv_stage(train: Sequence[str | Path], models: Sequence[str] = ("minilm", "sm
                            for name, r in table.iterrows()}}
     md = (f"# kit cv: {', '.join(Path(p).name for p in train)}\n\n"
           f"{payload['rows']} out-of-fold rows, {folds} folds (grouped by prompt, stratified by label); "
-          f"models {', '.join(models)}; max_length {max_length or 'preset'}; blend weights "
+          f"models {', '.join(models)}; max_length {max_length or 'preset'}; epochs {epochs or 'preset'}; "
+          f"training rows per fold {max_train_rows or 'all'}; swap augmentation {swap_augment}; "
+          f"swap TTA {tta}; blend weights "
           f"{result.weights_mode} {', '.join(f'{n} {w:.2f}' for n, w in zip(result.members, result.weights))}.\n\n"
           + table[["log_loss", "accuracy"]].to_markdown(floatfmt=".4f") + "\n")
     write_json(payload, out / "cv.json", overwrite)

@@ -191,6 +191,8 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     finals = [out / n for n in ("adapter", "metrics.json", "oof.csv", "config.json")]
     check_free(finals, overwrite)
     checkpoints = out / "checkpoints"
+    if overwrite and (out / "metrics.json").exists():
+        shutil.rmtree(checkpoints, ignore_errors=True)  # kept checkpoints of a finished run: start afresh
     resuming = resume and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
 
     set_seed(settings.seed)  # the new head's initialisation

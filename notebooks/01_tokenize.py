@@ -22,13 +22,13 @@
 
 # %% tags=["parameters"]
 MODEL = "minilm"        # minilm | smollm2 (embedded) | gemma2-9b | llama3-8b (GPU)
-TRAIN = None            # list of train tables; None = this environment's default
-TEST = None             # test table; None = this environment's default
-MAX_LENGTH = None       # None = the preset's
+TRAIN = None            # list of train tables; None: this environment's default
+TEST = None             # test table; None: this environment's default
+MAX_LENGTH = None       # None: the preset's
 MODEL_DIR = None        # override the preset's model folder
 N_FOLDS = 5
 MAX_ROWS = None         # use only the first N train rows (quick runs)
-OUT = None              # None = the work dir: tokenized/MODEL folder
+OUT = None              # None: the work dir: tokenized/MODEL folder
 OVERWRITE = False       # an existing cache is an error unless True
 KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
 WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt

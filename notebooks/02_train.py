@@ -24,16 +24,16 @@
 # %% tags=["parameters"]
 MODEL = "minilm"        # minilm | smollm2 (embedded) | gemma2-9b | llama3-8b (GPU)
 FOLD = 0                # held-out fold; None trains on every row (final model, no evaluation)
-TOKENIZED = None        # stage-1 cache; None = the work dir: tokenized/MODEL folder
-OUT = None              # None = the work dir: models/MODEL/foldK folder
+TOKENIZED = None        # stage-1 cache; None: the work dir: tokenized/MODEL folder
+OUT = None              # None: the work dir: models/MODEL/foldK folder
 MODEL_DIR = None        # override the preset's model folder
-LOAD_IN_4BIT = None     # None = the preset's (True for the GPU presets; needs CUDA)
-LORA_R = None           # LoRA settings; None = the preset's
+LOAD_IN_4BIT = None     # None: the preset's (True for the GPU presets; needs CUDA)
+LORA_R = None           # LoRA settings; None: the preset's
 LORA_ALPHA = None
 LORA_DROPOUT = None
 TARGET_MODULES = None   # e.g. ["q_proj", "v_proj"]
 LAYERS = None           # e.g. list(range(16, 42)): LoRA on these layers only
-EPOCHS = None           # training settings; None = the preset's
+EPOCHS = None           # training settings; None: the preset's
 LR = None
 BATCH_SIZE = None
 GRAD_ACCUM = None

@@ -23,16 +23,16 @@
 # A runtime projection after the first batches warns when the run would exceed the budget.
 
 # %% tags=["parameters"]
-MODEL_DIRS = None       # train-stage outputs; None = every one under the work dir: models/
-MODELS = None           # with MODEL_DIRS=None: only these presets, e.g. ["gemma2-9b"]
+MODEL_DIRS = None       # train-stage outputs; None: every one under the work dir: models/
+MODELS = None           # with MODEL_DIRS:None: only these presets, e.g. ["gemma2-9b"]
 SPLITS = ["test", "oof"]
-TOKENIZED = None        # None = the cache each model trained on (Kaggle: tokenize the hidden test first)
-DEVICES = None          # None = every visible GPU (cuda:0, cuda:1), else the CPU
+TOKENIZED = None        # None: the cache each model trained on (Kaggle: tokenize the hidden test first)
+DEVICES = None          # None: every visible GPU (cuda:0, cuda:1), else the CPU
 CPU_WORKERS = 1
 TTA = True
-MAX_TOKENS = None       # padded tokens per batch; None = 16384 on GPU, 8192 on CPU
+MAX_TOKENS = None       # padded tokens per batch; None: 16384 on GPU, 8192 on CPU
 BUDGET_HOURS = 9.0
-ISOLATE = None          # None = each model in its own process when on GPU
+ISOLATE = None          # None: each model in its own process when on GPU
 OVERWRITE = False
 KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
 WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt

@@ -22,13 +22,13 @@
 # with swap TTA, the blend, a reliability diagram and a confusion matrix.
 
 # %% tags=["parameters"]
-MEMBERS = None          # {"gemma2-9b": [dirs...], ...}; None = every trained model, by preset
-MODELS = None           # with MEMBERS=None: only these presets
+MEMBERS = None          # {"gemma2-9b": [dirs...], ...}; None: every trained model, by preset
+MODELS = None           # with MEMBERS:None: only these presets
 WEIGHTS = "paper"       # "paper" (0.7/0.3) | "equal" | "fit" | [w1, w2, ...]
 SPACE = "prob"          # "prob" (arithmetic mean) | "log" (geometric mean)
 TEMPERATURE = False     # fit temperature scaling on out-of-fold rows
-OUT = None              # None = the work dir: submission.csv
-REPORT_DIR = None       # None = the work dir: report/ folder
+OUT = None              # None: the work dir: submission.csv
+REPORT_DIR = None       # None: the work dir: report/ folder
 OVERWRITE = False
 KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
 WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt
