@@ -13,7 +13,7 @@ def _csv_list(text: str) -> list[str]:
 
 def _add_tokenize(sub):
     p = sub.add_parser("tokenize", help="pack train/test tables for one model preset")
-    p.add_argument("--model", required=True, choices=sorted(PRESETS))
+    p.add_argument("--model", required=True, help=f"a preset {sorted(PRESETS)} or a local HF folder")
     p.add_argument("--train", type=_csv_list, default=None,
                    help="comma-separated train tables (CSV/parquet); default: this environment's")
     p.add_argument("--no-train", action="store_true", help="tokenize the test table only")
@@ -41,7 +41,7 @@ def _add_tokenize(sub):
 
 def _add_train(sub):
     p = sub.add_parser("train", help="LoRA-train one model preset on one fold")
-    p.add_argument("--model", required=True, choices=sorted(PRESETS))
+    p.add_argument("--model", required=True, help=f"a preset {sorted(PRESETS)} or a local HF folder")
     p.add_argument("--fold", default="0", help="held-out fold K, or 'full' to train on every row")
     p.add_argument("--tokenized", default=None, help="stage-1 cache; default <work>/tokenized/<model>")
     p.add_argument("--out", default=None, help="default <work>/models/<model>/fold<K>")

@@ -202,17 +202,19 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
     fold the model held out. Writes ``<model_dir>/predictions/<split>.csv`` (id, p_a, p_b,
     p_tie [, label]; with TTA also the direct and swapped passes' columns).
     """
+    from dataclasses import replace
+
     from .io import check_free, write_csv
-    from .presets import resolve_preset
+    from .presets import Preset
 
     model_dir = Path(model_dir)
     cfg_path = model_dir / "config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{model_dir} is not a train-stage output (no config.json)")
     cfg = json.loads(cfg_path.read_text())
-    p = cfg["preset"]
-    preset = resolve_preset(p["name"], **{k: v for k, v in p.items() if k not in ("name", "extra")},
-                            **({"model_dir": base_model_dir} if base_model_dir else {}))
+    preset = Preset.from_dict(cfg["preset"])  # exactly what the model was trained with
+    if base_model_dir:
+        preset = replace(preset, model_dir=base_model_dir)
     tokenized = Path(tokenized or cfg["tokenized"])
     if split == "test":
         table = tokenized / "test.parquet"

@@ -68,12 +68,16 @@ def head_module_names(model) -> list[str]:
 def lora_config(preset: Preset, model):
     from peft import LoraConfig, TaskType
 
-    present = {n.split(".")[-1] for n, _ in model.named_modules()}
-    missing = [m for m in preset.target_modules if m not in present]
-    if missing:
-        raise PresetError(f"target module(s) {missing} not found in {preset.name!r}'s backbone")
+    if tuple(preset.target_modules) == ("all-linear",):
+        targets = "all-linear"  # peft: every linear layer but the head
+    else:
+        present = {n.split(".")[-1] for n, _ in model.named_modules()}
+        missing = [m for m in preset.target_modules if m not in present]
+        if missing:
+            raise PresetError(f"target module(s) {missing} not found in {preset.name!r}'s backbone")
+        targets = list(preset.target_modules)
     return LoraConfig(task_type=TaskType.SEQ_CLS, r=preset.lora_r, lora_alpha=preset.lora_alpha,
-                      lora_dropout=preset.lora_dropout, target_modules=list(preset.target_modules),
+                      lora_dropout=preset.lora_dropout, target_modules=targets,
                       layers_to_transform=(list(preset.layers_to_transform)
                                            if preset.layers_to_transform is not None else None),
                       modules_to_save=head_module_names(model))

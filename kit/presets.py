@@ -52,6 +52,15 @@ class Preset:
     gradient_checkpointing: bool = False
     extra: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preset":
+        """The inverse of :meth:`to_dict` (what a train-stage config.json records)."""
+        d = dict(d)
+        d["target_modules"] = tuple(d.get("target_modules") or ())
+        if d.get("layers_to_transform") is not None:
+            d["layers_to_transform"] = tuple(d["layers_to_transform"])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["target_modules"] = list(self.target_modules)
@@ -137,11 +146,31 @@ def smollm2_dir() -> Path:
     return target
 
 
+_ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "electra", "distilbert",
+                  "mpnet", "modernbert", "albert"}
+
+
+def folder_preset(path: str | Path) -> Preset:
+    """A preset for any local Hugging Face folder: LoRA on every linear layer ("all-linear"),
+    named after the folder; everything else at the defaults (override as for any preset)."""
+    import json
+
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    kind = "encoder" if config.get("model_type") in _ENCODER_TYPES else "decoder"
+    return Preset(name=path.name, kind=kind, model_dir=str(path.resolve()), target_modules=("all-linear",))
+
+
 def resolve_preset(name: str, **overrides) -> Preset:
-    """The named preset with `overrides` applied (None values are ignored)."""
-    if name not in PRESETS:
-        raise PresetError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-    preset = PRESETS[name]
+    """The named preset — or, for a local folder with a config.json, :func:`folder_preset` —
+    with `overrides` applied (None values are ignored)."""
+    if name in PRESETS:
+        preset = PRESETS[name]
+    elif (Path(name) / "config.json").exists():
+        preset = folder_preset(name)
+    else:
+        raise PresetError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)} "
+                          f"or a local Hugging Face folder (with config.json)")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     unknown = set(overrides) - set(Preset.__dataclass_fields__)
     if unknown:

@@ -176,12 +176,12 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     settings = settings or TrainSettings()
     if "max_length" in preset_overrides:
         raise PresetError("max_length is fixed when tokenizing; re-run the tokenize stage to change it")
-    resolve_preset(model, **preset_overrides)  # unknown preset / field: fail before any I/O
-    tokenized = Path(tokenized) if tokenized else work_dir() / "tokenized" / model
+    name = resolve_preset(model, **preset_overrides).name  # unknown preset / field: fail before any I/O
+    tokenized = Path(tokenized) if tokenized else work_dir() / "tokenized" / name
     frame, token_meta = load_tokenized(tokenized)
     packed_for = token_meta.get("preset", {})
-    if packed_for.get("name", model) != model:
-        raise PresetError(f"{tokenized} was tokenized for {packed_for['name']!r}, not {model!r}")
+    if packed_for.get("name", name) != name:
+        raise PresetError(f"{tokenized} was tokenized for {packed_for['name']!r}, not {name!r}")
     # the backbone folder and max_length the cache was made with, unless overridden
     preset = resolve_preset(model, **{"max_length": packed_for.get("max_length"),
                                       "model_dir": packed_for.get("model_dir"), **preset_overrides})

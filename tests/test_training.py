@@ -158,3 +158,20 @@ def test_ddp_two_cpu_ranks_end_with_identical_weights(tokenized, tmp_path):
     ranks = [json.loads((out / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["sha256"] == ranks[1]["sha256"]
     assert json.loads((out / "metrics.json").read_text())["global_steps"] == 3
+
+
+def test_any_local_hf_folder_trains_with_all_linear_lora(tmp_path):
+    """Not a preset: a plain Hugging Face folder (here the exported SmolLM2 safetensors)."""
+    from kit.inference import infer_stage
+    from kit.presets import smollm2_dir
+    from conftest import KAGGLE_TEST
+
+    folder = str(smollm2_dir())
+    tok = tokenize_stage(folder, [KAGGLE_TRAIN], KAGGLE_TEST, max_length=96, max_rows=24, n_folds=2,
+                         out=tmp_path / "tok")
+    res = train_stage(folder, 0, tokenized=tok.out_dir, out=tmp_path / "model",
+                      settings=TrainSettings(max_steps=2, batch_size=4, max_train_rows=8, max_eval_rows=4))
+    cfg = json.loads((res.out_dir / "config.json").read_text())
+    assert cfg["preset"]["target_modules"] == ["all-linear"] and cfg["preset"]["name"] == smollm2_dir().name
+    preds = infer_stage(res.out_dir, "test", tta=False, out=tmp_path / "p.csv").predictions
+    assert preds["id"].tolist() == pd.read_csv(KAGGLE_TEST)["id"].tolist()
