@@ -7,7 +7,8 @@ rows + 999 PandaLM rows, packed at each preset's max_length), for MiniLM and Smo
 (LoRA-wrapped, as the infer stage runs them):
 
 * naive: rows in their original order, batches of 8, every row padded to max_length;
-* sorted: kit's inference — rows sorted by length, dynamic padding under 8192 tokens/batch;
+* sorted: kit's inference — rows sorted by length, dynamic padding under the infer stage's
+  CPU budget (2048 tokens/batch);
 * pairs/s of each and their ratio, and the largest absolute probability difference;
 * swap TTA: the time of the (A, B) + (B, A) passes relative to one pass;
 * MiniLM: achieved FLOP/s (matmul FLOPs of the executed shapes) against the CPU's peak
@@ -30,10 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kit.evaluation import softmax  # noqa: E402
-from kit.inference import length_sorted_batches, pad_batch, predict_logits  # noqa: E402
+from kit.inference import DEFAULT_MAX_TOKENS, length_sorted_batches, pad_batch, predict_logits  # noqa: E402
 from kit.modeling import build_lora_model  # noqa: E402
 from kit.presets import resolve_preset  # noqa: E402
 from kit.tokenization import tokenize_stage  # noqa: E402
+
+
+BUDGET = DEFAULT_MAX_TOKENS["cpu"]  # what the infer stage uses on CPU
 
 
 @torch.inference_mode()
@@ -96,8 +100,8 @@ def main(argv=None):
         pad = tokenizer.pad_token_id
         predict_logits(model, rows[:8], pad, progress=False)  # warm-up
         naive, t_naive = timed(lambda: naive_logits(model, rows, pad, preset.max_length))
-        fast, t_sorted = timed(lambda: predict_logits(model, rows, pad, max_tokens=8192, progress=False))
-        _, t_swap = timed(lambda: predict_logits(model, swapped, pad, max_tokens=8192, progress=False))
+        fast, t_sorted = timed(lambda: predict_logits(model, rows, pad, max_tokens=BUDGET, progress=False))
+        _, t_swap = timed(lambda: predict_logits(model, swapped, pad, max_tokens=BUDGET, progress=False))
         diff = float(np.abs(softmax(naive) - softmax(fast)).max())
         row = {"model": model_name, "rows": len(rows), "max_length": preset.max_length,
                "mean_tokens": float(np.mean([len(r) for r in rows])),
@@ -107,7 +111,7 @@ def main(argv=None):
         if model_name == "minilm":
             peak, how = cpu_peak_flops()
             lengths = [len(r) for r in rows]
-            shapes = [(len(b), max(lengths[i] for i in b)) for b in length_sorted_batches(lengths, 8192)]
+            shapes = [(len(b), max(lengths[i] for i in b)) for b in length_sorted_batches(lengths, BUDGET)]
             naive_shapes = [(min(8, len(rows) - s), preset.max_length) for s in range(0, len(rows), 8)]
             row["sorted_gflops"] = bert_flops(model.config, shapes) / t_sorted / 1e9
             row["naive_gflops"] = bert_flops(model.config, naive_shapes) / t_naive / 1e9
