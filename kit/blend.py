@@ -10,7 +10,14 @@ of every fold's held-out predictions. The blend is a weighted mean of the member
   log-probabilities, renormalised);
 * optional temperature scaling fitted on the blended OOF predictions.
 
-Every choice and fitted value is returned in :class:`BlendResult` and the report.
+**Honest figures.** Whatever is fitted (weights, temperature) is *cross-fitted* for the
+out-of-fold score: for each fold, it is fitted on the other folds' OOF rows and applied to
+that fold's rows, so the ``blend`` row is never scored on the rows it was fitted on. The
+test predictions use the values fitted on every OOF row. The in-sample figure is reported
+beside it (``blend (in-sample fit)``) to show how much in-sample fitting flatters.
+
+Every choice and fitted value (all-rows and per fold) is returned in :class:`BlendResult`
+and the report.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from .inference import PROB_COLUMNS, flip_rate_of, trained_outputs
 from .io import write_json, write_text
 
 PAPER_WEIGHTS = (0.7, 0.3)
-MEMBER_ORDER = ("gemma2-9b", "llama3-8b", "smollm2", "minilm")  # stronger first: gets the 0.7
+MEMBER_ORDER = ("gemma2-9b", "llama3-8b", "smollm2", "minilm", "lexical")  # stronger first: gets the 0.7
 
 
 class BlendError(ValueError):
@@ -110,7 +117,8 @@ def load_member(name: str, model_dirs: Sequence[str | Path], need_oof: bool = Tr
     folds = [json.loads((d / "config.json").read_text())["fold"] for d in dirs]
     with_oof = [d for d, f in zip(dirs, folds) if f is not None]
     if need_oof and with_oof:
-        parts = [_read_predictions(d / "predictions" / "oof.csv", "out-of-fold") for d in with_oof]
+        parts = [_read_predictions(d / "predictions" / "oof.csv", "out-of-fold").assign(fold=f)
+                 for d, f in zip(dirs, folds) if f is not None]
         oof = pd.concat(parts, ignore_index=True)
         if oof["id"].duplicated().any():
             raise BlendError(f"member {name}: an id is out-of-fold in two models (same fold trained twice?)")
@@ -159,22 +167,40 @@ def blend_members(members: Sequence[Member], weights: str | Sequence[float] = "p
     oof_p = [o[PROB_COLUMNS].to_numpy() for o in oof] if oof else None
     labels = oof[0]["label"].to_numpy().astype(int) if oof else None
 
-    if isinstance(weights, str):
-        if weights == "paper":
-            w = np.array(PAPER_WEIGHTS) if len(members) == 2 else np.full(len(members), 1 / len(members))
-        elif weights == "equal":
-            w = np.full(len(members), 1 / len(members))
-        elif weights == "fit":
-            w = fit_weights(oof_p, labels, space)
+    def choose(p, y):
+        """(weights, mode, temperature) fitted on rows (p, y) where the settings ask for fitting."""
+        if isinstance(weights, str):
+            if weights == "paper":
+                w = np.array(PAPER_WEIGHTS) if len(members) == 2 else np.full(len(members), 1 / len(members))
+            elif weights == "equal":
+                w = np.full(len(members), 1 / len(members))
+            elif weights == "fit":
+                w = fit_weights(p, y, space)
+            else:
+                raise BlendError(f"weights must be 'paper', 'equal', 'fit' or numbers, got {weights!r}")
+            mode = weights
         else:
-            raise BlendError(f"weights must be 'paper', 'equal', 'fit' or numbers, got {weights!r}")
-        mode = weights
-    else:
-        w = np.asarray(weights, dtype=np.float64)
-        if len(w) != len(members) or (w < 0).any() or w.sum() <= 0:
-            raise BlendError(f"{len(members)} member(s) need as many non-negative weights, got {list(weights)}")
-        w, mode = w / w.sum(), "fixed"
-    t = fit_temperature(combine(oof_p, w, space), labels) if temperature else 1.0
+            w = np.asarray(weights, dtype=np.float64)
+            if len(w) != len(members) or (w < 0).any() or w.sum() <= 0:
+                raise BlendError(f"{len(members)} member(s) need as many non-negative weights, got {list(weights)}")
+            w, mode = w / w.sum(), "fixed"
+        t = fit_temperature(combine(p, w, space), y) if temperature else 1.0
+        return w, mode, t
+
+    w, mode, t = choose(oof_p, labels) if oof_p is not None else choose(None, None)
+    fold_fits = {}
+    if oof:
+        oof_folds = oof[0]["fold"].to_numpy() if "fold" in oof[0] else np.zeros(len(labels), dtype=int)
+        cross = combine(oof_p, w, space, t)  # nothing fitted: the same everywhere
+        if needs_oof:
+            if len(np.unique(oof_folds)) < 2:
+                raise BlendError("fitted weights / temperature need out-of-fold rows from at least two folds "
+                                 "(they are cross-fitted: fitted on the other folds, scored on each)")
+            for k in np.unique(oof_folds):
+                rest, here = oof_folds != k, oof_folds == k
+                wk, _, tk = choose([p[rest] for p in oof_p], labels[rest])
+                cross[here] = combine([p[here] for p in oof_p], wk, space, tk)
+                fold_fits[int(k)] = {"weights": [float(x) for x in wk], "temperature": float(tk)}
 
     test = None
     if all(m.test is not None for m in members):
@@ -186,7 +212,9 @@ def blend_members(members: Sequence[Member], weights: str | Sequence[float] = "p
         test = pd.DataFrame({"id": test_ids, **{c: blended[:, j] for j, c in enumerate(PROB_COLUMNS)}})
     result = BlendResult(names, [float(x) for x in w], mode, space, t, test, len(common or []))
     result.report = {"members": names, "weights": result.weights, "weights_mode": mode, "space": space,
-                     "temperature": t, "temperature_fitted": bool(temperature), "oof_rows": result.oof_rows}
+                     "temperature": t, "temperature_fitted": bool(temperature), "oof_rows": result.oof_rows,
+                     "oof_score": "cross-fitted per fold" if fold_fits else "nothing fitted",
+                     "per_fold": fold_fits}
     if oof:
         rows = {}
         for m, o in zip(members, oof):
@@ -196,8 +224,10 @@ def blend_members(members: Sequence[Member], weights: str | Sequence[float] = "p
                 rows[f"{m.name}+tta"]["flip_rate"] = flip_rate_of(o)
             else:
                 rows[m.name] = metrics(labels, o[PROB_COLUMNS].to_numpy())
-        result.oof_ids, result.oof_labels, result.oof_blend = common, labels, combine(oof_p, w, space, t)
+        result.oof_ids, result.oof_labels, result.oof_blend = common, labels, cross
         rows["blend"] = metrics(labels, result.oof_blend)
+        if fold_fits:  # what scoring the fit on its own rows would claim
+            rows["blend (in-sample fit)"] = metrics(labels, combine(oof_p, w, space, t))
         result.table = pd.DataFrame(rows).T
     return result
 
@@ -279,6 +309,9 @@ def render_report(result: BlendResult) -> str:
              f"- weights ({result.weights_mode}): " + ", ".join(f"{n} {w:.3f}" for n, w in zip(result.members, result.weights)),
              f"- blending space: {result.space}; temperature: {result.temperature:.3f}"
              f"{' (fitted)' if result.report.get('temperature_fitted') else ''}",
+             f"- out-of-fold `blend` score: {result.report.get('oof_score', '-')}"
+             + "".join(f"; fold {k}: weights [{', '.join(f'{x:.3f}' for x in v['weights'])}], "
+                       f"temperature {v['temperature']:.3f}" for k, v in result.report.get("per_fold", {}).items()),
              f"- out-of-fold rows: {result.oof_rows}; submission: {result.report.get('submission', '-')}", "",
              "## Out-of-fold evaluation", "", result.table.to_markdown(floatfmt=".4f"), "",
              "![reliability](reliability.png)", "", "![confusion](confusion.png)", ""]

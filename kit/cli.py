@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .heads import HEADS
 from .presets import PRESETS
 
 
@@ -25,6 +26,8 @@ def _add_tokenize(sub):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max-rows", type=int, default=None)
     p.add_argument("--keep", choices=["last", "first"], default=None, help="which turns survive a cut")
+    p.add_argument("--head", choices=sorted(HEADS), default=None,
+                   help="joint: one sequence per row; pairwise: one per side (default: the preset's)")
     p.add_argument("--out", default=None)
     p.add_argument("--overwrite", action="store_true")
 
@@ -33,7 +36,8 @@ def _add_tokenize(sub):
         pack = {"keep": a.keep} if a.keep else None
         res = tokenize_stage(a.model, [] if a.no_train else a.train, "" if a.no_test else a.test,
                              max_length=a.max_length, out=a.out, n_folds=a.folds, seed=a.seed,
-                             max_rows=a.max_rows, overwrite=a.overwrite, pack=pack, model_dir=a.model_dir)
+                             max_rows=a.max_rows, overwrite=a.overwrite, pack=pack, model_dir=a.model_dir,
+                             head=a.head)
         print(res.retention_summary().to_string(index=False))
         print(f"wrote {res.out_dir}")
     p.set_defaults(run=run)
@@ -54,12 +58,21 @@ def _add_train(sub):
     p.add_argument("--layers", type=lambda s: [int(x) for x in _csv_list(s)], default=None,
                    help="comma-separated layer indices that get LoRA (default: all)")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    p.add_argument("--head", choices=sorted(HEADS), default=None,
+                   help="must match the tokenized cache's head (default: the cache's)")
+    p.add_argument("--pooling", choices=["mean", "last", "first"], default=None,
+                   help="pairwise head: how a side's tokens become one vector (default: mean for encoders, "
+                        "last for decoders)")
     for name, typ in (("epochs", float), ("lr", float), ("batch-size", int), ("grad-accum", int),
                       ("warmup-ratio", float), ("weight-decay", float), ("max-steps", int),
                       ("evals-per-run", int), ("eval-steps", int), ("seed", int),
                       ("max-train-rows", int), ("max-eval-rows", int), ("logging-steps", int)):
         p.add_argument(f"--{name}", type=typ, default=None)
-    p.add_argument("--no-swap-augment", action="store_true")
+    p.add_argument("--no-swap-augment", action="store_true", help="joint head: no (B, A) copies of the rows")
+    p.add_argument("--no-group-by-length", action="store_true",
+                   help="plain shuffled batches instead of length-grouped ones")
+    p.add_argument("--head-lr-scale", type=float, default=None,
+                   help="the new heads' learning rate as a multiple of --lr (default: the preset's)")
     p.add_argument("--keep-checkpoints", action="store_true")
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints of a killed run")
     p.add_argument("--overwrite", action="store_true")
@@ -72,14 +85,17 @@ def _add_train(sub):
             "max_steps": a.max_steps, "evals_per_run": a.evals_per_run, "eval_steps": a.eval_steps,
             "seed": a.seed, "max_train_rows": a.max_train_rows, "max_eval_rows": a.max_eval_rows,
             "logging_steps": a.logging_steps}.items() if v is not None}
+        if a.head_lr_scale is not None:
+            given["head_lr_scale"] = a.head_lr_scale
         settings = TrainSettings(**given, swap_augment=not a.no_swap_augment,
-                                 keep_checkpoints=a.keep_checkpoints)
+                                 keep_checkpoints=a.keep_checkpoints, group_by_length=not a.no_group_by_length)
         fold = None if a.fold == "full" else int(a.fold)
         res = train_stage(a.model, fold, tokenized=a.tokenized, out=a.out, overwrite=a.overwrite,
                           resume=not a.no_resume, settings=settings, model_dir=a.model_dir,
                           load_in_4bit=a.load_in_4bit, lora_r=a.lora_r, lora_alpha=a.lora_alpha,
                           lora_dropout=a.lora_dropout, target_modules=a.target_modules,
-                          layers_to_transform=a.layers, gradient_checkpointing=a.gradient_checkpointing)
+                          layers_to_transform=a.layers, gradient_checkpointing=a.gradient_checkpointing,
+                          head=a.head, pooling=a.pooling)
         if res.metrics:
             print({k: res.metrics[k] for k in ("log_loss", "accuracy", "train_seconds") if k in res.metrics})
             print(f"wrote {res.out_dir}")
@@ -128,6 +144,13 @@ def _parse_members(text: str) -> dict[str, list[str]]:
     return out
 
 
+def _caps(text: str):
+    """'300' -> 300; 'smollm2=300,minilm=800' -> {'smollm2': 300, 'minilm': 800}"""
+    if "=" not in text:
+        return int(text)
+    return {k.strip(): int(v) for k, v in (part.split("=", 1) for part in _csv_list(text))}
+
+
 def _weights(text: str):
     return text if text in ("paper", "equal", "fit") else [float(x) for x in _csv_list(text)]
 
@@ -161,14 +184,18 @@ def _add_blend(sub):
 def _add_cv(sub):
     p = sub.add_parser("cv", help="tokenize -> train -> infer -> blend, fold by fold, on any train CSV")
     p.add_argument("--train", type=_csv_list, required=True)
-    p.add_argument("--models", type=_csv_list, default=["minilm", "smollm2"])
+    p.add_argument("--models", type=_csv_list, default=["minilm", "smollm2", "lexical"])
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--max-rows", type=int, default=None)
     p.add_argument("--out", required=True)
-    p.add_argument("--weights", type=_weights, default="paper")
+    p.add_argument("--weights", type=_weights, default="fit",
+                   help="fit (cross-fitted for the OOF score) | paper (0.7/0.3) | equal | w1,w2,...")
     p.add_argument("--epochs", type=float, default=None)
-    p.add_argument("--max-train-rows", type=int, default=None, help="cap on training rows per fold")
+    p.add_argument("--max-train-rows", type=_caps, default=None,
+                   help="cap on training rows per fold: N for every model, or MODEL=N,MODEL=N")
+    p.add_argument("--head", choices=sorted(HEADS), default=None,
+                   help="the neural members' head (default: each preset's)")
     p.add_argument("--no-tta", action="store_true")
     p.add_argument("--no-swap-augment", action="store_true")
     p.add_argument("--evals-per-run", type=int, default=1)
@@ -180,7 +207,7 @@ def _add_cv(sub):
         res = cv_stage(a.train, a.models, a.folds, out=a.out, max_length=a.max_length, max_rows=a.max_rows,
                        weights=a.weights, epochs=a.epochs, max_train_rows=a.max_train_rows, tta=not a.no_tta,
                        seed=a.seed, swap_augment=not a.no_swap_augment, evals_per_run=a.evals_per_run,
-                       overwrite=a.overwrite)
+                       head=a.head, overwrite=a.overwrite)
         print(res["markdown"])
     p.set_defaults(run=run)
 

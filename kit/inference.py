@@ -129,21 +129,21 @@ def shard_rows(lengths: Sequence[int], n_shards: int) -> list[np.ndarray]:
     return [np.sort(order[k::n_shards]) for k in range(n_shards)]
 
 
-def predict_sharded(replicas: Sequence, devices: Sequence[str], input_ids: Sequence[np.ndarray], pad_id: int,
-                    *, max_tokens: int, projection: RuntimeProjection | None = None,
-                    desc: str = "predict") -> np.ndarray:
-    """Logits for all rows: shard k runs on replicas[k] / devices[k] in its own thread."""
-    shards = shard_rows([len(r) for r in input_ids], len(replicas))
-    n_labels = replicas[0].config.num_labels
-    out = np.zeros((len(input_ids), n_labels), dtype=np.float64)
+def predict_sharded(replicas: Sequence, devices: Sequence[str], frame: pd.DataFrame, score, pad_id: int,
+                    *, lengths: Sequence[int], max_tokens: int, projection: RuntimeProjection | None = None,
+                    desc: str = "predict", swap: bool = False) -> np.ndarray:
+    """Logits for all rows of `frame`: shard k is scored by ``score(replicas[k], rows, pad_id, ...)``
+    (a head's :attr:`kit.heads.Head.score`) on devices[k], in its own thread."""
+    shards = shard_rows(lengths, len(replicas))
+    out = np.zeros((len(frame), 3), dtype=np.float64)
     errors = []
 
     def work(k):
         try:
             idx = shards[k]
-            out[idx] = predict_logits(replicas[k], [input_ids[i] for i in idx], pad_id, device=devices[k],
-                                      max_tokens=max_tokens, progress=k == 0, projection=projection,
-                                      desc=f"{desc} [{devices[k]}]")
+            out[idx] = score(replicas[k], frame.iloc[idx], pad_id, swap=swap, device=devices[k],
+                             max_tokens=max_tokens, progress=k == 0, projection=projection,
+                             desc=f"{desc} [{devices[k]}]")
         except BaseException as err:  # surfaced in the caller's thread
             errors.append(err)
 
@@ -177,18 +177,16 @@ class InferResult:
     seconds: float
 
 
-def _load_replicas(model_dir: Path, preset, devices: Sequence[str]):
-    from .modeling import load_trained
-
+def _load_replicas(model_dir: Path, preset, devices: Sequence[str], load):
     replicas, tokenizer = [], None
     cpu_model = None
     for dev in devices:
         if dev == "cpu":  # CPU workers share one replica (read-only forward passes)
             if cpu_model is None:
-                cpu_model, tokenizer = load_trained(model_dir, preset)
+                cpu_model, tokenizer = load(model_dir, preset)
             replicas.append(cpu_model)
         else:
-            model, tokenizer = load_trained(model_dir, preset, device_map={"": dev})
+            model, tokenizer = load(model_dir, preset, device_map={"": dev})
             if not preset.load_in_4bit:
                 model.to(dev)
             replicas.append(model)
@@ -235,28 +233,52 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
     if split == "oof":
         frame = frame[frame["fold"] == cfg["fold"]]
     meta_path = tokenized / "meta.json"
-    if meta_path.exists():
-        packed_len = json.loads(meta_path.read_text())["pack"]["max_length"]
+    if meta_path.exists() and preset.kind != "lexical":
+        meta = json.loads(meta_path.read_text())
+        packed_head = meta.get("preset", {}).get("head", "joint")
+        if packed_head != preset.head:
+            raise ValueError(f"{tokenized} was tokenized for the {packed_head!r} head, but {model_dir} was trained "
+                             f"with the {preset.head!r} head: re-run the tokenize stage with --head {preset.head}")
+        packed_len = meta["pack"]["max_length"]
         if packed_len != preset.max_length:
             warnings.warn(f"{tokenized} was packed at max_length={packed_len}, the model was trained at "
                           f"{preset.max_length}", RuntimeWarning, stacklevel=2)
 
-    devices = list(devices) if devices else visible_devices()
-    if devices == ["cpu"] and cpu_workers > 1:
-        devices = ["cpu"] * cpu_workers
-    max_tokens = max_tokens or DEFAULT_MAX_TOKENS["cuda" if devices[0].startswith("cuda") else "cpu"]
-    replicas, tokenizer = _load_replicas(model_dir, preset, devices)
-    passes = [("direct", list(frame["input_ids"]))] + ([("swap", list(frame["input_ids_swap"]))] if tta else [])
-    total_tokens = sum(int(sum(len(r) for r in rows)) for _, rows in passes)
-    projection = RuntimeProjection(total_tokens, budget_hours, label=f"{preset.name} {split}: ")
     started = time.time()
-    probs = {}
-    from .evaluation import softmax
-    for name, rows in passes:
-        logits = predict_sharded(replicas, devices, rows, tokenizer.pad_token_id, max_tokens=max_tokens,
-                                 projection=projection, desc=f"{preset.name} {split} {name}")
-        probs[name] = softmax(logits)
+    projection = None
+    if preset.kind == "lexical":  # a scikit-learn member: no devices, no batches
+        from .lexical import LexicalModel
+        probs = {"direct": LexicalModel.load(model_dir / "adapter").predict_proba(frame)}
+        tta = False
+    else:
+        from .heads import get_head
+        head = get_head(preset.head)
+        missing = [c for c in head.id_columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{table} lacks {missing}: it was not tokenized for the {head.name!r} head the model "
+                             f"was trained with; re-run the tokenize stage with --head {head.name}")
+        tta = tta and head.uses_tta  # a swap-equivariant head gains nothing from a swapped pass
+        devices = list(devices) if devices else visible_devices()
+        if devices == ["cpu"] and cpu_workers > 1:
+            devices = ["cpu"] * cpu_workers
+        max_tokens = max_tokens or DEFAULT_MAX_TOKENS["cuda" if devices[0].startswith("cuda") else "cpu"]
+        replicas, tokenizer = _load_replicas(model_dir, preset, devices, head.load)
+        # the work per row: the direct pass's sequence (joint), or both sides (pairwise)
+        scored = head.id_columns[:1] if head.uses_tta else head.id_columns
+        lengths = sum(frame[c].map(len).to_numpy() for c in scored)
+        passes = ["direct"] + (["swap"] if tta else [])
+        projection = RuntimeProjection(int(sum(lengths)) * len(passes), budget_hours,
+                                       label=f"{preset.name} {split}: ")
+        from .evaluation import softmax
+        probs = {}
+        for name in passes:
+            logits = predict_sharded(replicas, devices, frame.reset_index(drop=True), head.score,
+                                     tokenizer.pad_token_id, lengths=lengths, max_tokens=max_tokens,
+                                     projection=projection, desc=f"{preset.name} {split} {name}",
+                                     swap=name == "swap")
+            probs[name] = softmax(logits)
     seconds = time.time() - started
+    passes = list(probs)
 
     result = pd.DataFrame({"id": frame["id"].to_numpy()})
     flip = None
@@ -275,8 +297,8 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
     write_csv(result, out, overwrite)
     print(f"[kit infer] {len(result)} rows, {seconds:.1f} s ({len(result) * len(passes) / max(seconds, 1e-9):.2f} "
           f"passes/s){f', flip rate {flip:.3f}' if flip is not None else ''} -> {out}", flush=True)
-    return InferResult(out, result, flip, None if projection.projected_s is None else projection.projected_s / 3600,
-                       seconds)
+    projected = None if projection is None or projection.projected_s is None else projection.projected_s / 3600
+    return InferResult(out, result, flip, projected, seconds)
 
 
 def infer_isolated(model_dir: str | Path, split: str = "test", *, tokenized=None, out=None,

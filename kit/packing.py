@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 FIELDS = ("prompt", "response_a", "response_b")
+SIDE_FIELDS = ("prompt", "response")  # side=True: one response and its prompt (pairwise head)
 
 
 @dataclass(frozen=True)
@@ -46,19 +47,24 @@ class PackConfig:
     response_a_template: str = "\n<response_a>: {text}"
     response_b_template: str = "\n<response_b>: {text}"
     question: str = "\n\nWhich response do people prefer, a or b, or is it a tie?"
+    # one side (prompt + one response) for the pairwise head: the prompt gets at most a third
+    side_shares: tuple[float, float] = (1.0, 2.0)  # prompt, response
+    response_template: str = "\n<response>: {text}"
+    side_question: str = "\n\nHow good is this response?"
 
     def __post_init__(self):
         if not isinstance(self.max_length, int) or self.max_length <= 0:
             raise ValueError(f"max_length must be a positive int, got {self.max_length!r}")
-        shares = tuple(float(s) for s in self.shares)
-        if len(shares) != 3 or any(not math.isfinite(s) or s <= 0 for s in shares):
-            raise ValueError(f"shares must be three positive numbers, got {self.shares!r}")
-        object.__setattr__(self, "shares", shares)
+        for name, n in (("shares", 3), ("side_shares", 2)):
+            shares = tuple(float(s) for s in getattr(self, name))
+            if len(shares) != n or any(not math.isfinite(s) or s <= 0 for s in shares):
+                raise ValueError(f"{name} must be {n} positive numbers, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, shares)
         if self.keep not in ("last", "first"):
             raise ValueError(f"keep must be 'last' or 'first', got {self.keep!r}")
         if self.cut not in ("end", "middle"):
             raise ValueError(f"cut must be 'end' or 'middle', got {self.cut!r}")
-        for name in ("prompt_template", "response_a_template", "response_b_template"):
+        for name in ("prompt_template", "response_a_template", "response_b_template", "response_template"):
             if getattr(self, name).count("{text}") != 1:
                 raise ValueError(f"{name} must contain exactly one '{{text}}'")
         if self.min_prompt_tokens < 0 or self.min_response_tokens < 0:
@@ -132,29 +138,40 @@ def _water_fill(sizes: Sequence[int], weights: Sequence[float], budget: int) -> 
 
 
 class Packer:
-    """Packs conversations for one tokenizer; see the module docstring for guarantees."""
+    """Packs conversations for one tokenizer; see the module docstring for guarantees.
 
-    def __init__(self, tokenizer, config: PackConfig | None = None):
+    ``side=False`` packs (prompt, response A, response B) turns into one sequence (joint
+    head); ``side=True`` packs (prompt, one response) turns — one side of the pair, for the
+    pairwise head — with ``side_shares``, ``response_template`` and ``side_question``. The
+    guarantees are the same for both (the minimum per response applies to the one response).
+    """
+
+    def __init__(self, tokenizer, config: PackConfig | None = None, side: bool = False):
         self.tokenizer = tokenizer
         self.config = cfg = config or PackConfig()
+        self.side = side
+        self.fields = SIDE_FIELDS if side else FIELDS
+        templates = (("prompt_template", "response_template") if side
+                     else ("prompt_template", "response_a_template", "response_b_template"))
         self.prefix, self.suffix = special_frame(tokenizer)
         self.framing = []
-        for name in ("prompt_template", "response_a_template", "response_b_template"):
+        for name in templates:
             before, after = getattr(cfg, name).split("{text}")
             self.framing.append((self._encode(before), self._encode(after)))
         self.marker = self._encode(cfg.marker)
         self.omitted = self._encode(cfg.omitted_note)
-        self.question = self._encode(cfg.question)
+        self.question = self._encode(cfg.side_question if side else cfg.question)
         self.turn_cost = sum(len(b) + len(a) for b, a in self.framing)
         self.frame_cost = len(self.prefix) + len(self.suffix) + len(self.question)
         # the smallest budget that still shows one token of each field of one turn,
         # each cut, after a note that other turns were dropped
-        self.min_length = self.frame_cost + len(self.omitted) + self.turn_cost + 3 * (1 + len(self.marker))
+        self.min_length = (self.frame_cost + len(self.omitted) + self.turn_cost
+                           + len(self.fields) * (1 + len(self.marker)))
         if cfg.max_length < self.min_length:
             raise ValueError(f"max_length={cfg.max_length} is too small for this tokenizer and "
                              f"framing: at least {self.min_length} tokens are needed")
-        self._weights = cfg.shares
-        self._minimum = (cfg.min_prompt_tokens, cfg.min_response_tokens, cfg.min_response_tokens)
+        self._weights = cfg.side_shares if side else cfg.shares
+        self._minimum = (cfg.min_prompt_tokens,) + (cfg.min_response_tokens,) * (len(self.fields) - 1)
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
@@ -173,7 +190,7 @@ class Packer:
         budget = cfg.max_length - self.frame_cost - self.turn_cost * len(turns)
         if len(turns) < n_turns:
             budget -= len(self.omitted)
-        cells = [(t, f) for t in turns for f in range(3)]
+        cells = [(t, f) for t in turns for f in range(len(self.fields))]
         size = [sizes[t][f] for t, f in cells]
         weights = [self._weights[f] for _, f in cells]
         if budget >= sum(size):
@@ -203,14 +220,13 @@ class Packer:
         head = (keep + 1) // 2
         return list(ids[:head]) + self.marker + list(ids[len(ids) - (keep - head):])
 
-    def pack_ids(self, prompt: Sequence[Sequence[int]], response_a: Sequence[Sequence[int]],
-                 response_b: Sequence[Sequence[int]]) -> Packed:
-        """Pack token-id turn lists (equal lengths, >= 1 turn) under the budget."""
-        n = len(prompt)
-        if n == 0 or len(response_a) != n or len(response_b) != n:
-            raise ValueError(f"need >= 1 aligned turn, got {len(prompt)}/{len(response_a)}/{len(response_b)}")
-        fields = (prompt, response_a, response_b)
-        sizes = [[len(fields[f][t]) for f in range(3)] for t in range(n)]
+    def pack_ids(self, *fields: Sequence[Sequence[int]]) -> Packed:
+        """Pack token-id turn lists (equal lengths, >= 1 turn) under the budget: (prompt,
+        response_a, response_b), or (prompt, response) with ``side=True``."""
+        n, nf = len(fields[0]) if fields else 0, len(self.fields)
+        if len(fields) != nf or n == 0 or any(len(f) != n for f in fields):
+            raise ValueError(f"need {nf} fields of >= 1 aligned turn, got {[len(f) for f in fields]}")
+        sizes = [[len(fields[f][t]) for f in range(nf)] for t in range(n)]
         order = list(range(n - 1, -1, -1)) if self.config.keep == "last" else list(range(n))
 
         kept, alloc = [], None
@@ -226,7 +242,7 @@ class Packer:
         if len(kept) < n and self.config.keep == "last":
             ids += self.omitted
         for t in kept:
-            for f in range(3):
+            for f in range(nf):
                 before, after = self.framing[f]
                 ids += before + self._cut(fields[f][t], alloc[(t, f)]) + after
         if len(kept) < n and self.config.keep == "first":
@@ -235,13 +251,16 @@ class Packer:
         assert len(ids) <= self.config.max_length
 
         retention = {"n_tokens": len(ids), "turns_kept": len(kept), "turns_total": n}
-        for f, name in enumerate(FIELDS):
+        for f, name in enumerate(self.fields):
             retention[f"{name}_kept"] = sum(alloc[(t, f)] for t in kept)
             retention[f"{name}_total"] = sum(sizes[t][f] for t in range(n))
-        return Packed(ids, retention, kept, [tuple(alloc[(t, f)] for f in range(3)) for t in kept])
+        return Packed(ids, retention, kept, [tuple(alloc[(t, f)] for f in range(nf)) for t in kept])
 
-    def pack(self, prompt: Sequence[str], response_a: Sequence[str], response_b: Sequence[str]) -> Packed:
-        """Pack one conversation given as text turns."""
-        n = len(prompt)
-        encoded = self.encode_many([*prompt, *response_a, *response_b])
-        return self.pack_ids(encoded[:n], encoded[n:n + len(response_a)], encoded[n + len(response_a):])
+    def pack(self, *fields: Sequence[str]) -> Packed:
+        """Pack one conversation given as text turns (the fields of :meth:`pack_ids`)."""
+        encoded = self.encode_many([t for f in fields for t in f])
+        out, start = [], 0
+        for f in fields:
+            out.append(encoded[start:start + len(f)])
+            start += len(f)
+        return self.pack_ids(*out)

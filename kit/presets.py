@@ -30,7 +30,9 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 @dataclass(frozen=True)
 class Preset:
     name: str
-    kind: str  # "encoder" (first-token pooling) or "decoder" (last-token pooling)
+    kind: str  # "encoder", "decoder", or "lexical" (no backbone: kit.lexical)
+    head: str = "joint"  # kit.heads: "joint" (one sequence) or "pairwise" (one sequence per side)
+    pooling: str | None = None  # pairwise head: "mean" | "last" | "first"; None: mean (encoder), last (decoder)
     model_dir: str | None = None  # None: resolved from the embedded package
     max_length: int = 512
     # LoRA
@@ -49,6 +51,7 @@ class Preset:
     grad_accum: int = 1
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
+    head_lr_scale: float = 1.0  # the fresh head's learning rate as a multiple of learning_rate
     gradient_checkpointing: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -71,17 +74,25 @@ class Preset:
 _LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 PRESETS: dict[str, Preset] = {
+    # embedded members: the pairwise head and the recipe measured in results/sweep/sweep.md
+    # (max_length is per side for the pairwise head)
     "minilm": Preset(
-        name="minilm", kind="encoder", max_length=512,
+        name="minilm", kind="encoder", max_length=256, head="pairwise", pooling="mean",
         lora_r=16, lora_alpha=32, lora_dropout=0.1,
         target_modules=("query", "key", "value", "dense"),
         learning_rate=5e-4, epochs=2.0, batch_size=8,
     ),
     "smollm2": Preset(
-        name="smollm2", kind="decoder", max_length=512,
-        lora_r=16, lora_alpha=32, lora_dropout=0.05, target_modules=_LLAMA_MODULES,
-        learning_rate=3e-4, epochs=1.0, batch_size=4, grad_accum=2,
+        # LoRA on the top 8 of 30 layers: the backward pass stops there (CPU cost)
+        name="smollm2", kind="decoder", max_length=256, head="pairwise", pooling="last",
+        lora_r=16, lora_alpha=32, lora_dropout=0.0, target_modules=_LLAMA_MODULES,
+        layers_to_transform=tuple(range(22, 30)),
+        learning_rate=5e-4, epochs=1.0, batch_size=4, grad_accum=2,
     ),
+    # no backbone: TF-IDF differences + structure features, logistic regression (kit.lexical);
+    # C and dense_scale from the grid in results/sweep.md
+    "lexical": Preset(name="lexical", kind="lexical", head="lexical", max_length=0,
+                      extra={"C": 0.1, "dense_scale": 0.3}),
     "gemma2-9b": Preset(
         name="gemma2-9b", kind="decoder", max_length=1024,
         model_dir="/kaggle/input/gemma-2/transformers/gemma-2-9b-it/2",

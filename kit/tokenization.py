@@ -2,12 +2,15 @@
 
 Output folder (default ``<work>/tokenized/<preset>``):
 
-* ``train.parquet`` / ``test.parquet``: id, input_ids, input_ids_swap (the same row
-  packed with A and B exchanged, for swap augmentation and swap TTA), label, fold,
-  n_tokens and the retention columns of :mod:`kit.packing`;
+* ``train.parquet`` / ``test.parquet``: id, the head's token-id columns (joint head:
+  input_ids and input_ids_swap, the same row packed with A and B exchanged, for swap
+  augmentation and swap TTA; pairwise head: side_a_ids and side_b_ids, each side packed
+  on its own), label, fold, n_tokens and the retention columns of :mod:`kit.packing`.
+  The ``lexical`` member keeps the parsed text turns instead (prompt, response_a,
+  response_b) — same ids, labels and folds;
 * ``skipped_rows.csv``: train rows not used and test rows repaired (row, id, column,
   problem, source);
-* ``meta.json``: preset, packing configuration, sources and counts;
+* ``meta.json``: preset (with its head), packing configuration, sources and counts;
 * ``retention.png``: packed lengths and kept share per field.
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ from .env import default_inputs, work_dir
 from .io import check_free, write_csv, write_json, write_parquet
 from .packing import FIELDS, PackConfig, Packer
 from .plots import plot_retention
+from .heads import get_head
 from .presets import load_tokenizer, resolve_preset
 
 
@@ -40,6 +44,9 @@ class TokenizeResult:
         rows = []
         for split, df in (("train", self.train), ("test", self.test)):
             if df is None or not len(df):
+                continue
+            if "n_tokens" not in df:  # the lexical member keeps text, not tokens
+                rows.append({"split": split, "rows": len(df)})
                 continue
             row = {"split": split, "rows": len(df), "mean_tokens": df["n_tokens"].mean()}
             for f in FIELDS:
@@ -93,20 +100,34 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
                    test: str | Path | None = None, *, max_length: int | None = None,
                    out: str | Path | None = None, n_folds: int = 5, seed: int = 42,
                    max_rows: int | None = None, overwrite: bool = False,
-                   pack: dict | None = None, model_dir: str | None = None) -> TokenizeResult:
+                   pack: dict | None = None, model_dir: str | None = None,
+                   head: str | None = None) -> TokenizeResult:
     """Run stage 1. ``train``/``test`` default to this environment's inputs
-    (:func:`kit.env.default_inputs`); pass ``train=[]`` or ``test=""`` to skip one."""
+    (:func:`kit.env.default_inputs`); pass ``train=[]`` or ``test=""`` to skip one.
+    ``head`` (default: the preset's) decides the packing and is recorded in meta.json."""
     defaults = default_inputs()
     train_paths = [Path(p) for p in (defaults["train"] if train is None else train)]
     test_path = defaults["test"] if test is None else (Path(test) if test else None)
-    preset = resolve_preset(model, max_length=max_length, model_dir=model_dir)
+    preset = resolve_preset(model, max_length=max_length, model_dir=model_dir, head=head)
+    lexical = preset.kind == "lexical"
+    if lexical:  # no backbone: neither a head nor a token budget applies
+        preset = replace(preset, head="lexical")
+    else:
+        head_spec = get_head(preset.head)
     out_dir = Path(out) if out else work_dir() / "tokenized" / preset.name
     targets = [out_dir / n for n in ("train.parquet", "test.parquet", "skipped_rows.csv", "meta.json",
                                      "retention.png")]
     check_free(targets, overwrite)
 
-    pack_config = replace(PackConfig(max_length=preset.max_length), **(pack or {}))
-    packer = Packer(load_tokenizer(preset), pack_config)
+    pack_config = None if lexical else replace(PackConfig(max_length=preset.max_length), **(pack or {}))
+    if lexical:
+        def encode(frame, desc):
+            return frame[["id", "prompt", "response_a", "response_b"]].reset_index(drop=True)
+    else:
+        packer = Packer(load_tokenizer(preset), pack_config, side=head_spec.side_packing)
+
+        def encode(frame, desc):
+            return head_spec.pack(packer, frame, desc)
     skipped, train_df, test_df = [], None, None
     if train_paths:
         conv = load_tables(train_paths, labelled=True)
@@ -115,13 +136,13 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
             print(f"[kit] skipped {conv.skipped['row'].nunique()} unusable train row(s); "
                   f"see {out_dir / 'skipped_rows.csv'}", flush=True)
         skipped.append(conv.skipped.assign(split="train"))
-        train_df = pack_frame(packer, frame, desc=f"pack train ({preset.name})")
+        train_df = encode(frame, f"pack train ({preset.name}, {preset.head})")
         train_df.insert(3, "label", frame["label"].to_numpy())
         train_df.insert(4, "fold", assign_folds(frame, n_folds, seed) if n_folds > 1 else 0)
     if test_path:
         conv = load_tables([test_path], labelled=False)
         skipped.append(conv.notes.assign(split="test"))
-        test_df = pack_frame(packer, conv.frame, desc=f"pack test ({preset.name})")
+        test_df = encode(conv.frame, f"pack test ({preset.name}, {preset.head})")
         test_df.insert(3, "label", -1)
         test_df.insert(4, "fold", -1)
 
@@ -133,7 +154,7 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
     if test_df is not None:
         write_parquet(test_df, out_dir / "test.parquet", overwrite)
     write_csv(skipped_df, out_dir / "skipped_rows.csv", overwrite)
-    write_json({"preset": preset.to_dict(), "pack": pack_config.to_dict(),
+    write_json({"preset": preset.to_dict(), "pack": pack_config.to_dict() if pack_config else None,
                 "train_sources": [str(p) for p in train_paths], "test_source": str(test_path or ""),
                 "n_folds": n_folds, "seed": seed, "max_rows": max_rows,
                 "rows": {"train": 0 if train_df is None else len(train_df),
@@ -142,7 +163,7 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
                          if len(skipped_df) else 0}},
                out_dir / "meta.json", overwrite)
     shown = pd.concat([d for d in (train_df, test_df) if d is not None], ignore_index=True)
-    if len(shown):
+    if len(shown) and not lexical:
         plot_retention(shown, pack_config.max_length, out_dir / "retention.png",
                        title=f"{preset.name}: {len(shown)} rows packed", overwrite=overwrite)
     return TokenizeResult(out_dir, train_df, test_df, skipped_df)

@@ -34,7 +34,7 @@ from .evaluation import log_loss, softmax
 from .io import check_free, write_csv, write_json
 from .presets import Preset, PresetError, resolve_preset
 
-SWAP_LABEL = np.array([1, 0, 2])
+from .heads import SWAP_LABEL, PackedDataset, get_head  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -56,6 +56,8 @@ class TrainSettings:
     max_eval_rows: int | None = None
     keep_checkpoints: bool = False
     logging_steps: int = 5
+    group_by_length: bool = True  # batches of similar length (less padding); False: plain shuffling
+    head_lr_scale: float | None = None  # the new heads' learning rate relative to LoRA's
 
 
 @dataclass
@@ -109,6 +111,7 @@ def _fingerprint(model) -> str:
 
 
 def _split(frame: pd.DataFrame, fold: int | None, settings: TrainSettings):
+    """(training rows, held-out rows) of the tokenized table for `fold` (None: all rows train)."""
     if fold is None:
         train, held = frame, frame.iloc[:0]
     else:
@@ -120,11 +123,23 @@ def _split(frame: pd.DataFrame, fold: int | None, settings: TrainSettings):
         train = train.head(settings.max_train_rows)
     if settings.max_eval_rows:
         held = held.head(settings.max_eval_rows)
-    ids, labels = list(train["input_ids"]), train["label"].to_numpy()
-    if settings.swap_augment:
-        ids += list(train["input_ids_swap"])
-        labels = np.concatenate([labels, SWAP_LABEL[labels]])
-    return PackedDataset(ids, labels), held
+    return train, held
+
+
+def cache_preset(model: str, tokenized: Path, token_meta: dict, overrides: dict) -> Preset:
+    """The preset a tokenized cache was made for — backbone folder, max_length and head — with
+    `overrides`; a head other than the cache's is an error (the packing differs)."""
+    packed_for = token_meta.get("preset", {})
+    name = resolve_preset(model, **overrides).name
+    if packed_for.get("name", name) != name:
+        raise PresetError(f"{tokenized} was tokenized for {packed_for['name']!r}, not {name!r}")
+    cache_head = packed_for.get("head", "joint")
+    if overrides.get("head") not in (None, cache_head):
+        raise PresetError(f"{tokenized} was tokenized for the {cache_head!r} head, not {overrides['head']!r}: "
+                          f"re-run the tokenize stage with --head {overrides['head']} (notebook HEAD="
+                          f"{overrides['head']!r}), or train with --head {cache_head}")
+    return resolve_preset(model, **{"max_length": packed_for.get("max_length"),
+                                    "model_dir": packed_for.get("model_dir"), **overrides, "head": cache_head})
 
 
 def _training_args(preset: Preset, settings: TrainSettings, out: Path, n_train: int, has_eval: bool):
@@ -157,7 +172,7 @@ def _training_args(preset: Preset, settings: TrainSettings, out: Path, n_train: 
         bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda,
         gradient_checkpointing=preset.gradient_checkpointing and not preset.load_in_4bit,
         gradient_checkpointing_kwargs={"use_reentrant": False},
-        train_sampling_strategy="group_by_length",
+        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         dataloader_num_workers=0, remove_unused_columns=False,
         ddp_find_unused_parameters=False, ddp_backend="gloo" if world > 1 and not cuda else None,
         disable_tqdm=False,
@@ -168,10 +183,9 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
                 out: str | Path | None = None, overwrite: bool = False, resume: bool = True,
                 settings: TrainSettings | None = None, **preset_overrides) -> TrainResult:
     """Run stage 2 for one (model, fold); see the module docstring."""
-    from transformers import DataCollatorWithPadding, Trainer, set_seed
+    from transformers import Trainer, set_seed
 
-    from .inference import predict_logits
-    from .modeling import build_lora_model, check_preset_runtime, count_parameters
+    from .modeling import check_preset_runtime, count_parameters
 
     settings = settings or TrainSettings()
     if "max_length" in preset_overrides:
@@ -179,30 +193,34 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     name = resolve_preset(model, **preset_overrides).name  # unknown preset / field: fail before any I/O
     tokenized = Path(tokenized) if tokenized else work_dir() / "tokenized" / name
     frame, token_meta = load_tokenized(tokenized)
-    packed_for = token_meta.get("preset", {})
-    if packed_for.get("name", name) != name:
-        raise PresetError(f"{tokenized} was tokenized for {packed_for['name']!r}, not {name!r}")
-    # the backbone folder and max_length the cache was made with, unless overridden
-    preset = resolve_preset(model, **{"max_length": packed_for.get("max_length"),
-                                      "model_dir": packed_for.get("model_dir"), **preset_overrides})
-    check_preset_runtime(preset)
-    train_ds, held = _split(frame, fold, settings)
+    preset = cache_preset(model, tokenized, token_meta, preset_overrides)
+    train_rows, held = _split(frame, fold, settings)
     out = Path(out) if out else default_model_out(preset.name, fold)
     finals = [out / n for n in ("adapter", "metrics.json", "oof.csv", "config.json")]
     check_free(finals, overwrite)
+    if preset.kind == "lexical":  # no backbone, no Trainer: a scikit-learn member
+        from .lexical import train_lexical
+        return train_lexical(preset, train_rows, held, fold, out, settings, tokenized, token_meta, overwrite)
+    check_preset_runtime(preset)
+    head = get_head(preset.head)
+    missing = [c for c in head.id_columns if c not in frame.columns]
+    if missing:
+        raise PresetError(f"{tokenized} lacks {missing} for the {head.name!r} head: re-run the tokenize stage")
+    train_ds = head.dataset(train_rows, settings.swap_augment)
     checkpoints = out / "checkpoints"
     if overwrite and (out / "metrics.json").exists():
         shutil.rmtree(checkpoints, ignore_errors=True)  # kept checkpoints of a finished run: start afresh
     resuming = resume and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
 
     set_seed(settings.seed)  # the new head's initialisation
-    net, tokenizer = build_lora_model(preset)
+    net, tokenizer = head.build(preset)
     trainable, total = count_parameters(net)
-    eval_ds = PackedDataset(held["input_ids"], held["label"]) if len(held) else None
+    eval_ds = head.dataset(held, False) if len(held) else None
     args = _training_args(preset, settings, out, len(train_ds), eval_ds is not None)
+    head_lr_scale = settings.head_lr_scale if settings.head_lr_scale is not None else preset.head_lr_scale
     trainer = Trainer(model=net, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                      data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                      compute_metrics=_metrics)
+                      data_collator=head.collator(tokenizer), processing_class=tokenizer,
+                      compute_metrics=_metrics, optimizers=(_optimizer(net, args, head_lr_scale), None))
     started = time.time()
     if resuming:
         print(f"[kit train] resuming from the last checkpoint in {checkpoints}", flush=True)
@@ -221,8 +239,8 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
                           "global_steps": train_output.global_step, "resumed": resuming}
     if eval_ds is not None:
         # not trainer.predict: with length-grouped sampling it returns rows shuffled
-        logits = predict_logits(trainer.model, list(held["input_ids"]), tokenizer.pad_token_id,
-                                device=trainer.args.device, desc="out-of-fold")
+        logits = head.score(trainer.model, held, tokenizer.pad_token_id, device=trainer.args.device,
+                            desc="out-of-fold")
         probs = softmax(logits)
         labels = held["label"].to_numpy()
         metrics.update(log_loss=log_loss(labels, probs), accuracy=float((probs.argmax(1) == labels).mean()),
@@ -245,6 +263,20 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     if not settings.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(out, metrics, oof)
+
+
+def _optimizer(model, args, head_lr_scale: float):
+    """AdamW over the trainable parameters; the heads (peft ``modules_to_save`` copies) at
+    ``head_lr_scale`` times the learning rate. None lets the Trainer build its own (scale 1)."""
+    if head_lr_scale == 1.0:
+        return None
+    heads, body = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (heads if "modules_to_save" in name else body).append(p)
+    return torch.optim.AdamW([{"params": body, "lr": args.learning_rate},
+                              {"params": heads, "lr": args.learning_rate * head_lr_scale}],
+                             lr=args.learning_rate, weight_decay=args.weight_decay)
 
 
 def _save_adapter(model, tokenizer, target: Path, overwrite: bool) -> None:

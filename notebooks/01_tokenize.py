@@ -15,13 +15,15 @@
 
 # %% [markdown]
 # # LoRA-LiteE · 1/4 · Tokenize
-# Parse the competition tables, pack every conversation (prompt + both responses, all
-# turns) under a token budget for one backbone, and cache the token ids for training
-# and inference. Run once per model preset. Rows that cannot be used are listed, never
-# dropped silently.
+# Parse the competition tables, pack every conversation (all turns) under a token budget
+# for one backbone, and cache the token ids for training and inference. The head decides
+# the packing: `joint` packs prompt + both responses into one sequence, `pairwise` packs
+# each side (prompt + one response) on its own. The `lexical` member keeps the text.
+# Run once per member. Rows that cannot be used are listed, never dropped silently.
 
 # %% tags=["parameters"]
-MODEL = "minilm"        # minilm | smollm2 (embedded) | gemma2-9b | llama3-8b (GPU)
+MODEL = "minilm"        # minilm | smollm2 (embedded) | lexical | gemma2-9b | llama3-8b (GPU)
+HEAD = None             # None: the preset's | "joint" | "pairwise"
 TRAIN = None            # list of train tables; None: this environment's default
 TEST = None             # test table; None: this environment's default
 MAX_LENGTH = None       # None: the preset's
@@ -43,7 +45,7 @@ kit.env.bootstrap(WHEELS)  # offline install from the wheels dataset where neede
 from kit.tokenization import tokenize_stage
 
 result = tokenize_stage(MODEL, TRAIN, TEST, max_length=MAX_LENGTH, model_dir=MODEL_DIR,
-                        n_folds=N_FOLDS, max_rows=MAX_ROWS, out=OUT, overwrite=OVERWRITE)
+                        n_folds=N_FOLDS, max_rows=MAX_ROWS, out=OUT, overwrite=OVERWRITE, head=HEAD)
 result.retention_summary()
 
 # %% [markdown]
@@ -53,5 +55,6 @@ result.retention_summary()
 result.skipped
 
 # %%
-from IPython.display import Image
-Image(filename=str(result.out_dir / "retention.png"))
+from IPython.display import Image, display
+if (result.out_dir / "retention.png").exists():  # the lexical member keeps text: no token budget
+    display(Image(filename=str(result.out_dir / "retention.png")))

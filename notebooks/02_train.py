@@ -16,13 +16,16 @@
 # %% [markdown]
 # # LoRA-LiteE · 2/4 · Train
 # LoRA fine-tuning of one backbone as a three-way classifier (A / B / tie) on one fold
-# of the tokenized data — the "SFT with LoRA" half of LoRA-LiteE. One run per (model,
+# of the tokenized data — the "SFT with LoRA" half of LoRA-LiteE — with the head the cache
+# was tokenized for (`joint` or `pairwise`). `MODEL = "lexical"` fits the TF-IDF member. One run per (model,
 # fold): run this notebook once per member and fold (each run in its own process keeps
 # GPU memory free). On a GPU the large presets load in 4-bit nf4 (QLoRA). Multi-GPU:
 # `torchrun --nproc_per_node=2 -m kit train --model ... --fold ...` runs the same code with DDP.
 
 # %% tags=["parameters"]
-MODEL = "minilm"        # minilm | smollm2 (embedded) | gemma2-9b | llama3-8b (GPU)
+MODEL = "minilm"        # minilm | smollm2 (embedded) | lexical | gemma2-9b | llama3-8b (GPU)
+HEAD = None             # None: the tokenized cache's; must match it
+POOLING = None          # pairwise head: "mean" | "last" | "first"; None: the preset's
 FOLD = 0                # held-out fold; None trains on every row (final model, no evaluation)
 TOKENIZED = None        # stage-1 cache; None: the work dir: tokenized/MODEL folder
 OUT = None              # None: the work dir: models/MODEL/foldK folder
@@ -39,7 +42,9 @@ BATCH_SIZE = None
 GRAD_ACCUM = None
 MAX_STEPS = -1          # > 0 overrides EPOCHS
 EVALS_PER_RUN = 4       # evaluations and checkpoints over the run (the best is kept)
-SWAP_AUGMENT = True     # also train on every row with A and B exchanged
+SWAP_AUGMENT = True     # joint head: also train on every row with A and B exchanged
+GROUP_BY_LENGTH = True  # batches of similar length; False: plain shuffled batches
+HEAD_LR_SCALE = None    # the new heads' learning rate as a multiple of LR; None: the preset's
 MAX_TRAIN_ROWS = None
 MAX_EVAL_ROWS = None
 SEED = 42
@@ -58,13 +63,16 @@ from kit.training import TrainSettings, train_stage
 
 settings = TrainSettings(epochs=EPOCHS, learning_rate=LR, batch_size=BATCH_SIZE, grad_accum=GRAD_ACCUM,
                          max_steps=MAX_STEPS, evals_per_run=EVALS_PER_RUN, swap_augment=SWAP_AUGMENT,
+                         group_by_length=GROUP_BY_LENGTH, head_lr_scale=HEAD_LR_SCALE,
                          max_train_rows=MAX_TRAIN_ROWS, max_eval_rows=MAX_EVAL_ROWS, seed=SEED)
 result = train_stage(MODEL, FOLD, tokenized=TOKENIZED, out=OUT, overwrite=OVERWRITE, settings=settings,
                      model_dir=MODEL_DIR, load_in_4bit=LOAD_IN_4BIT, lora_r=LORA_R, lora_alpha=LORA_ALPHA,
-                     lora_dropout=LORA_DROPOUT, target_modules=TARGET_MODULES, layers_to_transform=LAYERS)
+                     lora_dropout=LORA_DROPOUT, target_modules=TARGET_MODULES, layers_to_transform=LAYERS,
+                     head=HEAD, pooling=POOLING)
 import pandas as pd
 pd.Series(result.metrics, name=f"{MODEL} fold {FOLD}").to_frame()
 
 # %%
-from IPython.display import Image
-Image(filename=str(result.out_dir / "training.png"))
+from IPython.display import Image, display
+if (result.out_dir / "training.png").exists():  # the lexical member has no training curve
+    display(Image(filename=str(result.out_dir / "training.png")))

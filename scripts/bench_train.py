@@ -1,6 +1,7 @@
 """Train-stage benchmark: LoRA vs full fine-tuning cost, and LoRA quality on PandaLM.
 
     .venv/bin/python scripts/bench_train.py efficiency   # ~5 min on 2 cores
+    .venv/bin/python scripts/bench_train.py efficiency --modes pairwise,pairwise-all-layers
     .venv/bin/python scripts/bench_train.py quality      # ~20 min on 2 cores
     .venv/bin/python scripts/bench_train.py quality --from-cv DIR   # fold 0 of a `kit cv` run
     .venv/bin/python scripts/bench_train.py all
@@ -10,7 +11,11 @@ LoRA (preset settings; and with lora_dropout=0, whose dropout copies of every ad
 layer's input cost activation memory) vs full fine-tuning: trainable parameters, peak resident memory
 of a process that loads the model and takes AdamW steps, seconds per optimizer step
 (batch 4 real PandaLM rows padded to 256 / 512 tokens). Each configuration runs in its
-own process so peak memory is its own.
+own process so peak memory is its own. The pairwise head (``pairwise``: the preset's recipe,
+for SmolLM2 LoRA on its top 8 layers; ``pairwise-all-layers``: LoRA on every layer) is
+timed on 4 pairs whose two sides are padded to half the tokens each, so a pairwise row and
+a joint row hold the same number of tokens. ``--modes`` reruns some modes and keeps the
+other rows of results/train_efficiency.json.
 
 quality — MiniLM and SmolLM2 LoRA-trained (preset settings, swap augmentation; packed
 at 256 tokens and at most 200 training rows by default, to fit a CPU) on the PandaLM
@@ -47,7 +52,12 @@ def _one_config(model: str, mode: str, length: int, steps: int = 4) -> dict:
     from kit.presets import resolve_preset
 
     set_seed(0)
-    preset = resolve_preset(model, max_length=length, **({"lora_dropout": 0.0} if mode == "lora-nodrop" else {}))
+    if mode.startswith("pairwise"):
+        return _pairwise_config(model, mode, length, steps)
+    # the joint head as first measured: LoRA on every layer, the presets' dropout at the time
+    joint = {"head": "joint", "layers_to_transform": list(range(30)), "lora_dropout": 0.05} \
+        if model == "smollm2" else {"head": "joint"}
+    preset = resolve_preset(model, max_length=length, **{**joint, **({"lora_dropout": 0.0} if mode == "lora-nodrop" else {})})
     net, tok = build_lora_model(preset) if mode.startswith("lora") else load_base_classifier(preset)
     net.train()
     trainable, total = count_parameters(net)
@@ -77,11 +87,58 @@ def _one_config(model: str, mode: str, length: int, steps: int = 4) -> dict:
             "seconds_per_step": seconds, "peak_rss_mb": peak_mb, "batch": 4}
 
 
-def efficiency() -> list[dict]:
+def _pairwise_config(model: str, mode: str, length: int, steps: int) -> dict:
+    """4 pairs, each side padded (real text repeated) to length // 2 tokens."""
+    import torch
+
+    from kit.data import load_conversations
+    from kit.modeling import count_parameters
+    from kit.packing import PackConfig, Packer
+    from kit.pairwise import build_pairwise
+    from kit.presets import resolve_preset
+
+    side = length // 2
+    extra = {"layers_to_transform": list(range(30))} if mode == "pairwise-all-layers" else {}
+    preset = resolve_preset(model, max_length=side, head="pairwise", **extra)
+    net, tok = build_pairwise(preset)
+    net.train()
+    trainable, total = count_parameters(net)
+    frame = load_conversations(PANDALM).frame
+    packer = Packer(tok, PackConfig(max_length=side), side=True)
+
+    def padded(column):
+        ids = torch.full((4, side), tok.pad_token_id, dtype=torch.long)
+        for i, (p, r) in enumerate(zip(frame["prompt"][:4], frame[column][:4])):
+            row = packer.pack(p, r).input_ids
+            ids[i] = torch.tensor((row * (side // len(row) + 1))[:side])
+        return ids
+    a, b = padded("response_a"), padded("response_b")
+    ones = torch.ones_like(a)
+    labels = torch.tensor([0, 1, 2, 0])
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-5)
+
+    def step():
+        opt.zero_grad()
+        net(input_ids=a, attention_mask=ones, input_ids_b=b, attention_mask_b=ones, labels=labels).loss.backward()
+        opt.step()
+    step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - t0) / steps
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"model": model, "mode": mode, "tokens": length, "trainable_params": trainable,
+            "total_params": total, "trainable_share": trainable / total,
+            "seconds_per_step": seconds, "peak_rss_mb": peak_mb, "batch": 4}
+
+
+def efficiency(modes=("lora", "lora-nodrop", "full")) -> list[dict]:
     rows = []
     for model in ("minilm", "smollm2"):
         for length in (256, 512):
-            for mode in ("lora", "lora-nodrop", "full"):
+            for mode in modes:
+                if mode == "pairwise-all-layers" and model != "smollm2":
+                    continue
                 code = (f"import json,sys; sys.path.insert(0,{str(ROOT)!r}); "
                         f"from scripts.bench_train import _one_config; "
                         f"print('RESULT'+json.dumps(_one_config({model!r},{mode!r},{length})))")
@@ -127,10 +184,15 @@ def quality(max_length: int | None = 256, max_train_rows: int | None = 200, from
     return rows
 
 
-def _write(name: str, rows: list[dict], header: str) -> None:
+def _write(name: str, rows: list[dict], header: str, keep_others: bool = False) -> None:
     import pandas as pd
 
     RESULTS.mkdir(exist_ok=True)
+    if keep_others and (RESULTS / f"{name}.json").exists():
+        key = lambda r: (r["model"], r["mode"], r["tokens"])  # noqa: E731
+        new = {key(r) for r in rows}
+        old = [r for r in json.loads((RESULTS / f"{name}.json").read_text()) if key(r) not in new]
+        rows = sorted(old + rows, key=lambda r: (r["model"], r["tokens"]))
     table = pd.DataFrame(rows)
     text = f"# {header}\n\n" + table.to_markdown(index=False, floatfmt=".4g") + "\n"
     (RESULTS / f"{name}.md").write_text(text)
@@ -144,10 +206,16 @@ def main(argv=None):
     ap.add_argument("--from-cv", default=None, help="quality: read fold 0 of a finished `kit cv` run")
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--max-train-rows", type=int, default=200)
+    ap.add_argument("--modes", default=None,
+                    help="efficiency: comma-separated modes to (re)measure (lora, lora-nodrop, full, pairwise, "
+                         "pairwise-all-layers); the other rows are kept")
     args = ap.parse_args(argv)
     if args.what in ("efficiency", "all"):
-        _write("train_efficiency", efficiency(),
-               "LoRA vs full fine-tuning, CPU fp32, batch 4, AdamW (scripts/bench_train.py efficiency)")
+        modes = tuple(args.modes.split(",")) if args.modes else ("lora", "lora-nodrop", "full", "pairwise",
+                                                                  "pairwise-all-layers")
+        _write("train_efficiency", efficiency(modes),
+               "LoRA vs full fine-tuning, joint vs pairwise head, CPU fp32, batch 4 rows (pairwise: 4 pairs, "
+               "each side half the tokens), AdamW (scripts/bench_train.py efficiency)", keep_others=bool(args.modes))
     if args.what in ("quality", "all"):
         rows = quality(args.max_length, args.max_train_rows, args.from_cv)
         if args.from_cv:  # the baseline on the very same prompt-grouped folds

@@ -44,7 +44,7 @@ def run_kit(*args, cwd=ROOT, env=None, timeout=1800):
 
 @pytest.fixture(scope="session")
 def trained_minilm(tmp_path_factory):
-    """A real (few-step) MiniLM LoRA run on real rows, with a tokenized test table whose
+    """A real (few-step) MiniLM LoRA run (joint head) on real rows, with a tokenized test table whose
     rows include malformed ones: (model_dir, tokenized_dir, test_csv)."""
     import pandas as pd
     from kit.tokenization import tokenize_stage
@@ -60,7 +60,8 @@ def trained_minilm(tmp_path_factory):
     test_csv = base / "test.csv"
     test.to_csv(test_csv, index=False)
     tok = base / "tok"
-    tokenize_stage("minilm", [PANDALM], test_csv, max_length=128, max_rows=120, n_folds=3, out=tok)
+    tokenize_stage("minilm", [PANDALM], test_csv, max_length=128, max_rows=120, n_folds=3, out=tok,
+                   head="joint")
     res = train_stage("minilm", 0, tokenized=tok, out=base / "model",
                       settings=TrainSettings(max_steps=3, batch_size=8, max_train_rows=24, logging_steps=1))
     return res.out_dir, tok, test_csv

@@ -75,7 +75,7 @@ def test_swap_tta_is_equivariant(trained_minilm, tmp_path):
     table = pd.read_csv(test_csv)
     swapped = table.assign(response_a=table["response_b"], response_b=table["response_a"])
     swapped.to_csv(tmp_path / "swapped.csv", index=False)
-    tokenize_stage("minilm", [], tmp_path / "swapped.csv", max_length=128, out=tmp_path / "tok")
+    tokenize_stage("minilm", [], tmp_path / "swapped.csv", max_length=128, out=tmp_path / "tok", head="joint")
     plain = infer_stage(model_dir, "test", out=tmp_path / "p.csv").predictions
     mirror = infer_stage(model_dir, "test", tokenized=tmp_path / "tok", out=tmp_path / "m.csv").predictions
     np.testing.assert_allclose(mirror[["p_b", "p_a", "p_tie"]].to_numpy(), plain[["p_a", "p_b", "p_tie"]].to_numpy(),

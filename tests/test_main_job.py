@@ -17,10 +17,13 @@ def test_main_job_quick_produces_a_valid_submission(tmp_path):
     aside = [p for p in publish.iterdir() if p.name.startswith("submission-")]
     assert len(aside) == 1 and aside[0].read_text() == "an earlier submission\n"
     executed = {p.name for p in (run_dir / "notebooks").iterdir()}
-    assert {"01_tokenize-minilm.ipynb", "01_tokenize-smollm2.ipynb", "02_train-minilm-fold0.ipynb",
-            "02_train-smollm2-fold1.ipynb", "03_infer_two_t4.ipynb", "04_blend.ipynb"} <= executed
+    assert {"01_tokenize-minilm.ipynb", "01_tokenize-smollm2.ipynb", "01_tokenize-lexical.ipynb",
+            "02_train-minilm-fold0.ipynb", "02_train-smollm2-fold1.ipynb", "02_train-lexical-fold1.ipynb",
+            "03_infer_two_t4.ipynb", "04_blend.ipynb"} <= executed
     report = (run_dir / "report" / "report.md").read_text()
-    assert "weights (paper): smollm2 0.700, minilm 0.300" in report
+    assert "weights (fit): smollm2 " in report and ", lexical " in report and "cross-fitted per fold" in report
     table = pd.read_csv(run_dir / "report" / "evaluation.csv").set_index("method")
-    assert {"uniform", "prior", "tfidf", "minilm", "minilm+tta", "smollm2", "smollm2+tta", "blend"} <= set(table.index)
+    assert {"uniform", "prior", "tfidf", "minilm", "smollm2", "lexical", "blend",
+            "blend (in-sample fit)"} <= set(table.index)
+    assert "minilm+tta" not in table.index  # the pairwise head needs no swap TTA
     assert (run_dir / "report" / "reliability.png").stat().st_size > 1000

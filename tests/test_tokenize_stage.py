@@ -9,20 +9,27 @@ from kit.tokenization import tokenize_stage
 from conftest import KAGGLE_TEST, KAGGLE_TRAIN, PANDALM, ROOT, run_kit
 
 
-@pytest.mark.parametrize("model", ["minilm", "smollm2"])
-def test_cli_writes_caches_for_shipped_data(tmp_path, model):
+@pytest.mark.parametrize("model,head", [("minilm", None), ("smollm2", "joint")])
+def test_cli_writes_caches_for_shipped_data(tmp_path, model, head):
     out = tmp_path / model
-    proc = run_kit("tokenize", "--model", model, "--out", out)
+    proc = run_kit("tokenize", "--model", model, "--out", out, "--max-length", "512",
+                   *(["--head", head] if head else []))
     assert proc.returncode == 0, proc.stderr
     train, test = pd.read_parquet(out / "train.parquet"), pd.read_parquet(out / "test.parquet")
     assert len(train) == 1099 and set(train["fold"]) == set(range(5))  # 100 kaggle + 999 pandalm
     assert test["id"].tolist() == [136060, 211333, 1233961]
-    assert (train["n_tokens"] <= 512).all() and (train["input_ids"].map(len) == train["n_tokens"]).all()
-    assert train["input_ids_swap"].map(len).le(512).all()
+    if head == "joint":
+        assert (train["n_tokens"] <= 512).all() and (train["input_ids"].map(len) == train["n_tokens"]).all()
+        assert train["input_ids_swap"].map(len).le(512).all()
+    else:  # the preset's pairwise head: each side packed on its own, each within the budget
+        sides = train["side_a_ids"].map(len), train["side_b_ids"].map(len)
+        assert (sides[0] <= 512).all() and (sides[1] <= 512).all()
+        assert (pd.concat(sides, axis=1).max(axis=1) == train["n_tokens"]).all()
     for col in ("prompt_kept", "prompt_total", "response_a_kept", "response_b_total", "turns_kept"):
         assert col in train
     meta = json.loads((out / "meta.json").read_text())
     assert meta["preset"]["name"] == model and meta["rows"]["train"] == 1099
+    assert meta["preset"]["head"] == (head or "pairwise")
     assert (out / "retention.png").stat().st_size > 1000
 
 

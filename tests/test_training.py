@@ -22,11 +22,12 @@ FAST = dict(max_steps=12, batch_size=4, grad_accum=1, learning_rate=2e-3, warmup
 
 @pytest.fixture(scope="module")
 def tokenized(tmp_path_factory):
-    """Real PandaLM + Kaggle rows packed at 128 tokens for each embedded preset."""
+    """Real PandaLM + Kaggle rows packed at 128 tokens for each embedded preset (joint head;
+    the pairwise head has its own tests in test_pairwise.py)."""
     base = tmp_path_factory.mktemp("tok")
     for model in ("minilm", "smollm2"):
         tokenize_stage(model, [KAGGLE_TRAIN, PANDALM], "", max_length=128, max_rows=200, n_folds=4,
-                       out=base / model)
+                       out=base / model, head="joint")
     return base
 
 
@@ -46,13 +47,13 @@ def test_few_steps_change_lora_and_head_and_lower_training_loss(tokenized, tmp_p
     seen = frame[frame["fold"] != 0].head(settings.max_train_rows)
 
     set_seed(settings.seed)  # the same head initialisation as the run below
-    initial, tok = build_lora_model(resolve_preset(model, max_length=128))
+    initial, tok = build_lora_model(resolve_preset(model, max_length=128, head="joint"))
     initial.eval()
     before = {n: p.detach().clone() for n, p in initial.named_parameters() if p.requires_grad}
     loss_before = _loss(initial, seen, tok.pad_token_id)
 
     res = train_stage(model, 0, tokenized=tokenized / model, out=tmp_path / "run", settings=settings)
-    trained, _ = load_trained(res.out_dir, resolve_preset(model, max_length=128))
+    trained, _ = load_trained(res.out_dir, resolve_preset(model, max_length=128, head="joint"))
     after = dict(trained.named_parameters())
     lora_b = [n for n in before if "lora_B" in n]
     head = [n for n in before if "modules_to_save" in n]

@@ -1,0 +1,175 @@
+"""The ``lexical`` member: TF-IDF differences + length/structure features, logistic regression.
+
+A member like the neural ones: the tokenize stage keeps its rows' text (same ids, labels
+and prompt-grouped folds), the train stage fits one model per fold and writes
+``oof.csv``/``metrics.json``/``config.json`` plus ``adapter/lexical.joblib`` (the fitted
+scikit-learn objects), the infer stage writes the same prediction files, and the blend
+reads them like any other member's.
+
+Features of a row (A and B are treated alike):
+
+* ``TF-IDF(A) - TF-IDF(B)`` over word 1–2-grams (sublinear tf, fitted on the training
+  rows' responses only);
+* per side: log characters, log words, lines, list items, headings, code fences, digits
+  share, question marks, a refusal/apology phrase, word overlap with the prompt; each
+  enters as the difference A − B and, for the tie class, as |A − B| and the pair's sum;
+  plus "A and B identical" and "either empty".
+
+Swap symmetry: every row is also trained as (B, A) with the label swapped, and predictions
+average the (A, B) pass with the swapped pass's A/B columns exchanged — so the model
+gives exactly mirrored probabilities for mirrored rows.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SWAP = [1, 0, 2]
+_REFUSAL = re.compile(r"\b(i'm sorry|i am sorry|i apologi[sz]e|as an ai|i cannot|i can't|i'm not able|"
+                      r"i am not able|i don't have|language model)\b", re.I)
+_WORD = re.compile(r"\w+")
+
+
+def _joined(turns) -> str:
+    return "\n".join(str(t) for t in turns)
+
+
+def side_stats(texts: list[str], prompts: list[str]) -> np.ndarray:
+    """(n, k) structure statistics of one side's text."""
+    rows = []
+    for t, p in zip(texts, prompts):
+        words = _WORD.findall(t.lower())
+        pw = set(_WORD.findall(p.lower()))
+        overlap = len(pw & set(words)) / max(1, len(pw))
+        rows.append([np.log1p(len(t)), np.log1p(len(words)), np.log1p(t.count("\n")),
+                     np.log1p(len(re.findall(r"(?m)^\s*(?:[-*•]|\d+[.)])\s", t))),
+                     np.log1p(len(re.findall(r"(?m)^#+\s", t))), np.log1p(t.count("```")),
+                     sum(c.isdigit() for c in t) / max(1, len(t)), np.log1p(t.count("?")),
+                     float(bool(_REFUSAL.search(t))), overlap, float(len(t.strip()) == 0)])
+    return np.asarray(rows, dtype=np.float64)
+
+
+class LexicalModel:
+    """Fitted TF-IDF vocabulary + scaler + logistic regression; see the module docstring."""
+
+    def __init__(self, C: float = 0.1, dense_scale: float = 0.3, ngram_max: int = 2, max_features: int = 50000,
+                 seed: int = 0):
+        # dense_scale: the structure features are few and strong, the TF-IDF ones many and
+        # weak; scaling the dense block up regularises it less under one C
+        self.C, self.dense_scale, self.ngram_max, self.max_features, self.seed = \
+            C, dense_scale, ngram_max, max_features, seed
+
+    def _texts(self, frame: pd.DataFrame):
+        p = [_joined(x) for x in frame["prompt"]]
+        a = [_joined(x) for x in frame["response_a"]]
+        b = [_joined(x) for x in frame["response_b"]]
+        return p, a, b
+
+    def _features(self, p, a, b):
+        from scipy.sparse import csr_matrix, hstack
+
+        sa, sb = side_stats(a, p), side_stats(b, p)
+        pair = np.column_stack([np.asarray([x == y for x, y in zip(a, b)], float),
+                                np.log1p([len(x) for x in p])])
+        dense = np.hstack([sa - sb, np.abs(sa - sb), sa + sb, pair])
+        diff = self.vectorizer.transform(a) - self.vectorizer.transform(b)
+        return hstack([diff, csr_matrix(self.dense_scale * self.scaler.transform(dense))]).tocsr(), dense
+
+    def fit(self, frame: pd.DataFrame, labels) -> "LexicalModel":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        p, a, b = self._texts(frame)
+        labels = np.asarray(labels, dtype=np.int64)
+        self.vectorizer = TfidfVectorizer(ngram_range=(1, self.ngram_max), min_df=2 if len(frame) >= 200 else 1,
+                                          max_features=self.max_features, sublinear_tf=True).fit(a + b)
+        sa, sb = side_stats(a, p), side_stats(b, p)
+        pair = np.column_stack([np.asarray([x == y for x, y in zip(a, b)], float), np.log1p([len(x) for x in p])])
+        both = np.vstack([np.hstack([sa - sb, np.abs(sa - sb), sa + sb, pair]),
+                          np.hstack([sb - sa, np.abs(sa - sb), sa + sb, pair])])
+        self.scaler = StandardScaler().fit(both)
+        x, _ = self._features(p, a, b)
+        x_swap, _ = self._features(p, b, a)
+        from scipy.sparse import vstack
+        y = np.concatenate([labels, np.asarray(SWAP)[labels]])
+        self.classifier = LogisticRegression(C=self.C, max_iter=3000, random_state=self.seed)
+        self.classifier.fit(vstack([x, x_swap]).tocsr(), y)
+        return self
+
+    def _proba(self, x) -> np.ndarray:
+        out = np.zeros((x.shape[0], 3))
+        out[:, self.classifier.classes_] = self.classifier.predict_proba(x)
+        return out
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """(n, 3) probabilities: the (A, B) pass averaged with the mirrored (B, A) pass."""
+        p, a, b = self._texts(frame)
+        if not len(p):
+            return np.zeros((0, 3))
+        direct = self._proba(self._features(p, a, b)[0])
+        mirrored = self._proba(self._features(p, b, a)[0])[:, SWAP]
+        return (direct + mirrored) / 2
+
+    def save(self, folder: Path) -> None:
+        import joblib
+        folder.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self, folder / "lexical.joblib")
+        (folder / "adapter_config.json").write_text(json.dumps({"member": "lexical", "C": self.C,
+                                                                "ngram_max": self.ngram_max}) + "\n")
+
+    @staticmethod
+    def load(folder: Path) -> "LexicalModel":
+        import joblib
+        path = Path(folder) / "lexical.joblib"
+        if not path.exists():
+            raise FileNotFoundError(f"no fitted lexical model at {path}: run the train stage for 'lexical'")
+        return joblib.load(path)
+
+
+def train_lexical(preset, train_rows: pd.DataFrame, held: pd.DataFrame, fold, out: Path, settings, tokenized,
+                  token_meta: dict, overwrite: bool):
+    """The train stage for the lexical member (same outputs as a neural member's)."""
+    import os
+    import shutil
+
+    import torch
+
+    from .evaluation import log_loss
+    from .io import write_csv, write_json
+    from .training import TrainResult
+
+    missing = [c for c in ("prompt", "response_a", "response_b") if c not in train_rows.columns]
+    if missing:
+        raise ValueError(f"{tokenized} holds no text columns {missing}: tokenize with --model lexical")
+    started = time.time()
+    model = LexicalModel(**preset.extra, seed=settings.seed).fit(train_rows, train_rows["label"])
+    seconds = time.time() - started
+    metrics = {"fold": fold, "train_rows": len(train_rows), "held_out_rows": len(held), "train_seconds": seconds,
+               "trainable_params": int(model.classifier.coef_.size + model.classifier.intercept_.size)}
+    oof = None
+    if len(held):
+        probs = model.predict_proba(held)
+        labels = held["label"].to_numpy()
+        metrics.update(log_loss=log_loss(labels, probs), accuracy=float((probs.argmax(1) == labels).mean()))
+        oof = pd.DataFrame({"id": held["id"].to_numpy(), "p_a": probs[:, 0], "p_b": probs[:, 1],
+                            "p_tie": probs[:, 2], "label": labels})
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".adapter.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp)
+    if (out / "adapter").exists():
+        shutil.rmtree(out / "adapter")
+    os.replace(tmp, out / "adapter")
+    write_json({"preset": preset.to_dict(), "fold": fold, "train": asdict(settings), "tokenized": str(tokenized),
+                "tokenization": token_meta, "torch": torch.__version__}, out / "config.json", overwrite)
+    if oof is not None:
+        write_csv(oof, out / "oof.csv", overwrite)
+    write_json(metrics, out / "metrics.json", overwrite)
+    return TrainResult(out, metrics, oof)

@@ -1,0 +1,158 @@
+"""The pairwise head on real backbones and real rows: swap equivariance, head/cache mismatch,
+resume after SIGKILL, exact reload."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kit.evaluation import softmax
+from kit.inference import infer_stage
+from kit.pairwise import build_pairwise, predict_pair_logits
+from kit.presets import PresetError, resolve_preset
+from kit.tokenization import tokenize_stage
+from kit.training import TrainSettings, train_stage
+from conftest import KAGGLE_TRAIN, PANDALM, ROOT, run_kit
+
+
+@pytest.fixture(scope="module")
+def pair_cache(tmp_path_factory):
+    """Real Kaggle (multi-turn) + PandaLM rows packed per side at 96 tokens for MiniLM, with a
+    test table that is the first 12 Kaggle rows and the same rows with A and B exchanged."""
+    base = tmp_path_factory.mktemp("pair")
+    rows = pd.read_csv(KAGGLE_TRAIN).head(12).drop(columns=["winner_model_a", "winner_model_b", "winner_tie"])
+    mirrored = rows.assign(id=rows["id"] + 10**9, response_a=rows["response_b"], response_b=rows["response_a"])
+    test = pd.concat([rows, mirrored], ignore_index=True)
+    test.to_csv(base / "test.csv", index=False)
+    tokenize_stage("minilm", [KAGGLE_TRAIN, PANDALM], base / "test.csv", max_length=96, max_rows=160, n_folds=4,
+                   out=base / "tok", head="pairwise")
+    return base
+
+
+@pytest.fixture(scope="module")
+def trained_pair(pair_cache):
+    res = train_stage("minilm", 0, tokenized=pair_cache / "tok", out=pair_cache / "model",
+                      settings=TrainSettings(max_steps=6, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0,
+                                             max_train_rows=48, max_eval_rows=24, evals_per_run=1))
+    return res
+
+
+def test_cache_holds_both_sides_within_the_budget(pair_cache):
+    train = pd.read_parquet(pair_cache / "tok" / "train.parquet")
+    meta = json.loads((pair_cache / "tok" / "meta.json").read_text())
+    assert meta["preset"]["head"] == "pairwise" and "input_ids" not in train
+    for col in ("side_a_ids", "side_b_ids"):
+        assert train[col].map(len).le(96).all() and train[col].map(len).gt(10).all()
+    # a multi-turn Kaggle row keeps its cut markers and its last turn on each side
+    assert (train["turns_kept"] >= 1).all() and (train["turns_kept"] <= train["turns_total"]).all()
+
+
+def test_swapped_rows_get_mirrored_probabilities(trained_pair, pair_cache):
+    """predict(B, A) equals predict(A, B) with the A/B columns exchanged — a trained model
+    (non-zero heads), through the infer stage, with no TTA."""
+    res = infer_stage(trained_pair.out_dir, "test", out=pair_cache / "test_pred.csv")
+    assert res.flip_rate is None and "p_a_swap" not in res.predictions  # one pass only
+    preds = res.predictions.set_index("id")
+    ids = pd.read_csv(pair_cache / "test.csv")["id"].tolist()
+    plain, mirrored = preds.loc[ids[:12]], preds.loc[ids[12:]]
+    assert plain[["p_a", "p_b"]].std().min() > 1e-4  # the model says something row by row
+    np.testing.assert_allclose(mirrored[["p_b", "p_a", "p_tie"]].to_numpy(),
+                               plain[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-5)
+
+
+def test_decoder_pairwise_head_is_swap_equivariant_with_padding(pair_cache):
+    """SmolLM2 (last-token pooling, right padding in mixed-length batches), random heads and LoRA."""
+    torch.manual_seed(0)
+    tokenize_stage("smollm2", [PANDALM], "", max_length=256, max_rows=16, n_folds=2,
+                   out=pair_cache / "tok_smol", head="pairwise")
+    frame = pd.read_parquet(pair_cache / "tok_smol" / "train.parquet")
+    model, tok = build_pairwise(resolve_preset("smollm2", max_length=256))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.05)
+    model.eval()
+    a, b = list(frame["side_a_ids"]), list(frame["side_b_ids"])
+    assert len({len(x) for x in a + b}) > 3  # batches mix lengths: padding is exercised
+    direct = softmax(predict_pair_logits(model, a, b, tok.pad_token_id, progress=False, max_tokens=1200))
+    swapped = softmax(predict_pair_logits(model, b, a, tok.pad_token_id, progress=False, max_tokens=1200))
+    assert direct.std(0).max() > 1e-3
+    np.testing.assert_allclose(swapped[:, [1, 0, 2]], direct, atol=1e-5)
+    # one row alone (no padding) gives what it gets inside a padded batch
+    alone = softmax(predict_pair_logits(model, a[:1], b[:1], tok.pad_token_id, progress=False))
+    np.testing.assert_allclose(alone[0], direct[0], atol=1e-5)
+
+
+def test_trained_pairwise_model_reloads_in_a_fresh_process_to_its_oof(trained_pair):
+    """adapter + both heads saved by the Trainer path reload exactly (the infer stage reloads)."""
+    proc = run_kit("infer", "--model-dir", trained_pair.out_dir, "--split", "oof",
+                   "--out", trained_pair.out_dir / "oof_again.csv")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = pd.read_csv(trained_pair.out_dir / "oof_again.csv").set_index("id")
+    oof = pd.read_csv(trained_pair.out_dir / "oof.csv")  # the Trainer run scored the first 24 held-out rows
+    assert len(again) > len(oof) and set(oof["id"]) <= set(again.index)
+    np.testing.assert_allclose(again.loc[oof["id"], ["p_a", "p_b", "p_tie"]].to_numpy(),
+                               oof[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-6)
+    saved = json.loads((trained_pair.out_dir / "adapter" / "adapter_config.json").read_text())
+    assert set(saved["modules_to_save"]) == {"reward_head", "tie_head"}
+    assert not (trained_pair.out_dir / "adapter" / "model.safetensors").exists()  # no backbone copy
+
+
+def test_head_and_cache_mismatch_is_a_clear_error(pair_cache, trained_pair, tmp_path):
+    with pytest.raises(PresetError, match="tokenized for the 'pairwise' head, not 'joint'.*--head joint"):
+        train_stage("minilm", 0, tokenized=pair_cache / "tok", out=tmp_path / "x", head="joint")
+    proc = run_kit("train", "--model", "minilm", "--tokenized", pair_cache / "tok", "--head", "joint",
+                   "--out", tmp_path / "y")
+    assert proc.returncode == 2 and "HEAD='joint'" in proc.stderr and "Traceback" not in proc.stderr
+    tokenize_stage("minilm", [KAGGLE_TRAIN], "", max_length=96, max_rows=24, n_folds=2, out=tmp_path / "joint",
+                   head="joint")
+    with pytest.raises(ValueError, match="tokenized for the 'joint' head.*trained with the 'pairwise' head"):
+        infer_stage(trained_pair.out_dir, "oof", tokenized=tmp_path / "joint", out=tmp_path / "p.csv")
+
+
+def test_killed_pairwise_run_resumes_to_the_same_metrics(pair_cache, tmp_path):
+    args = ["train", "--model", "minilm", "--fold", "1", "--tokenized", pair_cache / "tok",
+            "--max-steps", "8", "--eval-steps", "2", "--batch-size", "4", "--max-train-rows", "32",
+            "--max-eval-rows", "12", "--seed", "3"]
+    ref = run_kit(*args, "--out", tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "kit", *map(str, args), "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    ckpt = out / "checkpoints" / "checkpoint-4" / "trainer_state.json"
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    resumed = run_kit(*args, "--out", out)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from the last checkpoint" in resumed.stdout
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "ref", out))
+    assert b["resumed"] and a["global_steps"] == b["global_steps"] == 8
+    assert abs(a["log_loss"] - b["log_loss"]) < 1e-5
+    pa, pb = (pd.read_csv(d / "oof.csv")[["p_a", "p_b", "p_tie"]].to_numpy() for d in (tmp_path / "ref", out))
+    np.testing.assert_allclose(pa, pb, atol=1e-5)
+
+
+def test_pairwise_ddp_two_cpu_ranks_end_with_identical_weights(pair_cache, tmp_path):
+    import os
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    out = tmp_path / "ddp"
+    proc = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29541", "-m", "kit", "train",
+                           "--model", "minilm", "--fold", "2", "--tokenized", str(pair_cache / "tok"),
+                           "--out", str(out), "--max-steps", "3", "--batch-size", "4",
+                           "--max-train-rows", "32", "--max-eval-rows", "8"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((out / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["sha256"] == ranks[1]["sha256"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_steps"] == 3 and metrics["held_out_rows"] == 8
