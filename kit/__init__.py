@@ -2,7 +2,8 @@
 
 Stages (each a module, a CLI sub-command and a notebook):
 1. tokenize — :mod:`kit.tokenization` (ingest :mod:`kit.data`, packing :mod:`kit.packing`)
-2. train    — :mod:`kit.training` (models :mod:`kit.modeling`, presets :mod:`kit.presets`)
+2. train    — :mod:`kit.training` (heads :mod:`kit.heads`: joint :mod:`kit.modeling`, pairwise
+   :mod:`kit.pairwise`; the lexical member :mod:`kit.lexical`; presets :mod:`kit.presets`)
 3. infer    — :mod:`kit.inference`
 4. blend    — :mod:`kit.blend` (:mod:`kit.submission`, :mod:`kit.evaluation`)
 plus :mod:`kit.cv` (all four, fold by fold) and :mod:`kit.pipeline` (the main job).

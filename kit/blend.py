@@ -261,7 +261,7 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
 
     ``members=None`` takes every trained output under <work>/models, grouped by preset.
     ``out`` defaults to <work>/submission.csv; the report (report.md, evaluation.csv,
-    blend.json, reliability.png, confusion.png) to <work>/report.
+    blend.json, methods.png, reliability.png, confusion.png) to <work>/report.
     """
     from .env import default_inputs, work_dir
     from .io import write_csv
@@ -297,6 +297,8 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
                          "blend, out-of-fold", overwrite=True)
         plot_confusion(result.oof_labels, result.oof_blend, report_dir / "confusion.png",
                        "blend, out-of-fold", overwrite=True)
+        from .plots import plot_methods
+        plot_methods(result.table, report_dir / "methods.png", f"{result.oof_rows} out-of-fold rows", overwrite=True)
         write_csv(result.table.reset_index(names="method"), report_dir / "evaluation.csv", overwrite=True)
         write_json(result.report, report_dir / "blend.json", overwrite=True)
         write_text(render_report(result), report_dir / "report.md", overwrite=True)
@@ -314,5 +316,6 @@ def render_report(result: BlendResult) -> str:
                        f"temperature {v['temperature']:.3f}" for k, v in result.report.get("per_fold", {}).items()),
              f"- out-of-fold rows: {result.oof_rows}; submission: {result.report.get('submission', '-')}", "",
              "## Out-of-fold evaluation", "", result.table.to_markdown(floatfmt=".4f"), "",
+             "![log loss per method](methods.png)", "",
              "![reliability](reliability.png)", "", "![confusion](confusion.png)", ""]
     return "\n".join(lines)

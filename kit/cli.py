@@ -69,7 +69,9 @@ def _add_train(sub):
                       ("max-train-rows", int), ("max-eval-rows", int), ("logging-steps", int)):
         p.add_argument(f"--{name}", type=typ, default=None)
     p.add_argument("--no-swap-augment", action="store_true", help="joint head: no (B, A) copies of the rows")
-    p.add_argument("--no-group-by-length", action="store_true",
+    p.add_argument("--group-by-length", dest="group_by_length", action="store_true", default=None,
+                   help="length-grouped batches (default: the preset's)")
+    p.add_argument("--no-group-by-length", dest="group_by_length", action="store_false",
                    help="plain shuffled batches instead of length-grouped ones")
     p.add_argument("--head-lr-scale", type=float, default=None,
                    help="the new heads' learning rate as a multiple of --lr (default: the preset's)")
@@ -88,7 +90,7 @@ def _add_train(sub):
         if a.head_lr_scale is not None:
             given["head_lr_scale"] = a.head_lr_scale
         settings = TrainSettings(**given, swap_augment=not a.no_swap_augment,
-                                 keep_checkpoints=a.keep_checkpoints, group_by_length=not a.no_group_by_length)
+                                 keep_checkpoints=a.keep_checkpoints, group_by_length=a.group_by_length)
         fold = None if a.fold == "full" else int(a.fold)
         res = train_stage(a.model, fold, tokenized=a.tokenized, out=a.out, overwrite=a.overwrite,
                           resume=not a.no_resume, settings=settings, model_dir=a.model_dir,
@@ -196,6 +198,8 @@ def _add_cv(sub):
                    help="cap on training rows per fold: N for every model, or MODEL=N,MODEL=N")
     p.add_argument("--head", choices=sorted(HEADS), default=None,
                    help="the neural members' head (default: each preset's)")
+    p.add_argument("--space", choices=["prob", "log"], default="prob",
+                   help="blend probabilities (prob) or log-probabilities (log)")
     p.add_argument("--no-tta", action="store_true")
     p.add_argument("--no-swap-augment", action="store_true")
     p.add_argument("--evals-per-run", type=int, default=1)
@@ -207,7 +211,7 @@ def _add_cv(sub):
         res = cv_stage(a.train, a.models, a.folds, out=a.out, max_length=a.max_length, max_rows=a.max_rows,
                        weights=a.weights, epochs=a.epochs, max_train_rows=a.max_train_rows, tta=not a.no_tta,
                        seed=a.seed, swap_augment=not a.no_swap_augment, evals_per_run=a.evals_per_run,
-                       head=a.head, overwrite=a.overwrite)
+                       head=a.head, space=a.space, overwrite=a.overwrite)
         print(res["markdown"])
     p.set_defaults(run=run)
 

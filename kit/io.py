@@ -27,6 +27,12 @@ def check_free(paths, overwrite: bool) -> None:
                            f"(pass overwrite=True / --overwrite to replace, or choose another --out)")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write: Callable[[Path], None], overwrite: bool = False) -> Path:
     """Call ``write(tmp_path)`` then rename tmp_path to ``path`` (same folder)."""
     path = Path(path)
@@ -36,6 +42,7 @@ def atomic_write(path, write: Callable[[Path], None], overwrite: bool = False) -
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are for others to read too
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

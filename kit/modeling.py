@@ -96,17 +96,22 @@ def build_lora_model(preset: Preset, device_map=None):
     return model, tokenizer
 
 
-def load_trained(model_dir: str | Path, preset: Preset, device_map=None):
-    """(model, tokenizer) from a train-stage output: base backbone + saved adapter and head."""
+def attach_trained_adapter(model, model_dir: str | Path):
+    """The base `model` with a train-stage output's saved adapter (LoRA + heads), in eval mode."""
     from peft import PeftModel
 
     adapter = Path(model_dir) / "adapter"
     if not (adapter / "adapter_config.json").exists():
         raise FileNotFoundError(f"no trained adapter in {model_dir} (expected {adapter}/adapter_config.json)")
-    model, tokenizer = load_base_classifier(preset, device_map)
     model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
     model.eval()
-    return model, tokenizer
+    return model
+
+
+def load_trained(model_dir: str | Path, preset: Preset, device_map=None):
+    """(model, tokenizer) from a train-stage output: base backbone + saved adapter and head."""
+    model, tokenizer = load_base_classifier(preset, device_map)
+    return attach_trained_adapter(model, model_dir), tokenizer
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -138,32 +138,22 @@ def pack_sides(packer, frame: pd.DataFrame, desc: str = "pack", chunk: int = 256
     budget: ``len(side_a_ids) <= max_length`` and ``len(side_b_ids) <= max_length`` — always.
     Retention columns follow the joint layout: the prompt's kept tokens are the fewer of the
     two sides', ``n_tokens`` the longer side's."""
+    from .tokenization import encoded_rows
+
     if not packer.side:
         raise ValueError("pack_sides needs a Packer(side=True)")
     records = []
-    with tqdm(total=len(frame), desc=desc, unit="row") as bar:
-        for start in range(0, len(frame), chunk):
-            part = frame.iloc[start:start + chunk]
-            texts, spans = [], []
-            for turns in zip(part["prompt"], part["response_a"], part["response_b"]):
-                spans.append([])
-                for field_turns in turns:
-                    spans[-1].append((len(texts), len(texts) + len(field_turns)))
-                    texts.extend(field_turns)
-            ids = packer.encode_many(texts)
-            for rid, span in zip(part["id"], spans):
-                p, a, b = (ids[s:e] for s, e in span)
-                side_a, side_b = packer.pack_ids(p, a), packer.pack_ids(p, b)
-                ra, rb = side_a.retention, side_b.retention
-                records.append({
-                    "id": rid, "side_a_ids": np.asarray(side_a.input_ids, dtype=np.int32),
-                    "side_b_ids": np.asarray(side_b.input_ids, dtype=np.int32),
-                    "n_tokens": max(ra["n_tokens"], rb["n_tokens"]),
-                    "turns_kept": min(ra["turns_kept"], rb["turns_kept"]), "turns_total": ra["turns_total"],
-                    "prompt_kept": min(ra["prompt_kept"], rb["prompt_kept"]), "prompt_total": ra["prompt_total"],
-                    "response_a_kept": ra["response_kept"], "response_a_total": ra["response_total"],
-                    "response_b_kept": rb["response_kept"], "response_b_total": rb["response_total"]})
-            bar.update(len(part))
+    for rid, p, a, b in encoded_rows(packer, frame, desc, chunk):
+        side_a, side_b = packer.pack_ids(p, a), packer.pack_ids(p, b)
+        ra, rb = side_a.retention, side_b.retention
+        records.append({
+            "id": rid, "side_a_ids": np.asarray(side_a.input_ids, dtype=np.int32),
+            "side_b_ids": np.asarray(side_b.input_ids, dtype=np.int32),
+            "n_tokens": max(ra["n_tokens"], rb["n_tokens"]),
+            "turns_kept": min(ra["turns_kept"], rb["turns_kept"]), "turns_total": ra["turns_total"],
+            "prompt_kept": min(ra["prompt_kept"], rb["prompt_kept"]), "prompt_total": ra["prompt_total"],
+            "response_a_kept": ra["response_kept"], "response_a_total": ra["response_total"],
+            "response_b_kept": rb["response_kept"], "response_b_total": rb["response_total"]})
     return pd.DataFrame(records)
 
 
@@ -230,17 +220,10 @@ def build_pairwise(preset, device_map=None):
 
 def load_trained_pairwise(model_dir, preset, device_map=None):
     """(model, tokenizer) from a train-stage output: base backbone + saved adapter and heads."""
-    from pathlib import Path
+    from .modeling import attach_trained_adapter
 
-    from peft import PeftModel
-
-    adapter = Path(model_dir) / "adapter"
-    if not (adapter / "adapter_config.json").exists():
-        raise FileNotFoundError(f"no trained adapter in {model_dir} (expected {adapter}/adapter_config.json)")
     model, tokenizer = load_base_pairwise(preset, device_map)
-    model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
-    model.eval()
-    return model, tokenizer
+    return attach_trained_adapter(model, model_dir), tokenizer
 
 
 def _inner(model) -> PairwiseRewardModel:

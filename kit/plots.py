@@ -40,6 +40,24 @@ def plot_retention(packed: pd.DataFrame, max_length: int, path, title: str = "",
     return save_figure(fig, path, overwrite)
 
 
+def plot_methods(table: pd.DataFrame, path, title: str = "", overwrite: bool = False) -> Path:
+    """Out-of-fold log loss per method (rows of `table`), baselines grey, members blue, blends green."""
+    rows = table["log_loss"].astype(float)
+    colors = ["#999999" if n in ("uniform", "prior", "tfidf") else "#55A868" if n.startswith("blend")
+              else "#4C72B0" for n in rows.index]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    ax.barh(rows.index, rows.to_numpy(), color=colors)
+    for y, v in enumerate(rows.to_numpy()):
+        ax.text(v, y, f" {v:.4f}", va="center", fontsize=8)
+    if "tfidf" in rows:
+        ax.axvline(rows["tfidf"], color="crimson", ls="--", lw=1, label="TF-IDF baseline")
+        ax.legend(loc="lower right")
+    ax.set(xlabel="out-of-fold log loss (lower is better)", xlim=(min(0.6, rows.min() - 0.05), rows.max() + 0.08),
+           title=title)
+    ax.invert_yaxis()
+    return save_figure(fig, path, overwrite)
+
+
 def plot_training(log: pd.DataFrame, path, title: str = "", overwrite: bool = False) -> Path:
     """Training loss (and held-out log loss / accuracy when evaluated) against the step."""
     fig, ax = plt.subplots(figsize=(7, 3.6))

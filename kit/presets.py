@@ -52,6 +52,7 @@ class Preset:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     head_lr_scale: float = 1.0  # the fresh head's learning rate as a multiple of learning_rate
+    group_by_length: bool = True  # length-grouped batches (less padding); False: plain shuffling
     gradient_checkpointing: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -77,10 +78,10 @@ PRESETS: dict[str, Preset] = {
     # embedded members: the pairwise head and the recipe measured in results/sweep/sweep.md
     # (max_length is per side for the pairwise head)
     "minilm": Preset(
-        name="minilm", kind="encoder", max_length=256, head="pairwise", pooling="mean",
+        name="minilm", kind="encoder", max_length=128, head="pairwise", pooling="mean",
         lora_r=16, lora_alpha=32, lora_dropout=0.1,
         target_modules=("query", "key", "value", "dense"),
-        learning_rate=5e-4, epochs=2.0, batch_size=8,
+        learning_rate=5e-4, epochs=1.0, batch_size=8, head_lr_scale=20.0, group_by_length=False,
     ),
     "smollm2": Preset(
         # LoRA on the top 8 of 30 layers: the backward pass stops there (CPU cost)

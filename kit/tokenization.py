@@ -72,9 +72,9 @@ def load_tables(paths: Sequence[str | Path], labelled: bool) -> Conversations:
     return Conversations(frame, report("skipped"), report("notes"))
 
 
-def pack_frame(packer: Packer, frame: pd.DataFrame, desc: str = "pack", chunk: int = 256) -> pd.DataFrame:
-    """Pack every row in both orders (A,B) and (B,A); one tokenizer call per chunk of rows."""
-    records = []
+def encoded_rows(packer: Packer, frame: pd.DataFrame, desc: str = "pack", chunk: int = 256):
+    """(id, prompt turn ids, response A turn ids, response B turn ids) per row, in order; one
+    (parallel, Rust-side) tokenizer call per chunk of rows, with a progress bar."""
     with tqdm(total=len(frame), desc=desc, unit="row") as bar:
         for start in range(0, len(frame), chunk):
             part = frame.iloc[start:start + chunk]
@@ -86,13 +86,18 @@ def pack_frame(packer: Packer, frame: pd.DataFrame, desc: str = "pack", chunk: i
                     texts.extend(field_turns)
             ids = packer.encode_many(texts)
             for rid, span in zip(part["id"], spans):
-                p, a, b = (ids[s:e] for s, e in span)
-                packed = packer.pack_ids(p, a, b)
-                swapped = packer.pack_ids(p, b, a)
-                records.append({"id": rid, "input_ids": np.asarray(packed.input_ids, dtype=np.int32),
-                                "input_ids_swap": np.asarray(swapped.input_ids, dtype=np.int32),
-                                **packed.retention})
+                yield (rid, *(ids[s:e] for s, e in span))
             bar.update(len(part))
+
+
+def pack_frame(packer: Packer, frame: pd.DataFrame, desc: str = "pack", chunk: int = 256) -> pd.DataFrame:
+    """Pack every row in both orders (A,B) and (B,A) (the joint head's cache)."""
+    records = []
+    for rid, p, a, b in encoded_rows(packer, frame, desc, chunk):
+        packed = packer.pack_ids(p, a, b)
+        swapped = packer.pack_ids(p, b, a)
+        records.append({"id": rid, "input_ids": np.asarray(packed.input_ids, dtype=np.int32),
+                        "input_ids_swap": np.asarray(swapped.input_ids, dtype=np.int32), **packed.retention})
     return pd.DataFrame(records)
 
 

@@ -32,9 +32,8 @@ import torch
 from .env import work_dir
 from .evaluation import log_loss, softmax
 from .io import check_free, write_csv, write_json
+from .heads import get_head
 from .presets import Preset, PresetError, resolve_preset
-
-from .heads import SWAP_LABEL, PackedDataset, get_head  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -56,7 +55,7 @@ class TrainSettings:
     max_eval_rows: int | None = None
     keep_checkpoints: bool = False
     logging_steps: int = 5
-    group_by_length: bool = True  # batches of similar length (less padding); False: plain shuffling
+    group_by_length: bool | None = None  # batches of similar length (less padding); False: shuffling
     head_lr_scale: float | None = None  # the new heads' learning rate relative to LoRA's
 
 
@@ -65,20 +64,6 @@ class TrainResult:
     out_dir: Path
     metrics: dict
     oof: pd.DataFrame | None
-
-
-class PackedDataset(torch.utils.data.Dataset):
-    """Token-id rows (+ labels) for the Trainer; padding happens in the collator."""
-
-    def __init__(self, input_ids, labels):
-        self.input_ids = [np.asarray(x, dtype=np.int64) for x in input_ids]
-        self.labels = np.asarray(labels, dtype=np.int64)
-
-    def __len__(self):
-        return len(self.input_ids)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.input_ids[i], "labels": int(self.labels[i])}
 
 
 def _metrics(eval_pred) -> dict:
@@ -172,7 +157,8 @@ def _training_args(preset: Preset, settings: TrainSettings, out: Path, n_train: 
         bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda,
         gradient_checkpointing=preset.gradient_checkpointing and not preset.load_in_4bit,
         gradient_checkpointing_kwargs={"use_reentrant": False},
-        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
+        train_sampling_strategy="group_by_length" if (preset.group_by_length if settings.group_by_length is None
+                                                      else settings.group_by_length) else "random",
         dataloader_num_workers=0, remove_unused_columns=False,
         ddp_find_unused_parameters=False, ddp_backend="gloo" if world > 1 and not cuda else None,
         disable_tqdm=False,
@@ -216,9 +202,11 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     net, tokenizer = head.build(preset)
     trainable, total = count_parameters(net)
     eval_ds = head.dataset(held, False) if len(held) else None
-    args = _training_args(preset, settings, out, len(train_ds), eval_ds is not None)
+    # one evaluation at the end picks no checkpoint: the held-out rows are scored once, below
+    select = eval_ds is not None and (settings.evals_per_run > 1 or settings.eval_steps is not None)
+    args = _training_args(preset, settings, out, len(train_ds), select)
     head_lr_scale = settings.head_lr_scale if settings.head_lr_scale is not None else preset.head_lr_scale
-    trainer = Trainer(model=net, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+    trainer = Trainer(model=net, args=args, train_dataset=train_ds, eval_dataset=eval_ds if select else None,
                       data_collator=head.collator(tokenizer), processing_class=tokenizer,
                       compute_metrics=_metrics, optimizers=(_optimizer(net, args, head_lr_scale), None))
     started = time.time()

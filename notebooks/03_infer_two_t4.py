@@ -18,8 +18,9 @@
 # Score the test rows (and each model's held-out fold) with every trained model. Rows
 # are sorted by length and batched under a tokens-per-batch budget; on Kaggle the rows
 # are dealt across both T4s, one model replica per GPU, and every model runs in its own
-# process so the next one loads into empty GPUs. Swap test-time augmentation scores each
-# row as (A, B) and (B, A) and averages; the flip rate says how often the two disagree.
+# process so the next one loads into empty GPUs. Joint-head models use swap test-time
+# augmentation — each row scored as (A, B) and (B, A), averaged; the flip rate says how often
+# the two disagree. Pairwise-head models are swap-equivariant by construction: one pass.
 # A runtime projection after the first batches warns when the run would exceed the budget.
 
 # %% tags=["parameters"]
@@ -29,7 +30,7 @@ SPLITS = ["test", "oof"]
 TOKENIZED = None        # None: the cache each model trained on (Kaggle: tokenize the hidden test first)
 DEVICES = None          # None: every visible GPU (cuda:0, cuda:1), else the CPU
 CPU_WORKERS = 1
-TTA = True
+TTA = True              # swap TTA for joint-head models (pairwise and lexical need none: one pass)
 MAX_TOKENS = None       # padded tokens per batch; None: 16384 on GPU, 2048 on CPU
 BUDGET_HOURS = 9.0
 ISOLATE = None          # None: each model in its own process when on GPU

@@ -90,9 +90,10 @@ def main(argv=None):
     results, notes = [], []
     tmp = ROOT / "artifacts" / "bench_infer"
     for model_name in ("minilm", "smollm2"):
-        preset = resolve_preset(model_name)
+        # the joint head at 512 tokens, as first measured (the pairwise head scores each side once)
+        preset = resolve_preset(model_name, head="joint", max_length=512)
         tok = tokenize_stage(model_name, [ROOT / "data/kaggle/train_sample.csv", ROOT / "data/pandalm/pandalm_kaggle.csv"],
-                             "", out=tmp / model_name, n_folds=2, overwrite=True)
+                             "", out=tmp / model_name, n_folds=2, overwrite=True, head="joint", max_length=512)
         sample = tok.train.sample(n=min(args.rows, len(tok.train)), random_state=0)
         rows, swapped = list(sample["input_ids"]), list(sample["input_ids_swap"])
         model, tokenizer = build_lora_model(preset)

@@ -23,6 +23,8 @@ PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
 
 # name: (model, head, max_length, preset overrides, train settings)
 CONFIGS = {
+    "minilm pairwise mean lr5e-4 2ep": ("minilm", "pairwise", 256, {"pooling": "mean"},
+                                        dict(learning_rate=5e-4, epochs=2)),
     "minilm pairwise mean lr5e-4 1ep len128": ("minilm", "pairwise", 128, {"pooling": "mean"},
                                                dict(learning_rate=5e-4, epochs=1)),
     "minilm pairwise mean lr5e-4 1ep len128 shuffled": ("minilm", "pairwise", 128, {"pooling": "mean"},
@@ -30,27 +32,23 @@ CONFIGS = {
     "minilm pairwise mean lr5e-4 1ep len128 shuffled head-lr-x20": (
         "minilm", "pairwise", 128, {"pooling": "mean"},
         dict(learning_rate=5e-4, epochs=1, group_by_length=False, head_lr_scale=20.0)),
-    "minilm pairwise mean lr5e-4 2ep": ("minilm", "pairwise", 256, {"pooling": "mean"},
-                                        dict(learning_rate=5e-4, epochs=2)),
-    "smollm2 pairwise last top8 lr5e-4 300rows 1ep": ("smollm2", "pairwise", 256,
-                                                      {"layers_to_transform": list(range(22, 30)), "lora_dropout": 0.0},
-                                                      dict(learning_rate=5e-4, epochs=1, max_train_rows=300)),
     "minilm pairwise mean lr5e-4 2ep len128": ("minilm", "pairwise", 128, {"pooling": "mean"},
                                                dict(learning_rate=5e-4, epochs=2)),
     "minilm pairwise mean lr1e-3 1ep len128": ("minilm", "pairwise", 128, {"pooling": "mean"},
                                                dict(learning_rate=1e-3, epochs=1)),
-    "minilm pairwise cls lr5e-4 2ep": ("minilm", "pairwise", 256, {"pooling": "first"},
-                                       dict(learning_rate=5e-4, epochs=2)),
-    "minilm pairwise mean lr5e-4 1ep": ("minilm", "pairwise", 256, {"pooling": "mean"},
-                                        dict(learning_rate=5e-4, epochs=1)),
-    "minilm pairwise mean lr1e-3 2ep": ("minilm", "pairwise", 256, {"pooling": "mean"},
-                                        dict(learning_rate=1e-3, epochs=2)),
-    "smollm2 pairwise last all-layers lr5e-4 300rows 1ep": ("smollm2", "pairwise", 256,
-                                                            {"layers_to_transform": list(range(30)), "lora_dropout": 0.0},
-                                                            dict(learning_rate=5e-4, epochs=1, max_train_rows=300)),
+    "smollm2 pairwise last top8 lr5e-4 300rows 1ep len128": (
+        "smollm2", "pairwise", 128, {"layers_to_transform": list(range(22, 30)), "lora_dropout": 0.0},
+        dict(learning_rate=5e-4, epochs=1, max_train_rows=300)),
+    "smollm2 pairwise last top8 lr5e-4 300rows 1ep len128 shuffled head-lr-x20": (
+        "smollm2", "pairwise", 128, {"layers_to_transform": list(range(22, 30)), "lora_dropout": 0.0},
+        dict(learning_rate=5e-4, epochs=1, max_train_rows=300, group_by_length=False, head_lr_scale=20.0)),
+    "minilm pairwise cls lr5e-4 1ep len128": ("minilm", "pairwise", 128, {"pooling": "first"},
+                                              dict(learning_rate=5e-4, epochs=1)),
     "minilm joint lr5e-4 1ep swap-aug len256-total": ("minilm", "joint", 256, {},
                                                 dict(learning_rate=5e-4, epochs=1)),
-    "minilm joint lr5e-4 2ep swap-aug": ("minilm", "joint", 256, {}, dict(learning_rate=5e-4, epochs=2)),
+    "smollm2 pairwise last all-layers lr5e-4 300rows 1ep len128": (
+        "smollm2", "pairwise", 128, {"layers_to_transform": list(range(30)), "lora_dropout": 0.0},
+        dict(learning_rate=5e-4, epochs=1, max_train_rows=300)),
 }
 LEXICAL_GRID = [(1.0, 1.0), (0.1, 1.0), (0.03, 1.0), (0.01, 1.0), (0.03, 3.0), (0.3, 0.3), (0.1, 0.3),
                 (0.3, 0.1), (0.1, 0.1), (0.1, 0.0)]
@@ -111,26 +109,53 @@ def run_config(name: str, spec, work: Path) -> dict:
             "settings": {"model": model, "head": head, "max_length": max_length, **overrides, **train}}
 
 
+def add_blends(results: dict, work: Path) -> None:
+    """For each neural fold-0 row: log loss of a 50/50 average with the lexical member on fold 0 —
+    what a member adds to the ensemble, not only what it scores alone."""
+    import pandas as pd
+
+    from kit.data import assign_folds, load_conversations
+    from kit.evaluation import log_loss
+    from kit.lexical import LexicalModel
+
+    frame = load_conversations(PANDALM, labelled=True).frame
+    y, folds = frame["label"].to_numpy(), assign_folds(frame, 5, 42)
+    held = folds == 0
+    lexical = pd.DataFrame(LexicalModel().fit(frame[~held], y[~held]).predict_proba(frame[held]),
+                           index=frame["id"][held], columns=["p_a", "p_b", "p_tie"])
+    for name, row in results.items():
+        oof = work / "models" / name.replace(" ", "_") / "oof.csv"
+        if "settings" in row and oof.exists():
+            pred = pd.read_csv(oof).set_index("id")
+            both = (pred[["p_a", "p_b", "p_tie"]] + lexical.loc[pred.index]) / 2
+            row["blend_50_50_with_lexical"] = log_loss(pred["label"].to_numpy(), both.to_numpy())
+
+
 def render(results: dict, out: Path) -> None:
     import pandas as pd
 
     from kit.io import write_text
     from kit.plots import plt, save_figure
 
-    table = pd.DataFrame(results).T[["log_loss", "accuracy", "minutes", "scope"]]
+    columns = ["log_loss", "accuracy", "blend_50_50_with_lexical", "minutes", "scope"]
+    table = pd.DataFrame(results).T.reindex(columns=columns)
+    table = pd.concat([table[table["scope"] == "5 folds"], table[table["scope"] == "fold 0"]])
+    shown = table.astype(object).where(table.notna(), "—")
     md = ("# Recipe sweep on PandaLM (prompt-grouped folds, seed 42)\n\n"
           "Rows scoped `fold 0`: trained on folds 1-4 (capped where the name says), scored on fold 0's 204 "
           "held-out rows. Rows scoped `5 folds`: cross-validated on all 999 rows. `python scripts/sweep.py` on "
           "2 CPU cores; minutes are wall time on this machine (runs that shared the CPU with other work are "
           "slower). Names: head, pooling, learning rate, epochs, tokens per side (default 256), `shuffled` = "
           "plain random batches instead of length-grouped ones, `head-lr-xN` = the heads at N times the "
-          "learning rate.\n\n"
-          + table.to_markdown(floatfmt=".4f") + "\n\n![sweep](sweep.png)\n")
+          "learning rate. `blend_50_50_with_lexical`: the fold-0 predictions averaged with the lexical "
+          "member's (trained on folds 1-4) — what the member adds to the ensemble.\n\n"
+          + shown.to_markdown(floatfmt=".4f") + "\n\n![sweep](sweep.png)\n")
     write_text(md, out / "sweep.md", overwrite=True)
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(table) + 1))
-    ax.barh(table.index, table["log_loss"].astype(float), color="#4C72B0")
+    ax.barh(table.index, table["log_loss"].astype(float), color=["#55A868" if s == "5 folds" else "#4C72B0"
+                                                                  for s in table["scope"]])
     ax.axvline(1.0986, color="grey", ls=":", label="uniform")
-    ax.set(xlabel="held-out log loss (lower is better)", xlim=(0.6, 1.15))
+    ax.set(xlabel="held-out log loss (lower is better); green: 5-fold CV, blue: fold 0", xlim=(0.6, 1.15))
     ax.invert_yaxis()
     ax.legend()
     save_figure(fig, out / "sweep.png", overwrite=True)
@@ -158,8 +183,11 @@ def main() -> None:
             continue
         results[name] = run_config(name, spec, work)
         print(name, {k: v for k, v in results[name].items() if k != "settings"}, flush=True)
+        add_blends(results, work)
         write_json(results, path, overwrite=True)
         render(results, out)
+    add_blends(results, work)
+    write_json(results, path, overwrite=True)
     render(results, out)
 
 

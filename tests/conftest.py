@@ -42,6 +42,24 @@ def run_kit(*args, cwd=ROOT, env=None, timeout=1800):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def kill_when_checkpointed(args, out, checkpoint: str, timeout: float = 300) -> None:
+    """Start `python -m kit ARGS --out OUT`, SIGKILL it once OUT/checkpoints/CHECKPOINT is
+    complete, and check it left no finished output behind."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "kit", *map(str, args), "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    ckpt = Path(out) / "checkpoints" / checkpoint / "trainer_state.json"
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (Path(out) / "metrics.json").exists()
+
+
 @pytest.fixture(scope="session")
 def trained_minilm(tmp_path_factory):
     """A real (few-step) MiniLM LoRA run (joint head) on real rows, with a tokenized test table whose

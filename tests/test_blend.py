@@ -120,11 +120,16 @@ def test_blend_stage_writes_a_valid_submission_and_report(trained_minilm, tmp_pa
     model_dir, tok, test_csv = trained_minilm
     infer_stage(model_dir, "test", overwrite=True)
     infer_stage(model_dir, "oof", overwrite=True)
-    res = blend_stage({"minilm": [model_dir], "minilm-again": [model_dir]}, weights="fit", temperature=True,
+    # one fold of OOF rows cannot be cross-fitted: refused, nothing written
+    with pytest.raises(BlendError, match="at least two folds"):
+        blend_stage({"minilm": [model_dir], "minilm-again": [model_dir]}, weights="fit", temperature=True,
+                    out=tmp_path / "submission.csv", report_dir=tmp_path / "report")
+    assert not (tmp_path / "submission.csv").exists()
+    res = blend_stage({"minilm": [model_dir], "minilm-again": [model_dir]}, weights=[0.6, 0.4],
                       out=tmp_path / "submission.csv", report_dir=tmp_path / "report")
     ids = pd.read_csv(test_csv)["id"].tolist()
     validate_submission(pd.read_csv(tmp_path / "submission.csv"), ids)
     assert {"uniform", "prior", "tfidf", "minilm", "minilm+tta", "blend"} <= set(res.table.index)
     for name in ("report.md", "reliability.png", "confusion.png", "evaluation.csv", "blend.json"):
         assert (tmp_path / "report" / name).exists()
-    assert res.report["temperature_fitted"] and res.temperature > 0
+    assert res.weights == [0.6, 0.4] and res.report["per_fold"] == {}

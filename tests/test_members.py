@@ -11,7 +11,7 @@ from kit.inference import infer_stage
 from kit.lexical import LexicalModel
 from kit.submission import validate_submission
 from kit.tokenization import tokenize_stage
-from kit.training import TrainSettings, train_stage
+from kit.training import train_stage
 from conftest import KAGGLE_TEST, KAGGLE_TRAIN, PANDALM, SAMPLE_SUB, run_kit
 
 

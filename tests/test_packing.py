@@ -49,6 +49,44 @@ def test_packer_properties(tokenizer, conv, max_length, keep, cut):
     assert r["n_tokens"] == len(packed.input_ids)
 
 
+side_conversation = st.integers(1, 12).flatmap(
+    lambda n: st.tuples(*(st.lists(turn, min_size=n, max_size=n) for _ in range(2))))
+
+
+@given(conv=side_conversation, max_length=st.sampled_from([64, 128, 256, 512]), keep=st.sampled_from(["last", "first"]))
+@PROPERTY_SETTINGS
+def test_side_packer_properties(tokenizer, conv, max_length, keep):
+    """One side (prompt + one response), the pairwise head's packing: the same guarantees."""
+    packer = Packer(tokenizer, PackConfig(max_length=max_length, keep=keep), side=True)
+    prompt, response = conv
+    packed = packer.pack(prompt, response)
+    assert len(packed.input_ids) <= max_length
+    assert packer.pack(prompt, response).input_ids == packed.input_ids
+    kept, n = packed.kept_turns, len(prompt)
+    assert kept and kept == list(range(kept[0], kept[-1] + 1))
+    assert (kept[-1] == n - 1) if keep == "last" else (kept[0] == 0)
+    sizes = [[len(x) for x in packer.encode_many([prompt[t], response[t]])] for t in kept]
+    roomy = max_length >= packer.min_length + 200
+    for (kp, kr), (sp, sr) in zip(packed.kept_tokens, sizes):
+        assert kr <= sr and kp <= sp
+        if sr:
+            assert kr >= 1
+            if roomy:
+                assert kr >= min(sr, packer.config.min_response_tokens)
+    r = packed.retention
+    assert set(r) >= {"prompt_kept", "response_kept", "response_total"} and r["n_tokens"] == len(packed.input_ids)
+
+
+def test_side_packing_gives_the_prompt_at_most_a_third_when_both_are_long(minilm_tokenizer):
+    packer = Packer(minilm_tokenizer, PackConfig(max_length=256), side=True)
+    packed = packer.pack(["word " * 500], ["answer " * 500])
+    r = packed.retention
+    assert r["prompt_kept"] <= (r["prompt_kept"] + r["response_kept"]) / 3 + 1
+    assert r["response_kept"] >= 2 * r["prompt_kept"] - 2
+    with pytest.raises(ValueError, match="need 2 fields"):
+        packer.pack(["p"], ["a"], ["b"])
+
+
 def test_nothing_is_cut_when_it_fits(smollm2_tokenizer):
     packer = Packer(smollm2_tokenizer, PackConfig(max_length=512))
     packed = packer.pack(["What is 2+2?"], ["4"], ["It is four."])

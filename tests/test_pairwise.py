@@ -1,10 +1,8 @@
 """The pairwise head on real backbones and real rows: swap equivariance, head/cache mismatch,
 resume after SIGKILL, exact reload."""
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -17,7 +15,7 @@ from kit.pairwise import build_pairwise, predict_pair_logits
 from kit.presets import PresetError, resolve_preset
 from kit.tokenization import tokenize_stage
 from kit.training import TrainSettings, train_stage
-from conftest import KAGGLE_TRAIN, PANDALM, ROOT, run_kit
+from conftest import KAGGLE_TRAIN, PANDALM, ROOT, kill_when_checkpointed, run_kit
 
 
 @pytest.fixture(scope="module")
@@ -122,16 +120,7 @@ def test_killed_pairwise_run_resumes_to_the_same_metrics(pair_cache, tmp_path):
     ref = run_kit(*args, "--out", tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr[-3000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "kit", *map(str, args), "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    ckpt = out / "checkpoints" / "checkpoint-4" / "trainer_state.json"
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "metrics.json").exists()
+    kill_when_checkpointed(args, out, "checkpoint-4")
     resumed = run_kit(*args, "--out", out)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from the last checkpoint" in resumed.stdout

@@ -1,10 +1,8 @@
 """Real few-step LoRA training of both embedded backbones on real rows (slow-ish: ~2 min)."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -14,7 +12,7 @@ import torch
 from kit.presets import PresetError, resolve_preset
 from kit.tokenization import tokenize_stage
 from kit.training import TrainSettings, train_stage
-from conftest import KAGGLE_TRAIN, PANDALM, ROOT, run_kit
+from conftest import KAGGLE_TRAIN, PANDALM, ROOT, kill_when_checkpointed, run_kit
 
 FAST = dict(max_steps=12, batch_size=4, grad_accum=1, learning_rate=2e-3, warmup_ratio=0.0,
             evals_per_run=1, max_train_rows=16, max_eval_rows=16, logging_steps=1)
@@ -108,16 +106,7 @@ def test_killed_run_resumes_to_the_same_metrics(tokenized, tmp_path):
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "kit", *map(str, args), "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    ckpt = out / "checkpoints" / "checkpoint-6" / "trainer_state.json"
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "metrics.json").exists()
+    kill_when_checkpointed(args, out, "checkpoint-6")
 
     resumed = run_kit(*args, "--out", out)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
