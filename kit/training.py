@@ -160,7 +160,8 @@ def _training_args(preset: Preset, settings: TrainSettings, out: Path, n_train: 
         train_sampling_strategy="group_by_length" if (preset.group_by_length if settings.group_by_length is None
                                                       else settings.group_by_length) else "random",
         dataloader_num_workers=0, remove_unused_columns=False,
-        ddp_find_unused_parameters=False, ddp_backend="gloo" if world > 1 and not cuda else None,
+        # pairwise: the pooler an encoder brings (and its LoRA) is unused by mean pooling
+        ddp_find_unused_parameters=preset.head == "pairwise", ddp_backend="gloo" if world > 1 and not cuda else None,
         disable_tqdm=False,
     )
 
@@ -227,6 +228,7 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
                           "global_steps": train_output.global_step, "resumed": resuming}
     if eval_ds is not None:
         # not trainer.predict: with length-grouped sampling it returns rows shuffled
+        trainer.model.eval()  # no dropout: the Trainer leaves the model in train mode when it did not evaluate
         logits = head.score(trainer.model, held, tokenizer.pad_token_id, device=trainer.args.device,
                             desc="out-of-fold")
         probs = softmax(logits)

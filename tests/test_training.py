@@ -45,13 +45,15 @@ def test_few_steps_change_lora_and_head_and_lower_training_loss(tokenized, tmp_p
     seen = frame[frame["fold"] != 0].head(settings.max_train_rows)
 
     set_seed(settings.seed)  # the same head initialisation as the run below
-    initial, tok = build_lora_model(resolve_preset(model, max_length=128, head="joint"))
+    # the joint recipe: LoRA on every layer (the SmolLM2 preset's top-8 layers are its pairwise recipe)
+    recipe = {"layers_to_transform": list(range(30))} if model == "smollm2" else {}
+    initial, tok = build_lora_model(resolve_preset(model, max_length=128, head="joint", **recipe))
     initial.eval()
     before = {n: p.detach().clone() for n, p in initial.named_parameters() if p.requires_grad}
     loss_before = _loss(initial, seen, tok.pad_token_id)
 
-    res = train_stage(model, 0, tokenized=tokenized / model, out=tmp_path / "run", settings=settings)
-    trained, _ = load_trained(res.out_dir, resolve_preset(model, max_length=128, head="joint"))
+    res = train_stage(model, 0, tokenized=tokenized / model, out=tmp_path / "run", settings=settings, **recipe)
+    trained, _ = load_trained(res.out_dir, resolve_preset(model, max_length=128, head="joint", **recipe))
     after = dict(trained.named_parameters())
     lora_b = [n for n in before if "lora_B" in n]
     head = [n for n in before if "modules_to_save" in n]
