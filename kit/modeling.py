@@ -34,27 +34,38 @@ def check_preset_runtime(preset: Preset) -> None:
                           f"visible. Pass load_in_4bit=False (--no-4bit) to load it in full precision")
 
 
-def load_base_classifier(preset: Preset, device_map=None):
-    """(model, tokenizer) for the preset's backbone with a fresh 3-way head."""
-    from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
+def loading_kwargs(preset: Preset, device_map=None, skip_modules=None) -> dict:
+    """``from_pretrained`` keyword arguments for the preset: attention implementation; 4-bit nf4
+    (bf16/fp16 compute, `skip_modules` left unquantised) on the current GPU, or fp32 (mixed
+    precision on GPU comes from autocast)."""
+    from transformers import BitsAndBytesConfig
 
-    check_preset_runtime(preset)
-    path = model_path(preset)
-    tokenizer = load_tokenizer(preset)
-    kwargs = {"num_labels": 3, "id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()}}
+    kwargs = {}
     if preset.attn_implementation:
         kwargs["attn_implementation"] = preset.attn_implementation
     if preset.load_in_4bit:
         dtype = compute_dtype()
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=HEAD_MODULES)
+            bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=skip_modules)
         kwargs["dtype"] = dtype
         kwargs["device_map"] = device_map if device_map is not None else {"": torch.cuda.current_device()}
     else:
-        kwargs["dtype"] = torch.float32  # mixed precision on GPU comes from autocast
+        kwargs["dtype"] = torch.float32
         if device_map is not None:
             kwargs["device_map"] = device_map
+    return kwargs
+
+
+def load_base_classifier(preset: Preset, device_map=None):
+    """(model, tokenizer) for the preset's backbone with a fresh 3-way head."""
+    from transformers import AutoModelForSequenceClassification
+
+    check_preset_runtime(preset)
+    path = model_path(preset)
+    tokenizer = load_tokenizer(preset)
+    kwargs = {"num_labels": 3, "id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()},
+              **loading_kwargs(preset, device_map, skip_modules=HEAD_MODULES)}
     model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

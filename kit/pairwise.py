@@ -174,28 +174,14 @@ def _backbone_targets(preset, backbone):
 
 def load_base_pairwise(preset, device_map=None):
     """(PairwiseRewardModel with zero heads, tokenizer); 4-bit nf4 backbone where the preset says."""
-    from transformers import AutoModel, BitsAndBytesConfig
+    from transformers import AutoModel
 
-    from .modeling import check_preset_runtime, compute_dtype
+    from .modeling import check_preset_runtime, loading_kwargs
     from .presets import load_tokenizer, model_path
 
     check_preset_runtime(preset)
     tokenizer = load_tokenizer(preset)
-    kwargs = {}
-    if preset.attn_implementation:
-        kwargs["attn_implementation"] = preset.attn_implementation
-    if preset.load_in_4bit:
-        dtype = compute_dtype()
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype)
-        kwargs["dtype"] = dtype
-        kwargs["device_map"] = device_map if device_map is not None else {"": torch.cuda.current_device()}
-    else:
-        kwargs["dtype"] = torch.float32
-        if device_map is not None:
-            kwargs["device_map"] = device_map
-    backbone = AutoModel.from_pretrained(model_path(preset), **kwargs)
+    backbone = AutoModel.from_pretrained(model_path(preset), **loading_kwargs(preset, device_map))
     backbone.config.pad_token_id = tokenizer.pad_token_id
     if preset.load_in_4bit:
         from peft import prepare_model_for_kbit_training
