@@ -33,6 +33,7 @@ import pandas as pd
 from .evaluation import log_loss, metrics, plot_confusion, plot_reliability, prior_probs, tfidf_probs, uniform_probs
 from .inference import PROB_COLUMNS, flip_rate_of, trained_outputs
 from .io import write_json, write_text
+from .stacking import MirrorStacker
 
 PAPER_WEIGHTS = (0.7, 0.3)
 MEMBER_ORDER = ("gemma2-9b", "llama3-8b", "smollm2", "minilm", "lexical")  # stronger first: gets the 0.7
@@ -93,31 +94,49 @@ class Member:
     oof: pd.DataFrame | None = None  # id + PROB_COLUMNS + label (+ direct/swap columns)
 
 
-def _read_predictions(path: Path, what: str) -> pd.DataFrame:
+def _read_predictions(path: Path, what: str, model_dir: Path | None = None) -> pd.DataFrame:
+    """A predictions file; with ``model_dir``, only if that model's current training run made it."""
+    from .io import manifest_path
+
+    rerun = (f"run the infer stage (`python -m kit infer --model-dir {path.parent.parent} --split {path.stem}"
+             f"{' --overwrite' if path.exists() else ''}`)")
     if not path.exists():
-        raise BlendError(f"missing {what} predictions {path}: run the infer stage "
-                         f"(`python -m kit infer --model-dir {path.parent.parent} --split {path.stem}`)")
+        raise BlendError(f"missing {what} predictions {path}: {rerun}")
+    if model_dir is not None:
+        run_id = json.loads((model_dir / "config.json").read_text()).get("run_id")
+        manifest = manifest_path(path)
+        made_by = json.loads(manifest.read_text()).get("run_id") if manifest.exists() else None
+        if run_id is not None and made_by != run_id:
+            why = ("an earlier training run of that folder made them" if made_by
+                   else f"{manifest.name} is missing (an interrupted infer stage?)")
+            raise BlendError(f"stale {what} predictions {path}: {why}; {rerun}")
     return pd.read_csv(path)
+
+
+def mean_test_predictions(files: Sequence[str | Path], model_dirs: Sequence[Path] | None = None) -> pd.DataFrame:
+    """One member's test predictions: the mean over its models' files (same ids, same order);
+    with ``model_dirs``, each file must come from its model's current training run."""
+    files = [Path(f) for f in files]
+    tests = [_read_predictions(f, "test", d) for f, d in zip(files, model_dirs or [None] * len(files))]
+    for f, t in zip(files[1:], tests[1:]):
+        if t["id"].tolist() != tests[0]["id"].tolist():
+            raise BlendError(f"{f}: test ids differ from {files[0]}'s")
+    test = tests[0][["id"]].copy()
+    for c in [c for c in tests[0].columns if c != "id"]:
+        test[c] = np.mean([t[c].to_numpy() for t in tests], axis=0)
+    return test
 
 
 def load_member(name: str, model_dirs: Sequence[str | Path], need_oof: bool = True,
                 need_test: bool = True) -> Member:
     """Average a member's test predictions over its models; concatenate its OOF folds."""
     dirs = [Path(d) for d in model_dirs]
-    test = None
-    if need_test:
-        tests = [_read_predictions(d / "predictions" / "test.csv", "test") for d in dirs]
-        for d, t in zip(dirs[1:], tests[1:]):
-            if t["id"].tolist() != tests[0]["id"].tolist():
-                raise BlendError(f"{d}: test ids differ from {dirs[0]}'s")
-        test = tests[0][["id"]].copy()
-        for c in [c for c in tests[0].columns if c != "id"]:
-            test[c] = np.mean([t[c].to_numpy() for t in tests], axis=0)
+    test = mean_test_predictions([d / "predictions" / "test.csv" for d in dirs], dirs) if need_test else None
     oof = None
     folds = [json.loads((d / "config.json").read_text())["fold"] for d in dirs]
     with_oof = [d for d, f in zip(dirs, folds) if f is not None]
     if need_oof and with_oof:
-        parts = [_read_predictions(d / "predictions" / "oof.csv", "out-of-fold").assign(fold=f)
+        parts = [_read_predictions(d / "predictions" / "oof.csv", "out-of-fold", d).assign(fold=f)
                  for d, f in zip(dirs, folds) if f is not None]
         oof = pd.concat(parts, ignore_index=True)
         if oof["id"].duplicated().any():
@@ -132,6 +151,24 @@ def discover_members(root: str | Path | None = None, models: Sequence[str] | Non
         groups.setdefault(d.parent.name, []).append(d)
     order = {n: i for i, n in enumerate(MEMBER_ORDER)}
     return dict(sorted(groups.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
+@dataclass
+class _Fit:
+    """A blend as chosen or fitted: weights (a weighted mean) or a stacker, then a temperature."""
+    weights: np.ndarray | None
+    mode: str
+    temperature: float
+    stacker: MirrorStacker | None = None
+
+    def apply(self, probs: Sequence[np.ndarray], space: str) -> np.ndarray:
+        if self.stacker is not None:
+            return combine([self.stacker.predict(probs)], [1.0], "log", self.temperature)
+        return combine(probs, self.weights, space, self.temperature)
+
+    def weight_list(self) -> list[float]:
+        """The weights (empty for a stacker: its coefficients are in the report's ``stacker``)."""
+        return [] if self.weights is None else [float(x) for x in self.weights]
 
 
 @dataclass
@@ -160,16 +197,20 @@ def blend_members(members: Sequence[Member], weights: str | Sequence[float] = "p
     if all(m.oof is not None for m in members):
         shared = set.intersection(*(set(m.oof["id"]) for m in members))
         common = [i for i in members[0].oof["id"] if i in shared]  # first member's order
-    needs_oof = weights == "fit" or temperature
+    needs_oof = weights in ("fit", "stack") or temperature
     if needs_oof and not common:
         raise BlendError("fitted weights / temperature need out-of-fold predictions shared by every member")
     oof = [m.oof.set_index("id").loc[common] for m in members] if common else None
     oof_p = [o[PROB_COLUMNS].to_numpy() for o in oof] if oof else None
     labels = oof[0]["label"].to_numpy().astype(int) if oof else None
 
-    def choose(p, y):
-        """(weights, mode, temperature) fitted on rows (p, y) where the settings ask for fitting."""
+    def choose(p, y) -> _Fit:
+        """What the settings ask for, fitted on rows (p, y) where they ask for fitting."""
         if isinstance(weights, str):
+            if weights == "stack":
+                stacker = MirrorStacker().fit(p, y)
+                t = fit_temperature(stacker.predict(p), y) if temperature else 1.0
+                return _Fit(None, "stack", t, stacker)
             if weights == "paper":
                 w = np.array(PAPER_WEIGHTS) if len(members) == 2 else np.full(len(members), 1 / len(members))
             elif weights == "equal":
@@ -177,7 +218,7 @@ def blend_members(members: Sequence[Member], weights: str | Sequence[float] = "p
             elif weights == "fit":
                 w = fit_weights(p, y, space)
             else:
-                raise BlendError(f"weights must be 'paper', 'equal', 'fit' or numbers, got {weights!r}")
+                raise BlendError(f"weights must be 'paper', 'equal', 'fit', 'stack' or numbers, got {weights!r}")
             mode = weights
         else:
             w = np.asarray(weights, dtype=np.float64)
@@ -185,22 +226,22 @@ def blend_members(members: Sequence[Member], weights: str | Sequence[float] = "p
                 raise BlendError(f"{len(members)} member(s) need as many non-negative weights, got {list(weights)}")
             w, mode = w / w.sum(), "fixed"
         t = fit_temperature(combine(p, w, space), y) if temperature else 1.0
-        return w, mode, t
+        return _Fit(w, mode, t)
 
-    w, mode, t = choose(oof_p, labels) if oof_p is not None else choose(None, None)
+    chosen = choose(oof_p, labels) if oof_p is not None else choose(None, None)
     fold_fits = {}
     if oof:
         oof_folds = oof[0]["fold"].to_numpy() if "fold" in oof[0] else np.zeros(len(labels), dtype=int)
-        cross = combine(oof_p, w, space, t)  # nothing fitted: the same everywhere
+        cross = chosen.apply(oof_p, space) if not needs_oof else np.zeros((len(labels), 3))
         if needs_oof:
             if len(np.unique(oof_folds)) < 2:
                 raise BlendError("fitted weights / temperature need out-of-fold rows from at least two folds "
                                  "(they are cross-fitted: fitted on the other folds, scored on each)")
             for k in np.unique(oof_folds):
                 rest, here = oof_folds != k, oof_folds == k
-                wk, _, tk = choose([p[rest] for p in oof_p], labels[rest])
-                cross[here] = combine([p[here] for p in oof_p], wk, space, tk)
-                fold_fits[int(k)] = {"weights": [float(x) for x in wk], "temperature": float(tk)}
+                fold_fit = choose([p[rest] for p in oof_p], labels[rest])
+                cross[here] = fold_fit.apply([p[here] for p in oof_p], space)
+                fold_fits[int(k)] = {"weights": fold_fit.weight_list(), "temperature": float(fold_fit.temperature)}
 
     test = None
     if all(m.test is not None for m in members):
@@ -208,13 +249,16 @@ def blend_members(members: Sequence[Member], weights: str | Sequence[float] = "p
         for m in members[1:]:
             if m.test["id"].tolist() != test_ids:
                 raise BlendError(f"member {m.name}'s test ids differ from {members[0].name}'s")
-        blended = combine([m.test[PROB_COLUMNS].to_numpy() for m in members], w, space, t)
+        blended = chosen.apply([m.test[PROB_COLUMNS].to_numpy() for m in members], space)
         test = pd.DataFrame({"id": test_ids, **{c: blended[:, j] for j, c in enumerate(PROB_COLUMNS)}})
-    result = BlendResult(names, [float(x) for x in w], mode, space, t, test, len(common or []))
+    w, mode, t = chosen.weights, chosen.mode, chosen.temperature
+    result = BlendResult(names, chosen.weight_list(), mode, space, t, test, len(common or []))
     result.report = {"members": names, "weights": result.weights, "weights_mode": mode, "space": space,
                      "temperature": t, "temperature_fitted": bool(temperature), "oof_rows": result.oof_rows,
                      "oof_score": "cross-fitted per fold" if fold_fits else "nothing fitted",
                      "per_fold": fold_fits}
+    if chosen.stacker is not None:
+        result.report["stacker"] = chosen.stacker.describe(names)
     if oof:
         rows = {}
         for m, o in zip(members, oof):
@@ -227,9 +271,29 @@ def blend_members(members: Sequence[Member], weights: str | Sequence[float] = "p
         result.oof_ids, result.oof_labels, result.oof_blend = common, labels, cross
         rows["blend"] = metrics(labels, result.oof_blend)
         if fold_fits:  # what scoring the fit on its own rows would claim
-            rows["blend (in-sample fit)"] = metrics(labels, combine(oof_p, w, space, t))
+            rows["blend (in-sample fit)"] = metrics(labels, chosen.apply(oof_p, space))
         result.table = pd.DataFrame(rows).T
     return result
+
+
+def apply_saved_blend(members: Sequence[Member], saved: dict) -> pd.DataFrame:
+    """Test probabilities (id + PROB_COLUMNS) blended as a report's ``blend.json`` says: its
+    members (every one needed, in its order), weights or stacker, space and temperature."""
+    names = [m.name for m in members]
+    if sorted(names) != sorted(saved["members"]):
+        raise BlendError(f"the saved blend is for members {saved['members']}, but the models found are {names}: "
+                         f"attach the same members, or pass weights='paper' / 'equal' / [w1, ...]")
+    by_name = {m.name: m for m in members}
+    ordered = [by_name[n] for n in saved["members"]]
+    stacker = MirrorStacker.from_description(saved["stacker"]) if saved.get("weights_mode") == "stack" else None
+    fitted = _Fit(None if stacker else np.asarray(saved["weights"], dtype=np.float64), saved["weights_mode"],
+                  float(saved.get("temperature", 1.0)), stacker)
+    test_ids = ordered[0].test["id"].tolist()
+    for m in ordered[1:]:
+        if m.test["id"].tolist() != test_ids:
+            raise BlendError(f"member {m.name}'s test ids differ from {ordered[0].name}'s")
+    probs = fitted.apply([m.test[PROB_COLUMNS].to_numpy() for m in ordered], saved.get("space", "prob"))
+    return pd.DataFrame({"id": test_ids, **{c: probs[:, j] for j, c in enumerate(PROB_COLUMNS)}})
 
 
 def evaluation_table(result: BlendResult, tokenized_train: str | Path) -> pd.DataFrame:
@@ -305,10 +369,18 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
     return result
 
 
+def describe_weights(result: BlendResult) -> str:
+    """One line: the mode and each member's weight (a stacker's coefficients live in the report)."""
+    if result.weights_mode == "stack":
+        return ("stack (logistic regression on the members' log-probabilities, mirror-symmetric; "
+                "coefficients under `stacker` in the JSON report)")
+    return f"{result.weights_mode} " + ", ".join(f"{n} {w:.3f}" for n, w in zip(result.members, result.weights))
+
+
 def render_report(result: BlendResult) -> str:
     lines = [f"# LoRA-LiteE blend report ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
              f"- members: {', '.join(result.members)}",
-             f"- weights ({result.weights_mode}): " + ", ".join(f"{n} {w:.3f}" for n, w in zip(result.members, result.weights)),
+             f"- weights: {describe_weights(result)}",
              f"- blending space: {result.space}; temperature: {result.temperature:.3f}"
              f"{' (fitted)' if result.report.get('temperature_fitted') else ''}",
              f"- out-of-fold `blend` score: {result.report.get('oof_score', '-')}"

@@ -118,6 +118,8 @@ def _add_infer(sub):
     p.add_argument("--budget-hours", type=float, default=9.0)
     p.add_argument("--isolate", action="store_true", help="each model in its own process")
     p.add_argument("--base-model-dir", default=None, help="override the backbone folder")
+    p.add_argument("--rescore-oof", action="store_true",
+                   help="score out-of-fold rows even where the train stage's scores (oof.csv) can be reused")
     p.add_argument("--overwrite", action="store_true")
 
     def run(a):
@@ -129,9 +131,11 @@ def _add_infer(sub):
                           tta=not a.no_tta, max_tokens=a.max_tokens, budget_hours=a.budget_hours,
                           overwrite=a.overwrite)
             if a.isolate:
-                infer_isolated(model_dir, a.split, **kwargs)
+                infer_isolated(model_dir, a.split, rescore_oof=a.rescore_oof, base_model_dir=a.base_model_dir,
+                               **kwargs)
             else:
-                infer_stage(model_dir, a.split, base_model_dir=a.base_model_dir, **kwargs)
+                infer_stage(model_dir, a.split, base_model_dir=a.base_model_dir,
+                            reuse_train_scores=not a.rescore_oof, **kwargs)
     p.set_defaults(run=run)
 
 
@@ -154,7 +158,7 @@ def _caps(text: str):
 
 
 def _weights(text: str):
-    return text if text in ("paper", "equal", "fit") else [float(x) for x in _csv_list(text)]
+    return text if text in ("paper", "equal", "fit", "stack") else [float(x) for x in _csv_list(text)]
 
 
 def _add_blend(sub):
@@ -162,7 +166,8 @@ def _add_blend(sub):
     p.add_argument("--members", type=_parse_members, default=None,
                    help="NAME=DIR[,DIR...];NAME2=... (default: every trained model under <work>/models)")
     p.add_argument("--models", type=_csv_list, default=None, help="with the default members: only these presets")
-    p.add_argument("--weights", type=_weights, default="paper", help="paper (0.7/0.3) | equal | fit | w1,w2,...")
+    p.add_argument("--weights", type=_weights, default="paper", help="paper (0.7/0.3) | equal | fit (weights fitted on OOF rows) | stack (logistic regression "
+                        "on the members' OOF log-probabilities) | w1,w2,...")
     p.add_argument("--space", choices=["prob", "log"], default="prob")
     p.add_argument("--temperature", action="store_true", help="fit temperature scaling on out-of-fold rows")
     p.add_argument("--out", default=None, help="default <work>/submission.csv")
@@ -192,14 +197,14 @@ def _add_cv(sub):
     p.add_argument("--max-rows", type=int, default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--weights", type=_weights, default="fit",
-                   help="fit (cross-fitted for the OOF score) | paper (0.7/0.3) | equal | w1,w2,...")
+                   help="fit | stack (both cross-fitted for the OOF score) | paper (0.7/0.3) | equal | w1,w2,...")
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--max-train-rows", type=_caps, default=None,
                    help="cap on training rows per fold: N for every model, or MODEL=N,MODEL=N")
     p.add_argument("--head", choices=sorted(HEADS), default=None,
                    help="the neural members' head (default: each preset's)")
-    p.add_argument("--space", choices=["prob", "log"], default="prob",
-                   help="blend probabilities (prob) or log-probabilities (log)")
+    p.add_argument("--space", choices=["prob", "log"], default="log",
+                   help="blend log-probabilities (log: measured better on PandaLM, README) or probabilities (prob)")
     p.add_argument("--no-tta", action="store_true")
     p.add_argument("--no-swap-augment", action="store_true")
     p.add_argument("--evals-per-run", type=int, default=1)
@@ -228,6 +233,29 @@ def _add_main(sub):
     p.set_defaults(run=run)
 
 
+def _add_submit(sub):
+    p = sub.add_parser("submit", help="one call for a Kaggle submission: attached trained models + test.csv -> "
+                                      "submission.csv (tokenize, score, blend; nothing written beside the models)")
+    p.add_argument("--model-roots", type=_csv_list, default=None,
+                   help="folders holding trained outputs; default: every attached dataset (/kaggle/input)")
+    p.add_argument("--test", default=None, help="test table; default: this environment's")
+    p.add_argument("--weights", type=lambda t: t if t in ("auto", "saved") else _weights(t), default="auto",
+                   help="auto (the saved blend.json if found, else paper) | saved | paper | equal | w1,w2,...")
+    p.add_argument("--blend-json", default=None, help="the saved blend to apply (default: the one under the roots)")
+    p.add_argument("--out", default=None, help="default <work>/submission.csv (an earlier one is moved aside)")
+    p.add_argument("--work", default=None, help="default: the work dir (/kaggle/working on Kaggle)")
+    p.add_argument("--devices", type=_csv_list, default=None)
+    p.add_argument("--no-tta", action="store_true", help="skip the swapped pass of joint-head models")
+    p.add_argument("--max-tokens", type=int, default=None, help="padded tokens per batch")
+    p.add_argument("--budget-hours", type=float, default=9.0)
+
+    def run(a):
+        from .submit import submit
+        submit(a.model_roots, a.test, weights=a.weights, blend_json=a.blend_json, out=a.out, work=a.work,
+               devices=a.devices, tta=not a.no_tta, max_tokens=a.max_tokens, budget_hours=a.budget_hours)
+    p.set_defaults(run=run)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kit", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
@@ -237,6 +265,7 @@ def main(argv=None) -> int:
     _add_blend(sub)
     _add_cv(sub)
     _add_main(sub)
+    _add_submit(sub)
     args = parser.parse_args(argv)
     try:
         args.run(args)

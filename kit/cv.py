@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .blend import MEMBER_ORDER, blend_members, evaluation_table, load_member
+from .blend import MEMBER_ORDER, describe_weights, blend_members, evaluation_table, load_member
 from .inference import infer_stage
 from .io import write_json, write_text
 from .tokenization import tokenize_stage
@@ -66,7 +66,7 @@ def cv_stage(train: Sequence[str | Path], models: Sequence[str] = ("minilm", "sm
              out: str | Path, max_length: int | None = None, max_rows: int | None = None, weights="fit",
              epochs: float | None = None, max_train_rows: int | dict | None = None, tta: bool = True,
              seed: int = 42, swap_augment: bool = True, evals_per_run: int = 1, head: str | None = None,
-             space: str = "prob", overwrite: bool = False) -> dict:
+             space: str = "log", overwrite: bool = False) -> dict:
     """``max_train_rows``: one cap for every model, or {model: cap}; ``head``: every neural model's
     head (None: each preset's own)."""
     from .presets import resolve_preset
@@ -109,7 +109,7 @@ def cv_stage(train: Sequence[str | Path], models: Sequence[str] = ("minilm", "sm
                 "evals_per_run": evals_per_run,
                 "blend": {"space": space, "weights_mode": result.weights_mode, "weights": dict(zip(result.members, result.weights)),
                           "temperature": result.temperature, "oof_score": result.report["oof_score"],
-                          "per_fold": result.report["per_fold"]},
+                          "per_fold": result.report["per_fold"], "stacker": result.report.get("stacker")},
                 "train_minutes": timings, "wall_minutes_this_call": (time.time() - started) / 60}
     payload = {"rows": len(result.oof_ids), "folds": folds, "settings": settings,
                "results": {name: {"log_loss": float(r["log_loss"]), "accuracy": float(r["accuracy"])}
@@ -119,7 +119,7 @@ def cv_stage(train: Sequence[str | Path], models: Sequence[str] = ("minilm", "sm
           f"models {', '.join(models)}; head {head or 'preset'}; max_length {max_length or 'preset'}; "
           f"epochs {epochs or 'preset'}; training rows per fold {max_train_rows or 'all'}; "
           f"swap augmentation {swap_augment} (joint head only); swap TTA {tta} (joint head only); blend weights "
-          f"{result.weights_mode} {', '.join(f'{n} {w:.3f}' for n, w in zip(result.members, result.weights))}"
+          f"{describe_weights(result)} in {space} space"
           f" (test), the `blend` row {result.report['oof_score']}; "
           f"training minutes summed over folds: {', '.join(f'{m} {t:.1f}' for m, t in timings.items())}.\n\n"
           + table[["log_loss", "accuracy"]].to_markdown(floatfmt=".4f") + "\n")

@@ -6,9 +6,26 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-KAGGLE_INPUT = Path("/kaggle/input")
-KAGGLE_WORKING = Path("/kaggle/working")
 COMPETITION = "lmsys-chatbot-arena"
+
+
+def kaggle_path(path: str | Path) -> Path:
+    """A Kaggle path, ``/kaggle/...``, as this machine sees it: under ``KIT_KAGGLE_ROOT`` when
+    that is set (a simulated Kaggle layout: the tests run the Kaggle flow in a temporary
+    folder), unchanged otherwise. Other paths are returned as they are."""
+    path = Path(path)
+    root = os.environ.get("KIT_KAGGLE_ROOT")
+    if root and path.parts[:2] == ("/", "kaggle"):
+        return Path(root).joinpath(*path.parts[2:])
+    return path
+
+
+def kaggle_input() -> Path:
+    return kaggle_path("/kaggle/input")
+
+
+def kaggle_working() -> Path:
+    return kaggle_path("/kaggle/working")
 
 
 def environment() -> str:
@@ -16,7 +33,7 @@ def environment() -> str:
     forced = os.environ.get("KIT_ENV")
     if forced:
         return forced
-    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") or KAGGLE_INPUT.is_dir():
+    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") or kaggle_input().is_dir():
         return "kaggle"
     if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG"):
         return "colab"
@@ -28,7 +45,7 @@ def work_dir() -> Path:
     if os.environ.get("KIT_WORK"):
         return Path(os.environ["KIT_WORK"])
     if environment() == "kaggle":
-        return KAGGLE_WORKING
+        return kaggle_working()
     return REPO_ROOT / "artifacts"
 
 
@@ -47,7 +64,7 @@ def default_inputs() -> dict[str, list[Path] | Path]:
     training, and the official 3-row test.csv.
     """
     if environment() == "kaggle":
-        base = KAGGLE_INPUT / COMPETITION
+        base = kaggle_input() / COMPETITION
         return {"train": [base / "train.csv"], "test": base / "test.csv",
                 "sample_submission": base / "sample_submission.csv"}
     data = REPO_ROOT / "data"

@@ -196,16 +196,23 @@ def _load_replicas(model_dir: Path, preset, devices: Sequence[str], load):
 def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | Path | None = None,
                 out: str | Path | None = None, devices: Sequence[str] | None = None, cpu_workers: int = 1,
                 tta: bool = True, max_tokens: int | None = None, budget_hours: float | None = 9.0,
-                overwrite: bool = False, base_model_dir: str | None = None) -> InferResult:
+                overwrite: bool = False, base_model_dir: str | None = None,
+                reuse_train_scores: bool = True) -> InferResult:
     """Stage 3 for one trained (model, fold) output.
 
     split="test": every row of the tokenized test table; split="oof": the rows of the
     fold the model held out. Writes ``<model_dir>/predictions/<split>.csv`` (id, p_a, p_b,
     p_tie [, label]; with TTA also the direct and swapped passes' columns).
+
+    For split="oof" with a single pass (a swap-equivariant head or TTA off), the train
+    stage already scored exactly these rows with exactly these weights (``oof.csv``, written
+    with the adapter): those scores are taken instead of scoring again, when the ids match
+    the held-out fold one for one and nothing (tokenized table, base model) is overridden.
+    ``reuse_train_scores=False`` always scores.
     """
     from dataclasses import replace
 
-    from .io import check_free, write_csv
+    from .io import check_free, manifest_path, write_csv, write_json
     from .presets import Preset
 
     model_dir = Path(model_dir)
@@ -231,6 +238,7 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
     check_free([out], overwrite)
     frame = pd.read_parquet(table)
     if split == "oof":
+        _check_same_folds(model_dir, cfg, tokenized)
         frame = frame[frame["fold"] == cfg["fold"]]
     meta_path = tokenized / "meta.json"
     if meta_path.exists() and preset.kind != "lexical":
@@ -246,7 +254,13 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
 
     started = time.time()
     projection = None
-    if preset.kind == "lexical":  # a scikit-learn member: no devices, no batches
+    reused = _train_stage_scores(model_dir, frame, cfg, preset, split, tta, tokenized,
+                                 reuse_train_scores and not base_model_dir)
+    if reused is not None:
+        probs, tta = {"direct": reused}, False
+        print(f"[kit infer] {model_dir / 'oof.csv'}: the train stage's scores of these held-out rows, reused",
+              flush=True)
+    elif preset.kind == "lexical":  # a scikit-learn member: no devices, no batches
         from .lexical import LexicalModel
         probs = {"direct": LexicalModel.load(model_dir / "adapter").predict_proba(frame)}
         tta = False
@@ -295,28 +309,81 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
         result["label"] = frame["label"].to_numpy()
     result = result[["id", *PROB_COLUMNS, *[c for c in result.columns if c not in ("id", *PROB_COLUMNS)]]]
     write_csv(result, out, overwrite)
+    # which training run made these predictions: the blend refuses predictions of an earlier run
+    write_json({"run_id": cfg.get("run_id"), "model_dir": str(model_dir), "split": split,
+                "tokenized": str(tokenized), "rows": len(result), "tta": bool(tta)}, manifest_path(out), True)
     print(f"[kit infer] {len(result)} rows, {seconds:.1f} s ({len(result) * len(passes) / max(seconds, 1e-9):.2f} "
           f"passes/s){f', flip rate {flip:.3f}' if flip is not None else ''} -> {out}", flush=True)
     projected = None if projection is None or projection.projected_s is None else projection.projected_s / 3600
     return InferResult(out, result, flip, projected, seconds)
 
 
+FOLD_KEYS = ("train_sources", "n_folds", "seed", "max_rows")
+
+
+def _check_same_folds(model_dir: Path, cfg: dict, tokenized: Path) -> None:
+    """Out-of-fold rows are only held out if the cache splits folds as it did for training."""
+    meta_path = tokenized / "meta.json"
+    trained = cfg.get("tokenization") or {}
+    if not meta_path.exists() or not trained:
+        return
+    now = json.loads(meta_path.read_text())
+    differ = [k for k in FOLD_KEYS if k in trained and now.get(k) != trained.get(k)]
+    if differ:
+        raise ValueError(f"{tokenized} splits its rows differently from when {model_dir} was trained ("
+                         + ", ".join(f"{k}: {trained.get(k)!r} then, {now.get(k)!r} now" for k in differ)
+                         + "): its 'held-out' fold would hold training rows. Retrain on this cache, or pass "
+                           "--tokenized with the cache the model was trained on")
+
+
+def _train_stage_scores(model_dir: Path, frame: pd.DataFrame, cfg: dict, preset, split: str, tta: bool,
+                        tokenized: Path, allowed: bool) -> np.ndarray | None:
+    """The train stage's probabilities of ``frame``'s rows, if they are exactly what scoring
+    would give (see :func:`infer_stage`); None otherwise."""
+    if not allowed or split != "oof" or Path(cfg["tokenized"]).resolve() != tokenized.resolve():
+        return None
+    if preset.kind != "lexical":
+        from .heads import get_head
+        if tta and get_head(preset.head).uses_tta:
+            return None  # the train stage scored the direct pass only
+    path = model_dir / "oof.csv"
+    if not path.exists():
+        return None
+    scored = pd.read_csv(path, dtype={"id": frame["id"].dtype} if frame["id"].dtype == object else None)
+    if scored["id"].tolist() != frame["id"].tolist():
+        return None  # e.g. the train stage scored a capped share of the fold
+    return scored[PROB_COLUMNS].to_numpy(dtype=np.float64)
+
+
 def infer_isolated(model_dir: str | Path, split: str = "test", *, tokenized=None, out=None,
                    devices: Sequence[str] | None = None, cpu_workers: int = 1, tta: bool = True,
                    max_tokens: int | None = None, budget_hours: float | None = 9.0,
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, rescore_oof: bool = False, base_model_dir: str | None = None) -> Path:
     """:func:`infer_stage` in a fresh Python process: all its GPU memory is returned when
     it exits, so the next model loads into empty devices."""
     args = [sys.executable, "-m", "kit", "infer", "--model-dir", str(model_dir), "--split", split,
             "--cpu-workers", str(cpu_workers)]
     for flag, value in (("--tokenized", tokenized), ("--out", out), ("--max-tokens", max_tokens),
-                        ("--budget-hours", budget_hours),
+                        ("--budget-hours", budget_hours), ("--base-model-dir", base_model_dir),
                         ("--devices", ",".join(devices) if devices else None)):
         if value is not None:
             args += [flag, str(value)]
-    args += ([] if tta else ["--no-tta"]) + (["--overwrite"] if overwrite else [])
-    subprocess.run(args, check=True)
+    args += ([] if tta else ["--no-tta"]) + (["--overwrite"] if overwrite else []) \
+        + (["--rescore-oof"] if rescore_oof else [])
+    subprocess.run(args, check=True, env=kit_importable_env())
     return Path(out) if out else Path(model_dir) / "predictions" / f"{split}.csv"
+
+
+def kit_importable_env() -> dict:
+    """This process's environment with the folder that holds ``kit`` first on PYTHONPATH: a
+    notebook that found the kit through its own ``sys.path`` (an attached dataset, a clone
+    beside it) starts children that find it too."""
+    import os
+
+    here = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
 
 
 def trained_outputs(root: str | Path | None = None, models: Sequence[str] | None = None) -> list[Path]:

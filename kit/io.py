@@ -50,6 +50,40 @@ def atomic_write(path, write: Callable[[Path], None], overwrite: bool = False) -
     return path
 
 
+def new_run_id() -> str:
+    """A fresh id for one train-stage run: its predictions carry it (``*.manifest.json``), so
+    predictions made by an earlier run of the same folder are recognised as stale."""
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def manifest_path(predictions) -> Path:
+    """``predictions/test.csv`` -> ``predictions/test.manifest.json``."""
+    predictions = Path(predictions)
+    return predictions.with_name(predictions.stem + ".manifest.json")
+
+
+def publish(source, target, who: str = "kit") -> Path:
+    """Copy ``source`` to ``target`` atomically; a file already at ``target`` is first moved
+    aside to ``<stem>-<its mtime>.<suffix>`` (said on the console) — never overwritten."""
+    import shutil
+    import time
+
+    source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(target.stat().st_mtime))
+        aside = target.with_name(f"{target.stem}-{stamp}{target.suffix}")
+        n = 1
+        while aside.exists():
+            aside, n = target.with_name(f"{target.stem}-{stamp}-{n}{target.suffix}"), n + 1
+        os.replace(target, aside)
+        print(f"[{who}] the previous {target.name} was moved to {aside}", flush=True)
+    atomic_write(target, lambda p: shutil.copyfile(source, p))
+    return target
+
+
 def write_parquet(df: pd.DataFrame, path, overwrite: bool = False) -> Path:
     return atomic_write(path, lambda p: df.to_parquet(p, index=False), overwrite)
 

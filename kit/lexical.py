@@ -142,7 +142,7 @@ def train_lexical(preset, train_rows: pd.DataFrame, held: pd.DataFrame, fold, ou
     import torch
 
     from .evaluation import log_loss
-    from .io import write_csv, write_json
+    from .io import new_run_id, write_csv, write_json
     from .training import TrainResult
 
     missing = [c for c in ("prompt", "response_a", "response_b") if c not in train_rows.columns]
@@ -168,7 +168,8 @@ def train_lexical(preset, train_rows: pd.DataFrame, held: pd.DataFrame, fold, ou
         shutil.rmtree(out / "adapter")
     os.replace(tmp, out / "adapter")
     write_json({"preset": preset.to_dict(), "fold": fold, "train": asdict(settings), "tokenized": str(tokenized),
-                "tokenization": token_meta, "torch": torch.__version__}, out / "config.json", overwrite)
+                "tokenization": token_meta, "torch": torch.__version__, "run_id": new_run_id()},
+               out / "config.json", overwrite)
     if oof is not None:
         write_csv(oof, out / "oof.csv", overwrite)
     write_json(metrics, out / "metrics.json", overwrite)

@@ -5,10 +5,14 @@ Each side — the prompt turns plus *one* response's turns — is packed on its 
 pooled into a vector ``h`` (mean of the non-pad tokens for encoders, the last non-pad
 token for decoders). Then::
 
-    logits = [ r(h_A),  r(h_B),  t(h_A + h_B, |h_A - h_B|) ]
+    logits = [ r(h_A),  r(h_B),  (r(h_A) + r(h_B)) / 2 + t(h_A + h_B, |h_A - h_B|) ]
 
 with ``r`` one linear reward head shared by both sides and ``t`` a linear tie head on
-features that do not change when A and B are exchanged. Guarantees:
+features that do not change when A and B are exchanged. The ``(r_A + r_B) / 2`` term is
+Davidson's (1970) tie model for paired comparisons — P(tie) ∝ ν·sqrt(π_A·π_B), with ``t`` the
+row's log ν — so a tie gets likelier as the two rewards get closer, which a free tie logit
+must learn from scratch (``tie_model="free"`` drops the term; measured in results/sweep).
+Guarantees:
 
 * **Swap equivariance, exactly:** scoring (B, A) gives the logits of (A, B) with the first
   two exchanged — no swap augmentation or swap TTA is needed, and the flip rate is 0.
@@ -28,17 +32,21 @@ from tqdm.auto import tqdm
 
 PAIR_HEADS = ["reward_head", "tie_head"]
 SIDE_COLUMNS = ("side_a_ids", "side_b_ids")
+TIE_MODELS = ("davidson", "free")
 
 
 class PairwiseRewardModel(nn.Module):
     """Backbone (a Hugging Face base model, no head) + shared reward head + symmetric tie head."""
 
-    def __init__(self, backbone, pooling: str):
+    def __init__(self, backbone, pooling: str, tie_model: str = "davidson"):
         super().__init__()
         if pooling not in ("mean", "last", "first"):
             raise ValueError(f"pooling must be 'mean', 'last' or 'first', got {pooling!r}")
+        if tie_model not in TIE_MODELS:
+            raise ValueError(f"tie_model must be one of {TIE_MODELS}, got {tie_model!r}")
         self.backbone = backbone
         self.pooling = pooling
+        self.tie_model = tie_model
         hidden = backbone.config.hidden_size
         self.reward_head = nn.Linear(hidden, 1)
         self.tie_head = nn.Linear(2 * hidden, 1)
@@ -77,6 +85,8 @@ class PairwiseRewardModel(nn.Module):
     def pair_logits(self, h_a: torch.Tensor, h_b: torch.Tensor) -> torch.Tensor:
         r_a, r_b = self.reward_head(h_a), self.reward_head(h_b)
         tie = self.tie_head(torch.cat([h_a + h_b, (h_a - h_b).abs()], dim=-1))
+        if self.tie_model == "davidson":
+            tie = tie + (r_a + r_b) / 2
         return torch.cat([r_a, r_b, tie], dim=-1)
 
     def forward(self, input_ids, attention_mask, input_ids_b, attention_mask_b, labels=None):
@@ -188,7 +198,7 @@ def load_base_pairwise(preset, device_map=None):
         backbone = prepare_model_for_kbit_training(
             backbone, use_gradient_checkpointing=preset.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
-    return PairwiseRewardModel(backbone, preset.pooling or default_pooling(preset.kind)), tokenizer
+    return PairwiseRewardModel(backbone, preset.pooling or default_pooling(preset.kind), preset.tie_model), tokenizer
 
 
 def build_pairwise(preset, device_map=None):

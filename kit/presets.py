@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .env import cache_dir
+from .env import cache_dir, kaggle_path
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -33,6 +33,7 @@ class Preset:
     kind: str  # "encoder", "decoder", or "lexical" (no backbone: kit.lexical)
     head: str = "joint"  # kit.heads: "joint" (one sequence) or "pairwise" (one sequence per side)
     pooling: str | None = None  # pairwise head: "mean" | "last" | "first"; None: mean (encoder), last (decoder)
+    tie_model: str = "davidson"  # pairwise head: "davidson" (tie logit + mean reward) or "free" (kit.pairwise)
     model_dir: str | None = None  # None: resolved from the embedded package
     max_length: int = 512
     # LoRA
@@ -42,7 +43,7 @@ class Preset:
     target_modules: tuple[str, ...] = ()
     layers_to_transform: tuple[int, ...] | None = None  # None: every layer
     # loading
-    load_in_4bit: bool = False  # nf4 through bitsandbytes; needs CUDA
+    load_in_4bit: bool = False  # nf4 through bitsandbytes (CUDA, or CPU: slower than fp32 there)
     attn_implementation: str | None = None
     # training defaults
     learning_rate: float = 2e-4
@@ -78,7 +79,7 @@ PRESETS: dict[str, Preset] = {
     # embedded members: the pairwise head and the recipe measured in results/sweep/sweep.md
     # (max_length is per side for the pairwise head)
     "minilm": Preset(
-        name="minilm", kind="encoder", max_length=128, head="pairwise", pooling="mean",
+        name="minilm", kind="encoder", max_length=256, head="pairwise", pooling="mean",
         lora_r=16, lora_alpha=32, lora_dropout=0.1,
         target_modules=("query", "key", "value", "dense"),
         learning_rate=5e-4, epochs=1.0, batch_size=8, head_lr_scale=20.0, group_by_length=False,
@@ -201,7 +202,7 @@ def model_path(preset: Preset) -> Path:
         if preset.name == "smollm2":
             return smollm2_dir()
         raise PresetError(f"preset {preset.name!r} has no model_dir")
-    path = Path(preset.model_dir)
+    path = kaggle_path(preset.model_dir)
     if not (path / "config.json").exists():
         raise PresetError(f"model folder for preset {preset.name!r} not found: {path} "
                           f"(no config.json). Attach the model or pass --model-dir / model_dir=")

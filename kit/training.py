@@ -31,7 +31,7 @@ import torch
 
 from .env import work_dir
 from .evaluation import log_loss, softmax
-from .io import check_free, write_csv, write_json
+from .io import check_free, new_run_id, write_csv, write_json
 from .heads import get_head
 from .presets import Preset, PresetError, resolve_preset
 
@@ -185,6 +185,8 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     out = Path(out) if out else default_model_out(preset.name, fold)
     finals = [out / n for n in ("adapter", "metrics.json", "oof.csv", "config.json")]
     check_free(finals, overwrite)
+    if overwrite:  # the old model's predictions must not outlive it (the blend would read them)
+        shutil.rmtree(out / "predictions", ignore_errors=True)
     if preset.kind == "lexical":  # no backbone, no Trainer: a scikit-learn member
         from .lexical import train_lexical
         return train_lexical(preset, train_rows, held, fold, out, settings, tokenized, token_meta, overwrite)
@@ -242,7 +244,7 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     _save_adapter(trainer.model, tokenizer, out / "adapter", overwrite)
     write_json({"preset": preset.to_dict(), "fold": fold, "train": asdict(settings),
                 "tokenized": str(tokenized), "tokenization": token_meta,
-                "torch": torch.__version__}, out / "config.json", overwrite)
+                "torch": torch.__version__, "run_id": new_run_id()}, out / "config.json", overwrite)
     log = pd.DataFrame(trainer.state.log_history)
     write_csv(log, out / "train_log.csv", overwrite=True)
     from .plots import plot_training

@@ -24,7 +24,7 @@
 # %% tags=["parameters"]
 MEMBERS = None          # {"gemma2-9b": [dirs...], ...}; None: every trained model, by preset
 MODELS = None           # with MEMBERS:None: only these presets
-WEIGHTS = "paper"       # "paper" (0.7/0.3) | "equal" | "fit" (out-of-fold; its OOF score cross-fitted) | [w1, ...]
+WEIGHTS = "paper"       # "paper" (0.7/0.3) | "equal" | "fit" | "stack" (both fitted out of fold, their OOF score cross-fitted) | [w1, ...]
 SPACE = "prob"          # "prob" (arithmetic mean) | "log" (geometric mean)
 TEMPERATURE = False     # fit temperature scaling on out-of-fold rows
 OUT = None              # None: the work dir: submission.csv

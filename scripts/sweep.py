@@ -23,32 +23,39 @@ PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
 
 # name: (model, head, max_length, preset overrides, train settings)
 CONFIGS = {
-    "minilm pairwise mean lr5e-4 2ep": ("minilm", "pairwise", 256, {"pooling": "mean"},
+    "minilm pairwise mean lr5e-4 2ep": ("minilm", "pairwise", 256, {"pooling": "mean", "tie_model": "free"},
                                         dict(learning_rate=5e-4, epochs=2)),
-    "minilm pairwise mean lr5e-4 1ep len128": ("minilm", "pairwise", 128, {"pooling": "mean"},
+    "minilm pairwise mean lr5e-4 1ep len128": ("minilm", "pairwise", 128, {"pooling": "mean", "tie_model": "free"},
                                                dict(learning_rate=5e-4, epochs=1)),
-    "minilm pairwise mean lr5e-4 1ep len128 shuffled": ("minilm", "pairwise", 128, {"pooling": "mean"},
+    "minilm pairwise mean lr5e-4 1ep len128 shuffled": ("minilm", "pairwise", 128, {"pooling": "mean", "tie_model": "free"},
                                                         dict(learning_rate=5e-4, epochs=1, group_by_length=False)),
     "minilm pairwise mean lr5e-4 1ep len128 shuffled head-lr-x20": (
-        "minilm", "pairwise", 128, {"pooling": "mean"},
+        "minilm", "pairwise", 128, {"pooling": "mean", "tie_model": "free"},
         dict(learning_rate=5e-4, epochs=1, group_by_length=False, head_lr_scale=20.0)),
-    "minilm pairwise mean lr5e-4 2ep len128": ("minilm", "pairwise", 128, {"pooling": "mean"},
+    "minilm pairwise mean lr5e-4 2ep len128": ("minilm", "pairwise", 128, {"pooling": "mean", "tie_model": "free"},
                                                dict(learning_rate=5e-4, epochs=2)),
-    "minilm pairwise mean lr1e-3 1ep len128": ("minilm", "pairwise", 128, {"pooling": "mean"},
+    "minilm pairwise mean lr1e-3 1ep len128": ("minilm", "pairwise", 128, {"pooling": "mean", "tie_model": "free"},
                                                dict(learning_rate=1e-3, epochs=1)),
     "smollm2 pairwise last top8 lr5e-4 300rows 1ep len128": (
-        "smollm2", "pairwise", 128, {"layers_to_transform": list(range(22, 30)), "lora_dropout": 0.0},
+        "smollm2", "pairwise", 128, {"layers_to_transform": list(range(22, 30)), "lora_dropout": 0.0, "tie_model": "free"},
         dict(learning_rate=5e-4, epochs=1, max_train_rows=300)),
     "smollm2 pairwise last top8 lr5e-4 300rows 1ep len128 shuffled head-lr-x20": (
-        "smollm2", "pairwise", 128, {"layers_to_transform": list(range(22, 30)), "lora_dropout": 0.0},
+        "smollm2", "pairwise", 128, {"layers_to_transform": list(range(22, 30)), "lora_dropout": 0.0, "tie_model": "free"},
         dict(learning_rate=5e-4, epochs=1, max_train_rows=300, group_by_length=False, head_lr_scale=20.0)),
-    "minilm pairwise cls lr5e-4 1ep len128": ("minilm", "pairwise", 128, {"pooling": "first"},
+    "minilm pairwise cls lr5e-4 1ep len128": ("minilm", "pairwise", 128, {"pooling": "first", "tie_model": "free"},
                                               dict(learning_rate=5e-4, epochs=1)),
     "minilm joint lr5e-4 1ep swap-aug len256-total": ("minilm", "joint", 256, {},
                                                 dict(learning_rate=5e-4, epochs=1)),
     "smollm2 pairwise last all-layers lr5e-4 300rows 1ep len128": (
-        "smollm2", "pairwise", 128, {"layers_to_transform": list(range(30)), "lora_dropout": 0.0},
+        "smollm2", "pairwise", 128, {"layers_to_transform": list(range(30)), "lora_dropout": 0.0, "tie_model": "free"},
         dict(learning_rate=5e-4, epochs=1, max_train_rows=300)),
+    # Davidson tie model (kit.pairwise): the tie logit gets the mean of the two rewards
+    "minilm pairwise mean lr5e-4 1ep len128 shuffled head-lr-x20 davidson": (
+        "minilm", "pairwise", 128, {"pooling": "mean", "tie_model": "davidson"},
+        dict(learning_rate=5e-4, epochs=1, group_by_length=False, head_lr_scale=20.0)),
+    "minilm pairwise mean lr5e-4 1ep len256 shuffled head-lr-x20 davidson": (
+        "minilm", "pairwise", 256, {"pooling": "mean", "tie_model": "davidson"},
+        dict(learning_rate=5e-4, epochs=1, group_by_length=False, head_lr_scale=20.0)),
 }
 LEXICAL_GRID = [(1.0, 1.0), (0.1, 1.0), (0.03, 1.0), (0.01, 1.0), (0.03, 3.0), (0.3, 0.3), (0.1, 0.3),
                 (0.3, 0.1), (0.1, 0.1), (0.1, 0.0)]
@@ -140,14 +147,17 @@ def render(results: dict, out: Path) -> None:
     columns = ["log_loss", "accuracy", "blend_50_50_with_lexical", "minutes", "scope"]
     table = pd.DataFrame(results).T.reindex(columns=columns)
     table = pd.concat([table[table["scope"] == "5 folds"], table[table["scope"] == "fold 0"]])
-    shown = table.astype(object).where(table.notna(), "—")
+    shown = table.astype(object).copy()
+    for col in ("log_loss", "accuracy", "blend_50_50_with_lexical", "minutes"):
+        shown[col] = [f"{float(x):.4f}" if pd.notna(x) else "—" for x in table[col]]
     md = ("# Recipe sweep on PandaLM (prompt-grouped folds, seed 42)\n\n"
           "Rows scoped `fold 0`: trained on folds 1-4 (capped where the name says), scored on fold 0's 204 "
           "held-out rows. Rows scoped `5 folds`: cross-validated on all 999 rows. `python scripts/sweep.py` on "
           "2 CPU cores; minutes are wall time on this machine (runs that shared the CPU with other work are "
           "slower). Names: head, pooling, learning rate, epochs, tokens per side (default 256), `shuffled` = "
           "plain random batches instead of length-grouped ones, `head-lr-xN` = the heads at N times the "
-          "learning rate. `blend_50_50_with_lexical`: the fold-0 predictions averaged with the lexical "
+          "learning rate, `davidson` = the pairwise head's Davidson tie term (kit.pairwise; rows without it ran "
+          "with a free tie logit, `tie_model=\"free\"`). `blend_50_50_with_lexical`: the fold-0 predictions averaged with the lexical "
           "member's (trained on folds 1-4) — what the member adds to the ensemble.\n\n"
           + shown.to_markdown(floatfmt=".4f") + "\n\n![sweep](sweep.png)\n")
     write_text(md, out / "sweep.md", overwrite=True)

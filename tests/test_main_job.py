@@ -1,4 +1,6 @@
 """The main job, end to end through the four notebooks, at toy scale (--quick)."""
+import json
+
 import pandas as pd
 
 from kit.submission import validate_submission
@@ -21,7 +23,9 @@ def test_main_job_quick_produces_a_valid_submission(tmp_path):
             "02_train-minilm-fold0.ipynb", "02_train-smollm2-fold1.ipynb", "02_train-lexical-fold1.ipynb",
             "03_infer_two_t4.ipynb", "04_blend.ipynb"} <= executed
     report = (run_dir / "report" / "report.md").read_text()
-    assert "weights (fit): smollm2 " in report and ", lexical " in report and "cross-fitted per fold" in report
+    assert "weights: fit smollm2 " in report and ", lexical " in report and "cross-fitted per fold" in report
+    blend = json.loads((run_dir / "report" / "blend.json").read_text())
+    assert blend["space"] == "log" and len(blend["weights"]) == 3 and abs(sum(blend["weights"]) - 1) < 1e-9
     table = pd.read_csv(run_dir / "report" / "evaluation.csv").set_index("method")
     assert {"uniform", "prior", "tfidf", "minilm", "smollm2", "lexical", "blend",
             "blend (in-sample fit)"} <= set(table.index)

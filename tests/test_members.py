@@ -95,3 +95,77 @@ def test_cv_validates_model_names_before_any_work(tmp_path):
     proc = run_kit("cv", "--train", PANDALM, "--models", "minilm,nosuch", "--out", tmp_path / "cv")
     assert proc.returncode == 2 and "unknown model preset 'nosuch'" in proc.stderr
     assert not (tmp_path / "cv").exists()
+
+
+def _closeness_case(seed=0, n=600):
+    """A member whose A/B direction is informative and whose tie probability is constant — while
+    in truth ties happen when its two scores are close (the pattern the MiniLM member shows)."""
+    rng = np.random.default_rng(seed)
+    margin = rng.normal(0, 1.5, n)
+    p_tie_true = 0.45 * np.exp(-margin ** 2)
+    p_a_true = (1 - p_tie_true) / (1 + np.exp(-margin))
+    truth = np.column_stack([p_a_true, 1 - p_tie_true - p_a_true, p_tie_true])
+    labels = np.array([rng.choice(3, p=row) for row in truth])
+    member = np.column_stack([(1 - 0.12) / (1 + np.exp(-margin)), (1 - 0.12) / (1 + np.exp(margin)),
+                              np.full(n, 0.12)])
+    noise = rng.dirichlet(np.ones(3), n)
+    return member, noise, labels, np.arange(n) % 3
+
+
+def test_stacker_recalibrates_what_weights_cannot_and_stays_swap_symmetric():
+    from kit.stacking import MirrorStacker
+    member, noise, labels, folds = _closeness_case()
+    members = [_member("closeness", member, labels, folds), _member("noise", noise, labels, folds)]
+    fit = blend_members(members, "fit")
+    stack = blend_members(members, "stack")
+    assert stack.report["oof_score"] == "cross-fitted per fold" and len(stack.report["per_fold"]) == 3
+    assert stack.weights == [] and set(stack.report["stacker"]["coefficients"]) == {"a", "b", "tie"}
+    honest_fit, honest_stack = (r.table.loc["blend", "log_loss"] for r in (fit, stack))
+    assert honest_stack < honest_fit - 0.03  # ties come from closeness, which no weighting can give
+    assert np.isclose(honest_stack, log_loss(labels, stack.oof_blend))
+    assert stack.table.loc["blend (in-sample fit)", "log_loss"] < honest_stack  # in-sample flatters
+    # swap symmetry, exactly: stacking the mirrored rows gives the mirrored probabilities
+    model = MirrorStacker().fit([member, noise], labels)
+    direct = model.predict([member, noise])
+    mirrored = model.predict([member[:, [1, 0, 2]], noise[:, [1, 0, 2]]])
+    np.testing.assert_allclose(mirrored[:, [1, 0, 2]], direct, atol=1e-12)
+    np.testing.assert_allclose(direct.sum(1), 1.0, atol=1e-12)
+    with pytest.raises(ValueError, match="all three outcomes"):
+        MirrorStacker().fit([member[labels != 2]], labels[labels != 2])
+
+
+def test_predictions_of_an_earlier_training_run_are_never_blended(tmp_path):
+    """Retraining a model (--overwrite) retires its predictions: gone from the model folder, and a
+    copy put back is refused as stale (it carries the old run's id), as is one without its manifest.
+    Re-tokenizing with other folds makes `infer --split oof` an error, not a leak."""
+    import shutil
+    tok = tokenize_stage("lexical", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=120, out=tmp_path / "tok")
+    dirs = [tmp_path / "models" / "lexical" / f"fold{k}" for k in range(2)]
+    for k, d in enumerate(dirs):
+        train_stage("lexical", k, tokenized=tok.out_dir, out=d)
+        infer_stage(d, "test")
+        infer_stage(d, "oof")
+    blend_stage({"lexical": dirs}, weights="equal", out=tmp_path / "sub1.csv", report_dir=tmp_path / "r1")
+    old = tmp_path / "old_predictions"
+    shutil.copytree(dirs[0] / "predictions", old)
+
+    train_stage("lexical", 0, tokenized=tok.out_dir, out=dirs[0], overwrite=True)
+    assert not (dirs[0] / "predictions").exists()
+    with pytest.raises(ValueError, match="missing test predictions .*fold0/predictions/test.csv: run the infer"):
+        blend_stage({"lexical": dirs}, weights="equal", out=tmp_path / "sub2.csv", report_dir=tmp_path / "r2")
+    shutil.copytree(old, dirs[0] / "predictions")
+    with pytest.raises(ValueError, match="stale test predictions .*an earlier training run of that folder made them"):
+        blend_stage({"lexical": dirs}, weights="equal", out=tmp_path / "sub2.csv", report_dir=tmp_path / "r2")
+    (dirs[0] / "predictions" / "test.manifest.json").unlink()
+    with pytest.raises(ValueError, match="test.manifest.json is missing"):
+        blend_stage({"lexical": dirs}, weights="equal", out=tmp_path / "sub2.csv", report_dir=tmp_path / "r2")
+    infer_stage(dirs[0], "test", overwrite=True)
+    infer_stage(dirs[0], "oof", overwrite=True)
+    blend_stage({"lexical": dirs}, weights="equal", out=tmp_path / "sub2.csv", report_dir=tmp_path / "r2")
+
+    tokenize_stage("lexical", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=120, seed=7, out=tmp_path / "tok",
+                   overwrite=True)
+    with pytest.raises(ValueError, match="splits its rows differently .*seed: 42 then, 7 now"):
+        infer_stage(dirs[1], "oof", overwrite=True)
+    proc = run_kit("infer", "--model-dir", dirs[1], "--split", "oof", "--overwrite")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "training rows" in proc.stderr

@@ -145,3 +145,79 @@ def test_pairwise_ddp_two_cpu_ranks_end_with_identical_weights(pair_cache, tmp_p
     assert ranks[0]["sha256"] == ranks[1]["sha256"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["global_steps"] == 3 and metrics["held_out_rows"] == 8
+
+
+def test_infer_reuses_the_train_stages_oof_scores_only_when_they_are_what_scoring_gives(pair_cache, tmp_path,
+                                                                                       capsys):
+    """A run that scored its whole held-out fold: the infer stage takes those scores (and they
+    equal a fresh scoring of the reloaded adapter); a run that scored a capped share is rescored."""
+    res = train_stage("minilm", 3, tokenized=pair_cache / "tok", out=tmp_path / "m",
+                      settings=TrainSettings(max_steps=2, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0,
+                                             max_train_rows=16, evals_per_run=1))
+    capsys.readouterr()
+    reused = infer_stage(res.out_dir, "oof").predictions
+    assert "reused" in capsys.readouterr().out
+    scored = infer_stage(res.out_dir, "oof", out=tmp_path / "rescored.csv", reuse_train_scores=False).predictions
+    assert len(reused) == res.metrics["held_out_rows"] == len(scored) > 20
+    assert reused["id"].tolist() == scored["id"].tolist() and (reused["label"] == scored["label"]).all()
+    np.testing.assert_allclose(reused[["p_a", "p_b", "p_tie"]].to_numpy(),
+                               scored[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-5)
+    assert reused[["p_a", "p_b"]].std().min() > 1e-4  # not a constant (untrained) prediction
+
+
+def test_davidson_tie_model_golden():
+    """logits [r_A, r_B, (r_A + r_B)/2 + log nu] are Davidson's (1970) model:
+    P(tie) = nu*sqrt(pi_A*pi_B) / (pi_A + pi_B + nu*sqrt(pi_A*pi_B)), pi = exp(r) — closest rewards,
+    likeliest tie. The free tie model's P(tie) does not depend on how close the rewards are."""
+    from transformers import BertConfig, BertModel
+
+    from kit.pairwise import PairwiseRewardModel
+    backbone = BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=16, vocab_size=30))
+    h_a = torch.zeros(5, 8)
+    h_b = torch.zeros(5, 8)
+    h_a[:, 0] = torch.tensor([0.0, 0.5, 1.0, 2.0, 4.0])  # r_A - r_B grows row by row
+    for tie_model in ("davidson", "free"):
+        model = PairwiseRewardModel(backbone, "mean", tie_model)
+        with torch.no_grad():
+            model.reward_head.weight[0, 0] = 1.0
+            model.reward_head.bias.fill_(0.3)
+            model.tie_head.bias.fill_(np.log(0.8))  # nu = 0.8, the same for every row (h_A + h_B = h_A here)
+            model.tie_head.weight.zero_()
+        p = softmax(model.pair_logits(h_a, h_b).detach().double().numpy())
+        r_a, r_b = h_a[:, 0].double().numpy() + 0.3, np.full(5, 0.3)
+        if tie_model == "davidson":
+            pi_a, pi_b, nu = np.exp(r_a), np.exp(r_b), 0.8
+            tie = nu * np.sqrt(pi_a * pi_b)
+            np.testing.assert_allclose(p, np.column_stack([pi_a, pi_b, tie]) / (pi_a + pi_b + tie)[:, None],
+                                       atol=1e-6)
+            assert np.all(np.diff(p[:, 2]) < 0)
+        else:
+            np.testing.assert_allclose(p[:, 2], 0.8 / (np.exp(r_a) + np.exp(r_b) + 0.8), atol=1e-6)
+    with pytest.raises(ValueError, match="tie_model"):
+        PairwiseRewardModel(backbone, "mean", "rao-kupper")
+
+
+def test_isolated_inference_finds_the_kit_where_the_notebook_found_it(trained_pair, pair_cache, tmp_path):
+    """A notebook that put the kit on sys.path by hand (Kaggle: an attached dataset), run from a
+    folder without it: the per-model child process must import that same kit. (This checkout is
+    also pip-installed in editable mode, so a marker in the copy tells which kit was imported.)"""
+    import os
+    import shutil
+    dataset = tmp_path / "lora-litee-kit"
+    shutil.copytree(ROOT / "kit", dataset / "kit", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(dataset / "kit" / "__init__.py", "a") as init:
+        init.write("\nimport os as _os\nif _os.environ.get('KIT_TEST_IMPORT_MARKER'):\n"
+                   "    open(_os.environ['KIT_TEST_IMPORT_MARKER'], 'a').write(str(_os.getpid()) + '\\n')\n")
+    marker = tmp_path / "imported.txt"
+    script = (f"import sys; sys.path.insert(0, {str(dataset)!r})\n"
+              "from kit.inference import infer_isolated\n"
+              f"print(infer_isolated({str(trained_pair.out_dir)!r}, 'test', out={str(tmp_path / 'iso.csv')!r}))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["KIT_TEST_IMPORT_MARKER"] = str(marker)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(set(marker.read_text().split())) == 2  # the notebook's process and the child imported the copy
+    isolated = pd.read_csv(tmp_path / "iso.csv")
+    assert len(isolated) == len(pd.read_csv(pair_cache / "test.csv"))

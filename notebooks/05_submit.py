@@ -1,0 +1,56 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # LoRA-LiteE · Submit (the one Kaggle submission notebook)
+# Attach the training session's output (model folders, any number of members and folds,
+# and its `report/blend.json`), the kit and its wheels. This notebook tokenizes the hidden
+# `test.csv` once per member — exactly as each member was tokenized for training — scores
+# it with every model (one process per model, both T4s each), blends with the saved blend
+# (or the paper's weights), and writes `/kaggle/working/submission.csv`. Nothing is written
+# under `/kaggle/input`; each run works in a fresh `/kaggle/working/submit/<time>/` folder.
+
+# %% tags=["parameters"]
+MODEL_ROOTS = None      # folders holding trained models; None: every attached dataset (/kaggle/input)
+TEST = None             # None: the competition's test.csv
+WEIGHTS = "auto"        # "auto" (the saved blend.json if found, else "paper") | "saved" | "paper" | "equal" | [w1, ...]
+BLEND_JSON = None       # the saved blend to apply; None: the one found under MODEL_ROOTS
+BASE_MODEL_DIRS = None  # {"gemma2-9b": "/kaggle/input/..."} where a backbone is attached elsewhere than in training
+DEVICES = None          # None: every visible GPU, else the CPU
+ISOLATE = None          # None: each model in its own process when on GPU
+TTA = True              # swap TTA for joint-head models
+MAX_TOKENS = None       # padded tokens per batch; None: 16384 on GPU, 2048 on CPU
+BUDGET_HOURS = 9.0
+OUT = None              # None: the work dir's submission.csv (/kaggle/working on Kaggle)
+KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
+WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt
+
+# %%
+import os, sys
+sys.path[:0] = [KIT_DIR] if os.path.isdir(KIT_DIR) else []  # Kaggle: the kit from its dataset
+import kit.env
+kit.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
+
+# %%
+from kit.submit import submit
+
+result = submit(MODEL_ROOTS, TEST, weights=WEIGHTS, blend_json=BLEND_JSON, out=OUT, devices=DEVICES, isolate=ISOLATE, tta=TTA,
+                max_tokens=MAX_TOKENS, budget_hours=BUDGET_HOURS, base_model_dirs=BASE_MODEL_DIRS)
+{"submission": str(result.submission), "minutes": round(result.seconds / 60, 1), "blend": result.weights,
+ "members": {name: len(dirs) for name, dirs in result.members.items()}}
+
+# %%
+import pandas as pd
+pd.read_csv(result.submission).head()
