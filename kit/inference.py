@@ -236,10 +236,7 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
         raise FileNotFoundError(f"no tokenized {split} data at {table}; run `python -m kit tokenize` first")
     out = Path(out) if out else model_dir / "predictions" / f"{split}.csv"
     check_free([out], overwrite)
-    frame = pd.read_parquet(table)
-    if split == "oof":
-        _check_same_folds(model_dir, cfg, tokenized)
-        frame = frame[frame["fold"] == cfg["fold"]]
+    # the head check comes before the fold check: a cache of the other head is wrong whatever its folds
     meta_path = tokenized / "meta.json"
     if meta_path.exists() and preset.kind != "lexical":
         meta = json.loads(meta_path.read_text())
@@ -251,6 +248,10 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
         if packed_len != preset.max_length:
             warnings.warn(f"{tokenized} was packed at max_length={packed_len}, the model was trained at "
                           f"{preset.max_length}", RuntimeWarning, stacklevel=2)
+    frame = pd.read_parquet(table)
+    if split == "oof":
+        _check_same_folds(model_dir, cfg, tokenized)
+        frame = frame[frame["fold"] == cfg["fold"]]
 
     started = time.time()
     projection = None

@@ -16,6 +16,12 @@ PANDALM = DATA / "pandalm" / "pandalm_kaggle.csv"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# under pytest-xdist (pyproject: two workers) each worker and every process it starts (kit
+# subprocesses, notebook kernels, DDP ranks) gets one core: two workers x two torch threads on two
+# cores would oversubscribe them
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 
 @pytest.fixture(scope="session")
