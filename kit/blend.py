@@ -32,7 +32,7 @@ import pandas as pd
 
 from .evaluation import log_loss, metrics, plot_confusion, plot_reliability, prior_probs, tfidf_probs, uniform_probs
 from .inference import PROB_COLUMNS, flip_rate_of, trained_outputs
-from .io import write_json, write_text
+from .io import read_csv_keeping_ids, read_parquet_keeping_ids, write_json, write_text
 from .stacking import MirrorStacker
 
 PAPER_WEIGHTS = (0.7, 0.3)
@@ -110,7 +110,28 @@ def _read_predictions(path: Path, what: str, model_dir: Path | None = None) -> p
             why = ("an earlier training run of that folder made them" if made_by
                    else f"{manifest.name} is missing (an interrupted infer stage?)")
             raise BlendError(f"stale {what} predictions {path}: {why}; {rerun}")
-    return pd.read_csv(path)
+    return check_predictions(read_csv_keeping_ids(path), path, rerun)
+
+
+def check_predictions(frame: pd.DataFrame, path, rerun: str = "rerun the infer stage") -> pd.DataFrame:
+    """``frame`` if it holds valid probabilities: columns p_a, p_b, p_tie present and numeric,
+    every value finite and in [0, 1], every row summing to 1 within 1e-4; else a BlendError
+    naming the file, the first bad row (counted from 0) and its id. Nothing is clipped or
+    renormalised silently."""
+    missing = [c for c in ["id", *PROB_COLUMNS] if c not in frame.columns]
+    if missing:
+        raise BlendError(f"{path}: missing column(s) {missing} (found {list(frame.columns)}); {rerun}")
+    values = frame[PROB_COLUMNS].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    problems = (("not a number", np.isnan(values).any(axis=1)),
+                ("infinite", np.isinf(values).any(axis=1)),
+                ("outside [0, 1]", ((values < 0) | (values > 1)).any(axis=1)),
+                ("not summing to 1 (±1e-4)", np.abs(values.sum(axis=1) - 1) > 1e-4))
+    for problem, bad in problems:
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise BlendError(f"{path}: {int(bad.sum())} row(s) with probabilities {problem}, first row {row} "
+                             f"(id {frame['id'].iloc[row]}): {frame[PROB_COLUMNS].iloc[row].tolist()}; {rerun}")
+    return frame
 
 
 def mean_test_predictions(files: Sequence[str | Path], model_dirs: Sequence[Path] | None = None) -> pd.DataFrame:
@@ -262,7 +283,9 @@ def blend_members(members: Sequence[Member], weights: str | Sequence[float] = "p
     if oof:
         rows = {}
         for m, o in zip(members, oof):
-            if "p_a_direct" in o:
+            # the direct-pass row only where every fold was scored with swap TTA (a mix of TTA and
+            # no-TTA folds has no direct pass for some rows; the blended columns are complete either way)
+            if "p_a_direct" in o and o[[f"{c}_direct" for c in PROB_COLUMNS]].notna().all().all():
                 rows[m.name] = metrics(labels, o[[f"{c}_direct" for c in PROB_COLUMNS]].to_numpy())
                 rows[f"{m.name}+tta"] = metrics(labels, o[PROB_COLUMNS].to_numpy())
                 rows[f"{m.name}+tta"]["flip_rate"] = flip_rate_of(o)
@@ -303,12 +326,17 @@ def evaluation_table(result: BlendResult, tokenized_train: str | Path) -> pd.Dat
 
     tokenized_train = Path(tokenized_train)
     meta = json.loads((tokenized_train / "meta.json").read_text())
-    packed = pd.read_parquet(tokenized_train / "train.parquet", columns=["id", "label", "fold"])
+    packed = read_parquet_keeping_ids(tokenized_train / "train.parquet", columns=["id", "label", "fold"])
     text = load_tables([Path(p) for p in meta["train_sources"]], labelled=True).frame.set_index("id")
     text = text.loc[packed["id"]].reset_index()
     # baselines fit on every training row outside a fold, predict that fold's rows
     all_labels, all_folds = packed["label"].to_numpy(), packed["fold"].to_numpy()
     where = pd.Index(packed["id"]).get_indexer(result.oof_ids)
+    if (where < 0).any():
+        lost = [i for i, w in zip(result.oof_ids, where) if w < 0]
+        raise BlendError(f"{len(lost)} out-of-fold id(s) of the predictions are not in {tokenized_train / 'train.parquet'} "
+                         f"(e.g. {lost[:5]}): the cache was re-tokenized after the models were trained; rerun the "
+                         f"train and infer stages on it")
     needed = set(all_folds[where])
     labels = result.oof_labels
     base = {"uniform": metrics(labels, uniform_probs(len(labels))),
@@ -334,6 +362,9 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
     groups = members if members is not None else discover_members()
     if not groups:
         raise BlendError(f"no trained models found under {work_dir() / 'models'}")
+    if sample_submission not in (None, "auto") and not Path(sample_submission).is_file():
+        raise BlendError(f"no sample submission at {sample_submission}: pass an existing file, or 'none' to skip "
+                         f"the check (--sample-submission)")
     loaded = [load_member(name, dirs) for name, dirs in groups.items()]
     result = blend_members(loaded, weights, space, temperature)
 
@@ -345,7 +376,7 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
         defaults = default_inputs()
         same = Path(test_meta.get("test_source") or "-").resolve() == Path(defaults["test"]).resolve()
         sample_submission = defaults["sample_submission"] if same else None
-    test_ids = pd.read_parquet(tokenized / "test.parquet", columns=["id"])["id"].tolist()
+    test_ids = read_parquet_keeping_ids(tokenized / "test.parquet", columns=["id"])["id"].tolist()
     if test_ids != result.test["id"].tolist():
         raise BlendError(f"predictions do not cover the test table {tokenized / 'test.parquet'} in order")
     sub = make_submission(test_ids, result.test[PROB_COLUMNS].to_numpy())
@@ -353,7 +384,11 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
     result.report["submission"] = str(out)
 
     if result.table is not None:
-        if baselines:
+        if baselines and not (tokenized / "train.parquet").exists():
+            # e.g. Kaggle: the models' cache holds the test table only; the members' OOF rows are
+            # still reported, the baselines need the training rows
+            print(f"[kit blend] no baselines: {tokenized} holds no train.parquet", flush=True)
+        elif baselines:
             result.table = evaluation_table(result, tokenized)
         report_dir.mkdir(parents=True, exist_ok=True)
         result.report["report_dir"] = str(report_dir)

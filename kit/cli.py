@@ -20,16 +20,18 @@ def _add_tokenize(sub):
     p.add_argument("--no-train", action="store_true", help="tokenize the test table only")
     p.add_argument("--test", default=None, help="test table; default: this environment's")
     p.add_argument("--no-test", action="store_true", help="tokenize the train tables only")
-    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per packed sequence (pairwise head: per side); default: the preset's")
     p.add_argument("--model-dir", default=None, help="override the preset's model folder")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--max-rows", type=int, default=None)
+    p.add_argument("--folds", type=int, default=5, help="prompt-grouped, label-stratified folds (>= 2)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the fold assignment")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="use only the first N training rows (after skipping bad ones); default: all")
     p.add_argument("--keep", choices=["last", "first"], default=None, help="which turns survive a cut")
     p.add_argument("--head", choices=sorted(HEADS), default=None,
                    help="joint: one sequence per row; pairwise: one per side (default: the preset's)")
-    p.add_argument("--out", default=None)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--out", default=None, help="cache folder; default <work>/tokenized/<model>")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing cache instead of refusing")
 
     def run(a):
         from .tokenization import tokenize_stage
@@ -49,25 +51,36 @@ def _add_train(sub):
     p.add_argument("--fold", default="0", help="held-out fold K, or 'full' to train on every row")
     p.add_argument("--tokenized", default=None, help="stage-1 cache; default <work>/tokenized/<model>")
     p.add_argument("--out", default=None, help="default <work>/models/<model>/fold<K>")
-    p.add_argument("--model-dir", default=None)
-    p.add_argument("--4bit", dest="load_in_4bit", action="store_true", default=None)
-    p.add_argument("--no-4bit", dest="load_in_4bit", action="store_false")
-    for name, typ in (("lora-r", int), ("lora-alpha", int), ("lora-dropout", float)):
-        p.add_argument(f"--{name}", type=typ, default=None)
-    p.add_argument("--target-modules", type=_csv_list, default=None)
+    p.add_argument("--model-dir", default=None, help="override the preset's backbone folder")
+    p.add_argument("--4bit", dest="load_in_4bit", action="store_true", default=None,
+                   help="load the backbone in 4-bit nf4 (QLoRA; default: the preset's)")
+    p.add_argument("--no-4bit", dest="load_in_4bit", action="store_false", help="full-precision backbone")
+    for name, typ, what in (("lora-r", int, "LoRA rank"), ("lora-alpha", int, "LoRA alpha (scale = alpha / r)"),
+                            ("lora-dropout", float, "dropout on the LoRA path")):
+        p.add_argument(f"--{name}", type=typ, default=None, help=f"{what}; default: the preset's")
+    p.add_argument("--target-modules", type=_csv_list, default=None,
+                   help="comma-separated module names that get LoRA, or all-linear; default: the preset's")
     p.add_argument("--layers", type=lambda s: [int(x) for x in _csv_list(s)], default=None,
                    help="comma-separated layer indices that get LoRA (default: all)")
-    p.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="recompute activations in the backward pass: less memory, ~30%% more time")
     p.add_argument("--head", choices=sorted(HEADS), default=None,
                    help="must match the tokenized cache's head (default: the cache's)")
     p.add_argument("--pooling", choices=["mean", "last", "first"], default=None,
                    help="pairwise head: how a side's tokens become one vector (default: mean for encoders, "
                         "last for decoders)")
-    for name, typ in (("epochs", float), ("lr", float), ("batch-size", int), ("grad-accum", int),
-                      ("warmup-ratio", float), ("weight-decay", float), ("max-steps", int),
-                      ("evals-per-run", int), ("eval-steps", int), ("seed", int),
-                      ("max-train-rows", int), ("max-eval-rows", int), ("logging-steps", int)):
-        p.add_argument(f"--{name}", type=typ, default=None)
+    for name, typ, what in (
+            ("epochs", float, "passes over the training rows"), ("lr", float, "peak learning rate (cosine)"),
+            ("batch-size", int, "rows per device step"), ("grad-accum", int, "steps per optimizer update"),
+            ("warmup-ratio", float, "share of the updates spent warming up"),
+            ("weight-decay", float, "AdamW weight decay"), ("max-steps", int, "stop after N updates"),
+            ("evals-per-run", int, "held-out evaluations (and checkpoints) over the run"),
+            ("eval-steps", int, "evaluate every N updates (overrides --evals-per-run)"),
+            ("seed", int, "seed of initialisation and shuffling"),
+            ("max-train-rows", int, "train on the first N rows of the other folds"),
+            ("max-eval-rows", int, "evaluate on the first N held-out rows"),
+            ("logging-steps", int, "log the training loss every N updates")):
+        p.add_argument(f"--{name}", type=typ, default=None, help=f"{what}; default: the preset's recipe")
     p.add_argument("--no-swap-augment", action="store_true", help="joint head: no (B, A) copies of the rows")
     p.add_argument("--group-by-length", dest="group_by_length", action="store_true", default=None,
                    help="length-grouped batches (default: the preset's)")
@@ -75,9 +88,10 @@ def _add_train(sub):
                    help="plain shuffled batches instead of length-grouped ones")
     p.add_argument("--head-lr-scale", type=float, default=None,
                    help="the new heads' learning rate as a multiple of --lr (default: the preset's)")
-    p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after a finished run")
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints of a killed run")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run in --out (its predictions/ are removed: they are stale)")
 
     def run(a):
         from .training import TrainSettings, train_stage
@@ -108,19 +122,21 @@ def _add_infer(sub):
     p = sub.add_parser("infer", help="predict test or out-of-fold probabilities with trained models")
     p.add_argument("--model-dir", required=True, type=_csv_list,
                    help="train-stage output folder(s), comma-separated")
-    p.add_argument("--split", choices=["test", "oof"], default="test")
+    p.add_argument("--split", choices=["test", "oof"], default="test",
+                   help="test rows, or the model's held-out (out-of-fold) training rows")
     p.add_argument("--tokenized", default=None, help="stage-1 cache; default: the one the model trained on")
     p.add_argument("--out", default=None, help="default <model-dir>/predictions/<split>.csv (one model only)")
     p.add_argument("--devices", type=_csv_list, default=None, help="e.g. cuda:0,cuda:1; default: every GPU, else cpu")
-    p.add_argument("--cpu-workers", type=int, default=1)
+    p.add_argument("--cpu-workers", type=int, default=1, help="processes scoring on the CPU (no GPU)")
     p.add_argument("--no-tta", action="store_true", help="skip the swapped (B, A) pass")
     p.add_argument("--max-tokens", type=int, default=None, help="padded tokens per batch")
-    p.add_argument("--budget-hours", type=float, default=9.0)
+    p.add_argument("--budget-hours", type=float, default=9.0,
+                   help="warn when the projected time for the whole test exceeds this (Kaggle: 9)")
     p.add_argument("--isolate", action="store_true", help="each model in its own process")
     p.add_argument("--base-model-dir", default=None, help="override the backbone folder")
     p.add_argument("--rescore-oof", action="store_true",
                    help="score out-of-fold rows even where the train stage's scores (oof.csv) can be reused")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace existing predictions instead of refusing")
 
     def run(a):
         from .inference import infer_isolated, infer_stage
@@ -168,13 +184,15 @@ def _add_blend(sub):
     p.add_argument("--models", type=_csv_list, default=None, help="with the default members: only these presets")
     p.add_argument("--weights", type=_weights, default="paper", help="paper (0.7/0.3) | equal | fit (weights fitted on OOF rows) | stack (logistic regression "
                         "on the members' OOF log-probabilities) | w1,w2,...")
-    p.add_argument("--space", choices=["prob", "log"], default="prob")
+    p.add_argument("--space", choices=["prob", "log"], default="prob",
+                   help="average probabilities (prob: the paper's) or log-probabilities (log)")
     p.add_argument("--temperature", action="store_true", help="fit temperature scaling on out-of-fold rows")
     p.add_argument("--out", default=None, help="default <work>/submission.csv")
     p.add_argument("--report-dir", default=None, help="default <work>/report")
     p.add_argument("--sample-submission", default="auto", help="path, 'auto' or 'none'")
-    p.add_argument("--no-baselines", action="store_true")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the uniform/prior/TF-IDF rows of the out-of-fold report")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing submission instead of refusing")
 
     def run(a):
         from .blend import blend_stage, discover_members
@@ -190,26 +208,28 @@ def _add_blend(sub):
 
 def _add_cv(sub):
     p = sub.add_parser("cv", help="tokenize -> train -> infer -> blend, fold by fold, on any train CSV")
-    p.add_argument("--train", type=_csv_list, required=True)
-    p.add_argument("--models", type=_csv_list, default=["minilm", "smollm2", "lexical"])
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--max-rows", type=int, default=None)
-    p.add_argument("--out", required=True)
+    p.add_argument("--train", type=_csv_list, required=True, help="comma-separated labelled tables (CSV/parquet)")
+    p.add_argument("--models", type=_csv_list, default=["minilm", "smollm2", "lexical"],
+                   help="comma-separated members (presets or local HF folders)")
+    p.add_argument("--folds", type=int, default=5, help="prompt-grouped, label-stratified folds (>= 2)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per packed sequence (pairwise: per side); default: each preset's")
+    p.add_argument("--max-rows", type=int, default=None, help="use only the first N rows; default: all")
+    p.add_argument("--out", required=True, help="working folder; finished folds in it are reused")
     p.add_argument("--weights", type=_weights, default="fit",
                    help="fit | stack (both cross-fitted for the OOF score) | paper (0.7/0.3) | equal | w1,w2,...")
-    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--epochs", type=float, default=None, help="passes over the training rows; default: each preset's")
     p.add_argument("--max-train-rows", type=_caps, default=None,
                    help="cap on training rows per fold: N for every model, or MODEL=N,MODEL=N")
     p.add_argument("--head", choices=sorted(HEADS), default=None,
                    help="the neural members' head (default: each preset's)")
     p.add_argument("--space", choices=["prob", "log"], default="log",
                    help="blend log-probabilities (log: measured better on PandaLM, README) or probabilities (prob)")
-    p.add_argument("--no-tta", action="store_true")
-    p.add_argument("--no-swap-augment", action="store_true")
-    p.add_argument("--evals-per-run", type=int, default=1)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-tta", action="store_true", help="joint head: skip the swapped (B, A) pass")
+    p.add_argument("--no-swap-augment", action="store_true", help="joint head: no (B, A) copies of the rows")
+    p.add_argument("--evals-per-run", type=int, default=1, help="held-out evaluations per training run")
+    p.add_argument("--seed", type=int, default=42, help="seed of the folds and of training")
+    p.add_argument("--overwrite", action="store_true", help="redo everything in --out instead of reusing it")
 
     def run(a):
         from .cv import cv_stage
@@ -244,10 +264,11 @@ def _add_submit(sub):
     p.add_argument("--blend-json", default=None, help="the saved blend to apply (default: the one under the roots)")
     p.add_argument("--out", default=None, help="default <work>/submission.csv (an earlier one is moved aside)")
     p.add_argument("--work", default=None, help="default: the work dir (/kaggle/working on Kaggle)")
-    p.add_argument("--devices", type=_csv_list, default=None)
+    p.add_argument("--devices", type=_csv_list, default=None, help="e.g. cuda:0,cuda:1; default: every GPU, else cpu")
     p.add_argument("--no-tta", action="store_true", help="skip the swapped pass of joint-head models")
     p.add_argument("--max-tokens", type=int, default=None, help="padded tokens per batch")
-    p.add_argument("--budget-hours", type=float, default=9.0)
+    p.add_argument("--budget-hours", type=float, default=9.0,
+                   help="warn when the projected scoring time exceeds this (Kaggle: 9)")
 
     def run(a):
         from .submit import submit
@@ -256,16 +277,16 @@ def _add_submit(sub):
     p.set_defaults(run=run)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kit", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
-    _add_tokenize(sub)
-    _add_train(sub)
-    _add_infer(sub)
-    _add_blend(sub)
-    _add_cv(sub)
-    _add_main(sub)
-    _add_submit(sub)
+    for add in (_add_tokenize, _add_train, _add_infer, _add_blend, _add_cv, _add_main, _add_submit):
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.run(args)

@@ -10,7 +10,9 @@ Guarantees of :func:`load_conversations`:
 * a *test* row is never dropped: a cell that cannot be parsed keeps its raw text as
   a single turn, and turn lists of unequal length are padded with ``""`` (both are
   noted in the ``notes`` table);
-* missing columns and duplicate ids raise :class:`DataError` naming them.
+* ids are text exactly as written (``001`` stays ``001``; a parquet file's numbers become
+  their decimal text); missing columns, empty ids and duplicate ids raise
+  :class:`DataError` naming them.
 
 Labels are 0 (A wins), 1 (B wins), 2 (tie); -1 for unlabelled (test) rows.
 """
@@ -23,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .io import ids_as_text
 
 TEXT_COLUMNS = ("prompt", "response_a", "response_b")
 LABEL_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
@@ -93,10 +97,26 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such table: {path}")
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a table: pass the CSV or parquet file inside it")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (not even a header): pass a table in the competition's "
+                        f"columns")
     if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    # keep_default_na=False: a prompt that reads "null" or "NA" is text, not a missing value
-    return pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False)
+        try:
+            return pd.read_parquet(path)
+        except Exception as err:  # pyarrow's errors share no base class worth naming
+            raise DataError(f"{path}: not a readable parquet file ({type(err).__name__}: {err}): "
+                            f"re-export it, or pass a CSV") from None
+    try:
+        # keep_default_na=False: a prompt that reads "null" or "NA" is text, not a missing value;
+        # ids stay text exactly as written ("001" is not 1)
+        return pd.read_csv(path, dtype={c: str for c in ("id", *TEXT_COLUMNS)}, keep_default_na=False)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}): re-save the file as "
+                        f"UTF-8") from None
+    except pd.errors.ParserError as err:
+        raise DataError(f"{path}: not a readable CSV ({err}): check its quoting") from None
 
 
 def _check_columns(df: pd.DataFrame, labelled: bool, source: str) -> None:
@@ -104,7 +124,12 @@ def _check_columns(df: pd.DataFrame, labelled: bool, source: str) -> None:
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise DataError(f"{source}: missing column(s) {missing}; found {list(df.columns)}")
-    dup = df["id"][df["id"].duplicated(keep=False)]
+    ids_text = ids_as_text(df["id"])
+    empty = [i for i, v in enumerate(ids_text) if v is None or v != v or not str(v).strip()]
+    if empty:
+        raise DataError(f"{source}: empty id in {len(empty)} row(s) {empty[:20]}{' ...' if len(empty) > 20 else ''} "
+                        f"(data rows counted from 0, header excluded): give every row a unique id")
+    dup = ids_text[ids_text.duplicated(keep=False)]
     if len(dup):
         ids = sorted(set(dup.tolist()), key=str)
         raise DataError(f"{source}: {len(dup)} rows share {len(ids)} duplicate id(s): "
@@ -140,6 +165,9 @@ def load_conversations(source, *, labelled: bool | None = None, name: str | None
     if labelled is None:
         labelled = all(c in df.columns for c in LABEL_COLUMNS)
     _check_columns(df, labelled, name)
+    if not len(df):
+        raise DataError(f"{name}: no rows, only a header: pass a table with rows")
+    df = df.assign(id=ids_as_text(df["id"]))
 
     rows, skipped, notes = [], [], []
     extra = [c for c in ("model_a", "model_b") if c in df.columns]

@@ -30,6 +30,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .io import ids_as_text, read_csv_keeping_ids, read_parquet_keeping_ids
+
 
 def length_sorted_batches(lengths: Sequence[int], max_tokens: int, max_batch: int = 256) -> list[np.ndarray]:
     """Index batches, longest rows first (a too-large batch fails at once, not after hours),
@@ -127,6 +129,21 @@ def shard_rows(lengths: Sequence[int], n_shards: int) -> list[np.ndarray]:
     round-robin, so every shard gets long and short rows alike."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
     return [np.sort(order[k::n_shards]) for k in range(n_shards)]
+
+
+def check_devices(devices: Sequence[str]) -> None:
+    """A ValueError naming the device when one is not there (CUDA absent, index too high)."""
+    for dev in devices:
+        if dev == "cpu":
+            continue
+        if not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ValueError(f"device {dev!r}: use cpu or cuda[:N] (--devices, notebook DEVICES)")
+        count = torch.cuda.device_count()
+        index = int(dev.split(":")[1]) if ":" in dev else 0
+        if index >= count:
+            raise ValueError(f"device {dev!r} is not available ({count} CUDA device(s) visible): pass "
+                             f"--devices cpu (notebook DEVICES = ['cpu']) or leave it unset for every visible "
+                             f"device")
 
 
 def predict_sharded(replicas: Sequence, devices: Sequence[str], frame: pd.DataFrame, score, pad_id: int,
@@ -248,7 +265,7 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
         if packed_len != preset.max_length:
             warnings.warn(f"{tokenized} was packed at max_length={packed_len}, the model was trained at "
                           f"{preset.max_length}", RuntimeWarning, stacklevel=2)
-    frame = pd.read_parquet(table)
+    frame = read_parquet_keeping_ids(table)
     if split == "oof":
         _check_same_folds(model_dir, cfg, tokenized)
         frame = frame[frame["fold"] == cfg["fold"]]
@@ -274,6 +291,7 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
                              f"was trained with; re-run the tokenize stage with --head {head.name}")
         tta = tta and head.uses_tta  # a swap-equivariant head gains nothing from a swapped pass
         devices = list(devices) if devices else visible_devices()
+        check_devices(devices)
         if devices == ["cpu"] and cpu_workers > 1:
             devices = ["cpu"] * cpu_workers
         max_tokens = max_tokens or DEFAULT_MAX_TOKENS["cuda" if devices[0].startswith("cuda") else "cpu"]
@@ -350,8 +368,8 @@ def _train_stage_scores(model_dir: Path, frame: pd.DataFrame, cfg: dict, preset,
     path = model_dir / "oof.csv"
     if not path.exists():
         return None
-    scored = pd.read_csv(path, dtype={"id": frame["id"].dtype} if frame["id"].dtype == object else None)
-    if scored["id"].tolist() != frame["id"].tolist():
+    scored = read_csv_keeping_ids(path)
+    if scored["id"].tolist() != ids_as_text(frame["id"]).tolist():
         return None  # e.g. the train stage scored a capped share of the fold
     return scored[PROB_COLUMNS].to_numpy(dtype=np.float64)
 
@@ -425,7 +443,7 @@ def infer_many(model_dirs: Sequence[str | Path], splits: Sequence[str] = ("test"
                 path = infer_isolated(model_dir, split, **kwargs)
             else:
                 path = infer_stage(model_dir, split, **kwargs).path
-            preds = pd.read_csv(path)
+            preds = read_csv_keeping_ids(path)
             rows.append({"model": cfg["preset"]["name"], "fold": cfg["fold"], "split": split,
                          "rows": len(preds), "flip_rate": flip_rate_of(preds),
                          "seconds": time.time() - started, "path": str(path)})

@@ -84,6 +84,37 @@ def publish(source, target, who: str = "kit") -> Path:
     return target
 
 
+# what pandas reads as missing by default; applied to every column but ``id``
+_MISSING = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+            "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+
+
+def read_csv_keeping_ids(path, **kwargs) -> pd.DataFrame:
+    """Read a CSV whose ``id`` column is text exactly as written: ``001`` stays ``001``, ``NA``
+    stays ``NA``; the other columns parse as pandas would."""
+    columns = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(path, dtype={"id": str}, keep_default_na=False,
+                       na_values={c: _MISSING for c in columns if c != "id"}, **kwargs)
+
+
+def ids_as_text(ids: pd.Series) -> pd.Series:
+    """Ids as the kit carries them: text. Numbers (a parquet file's int ids) become their
+    decimal text, so ``7`` and ``"7"`` are the same id everywhere."""
+    if pd.api.types.is_string_dtype(ids.dtype) and not ids.map(lambda v: not isinstance(v, str)).any():
+        return ids
+    return ids.map(lambda v: v if isinstance(v, str) or v is None or (isinstance(v, float) and v != v)
+                   else str(v))
+
+
+def read_parquet_keeping_ids(path, columns=None) -> pd.DataFrame:
+    """A kit-written parquet table with its ``id`` column as text (caches written before ids
+    were kept as text hold numbers)."""
+    frame = pd.read_parquet(path, columns=columns)
+    if "id" in frame.columns:
+        frame["id"] = ids_as_text(frame["id"])
+    return frame
+
+
 def write_parquet(df: pd.DataFrame, path, overwrite: bool = False) -> Path:
     return atomic_write(path, lambda p: df.to_parquet(p, index=False), overwrite)
 

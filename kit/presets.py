@@ -209,6 +209,20 @@ def model_path(preset: Preset) -> Path:
     return path
 
 
+def check_max_length(preset: Preset) -> None:
+    """A PresetError when ``preset.max_length`` exceeds the backbone's position embeddings
+    (caught at tokenize time, not hours later when training indexes past them)."""
+    import json
+
+    config = Path(model_path(preset)) / "config.json"
+    if not config.exists():
+        return
+    positions = json.loads(config.read_text()).get("max_position_embeddings")
+    if positions and preset.max_length > positions:
+        raise PresetError(f"max_length {preset.max_length} exceeds {preset.name}'s {positions} positions "
+                          f"({config}): pass --max-length {positions} or less (notebook MAX_LENGTH)")
+
+
 def load_tokenizer(preset: Preset):
     """The preset's tokenizer, with a pad token and right padding (what our pooling expects)."""
     from transformers import AutoTokenizer

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .io import write_csv
+from .io import ids_as_text, read_csv_keeping_ids, write_csv
 
 SUBMISSION_COLUMNS = ["id", "winner_model_a", "winner_model_b", "winner_tie"]
 PROB_TARGETS = SUBMISSION_COLUMNS[1:]
@@ -56,12 +56,13 @@ def validate_submission(sub: pd.DataFrame, test_ids: Sequence, sample_submission
         missing = [c for c in SUBMISSION_COLUMNS if c not in sub.columns]
         raise SubmissionError(f"columns must be exactly {SUBMISSION_COLUMNS}; got {list(sub.columns)} "
                               f"(extra {extra}, missing {missing})")
-    ids = sub["id"].tolist()
-    test_ids = list(test_ids)
+    # ids compare as text: "001" and 1 are different ids, 7 and "7" the same
+    ids = ids_as_text(sub["id"]).tolist()
+    test_ids = ids_as_text(pd.Series(list(test_ids), dtype=object)).tolist()
     if ids != test_ids:
         have, want = set(ids), set(test_ids)
         missing, extra = [i for i in test_ids if i not in have], [i for i in ids if i not in want]
-        dup = sub["id"][sub["id"].duplicated()].tolist()
+        dup = [i for i in pd.Series(ids)[pd.Series(ids).duplicated()]]
         if missing or extra or dup:
             raise SubmissionError(f"ids differ from the test ids: missing {missing[:10]}, extra {extra[:10]}, "
                                   f"duplicated {dup[:10]}")
@@ -79,7 +80,7 @@ def validate_submission(sub: pd.DataFrame, test_ids: Sequence, sample_submission
     if edge.any():
         raise SubmissionError(f"probabilities not strictly inside (0, 1) in {_rows(edge, ids)}")
     if sample_submission is not None and Path(sample_submission).exists():
-        sample = pd.read_csv(sample_submission)
+        sample = read_csv_keeping_ids(sample_submission)
         if list(sample.columns) != SUBMISSION_COLUMNS:
             raise SubmissionError(f"header {SUBMISSION_COLUMNS} differs from {sample_submission}: "
                                   f"{list(sample.columns)}")

@@ -31,7 +31,7 @@ import pandas as pd
 
 from .blend import MEMBER_ORDER, BlendError, Member, apply_saved_blend, blend_members, mean_test_predictions
 from .env import default_inputs, kaggle_input, work_dir
-from .io import publish, write_json
+from .io import publish, read_parquet_keeping_ids, write_json
 from .submission import make_submission, write_submission
 
 
@@ -164,7 +164,8 @@ def submit(model_roots: Sequence[str | Path] | None = None, test: str | Path | N
         blended = result.test
         applied = {"members": result.members, "weights_mode": result.weights_mode, "weights": result.weights,
                    "space": result.space, "temperature": result.temperature}
-    test_ids = pd.read_parquet(run_dir / "tokenized" / members[0].name / "test.parquet", columns=["id"])["id"].tolist()
+    test_ids = read_parquet_keeping_ids(run_dir / "tokenized" / members[0].name / "test.parquet",
+                                        columns=["id"])["id"].tolist()
     if blended["id"].tolist() != test_ids:
         raise BlendError("the blended predictions do not cover the test table in order")
     if sample_submission == "auto":

@@ -29,7 +29,7 @@ from .io import check_free, write_csv, write_json, write_parquet
 from .packing import FIELDS, PackConfig, Packer
 from .plots import plot_retention
 from .heads import get_head
-from .presets import load_tokenizer, resolve_preset
+from .presets import check_max_length, load_tokenizer, resolve_preset
 
 
 @dataclass
@@ -119,6 +119,7 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
         preset = replace(preset, head="lexical")
     else:
         head_spec = get_head(preset.head)
+        check_max_length(preset)
     out_dir = Path(out) if out else work_dir() / "tokenized" / preset.name
     targets = [out_dir / n for n in ("train.parquet", "test.parquet", "skipped_rows.csv", "meta.json",
                                      "retention.png")]
@@ -136,6 +137,14 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
     skipped, train_df, test_df = [], None, None
     if train_paths:
         conv = load_tables(train_paths, labelled=True)
+        if not len(conv.frame):
+            worst = conv.skipped.groupby(["column", "problem"]).size().sort_values(ascending=False)
+            (column, problem), count = next(iter(worst.items()))
+            raise DataError(f"{', '.join(map(str, train_paths))}: none of the {conv.skipped['row'].nunique()} "
+                            f"rows is usable (most common: {column}: {problem}, {count} rows): fix the table, "
+                            f"or check that it is in the competition's format")
+        if max_rows is not None and max_rows < 1:
+            raise DataError(f"max_rows={max_rows}: pass a positive number of rows (or none for all)")
         frame = conv.frame.head(max_rows) if max_rows else conv.frame
         if len(conv.skipped):
             print(f"[kit] skipped {conv.skipped['row'].nunique()} unusable train row(s); "

@@ -31,7 +31,7 @@ import torch
 
 from .env import work_dir
 from .evaluation import log_loss, softmax
-from .io import check_free, new_run_id, write_csv, write_json
+from .io import check_free, new_run_id, read_parquet_keeping_ids, write_csv, write_json
 from .heads import get_head
 from .presets import Preset, PresetError, resolve_preset
 
@@ -83,7 +83,7 @@ def load_tokenized(tokenized: str | Path) -> tuple[pd.DataFrame, dict]:
     if not path.exists():
         raise FileNotFoundError(f"no tokenized train cache at {path}; run `python -m kit tokenize` first")
     meta = json.loads((tokenized / "meta.json").read_text()) if (tokenized / "meta.json").exists() else {}
-    return pd.read_parquet(path), meta
+    return read_parquet_keeping_ids(path), meta
 
 
 def _fingerprint(model) -> str:
@@ -104,6 +104,10 @@ def _split(frame: pd.DataFrame, fold: int | None, settings: TrainSettings):
         if fold not in folds:
             raise PresetError(f"fold {fold} out of range: the tokenized data has folds {folds}")
         train, held = frame[frame["fold"] != fold], frame[frame["fold"] == fold]
+        if not len(train):
+            raise PresetError(f"fold {fold} holds every row of the tokenized data (tokenized with --folds 1?), "
+                              f"so nothing is left to train on: train with --fold full (notebook FOLD = None), "
+                              f"or re-tokenize with --folds 2 or more")
     if settings.max_train_rows:
         train = train.head(settings.max_train_rows)
     if settings.max_eval_rows:

@@ -52,5 +52,5 @@ result = submit(MODEL_ROOTS, TEST, weights=WEIGHTS, blend_json=BLEND_JSON, out=O
  "members": {name: len(dirs) for name, dirs in result.members.items()}}
 
 # %%
-import pandas as pd
-pd.read_csv(result.submission).head()
+from kit.io import read_csv_keeping_ids
+read_csv_keeping_ids(result.submission).head()

@@ -66,6 +66,7 @@ def run_lexical(results: dict) -> None:
 
     from kit.data import assign_folds, load_conversations
     from kit.evaluation import log_loss, tfidf_probs
+    from kit.io import read_csv_keeping_ids
     from kit.lexical import LexicalModel
 
     frame = load_conversations(PANDALM, labelled=True).frame
@@ -123,6 +124,7 @@ def add_blends(results: dict, work: Path) -> None:
 
     from kit.data import assign_folds, load_conversations
     from kit.evaluation import log_loss
+    from kit.io import read_csv_keeping_ids
     from kit.lexical import LexicalModel
 
     frame = load_conversations(PANDALM, labelled=True).frame
@@ -133,7 +135,7 @@ def add_blends(results: dict, work: Path) -> None:
     for name, row in results.items():
         oof = work / "models" / name.replace(" ", "_") / "oof.csv"
         if "settings" in row and oof.exists():
-            pred = pd.read_csv(oof).set_index("id")
+            pred = read_csv_keeping_ids(oof).set_index("id")
             both = (pred[["p_a", "p_b", "p_tie"]] + lexical.loc[pred.index]) / 2
             row["blend_50_50_with_lexical"] = log_loss(pred["label"].to_numpy(), both.to_numpy())
 

@@ -25,8 +25,8 @@ def test_made_submission_validates_against_the_official_sample():
 
 @pytest.mark.parametrize("defect, pattern", [
     (lambda s: s.iloc[[1, 0, 2]], "not in the test order: row 0"),
-    (lambda s: s.iloc[:2], r"missing \[1233961\]"),
-    (lambda s: pd.concat([s, s.iloc[[0]].assign(id=5)]), r"extra \[5\]"),
+    (lambda s: s.iloc[:2], r"missing \['1233961'\]"),
+    (lambda s: pd.concat([s, s.iloc[[0]].assign(id=5)]), r"extra \['5'\]"),
     (lambda s: s.assign(winner_tie=[np.nan, 0.2, 0.2]), r"NaN probabilities in 1 row\(s\): row 0 \(id 136060\)"),
     (lambda s: s.assign(winner_model_a=[0.9, 0.5, 0.5]), r"do not sum to 1 .* row 0 \(id 136060\)"),
     (lambda s: s.assign(extra=1), r"extra \['extra'\]"),

@@ -24,7 +24,7 @@ def test_kaggle_sample_parses_completely():
 
 def test_official_test_csv_keeps_every_id():
     conv = load_conversations(KAGGLE_TEST)
-    assert conv.frame["id"].tolist() == [136060, 211333, 1233961]
+    assert conv.frame["id"].tolist() == ["136060", "211333", "1233961"]  # ids are text, as written
     assert (conv.frame["label"] == -1).all()
 
 
@@ -76,7 +76,7 @@ def test_parser_returns_clean_strings_or_a_named_error(cell):
 def _frame(rows, labelled=True):
     records = []
     for i, (p, a, b, lab) in enumerate(rows):
-        rec = {"id": i, "prompt": p, "response_a": a, "response_b": b}
+        rec = {"id": str(i), "prompt": p, "response_a": a, "response_b": b}
         if labelled:
             rec.update(winner_model_a=lab[0], winner_model_b=lab[1], winner_tie=lab[2])
         records.append(rec)
@@ -113,13 +113,13 @@ def test_malformed_train_rows_are_reported_with_row_column_problem(tmp_path):
         ("[]", "[]", "[]", (0, 0, 1)),
     ])
     conv = load_conversations(frame)
-    assert conv.frame["id"].tolist() == [0]
+    assert conv.frame["id"].tolist() == ["0"]
     rep = conv.skipped.set_index("id")
-    assert rep.loc[1, "column"] == "prompt" and "bad JSON" in rep.loc[1, "problem"]
-    assert "turn counts disagree: prompt 2, response_a 1, response_b 1" in rep.loc[2, "problem"]
-    assert "not one-hot" in rep.loc[3, "problem"]
-    assert "no turns" in rep.loc[4, "problem"]
-    assert rep.loc[2, "row"] == 2
+    assert rep.loc["1", "column"] == "prompt" and "bad JSON" in rep.loc["1", "problem"]
+    assert "turn counts disagree: prompt 2, response_a 1, response_b 1" in rep.loc["2", "problem"]
+    assert "not one-hot" in rep.loc["3", "problem"]
+    assert "no turns" in rep.loc["4", "problem"]
+    assert rep.loc["2", "row"] == 2
 
 
 def test_unparseable_test_row_keeps_raw_text():
@@ -135,7 +135,7 @@ def test_missing_columns_and_duplicate_ids_are_named():
     with pytest.raises(DataError, match=r"missing column\(s\) \['response_b', 'winner_tie'\]"):
         load_conversations(frame.drop(columns=["response_b", "winner_tie"]), labelled=True)
     dup = pd.concat([frame, frame, frame.assign(id=7)], ignore_index=True)
-    with pytest.raises(DataError, match=r"duplicate id\(s\): \[0\]"):
+    with pytest.raises(DataError, match=r"duplicate id\(s\): \['0'\]"):
         load_conversations(dup)
 
 

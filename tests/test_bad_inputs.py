@@ -1,0 +1,123 @@
+"""Ordinary bad input stops with one clear line (exit 2) naming the file, row or flag and what to
+do — never a traceback — and leaves nothing half-written for a later stage to read."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit.cli import main
+from kit.inference import check_devices, infer_stage
+from kit.tokenization import tokenize_stage
+from kit.training import train_stage
+from conftest import KAGGLE_TEST, PANDALM
+
+
+def _kit(capsys, *args) -> str:
+    """Run the CLI in-process; return its one error line (asserting exit code 2)."""
+    rc = main([str(a) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    lines = err.splitlines()
+    assert lines and lines[-1].startswith("error: ") and "Traceback" not in err
+    return lines[-1]
+
+
+def _table(tmp_path, name: str, frame: pd.DataFrame):
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _tokenize(*extra):
+    return ["tokenize", "--model", "lexical", "--folds", "2", *extra]
+
+
+def test_unreadable_tables_are_named(tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    header = _table(tmp_path, "header.csv", pd.read_csv(PANDALM).head(0))
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes(PANDALM.read_bytes()[:2000].replace(b"a", "\u00e9".encode("latin-1"), 1) + b"\n")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for bad, expected in ((empty, "the file is empty"), (header, "no rows, only a header"),
+                          (latin, "not UTF-8 text"), (folder, "a folder, not a table")):
+        line = _kit(capsys, *_tokenize("--train", bad, "--no-test", "--out", tmp_path / "tok"))
+        assert str(bad) in line and expected in line, line
+    # a header-only *test* table: no submission could ever be made from it
+    test_header = _table(tmp_path, "test0.csv", pd.read_csv(KAGGLE_TEST).head(0))
+    line = _kit(capsys, *_tokenize("--train", PANDALM, "--test", test_header, "--out", tmp_path / "tok"))
+    assert str(test_header) in line and "no rows" in line
+    assert not (tmp_path / "tok").exists()
+
+
+def test_a_table_whose_every_row_is_unusable(tmp_path, capsys):
+    rows = pd.read_csv(PANDALM).head(30)
+    rows["winner_model_a"], rows["winner_tie"] = 1, 1  # two or three winners per row: none is one-hot
+    bad = _table(tmp_path, "bad.csv", rows)
+    line = _kit(capsys, *_tokenize("--train", bad, "--no-test", "--out", tmp_path / "tok"))
+    assert str(bad) in line and "none of the 30 rows is usable" in line and "not one-hot" in line
+    assert not (tmp_path / "tok" / "skipped_rows.csv").exists() and not (tmp_path / "tok").exists()
+
+
+def test_bad_flags_are_named(tmp_path, capsys):
+    line = _kit(capsys, *_tokenize("--train", PANDALM, "--no-test", "--max-rows", "0", "--out", tmp_path / "a"))
+    assert "max_rows=0" in line
+    line = _kit(capsys, "tokenize", "--model", "minilm", "--train", PANDALM, "--no-test", "--max-rows", "20",
+                "--max-length", "4096", "--out", tmp_path / "b")
+    assert "exceeds minilm's 512 positions" in line and "--max-length 512" in line
+    assert not (tmp_path / "b").exists()
+    # --folds 1: fold 0 holds every row, so a fold run has nothing to train on
+    tokenize_stage("lexical", [PANDALM], "", n_folds=1, max_rows=40, out=tmp_path / "one")
+    line = _kit(capsys, "train", "--model", "lexical", "--fold", "0", "--tokenized", tmp_path / "one",
+                "--out", tmp_path / "m")
+    assert "holds every row" in line and "--fold full" in line
+    with pytest.raises(ValueError, match="'cuda:0' is not available .* --devices cpu"):
+        check_devices(["cuda:0"] if not __import__("torch").cuda.is_available() else ["cuda:99"])
+    with pytest.raises(ValueError, match="use cpu or cuda"):
+        check_devices(["gpu0"])
+
+
+@pytest.fixture
+def lexical_models(tmp_path):
+    tok = tokenize_stage("lexical", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=120, out=tmp_path / "tok")
+    dirs = []
+    for k in (0, 1):
+        d = train_stage("lexical", k, tokenized=tok.out_dir, out=tmp_path / "models" / "lexical" / f"fold{k}").out_dir
+        infer_stage(d, "oof")
+        infer_stage(d, "test")
+        dirs.append(d)
+    return dirs
+
+
+@pytest.mark.parametrize("corrupt, expected", [
+    (lambda f: f.assign(p_a=np.inf), "probabilities infinite"),
+    (lambda f: f.assign(p_a=-f["p_a"]), "outside [0, 1]"),
+    (lambda f: f.assign(p_a=f["p_a"] / 2), "not summing to 1"),
+    (lambda f: f.assign(p_b="high"), "not a number"),
+    (lambda f: f.assign(p_b=np.nan), "not a number"),
+    (lambda f: f.drop(columns=["p_tie"]), "missing column(s) ['p_tie']"),
+])
+def test_invalid_member_predictions_are_refused_not_repaired(lexical_models, tmp_path, capsys, corrupt, expected):
+    oof = lexical_models[1] / "predictions" / "oof.csv"
+    corrupt(pd.read_csv(oof)).to_csv(oof, index=False)
+    line = _kit(capsys, "blend", "--members", f"lexical={','.join(map(str, lexical_models))}", "--weights", "fit",
+                "--out", tmp_path / "submission.csv", "--report-dir", tmp_path / "report")
+    assert str(oof) in line and expected in line and "run the infer stage" in line, line
+    assert not (tmp_path / "submission.csv").exists()
+
+
+def test_a_missing_sample_submission_is_an_error(lexical_models, tmp_path, capsys):
+    line = _kit(capsys, "blend", "--members", f"lexical={','.join(map(str, lexical_models))}",
+                "--sample-submission", tmp_path / "nowhere.csv", "--out", tmp_path / "submission.csv")
+    assert "no sample submission at" in line and "nowhere.csv" in line
+    assert not (tmp_path / "submission.csv").exists()
+
+
+def test_a_test_only_cache_blends_without_baselines(lexical_models, tmp_path, capsys):
+    """Kaggle's submission session: the models' cache holds the test table only."""
+    tok = tmp_path / "tok"
+    (tok / "train.parquet").unlink()
+    assert main(["blend", "--members", f"lexical={','.join(map(str, lexical_models))}", "--weights", "equal",
+                 "--out", str(tmp_path / "submission.csv"), "--report-dir", str(tmp_path / "report")]) == 0
+    assert "no baselines" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "submission.csv")) == len(pd.read_csv(KAGGLE_TEST))
