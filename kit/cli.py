@@ -89,7 +89,7 @@ def _add_train(sub):
     p.add_argument("--head-lr-scale", type=float, default=None,
                    help="the new heads' learning rate as a multiple of --lr (default: the preset's)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after a finished run")
-    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints of a killed run")
+    p.add_argument("--no-resume", action="store_true", help="start afresh: delete the checkpoints of a killed run instead of resuming from them")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a finished run in --out (its predictions/ are removed: they are stale)")
 

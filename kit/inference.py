@@ -260,7 +260,8 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
         packed_head = meta.get("preset", {}).get("head", "joint")
         if packed_head != preset.head:
             raise ValueError(f"{tokenized} was tokenized for the {packed_head!r} head, but {model_dir} was trained "
-                             f"with the {preset.head!r} head: re-run the tokenize stage with --head {preset.head}")
+                             f"with the {preset.head!r} head: re-run the tokenize stage with --head {preset.head} "
+                             f"(notebook HEAD = {preset.head!r})")
         packed_len = meta["pack"]["max_length"]
         if packed_len != preset.max_length:
             warnings.warn(f"{tokenized} was packed at max_length={packed_len}, the model was trained at "
@@ -288,7 +289,8 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
         missing = [c for c in head.id_columns if c not in frame.columns]
         if missing:
             raise ValueError(f"{table} lacks {missing}: it was not tokenized for the {head.name!r} head the model "
-                             f"was trained with; re-run the tokenize stage with --head {head.name}")
+                             f"was trained with; re-run the tokenize stage with --head {head.name} "
+                             f"(notebook HEAD = {head.name!r})")
         tta = tta and head.uses_tta  # a swap-equivariant head gains nothing from a swapped pass
         devices = list(devices) if devices else visible_devices()
         check_devices(devices)

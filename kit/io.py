@@ -24,7 +24,8 @@ def check_free(paths, overwrite: bool) -> None:
     taken = [str(p) for p in paths if Path(p).exists()]
     if taken and not overwrite:
         raise OutputExists(f"output already exists: {', '.join(taken)} "
-                           f"(pass overwrite=True / --overwrite to replace, or choose another --out)")
+                           f"(pass --overwrite on the CLI, OVERWRITE = True in a notebook or overwrite=True in Python to "
+                           f"replace, or choose another --out / OUT)")
 
 
 def _umask() -> int:

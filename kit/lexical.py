@@ -147,7 +147,7 @@ def train_lexical(preset, train_rows: pd.DataFrame, held: pd.DataFrame, fold, ou
 
     missing = [c for c in ("prompt", "response_a", "response_b") if c not in train_rows.columns]
     if missing:
-        raise ValueError(f"{tokenized} holds no text columns {missing}: tokenize with --model lexical")
+        raise ValueError(f"{tokenized} holds no text columns {missing}: tokenize with --model lexical (notebook MODEL = 'lexical')")
     started = time.time()
     model = LexicalModel(**preset.extra, seed=settings.seed).fit(train_rows, train_rows["label"])
     seconds = time.time() - started

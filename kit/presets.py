@@ -205,7 +205,7 @@ def model_path(preset: Preset) -> Path:
     path = kaggle_path(preset.model_dir)
     if not (path / "config.json").exists():
         raise PresetError(f"model folder for preset {preset.name!r} not found: {path} "
-                          f"(no config.json). Attach the model or pass --model-dir / model_dir=")
+                          f"(no config.json). Attach the model or pass --model-dir (CLI) / MODEL_DIR (notebooks) / model_dir= (Python)")
     return path
 
 

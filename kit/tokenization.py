@@ -163,6 +163,9 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
     skipped_df = (pd.concat(skipped, ignore_index=True) if skipped
                   else pd.DataFrame(columns=["row", "id", "column", "problem", "source", "split"]))
     out_dir.mkdir(parents=True, exist_ok=True)
+    for kept, name in ((train_df, "train.parquet"), (test_df, "test.parquet")):
+        if kept is None and overwrite:  # e.g. --no-test --overwrite: an old table must not outlive its cache
+            (out_dir / name).unlink(missing_ok=True)
     if train_df is not None:
         write_parquet(train_df, out_dir / "train.parquet", overwrite)
     if test_df is not None:

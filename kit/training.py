@@ -12,7 +12,10 @@ Per (model, fold) the output folder (default ``<work>/models/<preset>/fold<K>``,
 Cross-entropy on three classes, gradient accumulation, cosine schedule with warm-up,
 optional swap augmentation (each row also seen as (B, A) with the label swapped), the
 best checkpoint by held-out log loss kept, seeds fixed. A killed run resumes from its
-last checkpoint in ``checkpoints/`` when started again with the same arguments. Under
+last *complete* checkpoint in ``checkpoints/`` (one half-written by a kill is skipped) when
+started again with the same arguments; other arguments are an error naming what differs
+(``checkpoints/run.json`` records the run's recipe), ``resume=False`` starts afresh. After a
+resume, ``metrics.json``'s ``train_seconds`` and ``train_loss`` still cover the whole run. Under
 ``torchrun``/``accelerate launch`` the same code trains with DDP (gloo on CPU).
 """
 from __future__ import annotations
@@ -170,6 +173,100 @@ def _training_args(preset: Preset, settings: TrainSettings, out: Path, n_train: 
     )
 
 
+RUN_RECIPE = "run.json"  # in checkpoints/: what the run that wrote them was asked to do
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _run_recipe(preset: Preset, settings: TrainSettings, fold, tokenized: Path) -> dict:
+    """Everything that decides a run's weights (keeping checkpoints afterwards does not)."""
+    train = {k: v for k, v in asdict(settings).items() if k != "keep_checkpoints"}
+    return json.loads(json.dumps({"preset": preset.to_dict(), "train": train, "fold": fold,
+                                  "tokenized": str(Path(tokenized).resolve())}))
+
+
+def _complete_checkpoints(checkpoints: Path) -> list[Path]:
+    """checkpoint-N folders the Trainer finished writing (trainer_state.json is written last),
+    by step; an incomplete one — a run killed while saving — is reported and never resumed."""
+    if not checkpoints.is_dir():
+        return []
+    found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]))
+    complete = [p for p in found if (p / "trainer_state.json").is_file()]
+    for p in found:
+        if p not in complete:
+            print(f"[kit train] {p} is incomplete (killed while saving?): skipped", flush=True)
+    return complete
+
+
+def _check_same_run(checkpoints: Path, recipe: dict) -> None:
+    saved = checkpoints / RUN_RECIPE
+    was = json.loads(saved.read_text()) if saved.is_file() else None
+    if was == recipe:
+        return
+    if was is None:
+        why = f"{saved.name} is missing, so what wrote them is unknown"
+    else:
+        diff = {f"{part}.{k}": (was.get(part, {}).get(k), v) for part in ("train", "preset")
+                for k, v in recipe[part].items() if was.get(part, {}).get(k) != v}
+        diff.update({k: (was.get(k), recipe[k]) for k in ("fold", "tokenized") if was.get(k) != recipe[k]})
+        why = f"they were written with other arguments {diff} (then, now)"
+    raise PresetError(f"cannot resume from {checkpoints}: {why}. Rerun with the same arguments to resume, or "
+                      f"start afresh with --no-resume (notebook RESUME = False)")
+
+
+def _progress_callback(trainer, before: dict):
+    """A TrainerCallback that stores the run's progress so far — training seconds, and the sum
+    of the per-step training losses with its step count — in every checkpoint (``before``: what
+    the checkpoint a resumed run starts from stored), so a resumed run's metrics describe the
+    whole run. The loss sum reads the Trainer's running totals (``_total_loss_scalar`` and
+    ``_tr_loss``, transformers 5.23); where they are absent it is left out (None)."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def __init__(self):
+            self.started = time.time()
+
+        def seconds(self) -> float:
+            return before.get("seconds", 0.0) + time.time() - self.started
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                (folder / PROGRESS).write_text(json.dumps({"seconds": self.seconds(),
+                                                           "loss_sum": self.loss_sum(), "step": state.global_step}))
+            return control
+
+        def loss_sum(self) -> float | None:
+            total, pending = getattr(trainer, "_total_loss_scalar", None), getattr(trainer, "_tr_loss", None)
+            if total is None or pending is None or ("step" in before and before.get("loss_sum") is None):
+                return None
+            return before.get("loss_sum", 0.0) + total + float(pending.item() if hasattr(pending, "item") else pending)
+
+    return Progress()
+
+
+PROGRESS = "kit_progress.json"
+
+
+def _saved_progress(checkpoint: Path | None) -> dict:
+    path = checkpoint / PROGRESS if checkpoint else None
+    return json.loads(path.read_text()) if path and path.is_file() else {}
+
+
+def _whole_run_loss(before: dict, train_output) -> float | None:
+    """The mean training loss over every step of the run: the Trainer's own figure covers only
+    the steps after a resume."""
+    if not before:
+        return train_output.training_loss
+    if before.get("loss_sum") is None:
+        return None
+    after_steps = train_output.global_step - before["step"]
+    return (before["loss_sum"] + train_output.training_loss * after_steps) / max(train_output.global_step, 1)
+
+
 def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str | Path | None = None,
                 out: str | Path | None = None, overwrite: bool = False, resume: bool = True,
                 settings: TrainSettings | None = None, **preset_overrides) -> TrainResult:
@@ -203,7 +300,12 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     checkpoints = out / "checkpoints"
     if overwrite and (out / "metrics.json").exists():
         shutil.rmtree(checkpoints, ignore_errors=True)  # kept checkpoints of a finished run: start afresh
-    resuming = resume and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    recipe = _run_recipe(preset, settings, fold, tokenized)
+    resuming = resume and bool(_complete_checkpoints(checkpoints))
+    if resuming:
+        _check_same_run(checkpoints, recipe)
+    elif checkpoints.exists() and _is_rank_zero():
+        shutil.rmtree(checkpoints)  # --no-resume, or only incomplete checkpoints: none may be resumed later
 
     set_seed(settings.seed)  # the new head's initialisation
     net, tokenizer = head.build(preset)
@@ -216,11 +318,16 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     trainer = Trainer(model=net, args=args, train_dataset=train_ds, eval_dataset=eval_ds if select else None,
                       data_collator=head.collator(tokenizer), processing_class=tokenizer,
                       compute_metrics=_metrics, optimizers=(_optimizer(net, args, head_lr_scale), None))
-    started = time.time()
+    last = _complete_checkpoints(checkpoints)[-1] if resuming else None
+    before = _saved_progress(last)
+    progress = _progress_callback(trainer, before)
+    trainer.add_callback(progress)
     if resuming:
-        print(f"[kit train] resuming from the last checkpoint in {checkpoints}", flush=True)
-    train_output = trainer.train(resume_from_checkpoint=True if resuming else None)
-    seconds = time.time() - started
+        print(f"[kit train] resuming from the last checkpoint in {checkpoints} ({last.name})", flush=True)
+    elif _is_rank_zero():
+        write_json(recipe, checkpoints / RUN_RECIPE, overwrite=True)
+    train_output = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    seconds = progress.seconds()
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # DDP check: every rank's weights
         rank = int(os.environ.get("RANK", "0"))
@@ -230,7 +337,9 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
 
     oof, metrics = None, {"fold": fold, "train_rows": len(train_ds), "held_out_rows": len(held),
                           "trainable_params": trainable, "total_params": total,
-                          "train_seconds": seconds, "train_loss": train_output.training_loss,
+                          # the whole run's, a resumed one included (the Trainer's own figures
+                          # cover only the part after the resume)
+                          "train_seconds": seconds, "train_loss": _whole_run_loss(before, train_output),
                           "global_steps": train_output.global_step, "resumed": resuming}
     if eval_ds is not None:
         # not trainer.predict: with length-grouped sampling it returns rows shuffled
@@ -239,8 +348,9 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
                             desc="out-of-fold")
         probs = softmax(logits)
         labels = held["label"].to_numpy()
+        best = trainer.state.best_model_checkpoint  # a folder deleted below unless checkpoints are kept
         metrics.update(log_loss=log_loss(labels, probs), accuracy=float((probs.argmax(1) == labels).mean()),
-                       best_checkpoint=trainer.state.best_model_checkpoint)
+                       best_step=int(Path(best).name.split("-")[-1]) if best else None)
         oof = pd.DataFrame({"id": held["id"].to_numpy(), "p_a": probs[:, 0], "p_b": probs[:, 1],
                             "p_tie": probs[:, 2], "label": labels})
 

@@ -49,6 +49,7 @@ MAX_TRAIN_ROWS = None
 MAX_EVAL_ROWS = None
 SEED = 42
 OVERWRITE = False       # an existing trained output is an error unless True
+RESUME = True           # a killed run resumes from its last complete checkpoint (same arguments only)
 KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
 WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt
 
@@ -65,7 +66,7 @@ settings = TrainSettings(epochs=EPOCHS, learning_rate=LR, batch_size=BATCH_SIZE,
                          max_steps=MAX_STEPS, evals_per_run=EVALS_PER_RUN, swap_augment=SWAP_AUGMENT,
                          group_by_length=GROUP_BY_LENGTH, head_lr_scale=HEAD_LR_SCALE,
                          max_train_rows=MAX_TRAIN_ROWS, max_eval_rows=MAX_EVAL_ROWS, seed=SEED)
-result = train_stage(MODEL, FOLD, tokenized=TOKENIZED, out=OUT, overwrite=OVERWRITE, settings=settings,
+result = train_stage(MODEL, FOLD, tokenized=TOKENIZED, out=OUT, overwrite=OVERWRITE, resume=RESUME, settings=settings,
                      model_dir=MODEL_DIR, load_in_4bit=LOAD_IN_4BIT, lora_r=LORA_R, lora_alpha=LORA_ALPHA,
                      lora_dropout=LORA_DROPOUT, target_modules=TARGET_MODULES, layers_to_transform=LAYERS,
                      head=HEAD, pooling=POOLING)

@@ -121,3 +121,11 @@ def test_a_test_only_cache_blends_without_baselines(lexical_models, tmp_path, ca
                  "--out", str(tmp_path / "submission.csv"), "--report-dir", str(tmp_path / "report")]) == 0
     assert "no baselines" in capsys.readouterr().out
     assert len(pd.read_csv(tmp_path / "submission.csv")) == len(pd.read_csv(KAGGLE_TEST))
+
+
+def test_retokenizing_without_a_test_table_leaves_no_stale_one(tmp_path):
+    tokenize_stage("lexical", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=40, out=tmp_path / "tok")
+    assert (tmp_path / "tok" / "test.parquet").exists()
+    tokenize_stage("lexical", [PANDALM], "", n_folds=2, max_rows=60, out=tmp_path / "tok", overwrite=True)
+    assert not (tmp_path / "tok" / "test.parquet").exists()  # it described the earlier cache
+    assert len(pd.read_parquet(tmp_path / "tok" / "train.parquet")) == 60

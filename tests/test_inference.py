@@ -11,6 +11,7 @@ from kit.inference import (RuntimeProjection, infer_stage, length_sorted_batches
 from kit.modeling import load_trained
 from kit.presets import resolve_preset
 from kit.tokenization import tokenize_stage
+from kit.io import read_csv_keeping_ids
 from conftest import ROOT, run_kit
 
 
@@ -62,7 +63,7 @@ def test_two_cpu_workers_equal_one(trained_minilm, tmp_path):
 def test_every_test_id_is_predicted_malformed_rows_included(trained_minilm, tmp_path):
     model_dir, tok, test_csv = trained_minilm
     res = infer_stage(model_dir, "test", out=tmp_path / "t.csv")
-    assert res.predictions["id"].tolist() == pd.read_csv(test_csv)["id"].tolist()
+    assert res.predictions["id"].tolist() == pd.read_csv(test_csv, dtype={"id": str})["id"].tolist()
     probs = res.predictions[["p_a", "p_b", "p_tie"]].to_numpy()
     assert np.isfinite(probs).all() and np.allclose(probs.sum(1), 1)
     assert 0 <= res.flip_rate <= 1
@@ -90,7 +91,7 @@ def test_oof_split_and_cli_isolated(trained_minilm, tmp_path):
     out = tmp_path / "oof.csv"
     proc = run_kit("infer", "--model-dir", model_dir, "--split", "oof", "--out", out, "--isolate", "--no-tta")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    oof = pd.read_csv(out)
+    oof = read_csv_keeping_ids(out)
     fold0 = pd.read_parquet(tok / "train.parquet").query("fold == 0")
     assert oof["id"].tolist() == fold0["id"].tolist() and oof["label"].tolist() == fold0["label"].tolist()
     assert "p_a_swap" not in oof

@@ -15,6 +15,7 @@ from kit.pairwise import build_pairwise, predict_pair_logits
 from kit.presets import PresetError, resolve_preset
 from kit.tokenization import tokenize_stage
 from kit.training import TrainSettings, train_stage
+from kit.io import read_csv_keeping_ids
 from conftest import KAGGLE_TRAIN, PANDALM, ROOT, kill_when_checkpointed, run_kit
 
 
@@ -56,7 +57,7 @@ def test_swapped_rows_get_mirrored_probabilities(trained_pair, pair_cache):
     res = infer_stage(trained_pair.out_dir, "test", out=pair_cache / "test_pred.csv")
     assert res.flip_rate is None and "p_a_swap" not in res.predictions  # one pass only
     preds = res.predictions.set_index("id")
-    ids = pd.read_csv(pair_cache / "test.csv")["id"].tolist()
+    ids = pd.read_csv(pair_cache / "test.csv", dtype={"id": str})["id"].tolist()
     plain, mirrored = preds.loc[ids[:12]], preds.loc[ids[12:]]
     assert plain[["p_a", "p_b"]].std().min() > 1e-4  # the model says something row by row
     np.testing.assert_allclose(mirrored[["p_b", "p_a", "p_tie"]].to_numpy(),
@@ -91,8 +92,8 @@ def test_trained_pairwise_model_reloads_in_a_fresh_process_to_its_oof(trained_pa
     proc = run_kit("infer", "--model-dir", trained_pair.out_dir, "--split", "oof",
                    "--out", trained_pair.out_dir / "oof_again.csv")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    again = pd.read_csv(trained_pair.out_dir / "oof_again.csv").set_index("id")
-    oof = pd.read_csv(trained_pair.out_dir / "oof.csv")  # the Trainer run scored the first 24 held-out rows
+    again = read_csv_keeping_ids(trained_pair.out_dir / "oof_again.csv").set_index("id")
+    oof = read_csv_keeping_ids(trained_pair.out_dir / "oof.csv")  # the Trainer run scored the first 24 held-out rows
     assert len(again) > len(oof) and set(oof["id"]) <= set(again.index)
     np.testing.assert_allclose(again.loc[oof["id"], ["p_a", "p_b", "p_tie"]].to_numpy(),
                                oof[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-6)

@@ -17,7 +17,7 @@ def test_cli_writes_caches_for_shipped_data(tmp_path, model, head):
     assert proc.returncode == 0, proc.stderr
     train, test = pd.read_parquet(out / "train.parquet"), pd.read_parquet(out / "test.parquet")
     assert len(train) == 1099 and set(train["fold"]) == set(range(5))  # 100 kaggle + 999 pandalm
-    assert test["id"].tolist() == [136060, 211333, 1233961]
+    assert test["id"].tolist() == ["136060", "211333", "1233961"]
     if head == "joint":
         assert (train["n_tokens"] <= 512).all() and (train["input_ids"].map(len) == train["n_tokens"]).all()
         assert train["input_ids_swap"].map(len).le(512).all()
@@ -88,5 +88,5 @@ def test_tokenize_notebook_executes_headless(tmp_path, model):
     papermill.execute_notebook(str(ROOT / "notebooks" / "01_tokenize.ipynb"), str(tmp_path / "nb.ipynb"),
                                parameters={"MODEL": model, "OUT": str(out)}, cwd=str(tmp_path),
                                progress_bar=False)
-    assert pd.read_parquet(out / "test.parquet")["id"].tolist() == [136060, 211333, 1233961]
+    assert pd.read_parquet(out / "test.parquet")["id"].tolist() == ["136060", "211333", "1233961"]
     assert len(pd.read_parquet(out / "train.parquet")) == 1099

@@ -12,6 +12,7 @@ import torch
 from kit.presets import PresetError, resolve_preset
 from kit.tokenization import tokenize_stage
 from kit.training import TrainSettings, train_stage
+from kit.io import read_csv_keeping_ids
 from conftest import KAGGLE_TRAIN, PANDALM, ROOT, kill_when_checkpointed, run_kit
 
 FAST = dict(max_steps=12, batch_size=4, grad_accum=1, learning_rate=2e-3, warmup_ratio=0.0,
@@ -64,7 +65,7 @@ def test_few_steps_change_lora_and_head_and_lower_training_loss(tokenized, tmp_p
     assert _loss(trained, seen, tok.pad_token_id) < loss_before - 0.01
     m = json.loads((res.out_dir / "metrics.json").read_text())
     assert m["global_steps"] == 12 and 0 < m["log_loss"] < 5 and m["held_out_rows"] == 16
-    oof = pd.read_csv(res.out_dir / "oof.csv")
+    oof = read_csv_keeping_ids(res.out_dir / "oof.csv")
     assert len(oof) == 16 and np.allclose(oof[["p_a", "p_b", "p_tie"]].sum(1), 1)
     assert (res.out_dir / "training.png").exists() and not (res.out_dir / "checkpoints").exists()
 
@@ -76,7 +77,7 @@ from kit.modeling import load_trained
 from kit.presets import resolve_preset
 from kit.evaluation import softmax
 model, tok = load_trained(sys.argv[1], resolve_preset("minilm", max_length=128))
-held = pd.read_parquet(sys.argv[2]).set_index("id").loc[pd.read_csv(sys.argv[1] + "/oof.csv")["id"]]
+held = pd.read_parquet(sys.argv[2]).set_index("id").loc[pd.read_csv(sys.argv[1] + "/oof.csv", dtype={"id": str})["id"]]
 probs = softmax(predict_logits(model, list(held["input_ids"]), tok.pad_token_id, progress=False))
 np.save(sys.argv[3], probs)
 """
@@ -92,7 +93,7 @@ def test_cli_train_then_reload_in_a_fresh_process_gives_the_same_probabilities(t
     assert cfg["preset"]["name"] == "minilm" and cfg["preset"]["max_length"] == 128 and cfg["fold"] == 1
     subprocess.run([sys.executable, "-c", RELOAD, str(out), str(tokenized / "minilm" / "train.parquet"),
                     str(tmp_path / "p.npy")], check=True, cwd=ROOT, capture_output=True)
-    oof = pd.read_csv(out / "oof.csv")
+    oof = read_csv_keeping_ids(out / "oof.csv")
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), oof[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-6)
     # a second run into the same folder is refused, not silently overwritten
     again = run_kit("train", "--model", "minilm", "--fold", "1", "--tokenized", tokenized / "minilm",
@@ -109,13 +110,23 @@ def test_killed_run_resumes_to_the_same_metrics(tokenized, tmp_path):
 
     out = tmp_path / "killed"
     kill_when_checkpointed(args, out, "checkpoint-6")
+    # resuming with other arguments is refused, naming what differs (nothing is trained)
+    other = run_kit(*args, "--lr", "1e-3", "--out", out)
+    assert other.returncode == 2 and "cannot resume" in other.stderr and "train.learning_rate" in other.stderr
+    assert "--no-resume" in other.stderr and "Traceback" not in other.stderr
+    # a checkpoint folder left half-written by a kill during the save is skipped, not resumed
+    (out / "checkpoints" / "checkpoint-9").mkdir()
 
     resumed = run_kit(*args, "--out", out)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming from the last checkpoint" in resumed.stdout
+    assert "resuming from the last checkpoint" in resumed.stdout and "(checkpoint-6)" in resumed.stdout
+    assert "checkpoint-9 is incomplete" in resumed.stdout
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "ref", out))
     assert b["resumed"] and not a["resumed"] and a["global_steps"] == b["global_steps"] == 12
     assert abs(a["log_loss"] - b["log_loss"]) < 1e-5 and a["accuracy"] == b["accuracy"]
+    # the metrics describe the whole run, not only the part after the resume
+    assert abs(a["train_loss"] - b["train_loss"]) < 1e-4
+    assert a["best_step"] == b["best_step"] and "best_checkpoint" not in b
     pa, pb = (pd.read_csv(d / "oof.csv")[["p_a", "p_b", "p_tie"]].to_numpy() for d in (tmp_path / "ref", out))
     np.testing.assert_allclose(pa, pb, atol=1e-5)
 
@@ -162,4 +173,4 @@ def test_any_local_hf_folder_trains_with_all_linear_lora(tmp_path):
     cfg = json.loads((res.out_dir / "config.json").read_text())
     assert cfg["preset"]["target_modules"] == ["all-linear"] and cfg["preset"]["name"] == smollm2_dir().name
     preds = infer_stage(res.out_dir, "test", tta=False, out=tmp_path / "p.csv").predictions
-    assert preds["id"].tolist() == pd.read_csv(KAGGLE_TEST)["id"].tolist()
+    assert preds["id"].tolist() == pd.read_csv(KAGGLE_TEST, dtype={"id": str})["id"].tolist()
