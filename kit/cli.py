@@ -290,7 +290,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError) as err:  # OSError: a full disk, a read-only folder, ...
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

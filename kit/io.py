@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 
@@ -114,6 +116,34 @@ def read_parquet_keeping_ids(path, columns=None) -> pd.DataFrame:
     if "id" in frame.columns:
         frame["id"] = ids_as_text(frame["id"])
     return frame
+
+
+@contextmanager
+def staged_folder(out_dir, owned: Sequence[str]) -> Iterator[Path]:
+    """Stage-atomic output: yields an empty staging folder beside ``out_dir`` to write a stage's
+    files into; on success it replaces ``out_dir`` in one rename, so a reader sees the previous
+    complete output or the new one, never a mix — a stage killed or failing midway leaves
+    ``out_dir`` as it was. ``owned`` names the stage's own files: the earlier ones are dropped
+    (a file the new run does not write must not outlive it); anything else in ``out_dir`` is
+    carried over. Callers check for existing outputs (:func:`check_free`) first."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
+        if out_dir.exists():
+            for entry in out_dir.iterdir():
+                if entry.name not in owned:
+                    os.replace(entry, staging / entry.name)
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, old / out_dir.name)
+            os.replace(staging, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_parquet(df: pd.DataFrame, path, overwrite: bool = False) -> Path:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .data import Conversations, DataError, assign_folds, load_conversations
 from .env import default_inputs, work_dir
-from .io import check_free, write_csv, write_json, write_parquet
+from .io import check_free, staged_folder, write_csv, write_json, write_parquet
 from .packing import FIELDS, PackConfig, Packer
 from .plots import plot_retention
 from .heads import get_head
@@ -162,25 +162,23 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
 
     skipped_df = (pd.concat(skipped, ignore_index=True) if skipped
                   else pd.DataFrame(columns=["row", "id", "column", "problem", "source", "split"]))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for kept, name in ((train_df, "train.parquet"), (test_df, "test.parquet")):
-        if kept is None and overwrite:  # e.g. --no-test --overwrite: an old table must not outlive its cache
-            (out_dir / name).unlink(missing_ok=True)
-    if train_df is not None:
-        write_parquet(train_df, out_dir / "train.parquet", overwrite)
-    if test_df is not None:
-        write_parquet(test_df, out_dir / "test.parquet", overwrite)
-    write_csv(skipped_df, out_dir / "skipped_rows.csv", overwrite)
-    write_json({"preset": preset.to_dict(), "pack": pack_config.to_dict() if pack_config else None,
-                "train_sources": [str(p) for p in train_paths], "test_source": str(test_path or ""),
-                "n_folds": n_folds, "seed": seed, "max_rows": max_rows,
-                "rows": {"train": 0 if train_df is None else len(train_df),
-                         "test": 0 if test_df is None else len(test_df),
-                         "train_skipped": int(skipped_df.query("split == 'train'")["row"].nunique())
-                         if len(skipped_df) else 0}},
-               out_dir / "meta.json", overwrite)
-    shown = pd.concat([d for d in (train_df, test_df) if d is not None], ignore_index=True)
-    if len(shown) and not lexical:
-        plot_retention(shown, pack_config.max_length, out_dir / "retention.png",
-                       title=f"{preset.name}: {len(shown)} rows packed", overwrite=overwrite)
+    # stage-atomic: every file is written into a staging folder that replaces out_dir at the end
+    with staged_folder(out_dir, [t.name for t in targets]) as stage:
+        if train_df is not None:
+            write_parquet(train_df, stage / "train.parquet")
+        if test_df is not None:
+            write_parquet(test_df, stage / "test.parquet")
+        write_csv(skipped_df, stage / "skipped_rows.csv")
+        write_json({"preset": preset.to_dict(), "pack": pack_config.to_dict() if pack_config else None,
+                    "train_sources": [str(p) for p in train_paths], "test_source": str(test_path or ""),
+                    "n_folds": n_folds, "seed": seed, "max_rows": max_rows,
+                    "rows": {"train": 0 if train_df is None else len(train_df),
+                             "test": 0 if test_df is None else len(test_df),
+                             "train_skipped": int(skipped_df.query("split == 'train'")["row"].nunique())
+                             if len(skipped_df) else 0}},
+                   stage / "meta.json")
+        shown = pd.concat([d for d in (train_df, test_df) if d is not None], ignore_index=True)
+        if len(shown) and not lexical:
+            plot_retention(shown, pack_config.max_length, stage / "retention.png",
+                           title=f"{preset.name}: {len(shown)} rows packed")
     return TokenizeResult(out_dir, train_df, test_df, skipped_df)

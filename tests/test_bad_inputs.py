@@ -129,3 +129,25 @@ def test_retokenizing_without_a_test_table_leaves_no_stale_one(tmp_path):
     tokenize_stage("lexical", [PANDALM], "", n_folds=2, max_rows=60, out=tmp_path / "tok", overwrite=True)
     assert not (tmp_path / "tok" / "test.parquet").exists()  # it described the earlier cache
     assert len(pd.read_parquet(tmp_path / "tok" / "train.parquet")) == 60
+
+
+def test_a_tokenize_stage_failing_midway_leaves_the_previous_cache_whole(tmp_path, monkeypatch):
+    """Disk full (simulated) after train.parquet is written: the earlier complete cache stays
+    byte for byte, nothing half-written is left where a later stage would read it."""
+    import kit.tokenization
+
+    out = tmp_path / "tok"
+    tokenize_stage("lexical", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=40, out=out)
+    (out / "notes.txt").write_text("a user's file")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(kit.tokenization, "write_json", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        tokenize_stage("lexical", [PANDALM], "", n_folds=2, max_rows=60, out=out, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["tok"]  # no staging folder left behind
+    monkeypatch.undo()
+    tokenize_stage("lexical", [PANDALM], "", n_folds=2, max_rows=60, out=out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "a user's file"  # not the stage's: carried over
