@@ -408,12 +408,25 @@ def kit_importable_env() -> dict:
 
 
 def trained_outputs(root: str | Path | None = None, models: Sequence[str] | None = None) -> list[Path]:
-    """Every train-stage output (a folder with adapter/ and config.json) under <work>/models."""
+    """Every finished train-stage output under <work>/models: a folder with adapter/, config.json
+    and metrics.json (the train stage writes it last). A folder without metrics.json is a run
+    that did not finish: it is named on the console and left out."""
     from .env import work_dir
 
     root = Path(root) if root else work_dir() / "models"
     found = sorted(p.parent.parent for p in root.glob("*/*/adapter/adapter_config.json"))
-    return [p for p in found if (p / "config.json").exists() and (models is None or p.parent.name in models)]
+    found = [p for p in found if (p / "config.json").exists() and (models is None or p.parent.name in models)]
+    return [p for p in found if finished_training(p)]
+
+
+def finished_training(folder: Path) -> bool:
+    """True when the train stage finished in ``folder`` (metrics.json, written last, exists);
+    otherwise says so on the console."""
+    if (Path(folder) / "metrics.json").is_file():
+        return True
+    print(f"[kit] {folder}: no metrics.json, a training run that did not finish: skipped (rerun the train "
+          f"stage there)", flush=True)
+    return False
 
 
 def flip_rate_of(predictions: pd.DataFrame) -> float | None:

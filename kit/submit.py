@@ -31,6 +31,7 @@ import pandas as pd
 
 from .blend import MEMBER_ORDER, BlendError, Member, apply_saved_blend, blend_members, mean_test_predictions
 from .env import default_inputs, kaggle_input, work_dir
+from .inference import finished_training
 from .io import publish, read_parquet_keeping_ids, write_json
 from .submission import make_submission, write_submission
 
@@ -61,7 +62,7 @@ def find_trained_models(roots: Sequence[str | Path]) -> dict[str, list[Path]]:
             if not (folder / "adapter").is_dir():
                 continue  # a backbone's own config.json, not a trained output
             preset = json.loads(cfg.read_text()).get("preset", {}).get("name")
-            if preset:
+            if preset and finished_training(folder):
                 groups.setdefault(preset, []).append(folder)
     order = {n: i for i, n in enumerate(MEMBER_ORDER)}
     return dict(sorted(groups.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))

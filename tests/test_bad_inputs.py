@@ -151,3 +151,14 @@ def test_a_tokenize_stage_failing_midway_leaves_the_previous_cache_whole(tmp_pat
     monkeypatch.undo()
     tokenize_stage("lexical", [PANDALM], "", n_folds=2, max_rows=60, out=out, overwrite=True)
     assert (out / "notes.txt").read_text() == "a user's file"  # not the stage's: carried over
+
+
+def test_a_training_run_that_did_not_finish_is_never_blended_or_submitted(lexical_models, tmp_path, capsys):
+    """A kill after adapter/ and config.json were written, before metrics.json (written last)."""
+    from kit.blend import discover_members
+    from kit.submit import find_trained_models
+
+    (lexical_models[1] / "metrics.json").unlink()
+    assert discover_members(tmp_path / "models") == {"lexical": [lexical_models[0]]}
+    assert find_trained_models([tmp_path / "models"]) == {"lexical": [lexical_models[0]]}
+    assert "did not finish" in capsys.readouterr().out
