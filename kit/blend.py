@@ -266,13 +266,8 @@ def blend_members(members: Sequence[Member], weights: str | Sequence[float] = "p
 
     test = None
     if all(m.test is not None for m in members):
-        test_ids = members[0].test["id"].tolist()
-        for m in members[1:]:
-            if m.test["id"].tolist() != test_ids:
-                raise BlendError(f"member {m.name}'s test ids differ from {members[0].name}'s")
-        blended = chosen.apply([m.test[PROB_COLUMNS].to_numpy() for m in members], space)
-        test = pd.DataFrame({"id": test_ids, **{c: blended[:, j] for j, c in enumerate(PROB_COLUMNS)}})
-    w, mode, t = chosen.weights, chosen.mode, chosen.temperature
+        test = _blend_test(members, chosen, space)
+    mode, t = chosen.mode, chosen.temperature
     result = BlendResult(names, chosen.weight_list(), mode, space, t, test, len(common or []))
     result.report = {"members": names, "weights": result.weights, "weights_mode": mode, "space": space,
                      "temperature": t, "temperature_fitted": bool(temperature), "oof_rows": result.oof_rows,
@@ -311,11 +306,16 @@ def apply_saved_blend(members: Sequence[Member], saved: dict) -> pd.DataFrame:
     stacker = MirrorStacker.from_description(saved["stacker"]) if saved.get("weights_mode") == "stack" else None
     fitted = _Fit(None if stacker else np.asarray(saved["weights"], dtype=np.float64), saved["weights_mode"],
                   float(saved.get("temperature", 1.0)), stacker)
-    test_ids = ordered[0].test["id"].tolist()
-    for m in ordered[1:]:
+    return _blend_test(ordered, fitted, saved.get("space", "prob"))
+
+
+def _blend_test(members: Sequence[Member], fit: _Fit, space: str) -> pd.DataFrame:
+    """id + PROB_COLUMNS: the members' test predictions (same ids, same order) blended by ``fit``."""
+    test_ids = members[0].test["id"].tolist()
+    for m in members[1:]:
         if m.test["id"].tolist() != test_ids:
-            raise BlendError(f"member {m.name}'s test ids differ from {ordered[0].name}'s")
-    probs = fitted.apply([m.test[PROB_COLUMNS].to_numpy() for m in ordered], saved.get("space", "prob"))
+            raise BlendError(f"member {m.name}'s test ids differ from {members[0].name}'s")
+    probs = fit.apply([m.test[PROB_COLUMNS].to_numpy() for m in members], space)
     return pd.DataFrame({"id": test_ids, **{c: probs[:, j] for j, c in enumerate(PROB_COLUMNS)}})
 
 
@@ -355,9 +355,8 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
     ``out`` defaults to <work>/submission.csv; the report (report.md, evaluation.csv,
     blend.json, methods.png, reliability.png, confusion.png) to <work>/report.
     """
-    from .env import default_inputs, work_dir
+    from .env import work_dir
     from .io import write_csv
-    from .submission import make_submission, write_submission
 
     groups = members if members is not None else discover_members()
     if not groups:
@@ -371,16 +370,7 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
     out = Path(out) if out else work_dir() / "submission.csv"
     report_dir = Path(report_dir) if report_dir else work_dir() / "report"
     tokenized = Path(json.loads((loaded[0].model_dirs[0] / "config.json").read_text())["tokenized"])
-    test_meta = json.loads((tokenized / "meta.json").read_text())
-    if sample_submission == "auto":  # the sample only describes the environment's own test table
-        defaults = default_inputs()
-        same = Path(test_meta.get("test_source") or "-").resolve() == Path(defaults["test"]).resolve()
-        sample_submission = defaults["sample_submission"] if same else None
-    test_ids = read_parquet_keeping_ids(tokenized / "test.parquet", columns=["id"])["id"].tolist()
-    if test_ids != result.test["id"].tolist():
-        raise BlendError(f"predictions do not cover the test table {tokenized / 'test.parquet'} in order")
-    sub = make_submission(test_ids, result.test[PROB_COLUMNS].to_numpy())
-    write_submission(sub, out, test_ids, sample_submission, overwrite)
+    write_blended_submission(result.test, tokenized, out, sample_submission, overwrite)
     result.report["submission"] = str(out)
 
     if result.table is not None:
@@ -402,6 +392,27 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
         write_json(result.report, report_dir / "blend.json", overwrite=True)
         write_text(render_report(result), report_dir / "report.md", overwrite=True)
     return result
+
+
+def write_blended_submission(blended: pd.DataFrame, tokenized: str | Path, out: str | Path,
+                             sample_submission: str | Path | None = "auto", overwrite: bool = False) -> Path:
+    """Validate and write submission.csv from blended test predictions (id + PROB_COLUMNS), which
+    must cover ``tokenized``'s test table in order. ``sample_submission="auto"``: the
+    environment's sample, when the cache's test table is the environment's own test table."""
+    from .env import default_inputs
+    from .submission import make_submission, write_submission
+
+    tokenized = Path(tokenized)
+    if sample_submission == "auto":  # the sample only describes the environment's own test table
+        test_source = json.loads((tokenized / "meta.json").read_text()).get("test_source") or "-"
+        defaults = default_inputs()
+        same = Path(test_source).resolve() == Path(defaults["test"]).resolve()
+        sample_submission = defaults["sample_submission"] if same else None
+    test_ids = read_parquet_keeping_ids(tokenized / "test.parquet", columns=["id"])["id"].tolist()
+    if test_ids != blended["id"].tolist():
+        raise BlendError(f"predictions do not cover the test table {tokenized / 'test.parquet'} in order")
+    sub = make_submission(test_ids, blended[PROB_COLUMNS].to_numpy())
+    return write_submission(sub, out, test_ids, sample_submission, overwrite)
 
 
 def describe_weights(result: BlendResult) -> str:

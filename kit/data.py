@@ -119,7 +119,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable CSV ({err}): check its quoting") from None
 
 
-def _check_columns(df: pd.DataFrame, labelled: bool, source: str) -> None:
+def _check_columns(df: pd.DataFrame, labelled: bool, source: str) -> pd.Series:
+    """The table's ids as text, once columns and ids are checked (DataError otherwise)."""
     need = ["id", *TEXT_COLUMNS, *(LABEL_COLUMNS if labelled else ())]
     missing = [c for c in need if c not in df.columns]
     if missing:
@@ -134,6 +135,7 @@ def _check_columns(df: pd.DataFrame, labelled: bool, source: str) -> None:
         ids = sorted(set(dup.tolist()), key=str)
         raise DataError(f"{source}: {len(dup)} rows share {len(ids)} duplicate id(s): "
                         f"{ids[:20]}{' ...' if len(ids) > 20 else ''}")
+    return ids_text
 
 
 def _one_hot_label(row, columns) -> int:
@@ -164,10 +166,10 @@ def load_conversations(source, *, labelled: bool | None = None, name: str | None
         df, name = read_table(source), name or str(source)
     if labelled is None:
         labelled = all(c in df.columns for c in LABEL_COLUMNS)
-    _check_columns(df, labelled, name)
+    ids = _check_columns(df, labelled, name)
     if not len(df):
         raise DataError(f"{name}: no rows, only a header: pass a table with rows")
-    df = df.assign(id=ids_as_text(df["id"]))
+    df = df.assign(id=ids)
 
     rows, skipped, notes = [], [], []
     extra = [c for c in ("model_a", "model_b") if c in df.columns]

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .io import ids_as_text, read_csv_keeping_ids, read_parquet_keeping_ids
+from .io import read_csv_keeping_ids, read_parquet_keeping_ids
 
 
 def length_sorted_batches(lengths: Sequence[int], max_tokens: int, max_batch: int = 256) -> list[np.ndarray]:
@@ -371,7 +371,7 @@ def _train_stage_scores(model_dir: Path, frame: pd.DataFrame, cfg: dict, preset,
     if not path.exists():
         return None
     scored = read_csv_keeping_ids(path)
-    if scored["id"].tolist() != ids_as_text(frame["id"]).tolist():
+    if scored["id"].tolist() != frame["id"].tolist():  # both text (read_parquet_keeping_ids)
         return None  # e.g. the train stage scored a capped share of the fold
     return scored[PROB_COLUMNS].to_numpy(dtype=np.float64)
 

@@ -70,7 +70,6 @@ def manifest_path(predictions) -> Path:
 def publish(source, target, who: str = "kit") -> Path:
     """Copy ``source`` to ``target`` atomically; a file already at ``target`` is first moved
     aside to ``<stem>-<its mtime>.<suffix>`` (said on the console) — never overwritten."""
-    import shutil
     import time
 
     source, target = Path(source), Path(target)
@@ -103,8 +102,6 @@ def read_csv_keeping_ids(path, **kwargs) -> pd.DataFrame:
 def ids_as_text(ids: pd.Series) -> pd.Series:
     """Ids as the kit carries them: text. Numbers (a parquet file's int ids) become their
     decimal text, so ``7`` and ``"7"`` are the same id everywhere."""
-    if pd.api.types.is_string_dtype(ids.dtype) and not ids.map(lambda v: not isinstance(v, str)).any():
-        return ids
     return ids.map(lambda v: v if isinstance(v, str) or v is None or (isinstance(v, float) and v != v)
                    else str(v))
 

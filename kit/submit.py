@@ -27,13 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import pandas as pd
-
-from .blend import MEMBER_ORDER, BlendError, Member, apply_saved_blend, blend_members, mean_test_predictions
+from .blend import (MEMBER_ORDER, Member, apply_saved_blend, blend_members, mean_test_predictions,
+                    write_blended_submission)
 from .env import default_inputs, kaggle_input, work_dir
 from .inference import finished_training
-from .io import publish, read_parquet_keeping_ids, write_json
-from .submission import make_submission, write_submission
+from .io import publish, write_json
 
 
 class SubmitError(ValueError):
@@ -165,19 +163,11 @@ def submit(model_roots: Sequence[str | Path] | None = None, test: str | Path | N
         blended = result.test
         applied = {"members": result.members, "weights_mode": result.weights_mode, "weights": result.weights,
                    "space": result.space, "temperature": result.temperature}
-    test_ids = read_parquet_keeping_ids(run_dir / "tokenized" / members[0].name / "test.parquet",
-                                        columns=["id"])["id"].tolist()
-    if blended["id"].tolist() != test_ids:
-        raise BlendError("the blended predictions do not cover the test table in order")
-    if sample_submission == "auto":
-        defaults = default_inputs()
-        same = test_path.resolve() == Path(defaults["test"]).resolve()
-        sample_submission = defaults["sample_submission"] if same else None
-    sub = make_submission(test_ids, blended[["p_a", "p_b", "p_tie"]].to_numpy())
-    local = write_submission(sub, run_dir / "submission.csv", test_ids, sample_submission)
+    local = write_blended_submission(blended, run_dir / "tokenized" / members[0].name, run_dir / "submission.csv",
+                                     sample_submission)
     target = publish(local, Path(out) if out else work_dir() / "submission.csv", "kit submit")
     seconds = time.time() - started
     write_json({"models": {n: [str(d) for d in ds] for n, ds in groups.items()}, "test": str(test_path),
                 "blend": applied, "submission": str(target), "seconds": seconds}, run_dir / "submit.json")
-    print(f"[kit submit] {len(sub)} rows -> {target} in {seconds / 60:.1f} min", flush=True)
+    print(f"[kit submit] {len(blended)} rows -> {target} in {seconds / 60:.1f} min", flush=True)
     return SubmitResult(target, run_dir, groups, applied, seconds)

@@ -301,7 +301,8 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     if overwrite and (out / "metrics.json").exists():
         shutil.rmtree(checkpoints, ignore_errors=True)  # kept checkpoints of a finished run: start afresh
     recipe = _run_recipe(preset, settings, fold, tokenized)
-    resuming = resume and bool(_complete_checkpoints(checkpoints))
+    complete = _complete_checkpoints(checkpoints) if resume else []
+    resuming = bool(complete)
     if resuming:
         _check_same_run(checkpoints, recipe)
     elif checkpoints.exists() and _is_rank_zero():
@@ -318,7 +319,7 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     trainer = Trainer(model=net, args=args, train_dataset=train_ds, eval_dataset=eval_ds if select else None,
                       data_collator=head.collator(tokenizer), processing_class=tokenizer,
                       compute_metrics=_metrics, optimizers=(_optimizer(net, args, head_lr_scale), None))
-    last = _complete_checkpoints(checkpoints)[-1] if resuming else None
+    last = complete[-1] if resuming else None
     before = _saved_progress(last)
     progress = _progress_callback(trainer, before)
     trainer.add_callback(progress)

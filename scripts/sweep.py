@@ -66,7 +66,6 @@ def run_lexical(results: dict) -> None:
 
     from kit.data import assign_folds, load_conversations
     from kit.evaluation import log_loss, tfidf_probs
-    from kit.io import read_csv_keeping_ids
     from kit.lexical import LexicalModel
 
     frame = load_conversations(PANDALM, labelled=True).frame

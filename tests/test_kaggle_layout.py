@@ -8,7 +8,6 @@ Session 1 trains (01 tokenize -> 02 train per member -> 03 infer -> 04 blend) an
 read-only (permission bits, and a snapshot of every file compared afterwards, since root ignores
 permission bits), and runs the one submission notebook, twice."""
 import hashlib
-import os
 import shutil
 import stat
 import warnings
