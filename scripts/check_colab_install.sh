@@ -8,10 +8,12 @@
 #   bash scripts/check_colab_install.sh [ENV_DIR]     # an existing ENV_DIR is reused as the image
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO=$PWD
 ENV=${1:-$(mktemp -d)/colab-image}
 PY=${PYTHON:-python3}
 if [ -x "$ENV/bin/python" ]; then
   echo "reusing the environment in $ENV (the install time below is then not a fresh Colab's)"
+  REUSED=1
 else
 "$PY" -m venv "$ENV"
 grep -E '^(torch|numpy|pandas|scikit-learn|scipy|matplotlib|pyarrow|tabulate|ipykernel|nbclient|nbformat|jupyter-client|tqdm|requests|pyyaml|packaging|psutil|filelock|fsspec|jinja2)==' \
@@ -32,4 +34,6 @@ for model in minilm smollm2; do
   ls "$OUT/work/tokenized/$model/train.parquet" > /dev/null
 done
 took_run=$(( $(date +%s) - start ))
-echo "colab install (scripts/install_colab.sh on the image): ${took_install} s; 01_tokenize minilm + smollm2 headless: ${took_run} s; env $ENV"
+line="$(date -u +%F) colab install (scripts/install_colab.sh on the image${REUSED:+, reused: not a fresh one}): ${took_install} s; 01_tokenize minilm + smollm2 headless: ${took_run} s"
+echo "$line; env $ENV"
+mkdir -p "$REPO/results" && echo "$line" >> "$REPO/results/install_paths.txt"  # the README's figures

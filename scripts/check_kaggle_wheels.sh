@@ -7,6 +7,7 @@
 #   bash scripts/check_kaggle_wheels.sh WHEELS_DIR [ENV_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO=$PWD
 WHEELS=${1:?usage: check_kaggle_wheels.sh WHEELS_DIR [ENV_DIR]}
 ENV=${2:-$(mktemp -d)/kaggle-image}
 PY=${PYTHON:-python3}
@@ -25,4 +26,6 @@ import kit, kit.blend, kit.inference, kit.submit, kit.tokenization, kit.training
 print("imports ok: transformers", transformers.__version__, "| peft", peft.__version__,
       "| bitsandbytes", bitsandbytes.__version__, "| torch", torch.__version__, "(the image's)")
 PY
-echo "offline install from $WHEELS: ${took} s ($(du -sh "$WHEELS" | cut -f1), $(ls "$WHEELS" | wc -l) wheels)"
+line="$(date -u +%F) kaggle offline install: ${took} s ($(du -sh "$WHEELS" | cut -f1), $(ls "$WHEELS" | wc -l) wheels)"
+echo "$line from $WHEELS"
+mkdir -p "$REPO/results" && echo "$line" >> "$REPO/results/install_paths.txt"  # the README's figures
