@@ -6,6 +6,7 @@ Stages (each a module, a CLI sub-command and a notebook):
    :mod:`kit.pairwise`; the lexical member :mod:`kit.lexical`; presets :mod:`kit.presets`)
 3. infer    — :mod:`kit.inference`
 4. blend    — :mod:`kit.blend` (:mod:`kit.submission`, :mod:`kit.evaluation`)
+Every stage output ends with a manifest (:mod:`kit.manifest`) that later stages check;
 plus :mod:`kit.cv` (all four, fold by fold) and :mod:`kit.pipeline` (the main job).
 Importing ``kit`` (or ``kit.env``) needs nothing beyond the standard library.
 """

@@ -32,7 +32,8 @@ import pandas as pd
 
 from .evaluation import log_loss, metrics, plot_confusion, plot_reliability, prior_probs, tfidf_probs, uniform_probs
 from .inference import PROB_COLUMNS, flip_rate_of, trained_outputs
-from .io import read_csv_keeping_ids, read_parquet_keeping_ids, write_json, write_text
+from .io import (check_free, read_csv_keeping_ids, recover_staged, read_parquet_keeping_ids, staged_folder, write_csv, write_json,
+                 write_text)
 from .stacking import MirrorStacker
 
 PAPER_WEIGHTS = (0.7, 0.3)
@@ -92,25 +93,34 @@ class Member:
     model_dirs: list[Path]
     test: pd.DataFrame | None = None  # id + PROB_COLUMNS (+ direct/swap columns)
     oof: pd.DataFrame | None = None  # id + PROB_COLUMNS + label (+ direct/swap columns)
+    test_sources: frozenset = frozenset()  # fingerprints of the test tables its predictions were made from
 
 
 def _read_predictions(path: Path, what: str, model_dir: Path | None = None) -> pd.DataFrame:
-    """A predictions file; with ``model_dir``, only if that model's current training run made it."""
+    """A predictions file; with ``model_dir``, only if that model's current training run made it
+    and the file is what its infer stage wrote (its manifest's fingerprint). The manifest is kept
+    in ``frame.attrs["manifest"]``."""
     from .io import manifest_path
+    from .manifest import StaleOutput, check_output, read_manifest
 
     rerun = (f"run the infer stage (`python -m kit infer --model-dir {path.parent.parent} --split {path.stem}"
              f"{' --overwrite' if path.exists() else ''}`)")
     if not path.exists():
         raise BlendError(f"missing {what} predictions {path}: {rerun}")
+    manifest = {}
     if model_dir is not None:
         run_id = json.loads((model_dir / "config.json").read_text()).get("run_id")
-        manifest = manifest_path(path)
-        made_by = json.loads(manifest.read_text()).get("run_id") if manifest.exists() else None
-        if run_id is not None and made_by != run_id:
-            why = ("an earlier training run of that folder made them" if made_by
-                   else f"{manifest.name} is missing (an interrupted infer stage?)")
-            raise BlendError(f"stale {what} predictions {path}: {why}; {rerun}")
-    return check_predictions(read_csv_keeping_ids(path), path, rerun)
+        try:
+            manifest = read_manifest(manifest_path(path), f"{what} predictions {path}", rerun)
+            check_output(manifest, "predictions", path, f"{what} predictions", rerun)
+        except StaleOutput as e:
+            raise BlendError(f"stale {e}") from None
+        if manifest.get("run_id") != run_id:
+            raise BlendError(f"stale {what} predictions {path}: an earlier training run of that folder made them; "
+                             f"{rerun}")
+    frame = check_predictions(read_csv_keeping_ids(path), path, rerun)
+    frame.attrs["manifest"] = manifest
+    return frame
 
 
 def check_predictions(frame: pd.DataFrame, path, rerun: str = "rerun the infer stage") -> pd.DataFrame:
@@ -143,8 +153,11 @@ def mean_test_predictions(files: Sequence[str | Path], model_dirs: Sequence[Path
         if t["id"].tolist() != tests[0]["id"].tolist():
             raise BlendError(f"{f}: test ids differ from {files[0]}'s")
     test = tests[0][["id"]].copy()
-    for c in [c for c in tests[0].columns if c != "id"]:
+    # columns every file has: with TTA on some folds only, the direct/swap columns are left out
+    for c in [c for c in tests[0].columns if c != "id" and all(c in t.columns for t in tests)]:
         test[c] = np.mean([t[c].to_numpy() for t in tests], axis=0)
+    test.attrs["test_sources"] = {(t.attrs.get("manifest") or {}).get("inputs", {}).get("table", {}).get("test_source")
+                                  for t in tests}
     return test
 
 
@@ -162,7 +175,8 @@ def load_member(name: str, model_dirs: Sequence[str | Path], need_oof: bool = Tr
         oof = pd.concat(parts, ignore_index=True)
         if oof["id"].duplicated().any():
             raise BlendError(f"member {name}: an id is out-of-fold in two models (same fold trained twice?)")
-    return Member(name, dirs, test, oof)
+    sources = frozenset(test.attrs.get("test_sources", ())) if test is not None else frozenset()
+    return Member(name, dirs, test, oof, sources)
 
 
 def discover_members(root: str | Path | None = None, models: Sequence[str] | None = None) -> dict[str, list[Path]]:
@@ -322,9 +336,10 @@ def _blend_test(members: Sequence[Member], fit: _Fit, space: str) -> pd.DataFram
 def evaluation_table(result: BlendResult, tokenized_train: str | Path) -> pd.DataFrame:
     """The OOF comparison: uniform, class prior and TF-IDF baselines (cross-fitted on the same
     folds), each member without and with TTA, and the blend — all on the same rows."""
-    from .tokenization import load_tables
+    from .tokenization import check_cache, load_tables
 
     tokenized_train = Path(tokenized_train)
+    check_cache(tokenized_train, "train")
     meta = json.loads((tokenized_train / "meta.json").read_text())
     packed = read_parquet_keeping_ids(tokenized_train / "train.parquet", columns=["id", "label", "fold"])
     text = load_tables([Path(p) for p in meta["train_sources"]], labelled=True).frame.set_index("id")
@@ -345,6 +360,10 @@ def evaluation_table(result: BlendResult, tokenized_train: str | Path) -> pd.Dat
     return pd.concat([pd.DataFrame(base).T, result.table])
 
 
+REPORT_FILES = ("report.md", "evaluation.csv", "blend.json", "methods.png", "reliability.png", "confusion.png",
+                "manifest.json")
+
+
 def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weights="paper", space: str = "prob",
                 temperature: bool = False, out: str | Path | None = None, report_dir: str | Path | None = None,
                 sample_submission: str | Path | None = "auto", baselines: bool = True,
@@ -356,7 +375,6 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
     blend.json, methods.png, reliability.png, confusion.png) to <work>/report.
     """
     from .env import work_dir
-    from .io import write_csv
 
     groups = members if members is not None else discover_members()
     if not groups:
@@ -369,8 +387,14 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
 
     out = Path(out) if out else work_dir() / "submission.csv"
     report_dir = Path(report_dir) if report_dir else work_dir() / "report"
+    if result.table is not None:  # both refused before either is written
+        recover_staged(report_dir, REPORT_FILES)
+        check_free([out, *(report_dir / n for n in REPORT_FILES)], overwrite)
     tokenized = Path(json.loads((loaded[0].model_dirs[0] / "config.json").read_text())["tokenized"])
-    write_blended_submission(result.test, tokenized, out, sample_submission, overwrite)
+    _check_same_test_table(loaded, tokenized)
+    # validated before anything is written; written last, once the report is in place: a failure
+    # anywhere before leaves the previous submission (and report) as they were
+    submission = prepare_blended_submission(result.test, tokenized, sample_submission)
     result.report["submission"] = str(out)
 
     if result.table is not None:
@@ -380,29 +404,68 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
             print(f"[kit blend] no baselines: {tokenized} holds no train.parquet", flush=True)
         elif baselines:
             result.table = evaluation_table(result, tokenized)
-        report_dir.mkdir(parents=True, exist_ok=True)
         result.report["report_dir"] = str(report_dir)
-        plot_reliability(result.oof_labels, result.oof_blend, report_dir / "reliability.png",
-                         "blend, out-of-fold", overwrite=True)
-        plot_confusion(result.oof_labels, result.oof_blend, report_dir / "confusion.png",
-                       "blend, out-of-fold", overwrite=True)
+        from .manifest import stage_manifest
         from .plots import plot_methods
-        plot_methods(result.table, report_dir / "methods.png", f"{result.oof_rows} out-of-fold rows", overwrite=True)
-        write_csv(result.table.reset_index(names="method"), report_dir / "evaluation.csv", overwrite=True)
-        write_json(result.report, report_dir / "blend.json", overwrite=True)
-        write_text(render_report(result), report_dir / "report.md", overwrite=True)
+        # stage-atomic: the whole report is staged and swapped in with one rename; its manifest
+        # fingerprints the submission it goes with (a kill between the two leaves them unmatched)
+        with staged_folder(report_dir, REPORT_FILES) as stage:
+            plot_reliability(result.oof_labels, result.oof_blend, stage / "reliability.png", "blend, out-of-fold")
+            plot_confusion(result.oof_labels, result.oof_blend, stage / "confusion.png", "blend, out-of-fold")
+            plot_methods(result.table, stage / "methods.png", f"{result.oof_rows} out-of-fold rows")
+            write_csv(result.table.reset_index(names="method"), stage / "evaluation.csv")
+            write_json(result.report, stage / "blend.json")
+            write_text(render_report(result), stage / "report.md")
+            write_csv(submission.frame, stage / ".submission.csv", float_format="%.10g")  # its exact bytes
+            write_json(stage_manifest(
+                "blend", settings={"weights": result.weights_mode, "space": space},
+                inputs={m.name: [str(d) for d in m.model_dirs] for m in loaded},
+                outputs={n: stage / n for n in REPORT_FILES if (stage / n).exists()}
+                | {"submission.csv": stage / ".submission.csv"}), stage / "manifest.json")
+            (stage / ".submission.csv").unlink()
+    submission.write(out, overwrite)
     return result
 
 
-def write_blended_submission(blended: pd.DataFrame, tokenized: str | Path, out: str | Path,
-                             sample_submission: str | Path | None = "auto", overwrite: bool = False) -> Path:
-    """Validate and write submission.csv from blended test predictions (id + PROB_COLUMNS), which
+def _check_same_test_table(members: Sequence[Member], tokenized: Path) -> None:
+    """Every member's test predictions must come from the same source test table (by content)
+    as the cache whose ids the submission takes — else one member predicted another test set."""
+    from .tokenization import check_cache
+
+    source = check_cache(tokenized, "test").get("inputs", {}).get("test", {}).get("sha256")
+    for m in members:
+        other = sorted(s for s in m.test_sources if s != source)
+        if other:
+            raise BlendError(f"member {m.name}: its test predictions were made from another test table "
+                             f"(fingerprint {str(other[0])[:12]}) than {tokenized}'s ({str(source)[:12]}): re-tokenize "
+                             f"that member's test table from the same file and rerun its infer stage")
+
+
+@dataclass
+class PreparedSubmission:
+    """A validated submission frame, ready to be written."""
+
+    frame: pd.DataFrame
+    test_ids: list
+    sample_submission: str | Path | None
+
+    def write(self, out, overwrite: bool = False) -> Path:
+        from .submission import write_submission
+
+        return write_submission(self.frame, out, self.test_ids, self.sample_submission, overwrite)
+
+
+def prepare_blended_submission(blended: pd.DataFrame, tokenized: str | Path,
+                               sample_submission: str | Path | None = "auto") -> PreparedSubmission:
+    """Validate the submission made from blended test predictions (id + PROB_COLUMNS), which
     must cover ``tokenized``'s test table in order. ``sample_submission="auto"``: the
     environment's sample, when the cache's test table is the environment's own test table."""
     from .env import default_inputs
-    from .submission import make_submission, write_submission
+    from .submission import make_submission, validate_submission
+    from .tokenization import check_cache
 
     tokenized = Path(tokenized)
+    check_cache(tokenized, "test")
     if sample_submission == "auto":  # the sample only describes the environment's own test table
         test_source = json.loads((tokenized / "meta.json").read_text()).get("test_source") or "-"
         defaults = default_inputs()
@@ -412,7 +475,14 @@ def write_blended_submission(blended: pd.DataFrame, tokenized: str | Path, out: 
     if test_ids != blended["id"].tolist():
         raise BlendError(f"predictions do not cover the test table {tokenized / 'test.parquet'} in order")
     sub = make_submission(test_ids, blended[PROB_COLUMNS].to_numpy())
-    return write_submission(sub, out, test_ids, sample_submission, overwrite)
+    validate_submission(sub, test_ids, sample_submission)
+    return PreparedSubmission(sub, test_ids, sample_submission)
+
+
+def write_blended_submission(blended: pd.DataFrame, tokenized: str | Path, out: str | Path,
+                             sample_submission: str | Path | None = "auto", overwrite: bool = False) -> Path:
+    """Validate and write submission.csv (:func:`prepare_blended_submission`)."""
+    return prepare_blended_submission(blended, tokenized, sample_submission).write(out, overwrite)
 
 
 def describe_weights(result: BlendResult) -> str:

@@ -29,9 +29,16 @@ def _reusable_cache(tok_dir: Path, wanted: dict, model: str, max_length, head, o
     different one is an error (unless overwrite, which re-tokenizes)."""
     from .presets import resolve_preset
 
+    from .manifest import StaleOutput
+    from .tokenization import check_cache
+
     meta_path = tok_dir / "meta.json"
     if overwrite or not meta_path.exists() or not (tok_dir / "train.parquet").exists():
         return False
+    try:
+        check_cache(tok_dir, "train")
+    except StaleOutput as e:
+        raise ValueError(f"cannot reuse {e}; or pass --overwrite to redo the whole cv") from None
     meta = json.loads(meta_path.read_text())
     preset = resolve_preset(model, max_length=max_length, head=head)
     have = {k: meta.get(k) for k in wanted} | {"max_length": meta["preset"].get("max_length"),
@@ -45,21 +52,34 @@ def _reusable_cache(tok_dir: Path, wanted: dict, model: str, max_length, head, o
     return True
 
 
-def _finished_fold(fold_dir: Path, settings: TrainSettings, preset, overwrite: bool) -> bool:
-    """True when fold_dir holds a finished fold (metrics + out-of-fold predictions) trained with
-    `settings` and `preset` (the recipe, its folder aside); finished otherwise is an error (unless
-    overwrite)."""
+def _fold_state(fold_dir: Path, settings: TrainSettings, preset, overwrite: bool) -> str:
+    """"predicted" (a finished model with its checked out-of-fold predictions), "trained" (a
+    finished model; a killed call did not predict its fold yet) or "none", for a fold trained
+    with `settings` and `preset` (the recipe, its folder aside); one trained otherwise is an error
+    (unless overwrite)."""
     from dataclasses import asdict
 
-    if overwrite or not (fold_dir / "metrics.json").exists() or not (fold_dir / "predictions" / "oof.csv").exists():
-        return False
+    from .blend import BlendError, _read_predictions
+    from .manifest import StaleOutput
+    from .training import check_trained
+
+    if overwrite or not (fold_dir / "config.json").exists():
+        return "none"
+    try:
+        check_trained(fold_dir)
+    except StaleOutput:
+        return "none"
     config = json.loads((fold_dir / "config.json").read_text())
     recipe = {k: v for k, v in preset.to_dict().items() if k != "model_dir"}
     was = {k: v for k, v in config["preset"].items() if k != "model_dir"}
     if config["train"] != json.loads(json.dumps(asdict(settings))) or was != json.loads(json.dumps(recipe)):
         raise ValueError(f"{fold_dir} was trained with other settings or another recipe: pass --overwrite to "
                          f"redo the whole cv, or choose another --out")
-    return True
+    try:
+        _read_predictions(fold_dir / "predictions" / "oof.csv", "out-of-fold", fold_dir)
+        return "predicted"
+    except BlendError:
+        return "trained"
 
 
 def cv_stage(train: Sequence[str | Path], models: Sequence[str] = ("minilm", "smollm2"), folds: int = 5, *,
@@ -92,11 +112,14 @@ def cv_stage(train: Sequence[str | Path], models: Sequence[str] = ("minilm", "sm
                                      swap_augment=swap_augment, evals_per_run=evals_per_run)
             fold_dir = out / "models" / model / f"fold{k}"
             recipe = cache_preset(model, tok_dir, json.loads((tok_dir / "meta.json").read_text()), {})
-            if _finished_fold(fold_dir, settings, recipe, overwrite):  # a killed or extended cv run goes on
+            state = _fold_state(fold_dir, settings, recipe, overwrite)  # a killed or extended cv run goes on
+            if state == "predicted":
                 print(f"[kit cv] reusing {fold_dir}", flush=True)
             else:
-                train_stage(model, k, tokenized=tok_dir, out=fold_dir, settings=settings, overwrite=overwrite)
-                infer_stage(fold_dir, "oof", tta=tta, overwrite=True)  # the fold was (re)trained just now
+                if state == "none":
+                    train_stage(model, k, tokenized=tok_dir, out=fold_dir, settings=settings, overwrite=overwrite)
+                # the fold's model was (re)trained just now, or its predictions are missing or stale
+                infer_stage(fold_dir, "oof", tta=tta, overwrite=True)
             dirs.append(fold_dir)
         members.append(load_member(model, dirs, need_test=False))
         # training minutes as recorded by each fold (also for folds reused from an earlier call)

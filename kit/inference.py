@@ -232,10 +232,15 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
     from .io import check_free, manifest_path, write_csv, write_json
     from .presets import Preset
 
+    from .manifest import input_record, stage_manifest
+    from .tokenization import check_cache
+    from .training import check_trained
+
     model_dir = Path(model_dir)
     cfg_path = model_dir / "config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{model_dir} is not a train-stage output (no config.json)")
+    model_manifest = check_trained(model_dir)
     cfg = json.loads(cfg_path.read_text())
     preset = Preset.from_dict(cfg["preset"])  # exactly what the model was trained with
     if base_model_dir:
@@ -253,6 +258,7 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
         raise FileNotFoundError(f"no tokenized {split} data at {table}; run `python -m kit tokenize` first")
     out = Path(out) if out else model_dir / "predictions" / f"{split}.csv"
     check_free([out], overwrite)
+    cache_manifest = check_cache(tokenized, split)
     # the head check comes before the fold check: a cache of the other head is wrong whatever its folds
     meta_path = tokenized / "meta.json"
     if meta_path.exists() and preset.kind != "lexical":
@@ -268,7 +274,7 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
                           f"{preset.max_length}", RuntimeWarning, stacklevel=2)
     frame = read_parquet_keeping_ids(table)
     if split == "oof":
-        _check_same_folds(model_dir, cfg, tokenized)
+        _check_same_folds(model_dir, cfg, tokenized, model_manifest, cache_manifest)
         frame = frame[frame["fold"] == cfg["fold"]]
 
     started = time.time()
@@ -330,9 +336,17 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
         result["label"] = frame["label"].to_numpy()
     result = result[["id", *PROB_COLUMNS, *[c for c in result.columns if c not in ("id", *PROB_COLUMNS)]]]
     write_csv(result, out, overwrite)
-    # which training run made these predictions: the blend refuses predictions of an earlier run
-    write_json({"run_id": cfg.get("run_id"), "model_dir": str(model_dir), "split": split,
-                "tokenized": str(tokenized), "rows": len(result), "tta": bool(tta)}, manifest_path(out), True)
+    # which training run, adapter and table made these predictions (the blend refuses predictions
+    # of an earlier run, or changed since); written after the predictions: a kill in between
+    # leaves an old or no manifest, whose fingerprint does not match
+    test_source = cache_manifest.get("inputs", {}).get("test", {}).get("sha256") if split == "test" else None
+    write_json(stage_manifest(
+        "infer", settings={"split": split, "tta": bool(tta), "rows": len(result)},
+        inputs={"model": {"path": str(model_dir), "run_id": cfg.get("run_id"),
+                          "adapter": model_manifest["outputs"]["adapter"]},
+                "table": {**input_record(table), "test_source": test_source}},
+        outputs={"predictions": out}, run_id=cfg.get("run_id"), model_dir=str(model_dir), split=split,
+        tokenized=str(tokenized)), manifest_path(out), True)
     print(f"[kit infer] {len(result)} rows, {seconds:.1f} s ({len(result) * len(passes) / max(seconds, 1e-9):.2f} "
           f"passes/s){f', flip rate {flip:.3f}' if flip is not None else ''} -> {out}", flush=True)
     projected = None if projection is None or projection.projected_s is None else projection.projected_s / 3600
@@ -342,19 +356,21 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
 FOLD_KEYS = ("train_sources", "n_folds", "seed", "max_rows")
 
 
-def _check_same_folds(model_dir: Path, cfg: dict, tokenized: Path) -> None:
-    """Out-of-fold rows are only held out if the cache splits folds as it did for training."""
-    meta_path = tokenized / "meta.json"
+def _check_same_folds(model_dir: Path, cfg: dict, tokenized: Path, model_manifest: dict,
+                      cache_manifest: dict) -> None:
+    """Out-of-fold rows are only held out if the cache puts the same rows (ids, labels) in the
+    same folds as the cache the model was trained on: the fold fingerprints must agree; the
+    settings that differ are named."""
     trained = cfg.get("tokenization") or {}
-    if not meta_path.exists() or not trained:
-        return
-    now = json.loads(meta_path.read_text())
+    now = json.loads((tokenized / "meta.json").read_text())
     differ = [k for k in FOLD_KEYS if k in trained and now.get(k) != trained.get(k)]
-    if differ:
-        raise ValueError(f"{tokenized} splits its rows differently from when {model_dir} was trained ("
-                         + ", ".join(f"{k}: {trained.get(k)!r} then, {now.get(k)!r} now" for k in differ)
-                         + "): its 'held-out' fold would hold training rows. Retrain on this cache, or pass "
-                           "--tokenized with the cache the model was trained on")
+    then_folds = model_manifest.get("inputs", {}).get("cache", {}).get("folds")
+    if differ or then_folds != cache_manifest.get("folds"):
+        named = (", ".join(f"{k}: {trained.get(k)!r} then, {now.get(k)!r} now" for k in differ)
+                 or "same settings, other rows or labels: a remade or edited source table")
+        raise ValueError(f"{tokenized} splits its rows differently from when {model_dir} was trained ({named}): its "
+                         f"'held-out' fold would hold training rows. Retrain on this cache, or pass --tokenized with "
+                         f"the cache the model was trained on")
 
 
 def _train_stage_scores(model_dir: Path, frame: pd.DataFrame, cfg: dict, preset, split: str, tta: bool,
@@ -414,19 +430,24 @@ def trained_outputs(root: str | Path | None = None, models: Sequence[str] | None
     from .env import work_dir
 
     root = Path(root) if root else work_dir() / "models"
-    found = sorted(p.parent.parent for p in root.glob("*/*/adapter/adapter_config.json"))
+    found = sorted(p.parent.parent for p in root.glob("*/*/adapter/adapter_config.json")
+                   if not p.parent.parent.name.startswith("."))  # staging folders of a run in progress
     found = [p for p in found if (p / "config.json").exists() and (models is None or p.parent.name in models)]
     return [p for p in found if finished_training(p)]
 
 
 def finished_training(folder: Path) -> bool:
-    """True when the train stage finished in ``folder`` (metrics.json, written last, exists);
+    """True when the train stage finished in ``folder`` (a complete manifest.json, written last);
     otherwise says so on the console."""
-    if (Path(folder) / "metrics.json").is_file():
+    from .manifest import MANIFEST, StaleOutput, read_manifest
+
+    try:
+        read_manifest(Path(folder) / MANIFEST, str(folder), "")
         return True
-    print(f"[kit] {folder}: no metrics.json, a training run that did not finish: skipped (rerun the train "
-          f"stage there)", flush=True)
-    return False
+    except StaleOutput:
+        print(f"[kit] {folder}: no complete manifest.json, a training run that did not finish (or made by an older "
+              f"kit): skipped (rerun the train stage there)", flush=True)
+        return False
 
 
 def flip_rate_of(predictions: pd.DataFrame) -> float | None:

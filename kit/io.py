@@ -115,17 +115,63 @@ def read_parquet_keeping_ids(path, columns=None) -> pd.DataFrame:
     return frame
 
 
+def recover_staged(out_dir, owned: Sequence[str]) -> None:
+    """Undo what a killed :func:`staged_folder` left beside ``out_dir``: when the kill fell between
+    its two final renames, the previous complete output is moved back from ``.<name>.old-*``;
+    entries it had carried into ``.<name>.partial-*`` that are not the stage's own (``owned``) go
+    back into ``out_dir``; the rest of those hidden folders is deleted. Stages call it before
+    looking at their outputs. One writer per output folder at a time (as everywhere in the kit)."""
+    out_dir = Path(out_dir)
+    if not out_dir.parent.is_dir():
+        return
+    for old in sorted(out_dir.parent.glob(f".{out_dir.name}.old-*")):
+        if not out_dir.exists() and (old / out_dir.name).is_dir():
+            os.replace(old / out_dir.name, out_dir)
+            print(f"[kit] {out_dir}: restored the previous complete output (a run was killed while replacing it)",
+                  flush=True)
+        shutil.rmtree(old, ignore_errors=True)
+    for partial in sorted(out_dir.parent.glob(f".{out_dir.name}.partial-*")):
+        for entry in list(partial.iterdir()) if partial.is_dir() else []:
+            if entry.name not in owned and out_dir.is_dir() and not (out_dir / entry.name).exists():
+                os.replace(entry, out_dir / entry.name)
+            elif entry.name not in owned and not out_dir.exists():
+                out_dir.mkdir(parents=True)
+                os.replace(entry, out_dir / entry.name)
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    platform or file system cannot (the caller then uses two renames)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 @contextmanager
 def staged_folder(out_dir, owned: Sequence[str]) -> Iterator[Path]:
     """Stage-atomic output: yields an empty staging folder beside ``out_dir`` to write a stage's
-    files into; on success it replaces ``out_dir`` in one rename, so a reader sees the previous
-    complete output or the new one, never a mix — a stage killed or failing midway leaves
-    ``out_dir`` as it was. ``owned`` names the stage's own files: the earlier ones are dropped
-    (a file the new run does not write must not outlive it); anything else in ``out_dir`` is
-    carried over. Callers check for existing outputs (:func:`check_free`) first."""
+    files into; on success it replaces ``out_dir`` in one atomic exchange (two renames where the
+    platform has none: a kill between them leaves no output until :func:`recover_staged` restores
+    the previous one), so a reader sees the previous complete output or the new one, never a
+    mix — a stage killed or failing midway leaves ``out_dir`` as it was. ``owned`` names the stage's own files: the earlier ones are
+    dropped (a file the new run does not write must not outlive it); anything else in ``out_dir``
+    is carried over (moved back if the stage fails before its swap). Callers check for existing
+    outputs (:func:`check_free`) first."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    recover_staged(out_dir, owned)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    carried, old = [], None
     try:
         yield staging
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
@@ -133,14 +179,23 @@ def staged_folder(out_dir, owned: Sequence[str]) -> Iterator[Path]:
             for entry in out_dir.iterdir():
                 if entry.name not in owned:
                     os.replace(entry, staging / entry.name)
+                    carried.append(entry.name)
+            if _exchange(staging, out_dir):  # one atomic step: staging now holds the old output
+                carried = []
+                return
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
             os.replace(out_dir, old / out_dir.name)
-            os.replace(staging, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
+        os.replace(staging, out_dir)
+        carried = []
     finally:
+        if old is not None and not out_dir.exists() and (old / out_dir.name).exists():
+            os.replace(old / out_dir.name, out_dir)  # the swap failed: the previous output stays
+        for name in carried:  # the stage failed before its swap: what it carried goes back
+            if (staging / name).exists() and out_dir.is_dir():
+                os.replace(staging / name, out_dir / name)
         shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_parquet(df: pd.DataFrame, path, overwrite: bool = False) -> Path:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -134,16 +133,11 @@ class LexicalModel:
 
 
 def train_lexical(preset, train_rows: pd.DataFrame, held: pd.DataFrame, fold, out: Path, settings, tokenized,
-                  token_meta: dict, overwrite: bool):
-    """The train stage for the lexical member (same outputs as a neural member's)."""
-    import os
-    import shutil
-
-    import torch
-
+                  token_meta: dict, cache_manifest: dict):
+    """The train stage for the lexical member (same outputs, published the same way, as a
+    neural member's)."""
     from .evaluation import log_loss
-    from .io import new_run_id, write_csv, write_json
-    from .training import TrainResult
+    from .training import TrainResult, publish_training
 
     missing = [c for c in ("prompt", "response_a", "response_b") if c not in train_rows.columns]
     if missing:
@@ -160,17 +154,5 @@ def train_lexical(preset, train_rows: pd.DataFrame, held: pd.DataFrame, fold, ou
         metrics.update(log_loss=log_loss(labels, probs), accuracy=float((probs.argmax(1) == labels).mean()))
         oof = pd.DataFrame({"id": held["id"].to_numpy(), "p_a": probs[:, 0], "p_b": probs[:, 1],
                             "p_tie": probs[:, 2], "label": labels})
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".adapter.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp)
-    if (out / "adapter").exists():
-        shutil.rmtree(out / "adapter")
-    os.replace(tmp, out / "adapter")
-    write_json({"preset": preset.to_dict(), "fold": fold, "train": asdict(settings), "tokenized": str(tokenized),
-                "tokenization": token_meta, "torch": torch.__version__, "run_id": new_run_id()},
-               out / "config.json", overwrite)
-    if oof is not None:
-        write_csv(oof, out / "oof.csv", overwrite)
-    write_json(metrics, out / "metrics.json", overwrite)
+    publish_training(out, preset, fold, settings, tokenized, token_meta, cache_manifest, metrics, oof, model.save)
     return TrainResult(out, metrics, oof)

@@ -11,7 +11,11 @@ Output folder (default ``<work>/tokenized/<preset>``):
 * ``skipped_rows.csv``: train rows not used and test rows repaired (row, id, column,
   problem, source);
 * ``meta.json``: preset (with its head), packing configuration, sources and counts;
-* ``retention.png``: packed lengths and kept share per field.
+* ``retention.png``: packed lengths and kept share per field;
+* ``manifest.json`` (written last, :mod:`kit.manifest`): the sources' and the parquet files'
+  content fingerprints and the fold assignment's. The whole folder is staged and renamed into
+  place, so a killed or failing run leaves the previous complete cache or none; every reader
+  goes through :func:`check_cache`.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ from tqdm.auto import tqdm
 
 from .data import Conversations, DataError, assign_folds, load_conversations
 from .env import default_inputs, work_dir
-from .io import check_free, staged_folder, write_csv, write_json, write_parquet
+from .io import check_free, recover_staged, staged_folder, write_csv, write_json, write_parquet
+from .manifest import MANIFEST, check_output, folds_fingerprint, input_record, read_manifest, stage_manifest
 from .packing import FIELDS, PackConfig, Packer
 from .plots import plot_retention
 from .heads import get_head
@@ -101,6 +106,22 @@ def pack_frame(packer: Packer, frame: pd.DataFrame, desc: str = "pack", chunk: i
     return pd.DataFrame(records)
 
 
+CACHE_FILES = {"train": "train.parquet", "test": "test.parquet", "oof": "train.parquet"}
+
+
+def check_cache(tokenized: str | Path, split: str) -> dict:
+    """The cache's manifest, once its ``<split>`` table is checked to be the one the tokenize
+    stage wrote (complete manifest, same content fingerprint); else a StaleOutput saying how to
+    remake it."""
+    tokenized = Path(tokenized)
+    rerun = (f"rerun the tokenize stage into it (`python -m kit tokenize ... --out {tokenized} --overwrite`, "
+             f"notebook 01_tokenize with OVERWRITE = True)")
+    manifest = read_manifest(tokenized / MANIFEST, f"tokenized cache {tokenized}", rerun)
+    name = CACHE_FILES[split]
+    check_output(manifest, name, tokenized / name, f"tokenized cache {tokenized}", rerun)
+    return manifest
+
+
 def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = None,
                    test: str | Path | None = None, *, max_length: int | None = None,
                    out: str | Path | None = None, n_folds: int = 5, seed: int = 42,
@@ -122,7 +143,8 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
         check_max_length(preset)
     out_dir = Path(out) if out else work_dir() / "tokenized" / preset.name
     targets = [out_dir / n for n in ("train.parquet", "test.parquet", "skipped_rows.csv", "meta.json",
-                                     "retention.png")]
+                                     "retention.png", MANIFEST)]
+    recover_staged(out_dir, [t.name for t in targets])  # what a killed earlier run left
     check_free(targets, overwrite)
 
     pack_config = None if lexical else replace(PackConfig(max_length=preset.max_length), **(pack or {}))
@@ -152,7 +174,12 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
         skipped.append(conv.skipped.assign(split="train"))
         train_df = encode(frame, f"pack train ({preset.name}, {preset.head})")
         train_df.insert(3, "label", frame["label"].to_numpy())
-        train_df.insert(4, "fold", assign_folds(frame, n_folds, seed) if n_folds > 1 else 0)
+        try:
+            folds = assign_folds(frame, n_folds, seed) if n_folds > 1 else 0
+        except ValueError as e:  # too few prompts for the folds asked
+            raise DataError(f"{', '.join(map(str, train_paths))}: {e} (folds are grouped by prompt): pass fewer "
+                            f"--folds (notebook N_FOLDS), or a table with more prompts") from None
+        train_df.insert(4, "fold", folds)
     if test_path:
         conv = load_tables([test_path], labelled=False)
         skipped.append(conv.notes.assign(split="test"))
@@ -181,4 +208,12 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
         if len(shown) and not lexical:
             plot_retention(shown, pack_config.max_length, stage / "retention.png",
                            title=f"{preset.name}: {len(shown)} rows packed")
+        written = {n: stage / n for n in CACHE_FILES.values() if (stage / n).exists()}
+        write_json(stage_manifest(
+            "tokenize", settings={"preset": preset.name, "head": preset.head, "max_length": preset.max_length,
+                                  "n_folds": n_folds, "seed": seed, "max_rows": max_rows},
+            inputs={**{f"train:{p}": input_record(p) for p in train_paths},
+                    **({"test": input_record(test_path)} if test_path else {})},
+            outputs=written, folds=folds_fingerprint(train_df) if train_df is not None else None),
+            stage / MANIFEST)  # last: the cache is complete
     return TokenizeResult(out_dir, train_df, test_df, skipped_df)

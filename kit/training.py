@@ -7,7 +7,12 @@ Per (model, fold) the output folder (default ``<work>/models/<preset>/fold<K>``,
 * ``config.json``: the resolved preset, training settings and tokenization metadata;
 * ``metrics.json``: held-out log loss / accuracy of the kept (best) checkpoint, timings;
 * ``oof.csv``: id, p_a, p_b, p_tie for the held-out fold;
-* ``train_log.csv`` and ``training.png``: the Trainer's log history and loss curves.
+* ``train_log.csv`` and ``training.png``: the Trainer's log history and loss curves;
+* ``manifest.json``, last: the cache's and the fold assignment's fingerprints it was trained on,
+  and the adapter's (:mod:`kit.manifest`).
+
+These are written into a staging folder renamed into place (:func:`publish_training`): a folder
+holds a complete model or none, and a run killed before that resumes when started again.
 
 Cross-entropy on three classes, gradient accumulation, cosine schedule with warm-up,
 optional swap augmentation (each row also seen as (B, A) with the label swapped), the
@@ -34,7 +39,8 @@ import torch
 
 from .env import work_dir
 from .evaluation import log_loss, softmax
-from .io import check_free, new_run_id, read_parquet_keeping_ids, write_csv, write_json
+from .io import check_free, new_run_id, read_parquet_keeping_ids, recover_staged, staged_folder, write_csv, write_json
+from .manifest import MANIFEST, check_output, read_manifest, stage_manifest
 from .heads import get_head
 from .presets import Preset, PresetError, resolve_preset
 
@@ -85,8 +91,11 @@ def load_tokenized(tokenized: str | Path) -> tuple[pd.DataFrame, dict]:
     path = tokenized / "train.parquet"
     if not path.exists():
         raise FileNotFoundError(f"no tokenized train cache at {path}; run `python -m kit tokenize` first")
-    meta = json.loads((tokenized / "meta.json").read_text()) if (tokenized / "meta.json").exists() else {}
-    return read_parquet_keeping_ids(path), meta
+    from .tokenization import check_cache
+
+    manifest = check_cache(tokenized, "train")
+    meta = json.loads((tokenized / "meta.json").read_text())
+    return read_parquet_keeping_ids(path), meta | {"manifest": manifest}
 
 
 def _fingerprint(model) -> str:
@@ -281,16 +290,18 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     name = resolve_preset(model, **preset_overrides).name  # unknown preset / field: fail before any I/O
     tokenized = Path(tokenized) if tokenized else work_dir() / "tokenized" / name
     frame, token_meta = load_tokenized(tokenized)
+    cache_manifest = token_meta.pop("manifest")
     preset = cache_preset(model, tokenized, token_meta, preset_overrides)
     train_rows, held = _split(frame, fold, settings)
     out = Path(out) if out else default_model_out(preset.name, fold)
-    finals = [out / n for n in ("adapter", "metrics.json", "oof.csv", "config.json")]
-    check_free(finals, overwrite)
-    if overwrite:  # the old model's predictions must not outlive it (the blend would read them)
-        shutil.rmtree(out / "predictions", ignore_errors=True)
+    # a finished model is replaced only with overwrite (and only once the new one is complete:
+    # publish_training); a run killed before publishing left none of these, so it simply resumes
+    if _is_rank_zero():
+        recover_staged(out, FINAL_FILES)  # a run killed while publishing: its checkpoints go back
+    check_free([out / n for n in FINAL_FILES], overwrite)
     if preset.kind == "lexical":  # no backbone, no Trainer: a scikit-learn member
         from .lexical import train_lexical
-        return train_lexical(preset, train_rows, held, fold, out, settings, tokenized, token_meta, overwrite)
+        return train_lexical(preset, train_rows, held, fold, out, settings, tokenized, token_meta, cache_manifest)
     check_preset_runtime(preset)
     head = get_head(preset.head)
     missing = [c for c in head.id_columns if c not in frame.columns]
@@ -355,18 +366,14 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
         oof = pd.DataFrame({"id": held["id"].to_numpy(), "p_a": probs[:, 0], "p_b": probs[:, 1],
                             "p_tie": probs[:, 2], "label": labels})
 
-    out.mkdir(parents=True, exist_ok=True)
-    _save_adapter(trainer.model, tokenizer, out / "adapter", overwrite)
-    write_json({"preset": preset.to_dict(), "fold": fold, "train": asdict(settings),
-                "tokenized": str(tokenized), "tokenization": token_meta,
-                "torch": torch.__version__, "run_id": new_run_id()}, out / "config.json", overwrite)
     log = pd.DataFrame(trainer.state.log_history)
-    write_csv(log, out / "train_log.csv", overwrite=True)
-    from .plots import plot_training
-    plot_training(log, out / "training.png", title=f"{preset.name} fold {fold}", overwrite=True)
-    if oof is not None:
-        write_csv(oof, out / "oof.csv", overwrite)
-    write_json(metrics, out / "metrics.json", overwrite)
+
+    def save_adapter(target: Path) -> None:
+        trainer.model.save_pretrained(target)
+        tokenizer.save_pretrained(target)
+
+    publish_training(out, preset, fold, settings, tokenized, token_meta, cache_manifest, metrics, oof,
+                     save_adapter, log)
     if not settings.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(out, metrics, oof)
@@ -386,13 +393,48 @@ def _optimizer(model, args, head_lr_scale: float):
                              lr=args.learning_rate, weight_decay=args.weight_decay)
 
 
-def _save_adapter(model, tokenizer, target: Path, overwrite: bool) -> None:
-    """Adapter + head + tokenizer into `target`, written aside and renamed into place."""
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if target.exists():
-        check_free([target], overwrite)
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+# the train stage's own files in its output folder; anything else there (checkpoints/, ranks/) is
+# carried over when a run publishes (:func:`publish_training`)
+FINAL_FILES = ("adapter", "config.json", "metrics.json", "oof.csv", "train_log.csv", "training.png",
+               "predictions", MANIFEST)
+
+
+def publish_training(out: Path, preset: Preset, fold, settings: TrainSettings, tokenized: Path, token_meta: dict,
+                     cache_manifest: dict, metrics: dict, oof: pd.DataFrame | None, save_adapter,
+                     log: pd.DataFrame | None = None) -> str:
+    """Write a finished run's outputs stage-atomically: adapter/ (``save_adapter(folder)``),
+    config.json, train_log.csv + training.png (with ``log``), oof.csv, metrics.json and, last,
+    manifest.json go into a staging folder that replaces ``out`` in one rename. A kill or a full
+    disk before that leaves ``out`` as it was — the previous complete model, or no model (its
+    checkpoints stay for the rerun to resume). The previous model's predictions/ go with it:
+    nothing it predicted outlives it. Returns the new run id."""
+    run_id = new_run_id()
+    config = {"preset": preset.to_dict(), "fold": fold, "train": asdict(settings), "tokenized": str(tokenized),
+              "tokenization": token_meta, "torch": torch.__version__, "run_id": run_id}
+    with staged_folder(out, FINAL_FILES) as stage:
+        save_adapter(stage / "adapter")
+        write_json(config, stage / "config.json")
+        if log is not None:
+            from .plots import plot_training
+            write_csv(log, stage / "train_log.csv")
+            plot_training(log, stage / "training.png", title=f"{preset.name} fold {fold}")
+        if oof is not None:
+            write_csv(oof, stage / "oof.csv")
+        write_json(metrics, stage / "metrics.json")
+        written = {n: stage / n for n in ("adapter", "config.json", "oof.csv", "metrics.json") if (stage / n).exists()}
+        write_json(stage_manifest(
+            "train", settings={"preset": preset.name, "head": preset.head, "fold": fold, **asdict(settings)},
+            inputs={"cache": {"path": str(tokenized), "sha256": cache_manifest["outputs"]["train.parquet"],
+                              "folds": cache_manifest.get("folds")}},
+            outputs=written, run_id=run_id), stage / MANIFEST)  # last: the model is complete
+    return run_id
+
+
+def check_trained(model_dir: str | Path) -> dict:
+    """The model folder's manifest, once its adapter is checked to be the one its train stage
+    wrote; else a StaleOutput saying to retrain."""
+    model_dir = Path(model_dir)
+    rerun = f"rerun the train stage into it (`python -m kit train ... --out {model_dir} --overwrite`)"
+    manifest = read_manifest(model_dir / MANIFEST, f"trained model {model_dir}", rerun)
+    check_output(manifest, "adapter", model_dir / "adapter", f"trained model {model_dir}", rerun)
+    return manifest

@@ -1,5 +1,7 @@
 """Ordinary bad input stops with one clear line (exit 2) naming the file, row or flag and what to
 do — never a traceback — and leaves nothing half-written for a later stage to read."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -98,11 +100,27 @@ def lexical_models(tmp_path):
     (lambda f: f.drop(columns=["p_tie"]), "missing column(s) ['p_tie']"),
 ])
 def test_invalid_member_predictions_are_refused_not_repaired(lexical_models, tmp_path, capsys, corrupt, expected):
+    """As if the infer stage itself had written these values (its manifest fingerprints them)."""
+    from kit.io import manifest_path
+    from kit.manifest import file_sha256
+
     oof = lexical_models[1] / "predictions" / "oof.csv"
     corrupt(pd.read_csv(oof)).to_csv(oof, index=False)
+    manifest = json.loads(manifest_path(oof).read_text())
+    manifest["outputs"]["predictions"] = file_sha256(oof)
+    manifest_path(oof).write_text(json.dumps(manifest))
     line = _kit(capsys, "blend", "--members", f"lexical={','.join(map(str, lexical_models))}", "--weights", "fit",
                 "--out", tmp_path / "submission.csv", "--report-dir", tmp_path / "report")
     assert str(oof) in line and expected in line and "run the infer stage" in line, line
+    assert not (tmp_path / "submission.csv").exists()
+
+
+def test_predictions_changed_after_their_infer_stage_are_stale(lexical_models, tmp_path, capsys):
+    oof = lexical_models[0] / "predictions" / "oof.csv"
+    oof.write_text(oof.read_text().replace("\n", "\r\n"))  # the same numbers, other bytes: not what infer wrote
+    line = _kit(capsys, "blend", "--members", f"lexical={','.join(map(str, lexical_models))}", "--weights", "fit",
+                "--out", tmp_path / "submission.csv", "--report-dir", tmp_path / "report")
+    assert "stale" in line and "changed after its stage wrote it" in line and "kit infer" in line, line
     assert not (tmp_path / "submission.csv").exists()
 
 
@@ -154,11 +172,12 @@ def test_a_tokenize_stage_failing_midway_leaves_the_previous_cache_whole(tmp_pat
 
 
 def test_a_training_run_that_did_not_finish_is_never_blended_or_submitted(lexical_models, tmp_path, capsys):
-    """A kill after adapter/ and config.json were written, before metrics.json (written last)."""
+    """A folder without its complete manifest (written last): made by an older kit, or damaged.
+    (A kill inside the train stage leaves no such folder: tests/test_faults.py.)"""
     from kit.blend import discover_members
     from kit.submit import find_trained_models
 
-    (lexical_models[1] / "metrics.json").unlink()
+    (lexical_models[1] / "manifest.json").unlink()
     assert discover_members(tmp_path / "models") == {"lexical": [lexical_models[0]]}
     assert find_trained_models([tmp_path / "models"]) == {"lexical": [lexical_models[0]]}
     assert "did not finish" in capsys.readouterr().out

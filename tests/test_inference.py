@@ -117,3 +117,20 @@ def test_infer_notebook_executes_headless(trained_minilm, tmp_path):
                                parameters={"MODEL_DIRS": [str(model_dir)], "OVERWRITE": True},
                                cwd=str(tmp_path), progress_bar=False)
     assert (model_dir / "predictions" / "test.csv").exists() and (model_dir / "predictions" / "oof.csv").exists()
+
+
+def test_folds_scored_with_and_without_tta_average_to_one_member(trained_minilm, tmp_path):
+    """One member whose folds were inferred with and without swap TTA: its test predictions are
+    the mean of the blended columns; the direct/swap columns, absent from one file, are left out."""
+    from kit.blend import mean_test_predictions
+
+    model_dir, _, _ = trained_minilm
+    with_tta = infer_stage(model_dir, "test", out=tmp_path / "tta" / "test.csv").predictions
+    without = infer_stage(model_dir, "test", out=tmp_path / "plain" / "test.csv", tta=False).predictions
+    assert "p_a_direct" in with_tta and "p_a_direct" not in without
+    member = mean_test_predictions([tmp_path / "tta" / "test.csv", tmp_path / "plain" / "test.csv"],
+                                   [model_dir, model_dir])
+    assert list(member.columns) == ["id", "p_a", "p_b", "p_tie"]
+    np.testing.assert_allclose(member[["p_a", "p_b", "p_tie"]].to_numpy(),
+                               (with_tta[["p_a", "p_b", "p_tie"]].to_numpy() + without[["p_a", "p_b", "p_tie"]].to_numpy()) / 2,
+                               atol=1e-6)

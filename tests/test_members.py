@@ -157,7 +157,7 @@ def test_predictions_of_an_earlier_training_run_are_never_blended(tmp_path):
     with pytest.raises(ValueError, match="stale test predictions .*an earlier training run of that folder made them"):
         blend_stage({"lexical": dirs}, weights="equal", out=tmp_path / "sub2.csv", report_dir=tmp_path / "r2")
     (dirs[0] / "predictions" / "test.manifest.json").unlink()
-    with pytest.raises(ValueError, match="test.manifest.json is missing"):
+    with pytest.raises(ValueError, match="stale test predictions .*no test.manifest.json"):
         blend_stage({"lexical": dirs}, weights="equal", out=tmp_path / "sub2.csv", report_dir=tmp_path / "r2")
     infer_stage(dirs[0], "test", overwrite=True)
     infer_stage(dirs[0], "oof", overwrite=True)
