@@ -1,5 +1,6 @@
 """The lexical member through train -> infer -> blend, and the honest (cross-fitted) blend."""
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -169,3 +170,20 @@ def test_predictions_of_an_earlier_training_run_are_never_blended(tmp_path):
         infer_stage(dirs[1], "oof", overwrite=True)
     proc = run_kit("infer", "--model-dir", dirs[1], "--split", "oof", "--overwrite")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "training rows" in proc.stderr
+
+
+def test_a_killed_cv_resumes_from_what_its_manifests_vouch_for(tmp_path, capsys):
+    """A cv killed after a fold's training, before its out-of-fold predictions: the rerun reuses
+    the finished fold, only predicts the other one (its model is kept), and scores the same."""
+    from kit.cv import cv_stage
+
+    first = cv_stage([PANDALM], models=("lexical",), folds=2, max_rows=120, out=tmp_path / "cv")
+    fold1 = tmp_path / "cv" / "models" / "lexical" / "fold1"
+    run_id = json.loads((fold1 / "config.json").read_text())["run_id"]
+    shutil.rmtree(fold1 / "predictions")
+    capsys.readouterr()
+    again = cv_stage([PANDALM], models=("lexical",), folds=2, max_rows=120, out=tmp_path / "cv")
+    out = capsys.readouterr().out
+    assert "reusing" in out and f"{tmp_path / 'cv' / 'models' / 'lexical' / 'fold0'}" in out
+    assert json.loads((fold1 / "config.json").read_text())["run_id"] == run_id  # not retrained
+    assert again["results"] == first["results"]
