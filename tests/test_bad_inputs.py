@@ -181,3 +181,16 @@ def test_a_training_run_that_did_not_finish_is_never_blended_or_submitted(lexica
     assert discover_members(tmp_path / "models") == {"lexical": [lexical_models[0]]}
     assert find_trained_models([tmp_path / "models"]) == {"lexical": [lexical_models[0]]}
     assert "did not finish" in capsys.readouterr().out
+
+
+def test_a_second_blend_never_silently_replaces_the_submission_or_report(lexical_models, tmp_path, capsys):
+    args = ["blend", "--members", f"lexical={','.join(map(str, lexical_models))}", "--weights", "fit",
+            "--out", tmp_path / "submission.csv", "--report-dir", tmp_path / "report"]
+    assert main([str(a) for a in args]) == 0
+    before = {p.name: p.read_bytes() for p in [tmp_path / "submission.csv", *(tmp_path / "report").iterdir()]}
+    line = _kit(capsys, *args, "--weights", "equal")
+    assert "already exists" in line and "report.md" in line and "--overwrite" in line, line
+    after = {p.name: p.read_bytes() for p in [tmp_path / "submission.csv", *(tmp_path / "report").iterdir()]}
+    assert after == before
+    assert main([str(a) for a in [*args, "--weights", "equal", "--overwrite"]]) == 0
+    assert json.loads((tmp_path / "report" / "blend.json").read_text())["weights_mode"] == "equal"
