@@ -16,7 +16,9 @@ def _add_tokenize(sub):
     p = sub.add_parser("tokenize", help="pack train/test tables for one model preset")
     p.add_argument("--model", required=True, help=f"a preset {sorted(PRESETS)} or a local HF folder")
     p.add_argument("--train", type=_csv_list, default=None,
-                   help="comma-separated train tables (CSV/parquet); default: this environment's")
+                   help="comma-separated train tables: CSV/parquet in the competition's columns, or chosen/rejected "
+                        "preference data (HH-RLHF, UltraFeedback-style messages, prompt/chosen/rejected; "
+                        ".jsonl[.gz]/.json/CSV/parquet); default: this environment's")
     p.add_argument("--no-train", action="store_true", help="tokenize the test table only")
     p.add_argument("--test", default=None, help="test table; default: this environment's")
     p.add_argument("--no-test", action="store_true", help="tokenize the train tables only")
@@ -208,7 +210,7 @@ def _add_blend(sub):
 
 def _add_cv(sub):
     p = sub.add_parser("cv", help="tokenize -> train -> infer -> blend, fold by fold, on any train CSV")
-    p.add_argument("--train", type=_csv_list, required=True, help="comma-separated labelled tables (CSV/parquet)")
+    p.add_argument("--train", type=_csv_list, required=True, help="comma-separated labelled tables (CSV/parquet, or chosen/rejected preference data)")
     p.add_argument("--models", type=_csv_list, default=["minilm", "smollm2", "lexical"],
                    help="comma-separated members (presets or local HF folders)")
     p.add_argument("--folds", type=int, default=5, help="prompt-grouped, label-stratified folds (>= 2)")

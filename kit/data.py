@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .io import ids_as_text
+from .preference_data import READER_PROBLEM
 
 TEXT_COLUMNS = ("prompt", "response_a", "response_b")
 LABEL_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
@@ -93,7 +94,12 @@ def parse_turns(cell) -> list[str]:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or parquet table; ids and text stay as written (no NaN coercion of text)."""
+    """Read a CSV or parquet table; ids and text stay as written (no NaN coercion of text).
+    Chosen/rejected preference data (HH-RLHF, UltraFeedback-style messages, prompt/chosen/rejected
+    columns; also ``.jsonl[.gz]`` / ``.json`` records) comes back in the competition's columns
+    (:mod:`kit.preference_data`)."""
+    from .preference_data import convert_frame, is_record_file, read_preference_file
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such table: {path}")
@@ -102,16 +108,26 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (not even a header): pass a table in the competition's "
                         f"columns")
+    if is_record_file(path):
+        try:
+            return read_preference_file(path)
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}): re-save the file as "
+                            f"UTF-8") from None
+        except (OSError, EOFError, ValueError) as err:  # a broken gzip stream, a broken JSON array
+            raise DataError(f"{path}: not readable JSON records ({type(err).__name__}: {err}): one JSON object "
+                            f"per line (.jsonl), or one JSON array (.json)") from None
     if path.suffix.lower() in (".parquet", ".pq"):
         try:
-            return pd.read_parquet(path)
+            return convert_frame(pd.read_parquet(path), path)
         except Exception as err:  # pyarrow's errors share no base class worth naming
             raise DataError(f"{path}: not a readable parquet file ({type(err).__name__}: {err}): "
                             f"re-export it, or pass a CSV") from None
     try:
         # keep_default_na=False: a prompt that reads "null" or "NA" is text, not a missing value;
         # ids stay text exactly as written ("001" is not 1)
-        return pd.read_csv(path, dtype={c: str for c in ("id", *TEXT_COLUMNS)}, keep_default_na=False)
+        return convert_frame(pd.read_csv(path, dtype={c: str for c in ("id", *TEXT_COLUMNS)}, keep_default_na=False),
+                             path)
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}): re-save the file as "
                         f"UTF-8") from None
@@ -175,6 +191,10 @@ def load_conversations(source, *, labelled: bool | None = None, name: str | None
     extra = [c for c in ("model_a", "model_b") if c in df.columns]
     for i, rec in enumerate(df.to_dict("records")):
         rid = rec["id"]
+        reader_problem = rec.get(READER_PROBLEM)
+        if labelled and isinstance(reader_problem, str):  # a chosen/rejected record that could not be split
+            skipped.append({"row": i, "id": rid, "column": "chosen/rejected", "problem": reader_problem})
+            continue
         turns, problems = {}, []
         for col in TEXT_COLUMNS:
             try:
