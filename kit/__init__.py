@@ -1,7 +1,8 @@
 """LoRA-LiteE kit: LoRA/QLoRA three-way preference classifiers and their ensemble.
 
 Stages (each a module, a CLI sub-command and a notebook):
-1. tokenize — :mod:`kit.tokenization` (ingest :mod:`kit.data` and :mod:`kit.preference_data`, packing :mod:`kit.packing`)
+1. tokenize — :mod:`kit.tokenization` (ingest :mod:`kit.data` and :mod:`kit.preference_data`,
+   extra-data dedup :mod:`kit.dedup`, packing :mod:`kit.packing`)
 2. train    — :mod:`kit.training` (heads :mod:`kit.heads`: joint :mod:`kit.modeling`, pairwise
    :mod:`kit.pairwise`; the lexical member :mod:`kit.lexical`; presets :mod:`kit.presets`)
 3. infer    — :mod:`kit.inference`

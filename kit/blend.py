@@ -342,7 +342,8 @@ def evaluation_table(result: BlendResult, tokenized_train: str | Path) -> pd.Dat
     check_cache(tokenized_train, "train")
     meta = json.loads((tokenized_train / "meta.json").read_text())
     packed = read_parquet_keeping_ids(tokenized_train / "train.parquet", columns=["id", "label", "fold"])
-    text = load_tables([Path(p) for p in meta["train_sources"]], labelled=True).frame.set_index("id")
+    sources = [Path(p) for p in [*meta["train_sources"], *meta.get("extra_sources", [])]]
+    text = load_tables(sources, labelled=True).frame.set_index("id")
     text = text.loc[packed["id"]].reset_index()
     # baselines fit on every training row outside a fold, predict that fold's rows
     all_labels, all_folds = packed["label"].to_numpy(), packed["fold"].to_numpy()

@@ -20,6 +20,12 @@ def _add_tokenize(sub):
                         "preference data (HH-RLHF, UltraFeedback-style messages, prompt/chosen/rejected; "
                         ".jsonl[.gz]/.json/CSV/parquet); default: this environment's")
     p.add_argument("--no-train", action="store_true", help="tokenize the test table only")
+    p.add_argument("--extra", type=_csv_list, default=[],
+                   help="comma-separated extra labelled tables (any --train format): added to every fold's training "
+                        "rows, never held out, after removing rows whose prompt is a train or test prompt")
+    p.add_argument("--dedup-similarity", type=float, default=0.9,
+                   help="an extra row whose prompt's character n-gram cosine similarity to a train or test prompt is "
+                        "at least this is removed (1.0: exact duplicates only); default 0.9")
     p.add_argument("--test", default=None, help="test table; default: this environment's")
     p.add_argument("--no-test", action="store_true", help="tokenize the train tables only")
     p.add_argument("--max-length", type=int, default=None,
@@ -41,7 +47,7 @@ def _add_tokenize(sub):
         res = tokenize_stage(a.model, [] if a.no_train else a.train, "" if a.no_test else a.test,
                              max_length=a.max_length, out=a.out, n_folds=a.folds, seed=a.seed,
                              max_rows=a.max_rows, overwrite=a.overwrite, pack=pack, model_dir=a.model_dir,
-                             head=a.head)
+                             head=a.head, extra=a.extra, dedup_similarity=a.dedup_similarity)
         print(res.retention_summary().to_string(index=False))
         print(f"wrote {res.out_dir}")
     p.set_defaults(run=run)

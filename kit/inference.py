@@ -353,7 +353,7 @@ def infer_stage(model_dir: str | Path, split: str = "test", *, tokenized: str | 
     return InferResult(out, result, flip, projected, seconds)
 
 
-FOLD_KEYS = ("train_sources", "n_folds", "seed", "max_rows")
+FOLD_KEYS = ("train_sources", "n_folds", "seed", "max_rows", "extra_sources", "dedup_similarity")
 
 
 def _check_same_folds(model_dir: Path, cfg: dict, tokenized: Path, model_manifest: dict,

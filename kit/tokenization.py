@@ -106,6 +106,7 @@ def pack_frame(packer: Packer, frame: pd.DataFrame, desc: str = "pack", chunk: i
     return pd.DataFrame(records)
 
 
+EXTRA_FOLD = -2  # the fold of extra rows: in every fold's training rows, never held out
 CACHE_FILES = {"train": "train.parquet", "test": "test.parquet", "oof": "train.parquet"}
 
 
@@ -127,12 +128,20 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
                    out: str | Path | None = None, n_folds: int = 5, seed: int = 42,
                    max_rows: int | None = None, overwrite: bool = False,
                    pack: dict | None = None, model_dir: str | None = None,
-                   head: str | None = None) -> TokenizeResult:
+                   head: str | None = None, extra: Sequence[str | Path] = (),
+                   dedup_similarity: float = 0.9) -> TokenizeResult:
     """Run stage 1. ``train``/``test`` default to this environment's inputs
     (:func:`kit.env.default_inputs`); pass ``train=[]`` or ``test=""`` to skip one.
-    ``head`` (default: the preset's) decides the packing and is recorded in meta.json."""
+    ``head`` (default: the preset's) decides the packing and is recorded in meta.json.
+    ``extra``: more labelled tables (any format :func:`kit.data.read_table` reads), added to every
+    fold's training rows (fold -1 never holds them: their ``fold`` is ``EXTRA_FOLD``) after
+    :func:`kit.dedup.dedup_extra` removed those whose prompt is a train or test prompt
+    (``dedup_similarity``); the removed ids go to ``dedup_removed.csv``."""
     defaults = default_inputs()
     train_paths = [Path(p) for p in (defaults["train"] if train is None else train)]
+    extra_paths = [Path(p) for p in extra or ()]
+    if extra_paths and not train_paths:
+        raise DataError("extra training data needs train tables to add it to (--train)")
     test_path = defaults["test"] if test is None else (Path(test) if test else None)
     preset = resolve_preset(model, max_length=max_length, model_dir=model_dir, head=head)
     lexical = preset.kind == "lexical"
@@ -143,7 +152,7 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
         check_max_length(preset)
     out_dir = Path(out) if out else work_dir() / "tokenized" / preset.name
     targets = [out_dir / n for n in ("train.parquet", "test.parquet", "skipped_rows.csv", "meta.json",
-                                     "retention.png", MANIFEST)]
+                                     "retention.png", "dedup_removed.csv", MANIFEST)]
     recover_staged(out_dir, [t.name for t in targets])  # what a killed earlier run left
     check_free(targets, overwrite)
 
@@ -156,7 +165,10 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
 
         def encode(frame, desc):
             return head_spec.pack(packer, frame, desc)
-    skipped, train_df, test_df = [], None, None
+    skipped, train_df, test_df, test_conv, removed = [], None, None, None, None
+    if test_path:
+        test_conv = load_tables([test_path], labelled=False)
+        skipped.append(test_conv.notes.assign(split="test"))
     if train_paths:
         conv = load_tables(train_paths, labelled=True)
         if not len(conv.frame):
@@ -168,22 +180,36 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
         if max_rows is not None and max_rows < 1:
             raise DataError(f"max_rows={max_rows}: pass a positive number of rows (or none for all)")
         frame = conv.frame.head(max_rows) if max_rows else conv.frame
-        if len(conv.skipped):
-            print(f"[kit] skipped {conv.skipped['row'].nunique()} unusable train row(s); "
-                  f"see {out_dir / 'skipped_rows.csv'}", flush=True)
         skipped.append(conv.skipped.assign(split="train"))
-        train_df = encode(frame, f"pack train ({preset.name}, {preset.head})")
-        train_df.insert(3, "label", frame["label"].to_numpy())
         try:
-            folds = assign_folds(frame, n_folds, seed) if n_folds > 1 else 0
+            folds = assign_folds(frame, n_folds, seed) if n_folds > 1 else np.zeros(len(frame), dtype=np.int64)
         except ValueError as e:  # too few prompts for the folds asked
             raise DataError(f"{', '.join(map(str, train_paths))}: {e} (folds are grouped by prompt): pass fewer "
                             f"--folds (notebook N_FOLDS), or a table with more prompts") from None
+        if extra_paths:  # training-only rows, never held out: deduplicated against every held-out prompt
+            from .dedup import dedup_extra
+
+            more = load_tables(extra_paths, labelled=True)
+            skipped.append(more.skipped.assign(split="extra"))
+            clash = sorted(set(more.frame["id"]) & set(frame["id"]), key=str)
+            if clash:
+                raise DataError(f"{', '.join(map(str, extra_paths))}: id(s) {clash[:10]} also in the train tables: "
+                                f"give the extra rows their own ids")
+            kept, removed = dedup_extra(more.frame, {"train": frame, "test": test_conv.frame if test_conv else None},
+                                        dedup_similarity)
+            print(f"[kit] extra data: {len(more.frame)} usable rows, {len(removed)} removed as duplicates of train or "
+                  f"test prompts (similarity >= {dedup_similarity}; see {out_dir / 'dedup_removed.csv'}), "
+                  f"{len(kept)} added to every fold's training rows", flush=True)
+            frame = pd.concat([frame, kept], ignore_index=True)
+            folds = np.concatenate([folds, np.full(len(kept), EXTRA_FOLD, dtype=np.int64)])
+        n_skipped = sum(int(s_["row"].nunique()) for s_ in skipped if len(s_) and s_["split"].iloc[0] != "test")
+        if n_skipped:
+            print(f"[kit] skipped {n_skipped} unusable train row(s); see {out_dir / 'skipped_rows.csv'}", flush=True)
+        train_df = encode(frame, f"pack train ({preset.name}, {preset.head})")
+        train_df.insert(3, "label", frame["label"].to_numpy())
         train_df.insert(4, "fold", folds)
-    if test_path:
-        conv = load_tables([test_path], labelled=False)
-        skipped.append(conv.notes.assign(split="test"))
-        test_df = encode(conv.frame, f"pack test ({preset.name}, {preset.head})")
+    if test_conv is not None:
+        test_df = encode(test_conv.frame, f"pack test ({preset.name}, {preset.head})")
         test_df.insert(3, "label", -1)
         test_df.insert(4, "fold", -1)
 
@@ -196,13 +222,20 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
         if test_df is not None:
             write_parquet(test_df, stage / "test.parquet")
         write_csv(skipped_df, stage / "skipped_rows.csv")
+        if removed is not None:
+            write_csv(removed, stage / "dedup_removed.csv")
         write_json({"preset": preset.to_dict(), "pack": pack_config.to_dict() if pack_config else None,
                     "train_sources": [str(p) for p in train_paths], "test_source": str(test_path or ""),
+                    "extra_sources": [str(p) for p in extra_paths],
+                    "dedup_similarity": dedup_similarity if extra_paths else None,
+                    "extra_rows": {"kept": int((train_df["fold"] == EXTRA_FOLD).sum()) if extra_paths else 0,
+                                   **{f"removed_{rule}": int((removed["rule"] == rule).sum()) if removed is not None
+                                      else 0 for rule in ("exact", "near")}},
                     "n_folds": n_folds, "seed": seed, "max_rows": max_rows,
                     "rows": {"train": 0 if train_df is None else len(train_df),
                              "test": 0 if test_df is None else len(test_df),
-                             "train_skipped": int(skipped_df.query("split == 'train'")["row"].nunique())
-                             if len(skipped_df) else 0}},
+                             "train_skipped": len(skipped_df.query("split != 'test'")[["source", "row"]]
+                                                  .drop_duplicates()) if len(skipped_df) else 0}},
                    stage / "meta.json")
         shown = pd.concat([d for d in (train_df, test_df) if d is not None], ignore_index=True)
         if len(shown) and not lexical:
@@ -213,6 +246,7 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
             "tokenize", settings={"preset": preset.name, "head": preset.head, "max_length": preset.max_length,
                                   "n_folds": n_folds, "seed": seed, "max_rows": max_rows},
             inputs={**{f"train:{p}": input_record(p) for p in train_paths},
+                    **{f"extra:{p}": input_record(p) for p in extra_paths},
                     **({"test": input_record(test_path)} if test_path else {})},
             outputs=written, folds=folds_fingerprint(train_df) if train_df is not None else None),
             stage / MANIFEST)  # last: the cache is complete

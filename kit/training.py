@@ -112,7 +112,7 @@ def _split(frame: pd.DataFrame, fold: int | None, settings: TrainSettings):
     if fold is None:
         train, held = frame, frame.iloc[:0]
     else:
-        folds = sorted(set(frame["fold"]))
+        folds = sorted(f for f in set(frame["fold"]) if f >= 0)  # extra rows (fold -2) are never held out
         if fold not in folds:
             raise PresetError(f"fold {fold} out of range: the tokenized data has folds {folds}")
         train, held = frame[frame["fold"] != fold], frame[frame["fold"] == fold]

@@ -24,7 +24,9 @@
 # %% tags=["parameters"]
 MODEL = "minilm"        # minilm | smollm2 (embedded) | lexical | gemma2-9b | llama3-8b (GPU)
 HEAD = None             # None: the preset's | "joint" | "pairwise"
-TRAIN = None            # list of train tables; None: this environment's default
+TRAIN = None            # list of train tables (competition CSV/parquet, or chosen/rejected data); None: default
+EXTRA = []              # extra labelled tables: training-only, deduplicated against train and test prompts
+DEDUP_SIMILARITY = 0.9  # extra rows this similar to a train/test prompt are removed (1.0: exact only)
 TEST = None             # test table; None: this environment's default
 MAX_LENGTH = None       # None: the preset's
 MODEL_DIR = None        # override the preset's model folder
@@ -45,7 +47,8 @@ kit.env.bootstrap(WHEELS)  # offline install from the wheels dataset where neede
 from kit.tokenization import tokenize_stage
 
 result = tokenize_stage(MODEL, TRAIN, TEST, max_length=MAX_LENGTH, model_dir=MODEL_DIR,
-                        n_folds=N_FOLDS, max_rows=MAX_ROWS, out=OUT, overwrite=OVERWRITE, head=HEAD)
+                        n_folds=N_FOLDS, max_rows=MAX_ROWS, out=OUT, overwrite=OVERWRITE, head=HEAD,
+                        extra=EXTRA, dedup_similarity=DEDUP_SIMILARITY)
 result.retention_summary()
 
 # %% [markdown]
