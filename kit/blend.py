@@ -220,6 +220,7 @@ class BlendResult:
     oof_ids: list = field(default_factory=list)  # the OOF rows every member covers
     oof_labels: np.ndarray | None = None
     oof_blend: np.ndarray | None = None
+    oof_folds: np.ndarray | None = None
 
 
 def blend_members(members: Sequence[Member], weights: str | Sequence[float] = "paper", space: str = "prob",
@@ -300,7 +301,7 @@ def blend_members(members: Sequence[Member], weights: str | Sequence[float] = "p
                 rows[f"{m.name}+tta"]["flip_rate"] = flip_rate_of(o)
             else:
                 rows[m.name] = metrics(labels, o[PROB_COLUMNS].to_numpy())
-        result.oof_ids, result.oof_labels, result.oof_blend = common, labels, cross
+        result.oof_ids, result.oof_labels, result.oof_blend, result.oof_folds = common, labels, cross, oof_folds
         rows["blend"] = metrics(labels, result.oof_blend)
         if fold_fits:  # what scoring the fit on its own rows would claim
             rows["blend (in-sample fit)"] = metrics(labels, chosen.apply(oof_p, space))
@@ -331,6 +332,60 @@ def _blend_test(members: Sequence[Member], fit: _Fit, space: str) -> pd.DataFram
             raise BlendError(f"member {m.name}'s test ids differ from {members[0].name}'s")
     probs = fit.apply([m.test[PROB_COLUMNS].to_numpy() for m in members], space)
     return pd.DataFrame({"id": test_ids, **{c: probs[:, j] for j, c in enumerate(PROB_COLUMNS)}})
+
+
+def _texts(tokenized: Path, ids: Sequence, split: str) -> pd.DataFrame | None:
+    """The parsed rows (response turn lists) of ``ids`` from the sources the cache was made from;
+    None (said on the console) where those files are gone."""
+    from .tokenization import load_tables
+
+    meta = json.loads((Path(tokenized) / "meta.json").read_text())
+    sources = ([*meta["train_sources"], *meta.get("extra_sources", [])] if split == "train"
+               else [meta.get("test_source")])
+    missing = [p for p in sources if not p or not Path(p).is_file()]
+    if missing or not sources:
+        print(f"[kit blend] no guardrails: the {split} source(s) {missing} of {tokenized} are not here", flush=True)
+        return None
+    frame = load_tables([Path(p) for p in sources], labelled=split == "train").frame.set_index("id")
+    return frame.loc[list(ids)].reset_index()
+
+
+def apply_guardrails(result: BlendResult, tokenized: str | Path) -> None:
+    """Fit the guardrails (:mod:`kit.guardrails`) on the blend's out-of-fold rows; add the
+    ``blend + guardrails`` row to the table, apply the kept rules to the test predictions, and
+    record everything in ``result.report["guardrails"]`` (saved in blend.json for ``kit submit``)."""
+    from .guardrails import fit_guardrails
+
+    if result.oof_blend is None or result.table is None:
+        return
+    texts = _texts(Path(tokenized), result.oof_ids, "train")
+    if texts is None:
+        return
+    rails, adjusted = fit_guardrails(texts, result.oof_labels, result.oof_folds, result.oof_blend)
+    result.table.loc["blend + guardrails"] = pd.Series(metrics(result.oof_labels, adjusted))
+    report = {"kept": rails.kept, "counts": rails.counts, "rules": rails.report}
+    if result.test is not None and rails.kept:
+        test_texts = _texts(Path(tokenized), result.test["id"].tolist(), "test")
+        if test_texts is not None:
+            probs, touched = rails.apply(result.test[PROB_COLUMNS].to_numpy(), test_texts)
+            result.test = result.test.assign(**{c: probs[:, j] for j, c in enumerate(PROB_COLUMNS)})
+            report["test_rows_touched"] = touched
+    result.report["guardrails"] = report
+
+
+def apply_saved_guardrails(blended: pd.DataFrame, saved: dict, tokenized: str | Path) -> tuple[pd.DataFrame, dict]:
+    """``blended`` test predictions with the guardrails a report's ``blend.json`` kept applied
+    (their counts as fitted then); rows touched per rule."""
+    from .guardrails import Guardrails
+
+    rails = saved.get("guardrails") or {}
+    if not rails.get("kept"):
+        return blended, {}
+    texts = _texts(Path(tokenized), blended["id"].tolist(), "test")
+    if texts is None:
+        return blended, {}
+    probs, touched = Guardrails(rails["counts"], rails["kept"]).apply(blended[PROB_COLUMNS].to_numpy(), texts)
+    return blended.assign(**{c: probs[:, j] for j, c in enumerate(PROB_COLUMNS)}), touched
 
 
 def evaluation_table(result: BlendResult, tokenized_train: str | Path) -> pd.DataFrame:
@@ -368,8 +423,10 @@ REPORT_FILES = ("report.md", "evaluation.csv", "blend.json", "methods.png", "rel
 def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weights="paper", space: str = "prob",
                 temperature: bool = False, out: str | Path | None = None, report_dir: str | Path | None = None,
                 sample_submission: str | Path | None = "auto", baselines: bool = True,
-                overwrite: bool = False) -> BlendResult:
+                guardrails: bool = True, overwrite: bool = False) -> BlendResult:
     """Stage 4: blend the members, write and validate submission.csv and the report.
+    ``guardrails``: fit the rules of :mod:`kit.guardrails` out of fold; the kept ones change the
+    test rows they match (the report's ``blend + guardrails`` row scores them).
 
     ``members=None`` takes every trained output under <work>/models, grouped by preset.
     ``out`` defaults to <work>/submission.csv; the report (report.md, evaluation.csv,
@@ -393,11 +450,6 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
         check_free([out, *(report_dir / n for n in REPORT_FILES)], overwrite)
     tokenized = Path(json.loads((loaded[0].model_dirs[0] / "config.json").read_text())["tokenized"])
     _check_same_test_table(loaded, tokenized)
-    # validated before anything is written; written last, once the report is in place: a failure
-    # anywhere before leaves the previous submission (and report) as they were
-    submission = prepare_blended_submission(result.test, tokenized, sample_submission)
-    result.report["submission"] = str(out)
-
     if result.table is not None:
         if baselines and not (tokenized / "train.parquet").exists():
             # e.g. Kaggle: the models' cache holds the test table only; the members' OOF rows are
@@ -405,6 +457,14 @@ def blend_stage(members: dict[str, Sequence[str | Path]] | None = None, *, weigh
             print(f"[kit blend] no baselines: {tokenized} holds no train.parquet", flush=True)
         elif baselines:
             result.table = evaluation_table(result, tokenized)
+        if guardrails:
+            apply_guardrails(result, tokenized)  # may change test rows: before the submission is made
+    # validated before anything is written; written last, once the report is in place: a failure
+    # anywhere before leaves the previous submission (and report) as they were
+    submission = prepare_blended_submission(result.test, tokenized, sample_submission)
+    result.report["submission"] = str(out)
+
+    if result.table is not None:
         result.report["report_dir"] = str(report_dir)
         from .manifest import stage_manifest
         from .plots import plot_methods

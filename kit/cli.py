@@ -198,6 +198,8 @@ def _add_blend(sub):
     p.add_argument("--out", default=None, help="default <work>/submission.csv")
     p.add_argument("--report-dir", default=None, help="default <work>/report")
     p.add_argument("--sample-submission", default="auto", help="path, 'auto' or 'none'")
+    p.add_argument("--no-guardrails", action="store_true",
+                   help="skip the fitted guardrails (identical / one empty response: kit/guardrails.py)")
     p.add_argument("--no-baselines", action="store_true",
                    help="skip the uniform/prior/TF-IDF rows of the out-of-fold report")
     p.add_argument("--overwrite", action="store_true", help="replace an existing submission instead of refusing")
@@ -206,7 +208,8 @@ def _add_blend(sub):
         from .blend import blend_stage, discover_members
         members = a.members if a.members is not None else discover_members(models=a.models)
         res = blend_stage(members, weights=a.weights, space=a.space, temperature=a.temperature, out=a.out,
-                          report_dir=a.report_dir, baselines=not a.no_baselines, overwrite=a.overwrite,
+                          report_dir=a.report_dir, baselines=not a.no_baselines, guardrails=not a.no_guardrails,
+                          overwrite=a.overwrite,
                           sample_submission=None if a.sample_submission == "none" else a.sample_submission)
         print(res.report)
         if res.table is not None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .blend import MEMBER_ORDER, describe_weights, blend_members, evaluation_table, load_member
+from .blend import MEMBER_ORDER, apply_guardrails, describe_weights, blend_members, evaluation_table, load_member
 from .inference import infer_stage
 from .io import write_json, write_text
 from .tokenization import tokenize_stage
@@ -125,14 +125,17 @@ def cv_stage(train: Sequence[str | Path], models: Sequence[str] = ("minilm", "sm
         # training minutes as recorded by each fold (also for folds reused from an earlier call)
         timings[model] = sum(json.loads((d / "metrics.json").read_text())["train_seconds"] for d in dirs) / 60
     result = blend_members(members, weights, space)
-    table = evaluation_table(result, out / "tokenized" / models[0])
+    result.table = evaluation_table(result, out / "tokenized" / models[0])
+    apply_guardrails(result, out / "tokenized" / models[0])  # its own row: "blend + guardrails"
+    table = result.table
     settings = {"train": [str(p) for p in train], "models": list(models), "folds": folds, "head": head,
                 "max_length": max_length, "max_rows": max_rows, "epochs": epochs,
                 "max_train_rows": max_train_rows, "tta": tta, "seed": seed, "swap_augment": swap_augment,
                 "evals_per_run": evals_per_run,
                 "blend": {"space": space, "weights_mode": result.weights_mode, "weights": dict(zip(result.members, result.weights)),
                           "temperature": result.temperature, "oof_score": result.report["oof_score"],
-                          "per_fold": result.report["per_fold"], "stacker": result.report.get("stacker")},
+                          "per_fold": result.report["per_fold"], "stacker": result.report.get("stacker"),
+                          "guardrails": result.report.get("guardrails")},
                 "train_minutes": timings, "wall_minutes_this_call": (time.time() - started) / 60}
     payload = {"rows": len(result.oof_ids), "folds": folds, "settings": settings,
                "results": {name: {"log_loss": float(r["log_loss"]), "accuracy": float(r["accuracy"])}

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .blend import (MEMBER_ORDER, Member, apply_saved_blend, blend_members, mean_test_predictions,
-                    write_blended_submission)
+from .blend import (MEMBER_ORDER, Member, apply_saved_blend, apply_saved_guardrails, blend_members,
+                    mean_test_predictions, write_blended_submission)
 from .env import default_inputs, kaggle_input, work_dir
 from .inference import finished_training
 from .io import publish, write_json
@@ -157,7 +157,9 @@ def submit(model_roots: Sequence[str | Path] | None = None, test: str | Path | N
 
     if saved is not None:
         blended = apply_saved_blend(members, saved)
-        applied = {k: saved.get(k) for k in ("members", "weights_mode", "weights", "space", "temperature", "stacker")}
+        blended, touched = apply_saved_guardrails(blended, saved, run_dir / "tokenized" / members[0].name)
+        applied = {k: saved.get(k) for k in ("members", "weights_mode", "weights", "space", "temperature", "stacker",
+                                             "guardrails")} | {"guardrail_rows_touched": touched}
     else:
         result = blend_members(members, weights)
         blended = result.test

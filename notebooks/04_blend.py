@@ -27,6 +27,7 @@ MODELS = None           # with MEMBERS:None: only these presets
 WEIGHTS = "paper"       # "paper" (0.7/0.3) | "equal" | "fit" | "stack" (both fitted out of fold, their OOF score cross-fitted) | [w1, ...]
 SPACE = "prob"          # "prob" (arithmetic mean) | "log" (geometric mean)
 TEMPERATURE = False     # fit temperature scaling on out-of-fold rows
+GUARDRAILS = True       # fitted rules for identical / one-empty responses, kept only where they help out of fold
 OUT = None              # None: the work dir: submission.csv
 REPORT_DIR = None       # None: the work dir: report/ folder
 OVERWRITE = False
@@ -44,7 +45,7 @@ from kit.blend import blend_stage, discover_members
 
 members = MEMBERS or discover_members(models=MODELS)
 result = blend_stage(members, weights=WEIGHTS, space=SPACE, temperature=TEMPERATURE, out=OUT,
-                     report_dir=REPORT_DIR, overwrite=OVERWRITE)
+                     report_dir=REPORT_DIR, guardrails=GUARDRAILS, overwrite=OVERWRITE)
 result.report
 
 # %%
