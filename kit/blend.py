@@ -32,8 +32,8 @@ import pandas as pd
 
 from .evaluation import log_loss, metrics, plot_confusion, plot_reliability, prior_probs, tfidf_probs, uniform_probs
 from .inference import PROB_COLUMNS, flip_rate_of, trained_outputs
-from .io import (check_free, read_csv_keeping_ids, recover_staged, read_parquet_keeping_ids, staged_folder, write_csv, write_json,
-                 write_text)
+from .io import (check_free, read_csv_keeping_ids, read_parquet_keeping_ids, recover_staged, staged_folder, write_csv,
+                 write_json, write_text)
 from .stacking import MirrorStacker
 
 PAPER_WEIGHTS = (0.7, 0.3)

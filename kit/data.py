@@ -14,7 +14,10 @@ Guarantees of :func:`load_conversations`:
   their decimal text); missing columns, empty ids and duplicate ids raise
   :class:`DataError` naming them.
 
-Labels are 0 (A wins), 1 (B wins), 2 (tie); -1 for unlabelled (test) rows.
+Labels are 0 (A wins), 1 (B wins), 2 (tie); -1 for unlabelled (test) rows. A labelled row
+may carry probabilities in the winner columns instead of 0/1 (a *soft* label, e.g. a
+teacher's): ``target`` holds the three probabilities (one-hot for a hard row), ``label`` the
+most likely class (:func:`label_target`).
 """
 from __future__ import annotations
 
@@ -154,7 +157,10 @@ def _check_columns(df: pd.DataFrame, labelled: bool, source: str) -> pd.Series:
     return ids_text
 
 
-def _one_hot_label(row, columns) -> int:
+def label_target(row, columns) -> tuple[int, list[float]]:
+    """(label, target) of one row's three winner cells: one-hot cells give that class and the
+    one-hot target; probabilities (each in [0, 1], summing to 1 within 1e-3) are a *soft* label:
+    the target is them (renormalised), the label their most likely class. ValueError otherwise."""
     values = []
     for col in columns:
         v = row[col]
@@ -162,12 +168,20 @@ def _one_hot_label(row, columns) -> int:
             f = float(v)
         except (TypeError, ValueError):
             raise ValueError(f"label {col}={v!r} is not a number") from None
-        if f not in (0.0, 1.0):
-            raise ValueError(f"label {col}={v!r} is not 0 or 1")
-        values.append(int(f))
-    if sum(values) != 1:
-        raise ValueError(f"labels {dict(zip(columns, values))} are not one-hot")
-    return values.index(1)
+        if not np.isfinite(f) or f < 0 or f > 1:
+            raise ValueError(f"label {col}={v!r} is not a probability (0 to 1)")
+        values.append(f)
+    if sorted(values) == [0.0, 0.0, 1.0]:
+        return values.index(1.0), values
+    if abs(sum(values) - 1) > 1e-3:
+        raise ValueError(f"labels {dict(zip(columns, values))} are not one-hot, nor probabilities summing to 1 "
+                         f"(within 1e-3)")
+    target = [v / sum(values) for v in values]
+    return int(np.argmax(target)), target
+
+
+def is_soft(target) -> bool:
+    return sorted(target) != [0.0, 0.0, 1.0]
 
 
 def load_conversations(source, *, labelled: bool | None = None, name: str | None = None
@@ -203,10 +217,10 @@ def load_conversations(source, *, labelled: bool | None = None, name: str | None
                 problems.append((col, str(err)))
                 raw = rec[col]
                 turns[col] = [strip_surrogates("" if raw is None else str(raw))]
-        label = -1
+        label, target = -1, None
         if labelled:
             try:
-                label = _one_hot_label(rec, LABEL_COLUMNS)
+                label, target = label_target(rec, LABEL_COLUMNS)
             except ValueError as err:
                 problems.append(("winner_model_a/winner_model_b/winner_tie", str(err)))
         counts = {c: len(turns[c]) for c in TEXT_COLUMNS}
@@ -224,11 +238,13 @@ def load_conversations(source, *, labelled: bool | None = None, name: str | None
             n = max(1, *counts.values())
             for c in TEXT_COLUMNS:
                 turns[c] = turns[c] + [""] * (n - len(turns[c]))
-        out = {"id": rid, **turns, "label": label}
+        out = {"id": rid, **turns, "label": label, "target": target}
         out.update({c: rec[c] for c in extra})
         rows.append(out)
 
-    frame = pd.DataFrame(rows, columns=["id", *TEXT_COLUMNS, "label", *extra])
+    frame = pd.DataFrame(rows, columns=["id", *TEXT_COLUMNS, "label", "target", *extra])
+    if not labelled:
+        frame = frame.drop(columns="target")
     frame["label"] = frame["label"].astype(np.int64)
     return Conversations(frame, pd.DataFrame(skipped, columns=SKIP_COLUMNS),
                          pd.DataFrame(notes, columns=SKIP_COLUMNS))
@@ -242,6 +258,8 @@ def swap_ab(frame: pd.DataFrame) -> pd.DataFrame:
         out["model_a"], out["model_b"] = frame["model_b"], frame["model_a"]
     if "label" in frame:
         out["label"] = frame["label"].map({0: 1, 1: 0, 2: 2, -1: -1}).astype(np.int64)
+    if "target" in frame:
+        out["target"] = frame["target"].map(lambda t: None if t is None else [t[1], t[0], t[2]])
     return out
 
 

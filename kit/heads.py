@@ -25,18 +25,43 @@ import torch
 SWAP_LABEL = np.array([1, 0, 2])
 
 
-class PackedDataset(torch.utils.data.Dataset):
-    """Token-id rows (+ labels) for the Trainer; padding happens in the collator."""
+def soft_targets(frame: pd.DataFrame) -> np.ndarray | None:
+    """The rows' training targets (n, 3) when any of them is a soft label; None when every row
+    is hard (then the class index is the target, as it always was)."""
+    from .data import is_soft
+    from .tokenization import TARGET_COLUMNS
 
-    def __init__(self, input_ids, labels):
+    if not all(c in frame.columns for c in TARGET_COLUMNS):
+        return None
+    targets = frame[list(TARGET_COLUMNS)].to_numpy(dtype=np.float32)
+    return targets if any(is_soft(t.tolist()) for t in targets) else None
+
+
+def soft_cross_entropy(outputs, labels, num_items_in_batch=None):
+    """The Trainer's loss (``compute_loss_func``) for runs with soft labels: cross-entropy against
+    the target distribution, −Σ t·log softmax(z), the batch mean; for class-index labels (the
+    held-out rows) the usual cross-entropy — the two agree on one-hot targets."""
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    if labels.dtype.is_floating_point:
+        return -(labels.to(logits.dtype) * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+    return torch.nn.functional.cross_entropy(logits, labels)
+
+
+class PackedDataset(torch.utils.data.Dataset):
+    """Token-id rows (+ labels: class indices, or with ``targets`` the (n, 3) target
+    distributions) for the Trainer; padding happens in the collator."""
+
+    def __init__(self, input_ids, labels, targets=None):
         self.input_ids = [np.asarray(x, dtype=np.int64) for x in input_ids]
         self.labels = np.asarray(labels, dtype=np.int64)
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
 
     def __len__(self):
         return len(self.input_ids)
 
     def __getitem__(self, i):
-        return {"input_ids": self.input_ids[i], "labels": int(self.labels[i])}
+        label = self.targets[i] if self.targets is not None else int(self.labels[i])
+        return {"input_ids": self.input_ids[i], "labels": label}
 
 
 @dataclass(frozen=True)
@@ -60,11 +85,12 @@ def _joint_pack(packer, frame, desc):
 
 
 def _joint_dataset(frame: pd.DataFrame, swap_augment: bool):
-    ids, labels = list(frame["input_ids"]), frame["label"].to_numpy()
-    if swap_augment:
+    ids, labels, targets = list(frame["input_ids"]), frame["label"].to_numpy(), soft_targets(frame)
+    if swap_augment:  # the (B, A) row: A's and B's probabilities exchanged, the tie's kept
         ids += list(frame["input_ids_swap"])
         labels = np.concatenate([labels, SWAP_LABEL[labels]])
-    return PackedDataset(ids, labels)
+        targets = None if targets is None else np.concatenate([targets, targets[:, SWAP_LABEL]])
+    return PackedDataset(ids, labels, targets)
 
 
 def _joint_collator(tokenizer):
@@ -96,7 +122,7 @@ def _pair_pack(packer, frame, desc):
 def _pair_dataset(frame: pd.DataFrame, swap_augment: bool):
     # swap_augment is moot: a swapped row's loss equals the row's own (exact equivariance)
     from .pairwise import PairDataset
-    return PairDataset(frame["side_a_ids"], frame["side_b_ids"], frame["label"])
+    return PairDataset(frame["side_a_ids"], frame["side_b_ids"], frame["label"], soft_targets(frame))
 
 
 def _pair_collator(tokenizer):

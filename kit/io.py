@@ -163,10 +163,10 @@ def staged_folder(out_dir, owned: Sequence[str]) -> Iterator[Path]:
     files into; on success it replaces ``out_dir`` in one atomic exchange (two renames where the
     platform has none: a kill between them leaves no output until :func:`recover_staged` restores
     the previous one), so a reader sees the previous complete output or the new one, never a
-    mix — a stage killed or failing midway leaves ``out_dir`` as it was. ``owned`` names the stage's own files: the earlier ones are
-    dropped (a file the new run does not write must not outlive it); anything else in ``out_dir``
-    is carried over (moved back if the stage fails before its swap). Callers check for existing
-    outputs (:func:`check_free`) first."""
+    mix — a stage killed or failing midway leaves ``out_dir`` as it was. ``owned`` names the
+    stage's own files: the earlier ones are dropped (a file the new run does not write must not
+    outlive it); anything else in ``out_dir`` is carried over (moved back if the stage fails
+    before its swap). Callers check for existing outputs (:func:`check_free`) first."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     recover_staged(out_dir, owned)

@@ -80,7 +80,9 @@ class LexicalModel:
         diff = self.vectorizer.transform(a) - self.vectorizer.transform(b)
         return hstack([diff, csr_matrix(self.dense_scale * self.scaler.transform(dense))]).tocsr(), dense
 
-    def fit(self, frame: pd.DataFrame, labels) -> "LexicalModel":
+    def fit(self, frame: pd.DataFrame, labels, targets: np.ndarray | None = None) -> "LexicalModel":
+        """Fit on ``labels`` (class indices), or with ``targets`` (n, 3) on target distributions
+        (soft labels): each row enters once per class it gives weight to, with that weight."""
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
@@ -99,7 +101,16 @@ class LexicalModel:
         from scipy.sparse import vstack
         y = np.concatenate([labels, np.asarray(SWAP)[labels]])
         self.classifier = LogisticRegression(C=self.C, max_iter=3000, random_state=self.seed)
-        self.classifier.fit(vstack([x, x_swap]).tocsr(), y)
+        both_x = vstack([x, x_swap]).tocsr()
+        if targets is None:
+            self.classifier.fit(both_x, y)
+            return self
+        t = np.asarray(targets, dtype=np.float64)
+        t = np.vstack([t, t[:, SWAP]])
+        parts = [(np.flatnonzero(t[:, c] > 0), c) for c in range(3)]
+        self.classifier.fit(vstack([both_x[rows] for rows, _ in parts]).tocsr(),
+                            np.concatenate([np.full(len(rows), c) for rows, c in parts]),
+                            sample_weight=np.concatenate([t[rows, c] for rows, c in parts]))
         return self
 
     def _proba(self, x) -> np.ndarray:
@@ -143,9 +154,13 @@ def train_lexical(preset, train_rows: pd.DataFrame, held: pd.DataFrame, fold, ou
     if missing:
         raise ValueError(f"{tokenized} holds no text columns {missing}: tokenize with --model lexical (notebook MODEL = 'lexical')")
     started = time.time()
-    model = LexicalModel(**preset.extra, seed=settings.seed).fit(train_rows, train_rows["label"])
+    from .heads import soft_targets
+
+    targets = soft_targets(train_rows)
+    model = LexicalModel(**preset.extra, seed=settings.seed).fit(train_rows, train_rows["label"], targets)
     seconds = time.time() - started
     metrics = {"fold": fold, "train_rows": len(train_rows), "held_out_rows": len(held), "train_seconds": seconds,
+               "soft_labels": targets is not None,
                "trainable_params": int(model.classifier.coef_.size + model.classifier.intercept_.size)}
     oof = None
     if len(held):

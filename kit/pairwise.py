@@ -116,16 +116,18 @@ class PairDataset(torch.utils.data.Dataset):
     """Side A ids under ``input_ids`` (what the Trainer's length grouping reads), side B under
     ``input_ids_b``, and the label."""
 
-    def __init__(self, side_a, side_b, labels):
+    def __init__(self, side_a, side_b, labels, targets=None):
         self.side_a = [np.asarray(x, dtype=np.int64) for x in side_a]
         self.side_b = [np.asarray(x, dtype=np.int64) for x in side_b]
         self.labels = np.asarray(labels, dtype=np.int64)
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)  # soft labels
 
     def __len__(self):
         return len(self.side_a)
 
     def __getitem__(self, i):
-        return {"input_ids": self.side_a[i], "input_ids_b": self.side_b[i], "labels": int(self.labels[i])}
+        label = self.targets[i] if self.targets is not None else int(self.labels[i])
+        return {"input_ids": self.side_a[i], "input_ids_b": self.side_b[i], "labels": label}
 
 
 class PairCollator:
@@ -140,7 +142,9 @@ class PairCollator:
         ids_a, mask_a = pad_batch([r["input_ids"] for r in rows], self.pad_id)
         ids_b, mask_b = pad_batch([r["input_ids_b"] for r in rows], self.pad_id)
         return {"input_ids": ids_a, "attention_mask": mask_a, "input_ids_b": ids_b, "attention_mask_b": mask_b,
-                "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long)}
+                "labels": (torch.tensor(np.stack([r["labels"] for r in rows]), dtype=torch.float32)
+                           if isinstance(rows[0]["labels"], np.ndarray)  # soft labels: target distributions
+                           else torch.tensor([r["labels"] for r in rows], dtype=torch.long))}
 
 
 def pack_sides(packer, frame: pd.DataFrame, desc: str = "pack", chunk: int = 256) -> pd.DataFrame:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .data import Conversations, DataError, assign_folds, load_conversations
+from .data import Conversations, DataError, assign_folds, is_soft, load_conversations
 from .env import default_inputs, work_dir
 from .io import check_free, recover_staged, staged_folder, write_csv, write_json, write_parquet
 from .manifest import MANIFEST, check_output, folds_fingerprint, input_record, read_manifest, stage_manifest
@@ -106,6 +106,7 @@ def pack_frame(packer: Packer, frame: pd.DataFrame, desc: str = "pack", chunk: i
     return pd.DataFrame(records)
 
 
+TARGET_COLUMNS = ("target_a", "target_b", "target_tie")
 EXTRA_FOLD = -2  # the fold of extra rows: in every fold's training rows, never held out
 CACHE_FILES = {"train": "train.parquet", "test": "test.parquet", "oof": "train.parquet"}
 
@@ -181,25 +182,36 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
             raise DataError(f"max_rows={max_rows}: pass a positive number of rows (or none for all)")
         frame = conv.frame.head(max_rows) if max_rows else conv.frame
         skipped.append(conv.skipped.assign(split="train"))
+        # soft-labelled rows (a teacher's probabilities) are training-only, like extra rows: no
+        # human label to score them against; they are deduplicated with the extra rows below
+        soft_rows = frame[frame["target"].map(is_soft)]
+        frame = frame[~frame["target"].map(is_soft)].reset_index(drop=True)
+        if not len(frame) and n_folds > 1:
+            raise DataError(f"{', '.join(map(str, train_paths))}: every usable row has a soft label, so no row can be "
+                            f"held out: pass --folds 1 (notebook N_FOLDS = 1) and train with --fold full, or add "
+                            f"hard-labelled rows")
         try:
             folds = assign_folds(frame, n_folds, seed) if n_folds > 1 else np.zeros(len(frame), dtype=np.int64)
         except ValueError as e:  # too few prompts for the folds asked
             raise DataError(f"{', '.join(map(str, train_paths))}: {e} (folds are grouped by prompt): pass fewer "
                             f"--folds (notebook N_FOLDS), or a table with more prompts") from None
-        if extra_paths:  # training-only rows, never held out: deduplicated against every held-out prompt
+        if extra_paths or len(soft_rows):  # training-only rows: deduplicated against every held-out prompt
             from .dedup import dedup_extra
 
-            more = load_tables(extra_paths, labelled=True)
-            skipped.append(more.skipped.assign(split="extra"))
-            clash = sorted(set(more.frame["id"]) & set(frame["id"]), key=str)
-            if clash:
-                raise DataError(f"{', '.join(map(str, extra_paths))}: id(s) {clash[:10]} also in the train tables: "
-                                f"give the extra rows their own ids")
-            kept, removed = dedup_extra(more.frame, {"train": frame, "test": test_conv.frame if test_conv else None},
+            more = load_tables(extra_paths, labelled=True) if extra_paths else None
+            if more is not None:
+                skipped.append(more.skipped.assign(split="extra"))
+                clash = sorted(set(more.frame["id"]) & set(frame["id"]) | set(more.frame["id"]) & set(soft_rows["id"]),
+                               key=str)
+                if clash:
+                    raise DataError(f"{', '.join(map(str, extra_paths))}: id(s) {clash[:10]} also in the train tables: "
+                                    f"give the extra rows their own ids")
+            pool = pd.concat([soft_rows, *([more.frame] if more is not None else [])], ignore_index=True)
+            kept, removed = dedup_extra(pool, {"train": frame, "test": test_conv.frame if test_conv else None},
                                         dedup_similarity)
-            print(f"[kit] extra data: {len(more.frame)} usable rows, {len(removed)} removed as duplicates of train or "
-                  f"test prompts (similarity >= {dedup_similarity}; see {out_dir / 'dedup_removed.csv'}), "
-                  f"{len(kept)} added to every fold's training rows", flush=True)
+            print(f"[kit] training-only rows (soft-labelled: {len(soft_rows)}, extra: {len(pool) - len(soft_rows)}): "
+                  f"{len(removed)} removed as duplicates of train or test prompts (similarity >= {dedup_similarity}; "
+                  f"see {out_dir / 'dedup_removed.csv'}), {len(kept)} added to every fold's training rows", flush=True)
             frame = pd.concat([frame, kept], ignore_index=True)
             folds = np.concatenate([folds, np.full(len(kept), EXTRA_FOLD, dtype=np.int64)])
         n_skipped = sum(int(s_["row"].nunique()) for s_ in skipped if len(s_) and s_["split"].iloc[0] != "test")
@@ -208,6 +220,9 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
         train_df = encode(frame, f"pack train ({preset.name}, {preset.head})")
         train_df.insert(3, "label", frame["label"].to_numpy())
         train_df.insert(4, "fold", folds)
+        target = np.asarray(frame["target"].tolist(), dtype=np.float64)
+        for j, column in enumerate(TARGET_COLUMNS):  # the training target: one-hot, or the soft label
+            train_df.insert(5 + j, column, target[:, j])
     if test_conv is not None:
         test_df = encode(test_conv.frame, f"pack test ({preset.name}, {preset.head})")
         test_df.insert(3, "label", -1)
@@ -228,7 +243,9 @@ def tokenize_stage(model: str = "minilm", train: Sequence[str | Path] | None = N
                     "train_sources": [str(p) for p in train_paths], "test_source": str(test_path or ""),
                     "extra_sources": [str(p) for p in extra_paths],
                     "dedup_similarity": dedup_similarity if extra_paths else None,
-                    "extra_rows": {"kept": int((train_df["fold"] == EXTRA_FOLD).sum()) if extra_paths else 0,
+                    "extra_rows": {"kept": int((train_df["fold"] == EXTRA_FOLD).sum()) if train_df is not None else 0,
+                                   "soft_labelled": int(train_df[list(TARGET_COLUMNS)].apply(
+                                       lambda r: is_soft(r.tolist()), axis=1).sum()) if train_df is not None else 0,
                                    **{f"removed_{rule}": int((removed["rule"] == rule).sum()) if removed is not None
                                       else 0 for rule in ("exact", "near")}},
                     "n_folds": n_folds, "seed": seed, "max_rows": max_rows,

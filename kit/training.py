@@ -327,9 +327,13 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     select = eval_ds is not None and (settings.evals_per_run > 1 or settings.eval_steps is not None)
     args = _training_args(preset, settings, out, len(train_ds), select)
     head_lr_scale = settings.head_lr_scale if settings.head_lr_scale is not None else preset.head_lr_scale
+    from .heads import soft_cross_entropy, soft_targets
+
+    soft = soft_targets(train_rows) is not None  # a soft-labelled row: cross-entropy against distributions
     trainer = Trainer(model=net, args=args, train_dataset=train_ds, eval_dataset=eval_ds if select else None,
                       data_collator=head.collator(tokenizer), processing_class=tokenizer,
-                      compute_metrics=_metrics, optimizers=(_optimizer(net, args, head_lr_scale), None))
+                      compute_metrics=_metrics, optimizers=(_optimizer(net, args, head_lr_scale), None),
+                      compute_loss_func=soft_cross_entropy if soft else None)
     last = complete[-1] if resuming else None
     before = _saved_progress(last)
     progress = _progress_callback(trainer, before)
@@ -347,7 +351,7 @@ def train_stage(model: str = "minilm", fold: int | None = 0, *, tokenized: str |
     if not trainer.is_world_process_zero():
         return TrainResult(out, {}, None)
 
-    oof, metrics = None, {"fold": fold, "train_rows": len(train_ds), "held_out_rows": len(held),
+    oof, metrics = None, {"fold": fold, "train_rows": len(train_ds), "held_out_rows": len(held), "soft_labels": soft,
                           "trainable_params": trainable, "total_params": total,
                           # the whole run's, a resumed one included (the Trainer's own figures
                           # cover only the part after the resume)

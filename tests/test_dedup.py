@@ -47,7 +47,7 @@ def test_exact_and_near_duplicates_of_train_or_test_prompts_are_removed_and_repo
     assert set(extra["id"]) >= {"x-hh-0", "x-hh-1", "x-hh-2"} and len(extra) == 3 + 2303
     assert len(res.test) == len(pd.read_csv(KAGGLE_TEST))  # a test row is never removed
     meta = json.loads((tmp_path / "tok" / "meta.json").read_text())
-    assert meta["extra_rows"] == {"kept": 3 + 2303, "removed_exact": 2, "removed_near": 1}
+    assert meta["extra_rows"] == {"kept": 3 + 2303, "soft_labelled": 0, "removed_exact": 2, "removed_near": 1}
     # exact rule only: the near duplicate stays
     kept, gone = dedup_extra(pd.DataFrame({"id": ["a"], "prompt": [["Hello  World"]]}),
                              {"train": pd.DataFrame({"id": ["t"], "prompt": [["hello world!"]]})}, threshold=1.0)
