@@ -288,10 +288,35 @@ def _add_submit(sub):
     p.set_defaults(run=run)
 
 
+def _add_pseudo_label(sub):
+    p = sub.add_parser("pseudo-label", help="score an unlabelled table with trained models (or a saved blend) and "
+                                            "write it as training rows with soft labels")
+    p.add_argument("--input", required=True, help="the unlabelled table (any --train format; labels ignored)")
+    p.add_argument("--model-roots", type=_csv_list, required=True, help="folders holding the teacher's trained models")
+    p.add_argument("--out", required=True, help="the soft-labelled table to write (CSV, the competition's columns)")
+    p.add_argument("--weights", type=lambda t: t if t in ("auto", "saved") else _weights(t), default="auto",
+                   help="auto (the saved blend.json if found, else paper) | saved | paper | equal | w1,w2,...")
+    p.add_argument("--blend-json", default=None, help="the saved blend to apply (default: the one under the roots)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sharpen (< 1) or soften (> 1) the teacher's "
+                                                                   "probabilities: p ** (1/T), renormalised")
+    p.add_argument("--min-confidence", type=float, default=0.0,
+                   help="leave out rows whose most likely outcome is below this probability")
+    p.add_argument("--work", default=None, help="where the scoring runs; default: the work dir")
+    p.add_argument("--devices", type=_csv_list, default=None, help="e.g. cuda:0,cuda:1; default: every GPU, else cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output instead of refusing")
+
+    def run(a):
+        from .pseudo_label import pseudo_label
+        pseudo_label(a.input, a.model_roots, a.out, weights=a.weights, blend_json=a.blend_json,
+                     temperature=a.temperature, min_confidence=a.min_confidence, work=a.work, devices=a.devices,
+                     overwrite=a.overwrite)
+    p.set_defaults(run=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kit", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
-    for add in (_add_tokenize, _add_train, _add_infer, _add_blend, _add_cv, _add_main, _add_submit):
+    for add in (_add_tokenize, _add_train, _add_infer, _add_blend, _add_cv, _add_main, _add_submit, _add_pseudo_label):
         add(sub)
     return parser
 
