@@ -48,6 +48,25 @@ def run_kit(*args, cwd=ROOT, env=None, timeout=1800):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def lexical_folds(root, train=(PANDALM,), test=KAGGLE_TEST, n_folds: int = 2, models=None, **tokenize_kwargs):
+    """The lexical member trained on every fold of a cache under ``root`` (``root/tok``), each
+    fold's out-of-fold and test rows predicted: the fold folders (``models`` or root/models/lexical)."""
+    from kit.inference import infer_stage
+    from kit.tokenization import tokenize_stage
+    from kit.training import train_stage
+
+    root = Path(root)
+    tokenize_stage("lexical", list(train), test, n_folds=n_folds, out=root / "tok", **tokenize_kwargs)
+    dirs = []
+    for k in range(n_folds):
+        d = train_stage("lexical", k, tokenized=root / "tok", out=Path(models or root / "models" / "lexical") / f"fold{k}")
+        infer_stage(d.out_dir, "oof")
+        if test:
+            infer_stage(d.out_dir, "test")
+        dirs.append(d.out_dir)
+    return dirs
+
+
 def kill_when_checkpointed(args, out, checkpoint: str, timeout: float = 300) -> None:
     """Start `python -m kit ARGS --out OUT`, SIGKILL it once OUT/checkpoints/CHECKPOINT is
     complete, and check it left no finished output behind."""

@@ -7,10 +7,9 @@ import pandas as pd
 import pytest
 
 from kit.cli import main
-from kit.inference import check_devices, infer_stage
+from kit.inference import check_devices
 from kit.tokenization import tokenize_stage
-from kit.training import train_stage
-from conftest import KAGGLE_TEST, PANDALM
+from conftest import KAGGLE_TEST, PANDALM, lexical_folds
 
 
 def _kit(capsys, *args) -> str:
@@ -81,14 +80,7 @@ def test_bad_flags_are_named(tmp_path, capsys):
 
 @pytest.fixture
 def lexical_models(tmp_path):
-    tok = tokenize_stage("lexical", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=120, out=tmp_path / "tok")
-    dirs = []
-    for k in (0, 1):
-        d = train_stage("lexical", k, tokenized=tok.out_dir, out=tmp_path / "models" / "lexical" / f"fold{k}").out_dir
-        infer_stage(d, "oof")
-        infer_stage(d, "test")
-        dirs.append(d)
-    return dirs
+    return lexical_folds(tmp_path, max_rows=120)
 
 
 @pytest.mark.parametrize("corrupt, expected", [

@@ -9,7 +9,7 @@ from kit.dedup import dedup_extra
 from kit.inference import infer_stage
 from kit.tokenization import EXTRA_FOLD, tokenize_stage
 from kit.training import train_stage
-from conftest import KAGGLE_TEST, PANDALM, ROOT
+from conftest import KAGGLE_TEST, PANDALM, ROOT, lexical_folds
 
 HH = ROOT / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 
@@ -70,14 +70,7 @@ def test_extra_rows_train_in_every_fold_and_are_never_held_out(tmp_path):
 def test_the_blend_report_scores_baselines_on_a_cache_with_extra_rows(tmp_path):
     from kit.blend import blend_stage
 
-    tok = tokenize_stage("lexical", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=200, out=tmp_path / "tok",
-                         extra=[_extra_table(tmp_path)])
-    dirs = []
-    for k in (0, 1):
-        d = train_stage("lexical", k, tokenized=tok.out_dir, out=tmp_path / "models" / "lexical" / f"fold{k}").out_dir
-        infer_stage(d, "oof")
-        infer_stage(d, "test")
-        dirs.append(d)
+    dirs = lexical_folds(tmp_path, max_rows=200, extra=[_extra_table(tmp_path)])
     result = blend_stage({"lexical": dirs}, weights="equal", out=tmp_path / "s.csv", report_dir=tmp_path / "r",
                          sample_submission=None)
     assert result.oof_rows == 200 and {"prior", "tfidf", "blend"} <= set(result.table.index)

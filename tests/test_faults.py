@@ -19,7 +19,7 @@ from kit.inference import infer_stage
 from kit.manifest import MANIFEST, StaleOutput, check_output, read_manifest
 from kit.tokenization import check_cache, tokenize_stage
 from kit.training import check_trained, train_stage
-from conftest import KAGGLE_TEST, PANDALM
+from conftest import KAGGLE_TEST, PANDALM, lexical_folds
 from fault_driver import inject
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,13 +28,7 @@ DRIVER = Path(__file__).with_name("fault_driver.py")
 
 def _build(root: Path) -> list[Path]:
     """A complete lexical pipeline under root: cache, two fold models with predictions, blend."""
-    tokenize_stage("lexical", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=60, out=root / "tok")
-    dirs = []
-    for k in (0, 1):
-        d = train_stage("lexical", k, tokenized=root / "tok", out=root / "models" / "lexical" / f"fold{k}").out_dir
-        infer_stage(d, "oof")
-        infer_stage(d, "test")
-        dirs.append(d)
+    dirs = lexical_folds(root, max_rows=60)
     blend_stage({"lexical": dirs}, weights="fit", out=root / "submission.csv", report_dir=root / "report",
                 sample_submission=None)
     return dirs

@@ -8,7 +8,7 @@ import pandas as pd
 
 from kit.data import load_conversations
 from kit.guardrails import fit_guardrails, rule_masks
-from conftest import KAGGLE_TRAIN, PANDALM
+from conftest import KAGGLE_TRAIN, PANDALM, lexical_folds
 
 
 def _rows():
@@ -70,18 +70,8 @@ def test_blend_report_and_submission_on_real_kaggle_rows(tmp_path):
     """The shipped Kaggle rows hold three identical-response pairs (all ties): the report says
     what the rule did out of fold and whether it was kept."""
     from kit.blend import blend_stage
-    from kit.inference import infer_stage
-    from kit.tokenization import tokenize_stage
-    from kit.training import train_stage
-    from conftest import KAGGLE_TEST
 
-    tok = tokenize_stage("lexical", [KAGGLE_TRAIN], KAGGLE_TEST, n_folds=2, out=tmp_path / "tok")
-    dirs = []
-    for k in (0, 1):
-        d = train_stage("lexical", k, tokenized=tok.out_dir, out=tmp_path / "m" / f"fold{k}").out_dir
-        infer_stage(d, "oof")
-        infer_stage(d, "test")
-        dirs.append(d)
+    dirs = lexical_folds(tmp_path, train=[KAGGLE_TRAIN])
     result = blend_stage({"lexical": dirs}, weights="equal", out=tmp_path / "s.csv", report_dir=tmp_path / "r")
     saved = json.loads((tmp_path / "r" / "blend.json").read_text())["guardrails"]
     assert saved["rules"]["identical"]["rows"] == 3 and "blend + guardrails" in result.table.index

@@ -10,23 +10,16 @@ import pandas as pd
 from kit.blend import blend_stage
 from kit.cli import main
 from kit.data import load_conversations
-from kit.inference import infer_stage
 from kit.io import manifest_path
 from kit.tokenization import EXTRA_FOLD, tokenize_stage
 from kit.training import train_stage
-from conftest import KAGGLE_TEST, PANDALM, ROOT
+from conftest import PANDALM, ROOT, lexical_folds
 
 HH = ROOT / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 
 
 def _teacher(tmp_path):
-    tok = tokenize_stage("lexical", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=300, out=tmp_path / "tok")
-    dirs = []
-    for k in (0, 1):
-        d = train_stage("lexical", k, tokenized=tok.out_dir, out=tmp_path / "teacher" / "lexical" / f"fold{k}").out_dir
-        infer_stage(d, "oof")
-        infer_stage(d, "test")
-        dirs.append(d)
+    dirs = lexical_folds(tmp_path, models=tmp_path / "teacher" / "lexical", max_rows=300)
     blend_stage({"lexical": dirs}, weights="fit", out=tmp_path / "s.csv", report_dir=tmp_path / "teacher" / "report",
                 sample_submission=None)
     return tmp_path / "teacher"
