@@ -67,3 +67,12 @@ def test_pseudo_label_notebook_executes_headless(tmp_path, monkeypatch):
                                parameters={"INPUT": str(pool), "MODEL_ROOTS": [str(teacher)],
                                            "OUT": str(tmp_path / "nb.csv")}, cwd=str(tmp_path), progress_bar=False)
     assert len(pd.read_csv(tmp_path / "nb.csv")) == 20
+    # the student through the stage notebooks: its pseudo-labels as EXTRA, trained with soft labels
+    for name, params in (("01_tokenize", {"MODEL": "lexical", "TRAIN": [str(PANDALM)], "TEST": "",
+                                          "EXTRA": [str(tmp_path / "nb.csv")], "N_FOLDS": 2, "MAX_ROWS": 200,
+                                          "OUT": str(tmp_path / "student-tok")}),
+                         ("02_train", {"MODEL": "lexical", "FOLD": 0, "TOKENIZED": str(tmp_path / "student-tok"),
+                                       "OUT": str(tmp_path / "student")})):
+        papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
+                                   parameters=params, cwd=str(tmp_path), progress_bar=False)
+    assert json.loads((tmp_path / "student" / "metrics.json").read_text())["soft_labels"] is True
