@@ -12,7 +12,8 @@ cheap student, on PandaLM's prompt-grouped folds.
 * **student, soft** — the lexical member trained on the rows of the other folds with the
   ensemble's *out-of-fold* probabilities of those rows as its targets (each row's target comes
   from teacher models that did not train on that row), scored on fold k's human labels;
-* **student, hard** — the same student on the human labels (the lexical member itself).
+* **student, hard** — the same student on the human labels (the lexical member itself);
+* **ensemble + guardrails** — the fitted guardrails of ``kit blend`` on the ensemble's rows.
 
 Inference cost: seconds to score 1,000 rows (PandaLM rows, repeated) with each, one process,
 2 CPU threads: the ensemble pays for every member, the student for itself. The goal (issue
@@ -101,12 +102,21 @@ def main() -> None:
             lexical_soft[kind][here] = LexicalModel(**extra, seed=42).fit(text[rest], labels[rest],
                                                                           targets).predict_proba(text[here])
 
+    # the fitted guardrails (kit/guardrails.py) on the ensemble's out-of-fold rows, as `kit blend` fits them
+    from kit.data import load_conversations
+    from kit.guardrails import fit_guardrails
+
+    source = json.loads((args.cv / "tokenized" / "lexical" / "meta.json").read_text())["train_sources"]
+    conv = pd.concat([load_conversations(p).frame for p in source]).set_index("id").loc[ids].reset_index()
+    rails, railed = fit_guardrails(conv, labels, folds, ensemble)
+
     prior = prior_probs(labels, folds)
     rows = {"prior": log_loss(labels, prior), "ensemble": log_loss(labels, ensemble),
             "student, soft labels": log_loss(labels, student["soft"]),
             "student, hard labels": log_loss(labels, student["hard"]),
             "check: student of the lexical teacher, out-of-fold targets": log_loss(labels, lexical_soft["oof"]),
-            "check: student of the lexical teacher, nested targets": log_loss(labels, lexical_soft["nested"])}
+            "check: student of the lexical teacher, nested targets": log_loss(labels, lexical_soft["nested"]),
+            "ensemble + guardrails": log_loss(labels, railed)}
 
     # inference cost per 1,000 rows: the neural member (fold 0's model) and the lexical one
     fold0 = args.cv / "models" / args.neural / "fold0"
@@ -118,14 +128,15 @@ def main() -> None:
     neural_s = seconds_per_1000(lambda n: head.score(net, repeat(packed, n), tokenizer.pad_token_id))
     lexical_model = LexicalModel(**extra, seed=42).fit(text, labels)
     lexical_s = seconds_per_1000(lambda n: lexical_model.predict_proba(repeat(text, n)))
-    cost = {name: lexical_s for name in rows} | {"prior": 0.0, "ensemble": neural_s + lexical_s}
+    cost = {name: lexical_s for name in rows} | {"prior": 0.0, "ensemble": neural_s + lexical_s,
+                                                  "ensemble + guardrails": neural_s + lexical_s}
 
     gain = rows["prior"] - rows["ensemble"]
     kept = (rows["prior"] - rows["student, soft labels"]) / gain
     payload = {"cv": str(args.cv), "rows": len(ids), "folds": int(len(np.unique(folds))),
                "teacher": {"members": teacher.members, "weights": teacher.weights, "space": "log",
                            "per_fold": teacher.report["per_fold"]},
-               "log_loss": rows, "seconds_per_1000_rows": cost,
+               "log_loss": rows, "seconds_per_1000_rows": cost, "guardrails": rails.report,
                "goal": {"gain_kept": kept, "cost_ratio": cost["student, soft labels"] / cost["ensemble"],
                         "met_on_out_of_fold_targets": bool(kept >= 0.8 and
                                                            cost["student, soft labels"] <= cost["ensemble"] / 2)},
@@ -152,7 +163,11 @@ def main() -> None:
           "Leakage check (the two `check` rows): a teacher's out-of-fold probabilities of a training row come from "
           "a teacher model that trained on the student's held-out fold. Refitting the (cheap) lexical teacher "
           "without that fold (nested) shows how much this flatters a student; the MiniLM half of the ensemble "
-          "was not refitted nested (20 more fine-tunings).\n"
+          "was not refitted nested (20 more fine-tunings).\n\n"
+          "Guardrails fitted on the ensemble's out-of-fold rows (cross-fitted, kept only where they help): "
+          + "; ".join(f"{rule}: {r['rows']} rows" + (f", {r['log_loss_before']:.3f} -> {r['log_loss_after']:.3f}, "
+                                                     f"{'kept' if r['kept'] else 'not kept'}" if r["rows"] else "")
+                      for rule, r in rails.report.items()) + ".\n"
           "\n![log loss and cost](distill.png)\n")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "distill.json").write_text(json.dumps(payload, indent=2) + "\n")
