@@ -23,7 +23,7 @@
 
 # %% tags=["parameters"]
 MODEL = "minilm"        # minilm | smollm2 (embedded) | lexical | gemma2-9b | llama3-8b (GPU)
-HEAD = None             # None: the preset's | "joint" | "pairwise"
+MEMBER = None           # the member type; None: the preset's | "joint" | "pairwise" | "lexical"
 TRAIN = None            # list of train tables (competition CSV/parquet, or chosen/rejected data); None: default
 EXTRA = []              # extra labelled tables: training-only, deduplicated against train and test prompts
 DEDUP_SIMILARITY = 0.9  # extra rows this similar to a train/test prompt are removed (1.0: exact only)
@@ -40,15 +40,14 @@ WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kag
 # %%
 import os, sys
 sys.path[:0] = [KIT_DIR] if os.path.isdir(KIT_DIR) else []  # Kaggle: the kit from its dataset
-import kit.env
-kit.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
+import kit, kit.core.env
+kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
-from kit.tokenization import tokenize_stage
+from kit.core.settings import TokenizeSettings, from_parameters
 
-result = tokenize_stage(MODEL, TRAIN, TEST, max_length=MAX_LENGTH, model_dir=MODEL_DIR,
-                        n_folds=N_FOLDS, max_rows=MAX_ROWS, out=OUT, overwrite=OVERWRITE, head=HEAD,
-                        extra=EXTRA, dedup_similarity=DEDUP_SIMILARITY)
+settings = from_parameters(TokenizeSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
+result = kit.tokenize_stage(settings)
 result.retention_summary()
 
 # %% [markdown]

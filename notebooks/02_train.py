@@ -24,7 +24,7 @@
 
 # %% tags=["parameters"]
 MODEL = "minilm"        # minilm | smollm2 (embedded) | lexical | gemma2-9b | llama3-8b (GPU)
-HEAD = None             # None: the tokenized cache's; must match it
+MEMBER = None           # the member type; None: the tokenized cache's (must match it)
 POOLING = None          # pairwise head: "mean" | "last" | "first"; None: the preset's
 FOLD = 0                # held-out fold; None trains on every row (final model, no evaluation)
 TOKENIZED = None        # stage-1 cache; None: the work dir: tokenized/MODEL folder
@@ -56,22 +56,17 @@ WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kag
 # %%
 import os, sys
 sys.path[:0] = [KIT_DIR] if os.path.isdir(KIT_DIR) else []  # Kaggle: the kit from its dataset
-import kit.env
-kit.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
+import kit, kit.core.env
+kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
-from kit.training import TrainSettings, train_stage
+from kit.core.settings import PresetOverrides, TrainRun, TrainSettings, from_parameters
 
-settings = TrainSettings(epochs=EPOCHS, learning_rate=LR, batch_size=BATCH_SIZE, grad_accum=GRAD_ACCUM,
-                         max_steps=MAX_STEPS, evals_per_run=EVALS_PER_RUN, swap_augment=SWAP_AUGMENT,
-                         group_by_length=GROUP_BY_LENGTH, head_lr_scale=HEAD_LR_SCALE,
-                         max_train_rows=MAX_TRAIN_ROWS, max_eval_rows=MAX_EVAL_ROWS, seed=SEED)
-result = train_stage(MODEL, FOLD, tokenized=TOKENIZED, out=OUT, overwrite=OVERWRITE, resume=RESUME, settings=settings,
-                     model_dir=MODEL_DIR, load_in_4bit=LOAD_IN_4BIT, lora_r=LORA_R, lora_alpha=LORA_ALPHA,
-                     lora_dropout=LORA_DROPOUT, target_modules=TARGET_MODULES, layers_to_transform=LAYERS,
-                     head=HEAD, pooling=POOLING)
+run, overrides, settings = from_parameters([TrainRun, PresetOverrides, TrainSettings], globals(),
+                                           extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
+result = kit.train_stage(**run.to_dict(), settings=settings, **overrides.given())
 import pandas as pd
-pd.Series(result.metrics, name=f"{MODEL} fold {FOLD}").to_frame()
+pd.Series(result.metrics, name=f"{run.model} fold {run.fold}").to_frame()
 
 # %%
 from IPython.display import Image, display

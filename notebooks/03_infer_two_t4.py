@@ -41,15 +41,18 @@ WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kag
 # %%
 import os, sys
 sys.path[:0] = [KIT_DIR] if os.path.isdir(KIT_DIR) else []  # Kaggle: the kit from its dataset
-import kit.env
-kit.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
+import kit, kit.core.env
+kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
-from kit.inference import infer_many, trained_outputs, visible_devices
+from kit.core.settings import InferSettings, from_parameters
+from kit.ops.devices import visible_devices
+from kit.stages.infer import infer_many
 
-model_dirs = MODEL_DIRS or trained_outputs(models=MODELS)
-print("devices:", DEVICES or visible_devices(), "| models:", [str(m) for m in model_dirs])
-summary = infer_many(model_dirs, SPLITS, isolate=ISOLATE, tokenized=TOKENIZED, devices=DEVICES,
-                     cpu_workers=CPU_WORKERS, tta=TTA, max_tokens=MAX_TOKENS, budget_hours=BUDGET_HOURS,
-                     overwrite=OVERWRITE)
+options = from_parameters(InferSettings, globals(), extra=("MODEL_DIRS", "MODELS", "SPLITS", "ISOLATE", "KIT_DIR",
+                                                           "WHEELS"))  # a misspelt name fails here
+model_dirs = MODEL_DIRS or kit.trained_outputs(models=MODELS)
+print("devices:", options.devices or visible_devices(), "| models:", [str(m) for m in model_dirs])
+summary = infer_many(model_dirs, SPLITS, isolate=ISOLATE,
+                     **{k: v for k, v in options.to_dict().items() if k not in ("model_dir", "split")})
 summary

@@ -37,15 +37,14 @@ WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kag
 # %%
 import os, sys
 sys.path[:0] = [KIT_DIR] if os.path.isdir(KIT_DIR) else []  # Kaggle: the kit from its dataset
-import kit.env
-kit.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
+import kit, kit.core.env
+kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
-from kit.blend import blend_stage, discover_members
+from kit.core.settings import BlendSettings, from_parameters
 
-members = MEMBERS or discover_members(models=MODELS)
-result = blend_stage(members, weights=WEIGHTS, space=SPACE, temperature=TEMPERATURE, out=OUT,
-                     report_dir=REPORT_DIR, guardrails=GUARDRAILS, overwrite=OVERWRITE)
+settings = from_parameters(BlendSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
+result = kit.blend_stage(settings)
 result.report
 
 # %%

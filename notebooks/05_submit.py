@@ -40,17 +40,17 @@ WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kag
 # %%
 import os, sys
 sys.path[:0] = [KIT_DIR] if os.path.isdir(KIT_DIR) else []  # Kaggle: the kit from its dataset
-import kit.env
-kit.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
+import kit, kit.core.env
+kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
-from kit.submit import submit
+from kit.core.settings import SubmitSettings, from_parameters
 
-result = submit(MODEL_ROOTS, TEST, weights=WEIGHTS, blend_json=BLEND_JSON, out=OUT, devices=DEVICES, isolate=ISOLATE, tta=TTA,
-                max_tokens=MAX_TOKENS, budget_hours=BUDGET_HOURS, base_model_dirs=BASE_MODEL_DIRS)
+settings = from_parameters(SubmitSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
+result = kit.submit(settings)
 {"submission": str(result.submission), "minutes": round(result.seconds / 60, 1), "blend": result.weights,
  "members": {name: len(dirs) for name, dirs in result.members.items()}}
 
 # %%
-from kit.io import read_csv_keeping_ids
+from kit.store.io import read_csv_keeping_ids
 read_csv_keeping_ids(result.submission).head()

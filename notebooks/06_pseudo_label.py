@@ -34,14 +34,14 @@ WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kag
 # %%
 import os, sys
 sys.path[:0] = [KIT_DIR] if os.path.isdir(KIT_DIR) else []  # Kaggle: the kit from its dataset
-import kit.env
-kit.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
+import kit, kit.core.env
+kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
-from kit.pseudo_label import pseudo_label
+from kit.core.settings import PseudoLabelSettings, from_parameters
 
-result = pseudo_label(INPUT, MODEL_ROOTS, OUT, weights=WEIGHTS, temperature=TEMPERATURE,
-                      min_confidence=MIN_CONFIDENCE, overwrite=OVERWRITE)
+settings = from_parameters(PseudoLabelSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
+result = kit.pseudo_label(settings)
 result.manifest["rows"]
 
 # %%

@@ -46,8 +46,8 @@ OUT = ROOT / "results" / "distill"
 
 
 def member_oof(cv: Path, name: str) -> pd.DataFrame:
-    from kit.blend import check_predictions
-    from kit.io import read_csv_keeping_ids
+    from kit.stages.blend import check_predictions
+    from kit.store.io import read_csv_keeping_ids
 
     parts = []
     for fold_dir in sorted((cv / "models" / name).glob("fold*")):
@@ -66,10 +66,11 @@ def nested_neural(cv: Path, name: str, ids: np.ndarray, folds: np.ndarray, work:
     import itertools
     import subprocess
 
-    from kit.io import manifest_path, read_csv_keeping_ids, write_csv
-    from kit.manifest import StaleOutput, read_manifest
-    from kit.tokenization import check_cache
-    from kit.training import check_trained
+    from kit.store.io import manifest_path, read_csv_keeping_ids, write_csv
+    from kit.core.errors import StaleOutput
+    from kit.store.manifest import read_manifest
+    from kit.store.cache import check_cache
+    from kit.store.models import check_trained
 
     def done(check) -> bool:
         try:
@@ -128,12 +129,13 @@ def main() -> None:
 
     import torch
 
-    from kit.blend import Member, blend_members, combine, fit_weights
-    from kit.evaluation import log_loss, prior_probs
-    from kit.heads import get_head
-    from kit.io import read_parquet_keeping_ids
-    from kit.lexical import LexicalModel
-    from kit.presets import Preset, resolve_preset
+    from kit.stages.blend import Member, blend_members, combine, fit_weights
+    from kit.core.metrics import log_loss
+    from kit.ensemble.evaluation import prior_probs
+    from kit.members import get_member_type
+    from kit.store.io import read_parquet_keeping_ids
+    from kit.members.lexical import LexicalModel
+    from kit.core.presets import Preset, resolve_preset
 
     torch.set_num_threads(2)
     members = [Member(n, [], None, member_oof(args.cv, n)) for n in (args.neural, "lexical")]
@@ -197,8 +199,8 @@ def main() -> None:
             lambda k: 0.5 * nested_ensemble(k) + 0.5 * onehot[folds != k])
 
     # the fitted guardrails (kit/guardrails.py) on the ensemble's out-of-fold rows, as `kit blend` fits them
-    from kit.data import load_conversations
-    from kit.guardrails import fit_guardrails
+    from kit.data.ingest import load_conversations
+    from kit.ensemble.guardrails import fit_guardrails
 
     source = json.loads((args.cv / "tokenized" / "lexical" / "meta.json").read_text())["train_sources"]
     conv = pd.concat([load_conversations(p).frame for p in source]).set_index("id").loc[ids].reset_index()
@@ -212,9 +214,9 @@ def main() -> None:
     # inference cost per 1,000 rows: the neural member (fold 0's model) and the lexical one
     fold0 = args.cv / "models" / args.neural / "fold0"
     preset = Preset.from_dict(json.loads((fold0 / "config.json").read_text())["preset"])
-    head = get_head(preset.head)
+    head = get_member_type(preset.member)
     packed = read_parquet_keeping_ids(args.cv / "tokenized" / args.neural / "train.parquet")
-    net, tokenizer = head.load(fold0, preset)
+    net, tokenizer = head.load_model(fold0, preset)
     repeat = lambda frame, n: frame.iloc[np.arange(n) % len(frame)].reset_index(drop=True)  # noqa: E731
     neural_s = seconds_per_1000(lambda n: head.score(net, repeat(packed, n), tokenizer.pad_token_id))
     lexical_model = LexicalModel(**extra, seed=42).fit(text, labels)

@@ -30,11 +30,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kit.evaluation import softmax  # noqa: E402
-from kit.inference import DEFAULT_MAX_TOKENS, length_sorted_batches, pad_batch, predict_logits  # noqa: E402
-from kit.modeling import build_lora_model  # noqa: E402
-from kit.presets import resolve_preset  # noqa: E402
-from kit.tokenization import tokenize_stage  # noqa: E402
+from kit.core.metrics import softmax  # noqa: E402
+from kit.ops.devices import DEFAULT_MAX_TOKENS  # noqa: E402
+from kit.ops.batching import length_sorted_batches, pad_batch
+from kit.members.joint import predict_logits
+from kit.members.joint import build_lora_model  # noqa: E402
+from kit.core.presets import resolve_preset  # noqa: E402
+from kit.stages.tokenize import tokenize_stage  # noqa: E402
 
 
 BUDGET = DEFAULT_MAX_TOKENS["cpu"]  # what the infer stage uses on CPU
@@ -91,9 +93,9 @@ def main(argv=None):
     tmp = ROOT / "artifacts" / "bench_infer"
     for model_name in ("minilm", "smollm2"):
         # the joint head at 512 tokens, as first measured (the pairwise head scores each side once)
-        preset = resolve_preset(model_name, head="joint", max_length=512)
+        preset = resolve_preset(model_name, member="joint", max_length=512)
         tok = tokenize_stage(model_name, [ROOT / "data/kaggle/train_sample.csv", ROOT / "data/pandalm/pandalm_kaggle.csv"],
-                             "", out=tmp / model_name, n_folds=2, overwrite=True, head="joint", max_length=512)
+                             "", out=tmp / model_name, n_folds=2, overwrite=True, member="joint", max_length=512)
         sample = tok.train.sample(n=min(args.rows, len(tok.train)), random_state=0)
         rows, swapped = list(sample["input_ids"]), list(sample["input_ids_swap"])
         model, tokenizer = build_lora_model(preset)

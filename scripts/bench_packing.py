@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kit.data import load_conversations  # noqa: E402
-from kit.packing import PackConfig, Packer  # noqa: E402
-from kit.presets import load_tokenizer, resolve_preset  # noqa: E402
+from kit.data.ingest import load_conversations  # noqa: E402
+from kit.ops.packing import PackConfig, Packer  # noqa: E402
+from kit.ops.backbones import load_tokenizer  # noqa: E402
+from kit.core.presets import resolve_preset
 
 DATASETS = {"kaggle-100": ROOT / "data/kaggle/train_sample.csv",
             "pandalm-999": ROOT / "data/pandalm/pandalm_kaggle.csv"}

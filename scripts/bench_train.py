@@ -46,10 +46,11 @@ def _one_config(model: str, mode: str, length: int, steps: int = 4) -> dict:
     import torch
     from transformers import set_seed
 
-    from kit.data import load_conversations
-    from kit.modeling import build_lora_model, count_parameters, load_base_classifier
-    from kit.packing import PackConfig, Packer
-    from kit.presets import resolve_preset
+    from kit.data.ingest import load_conversations
+    from kit.members.joint import build_lora_model, load_base_classifier
+    from kit.ops.hf_training import count_parameters
+    from kit.ops.packing import PackConfig, Packer
+    from kit.core.presets import resolve_preset
 
     set_seed(0)
     if mode.startswith("pairwise"):
@@ -91,15 +92,15 @@ def _pairwise_config(model: str, mode: str, length: int, steps: int) -> dict:
     """4 pairs, each side padded (real text repeated) to length // 2 tokens."""
     import torch
 
-    from kit.data import load_conversations
-    from kit.modeling import count_parameters
-    from kit.packing import PackConfig, Packer
-    from kit.pairwise import build_pairwise
-    from kit.presets import resolve_preset
+    from kit.data.ingest import load_conversations
+    from kit.ops.hf_training import count_parameters
+    from kit.ops.packing import PackConfig, Packer
+    from kit.members.pairwise import build_pairwise
+    from kit.core.presets import resolve_preset
 
     side = length // 2
     extra = {"layers_to_transform": list(range(30))} if mode == "pairwise-all-layers" else {}
-    preset = resolve_preset(model, max_length=side, head="pairwise", **extra)
+    preset = resolve_preset(model, max_length=side, member="pairwise", **extra)
     net, tok = build_pairwise(preset)
     net.train()
     trainable, total = count_parameters(net)
@@ -163,8 +164,9 @@ def quality(max_length: int | None = 256, max_train_rows: int | None = 200, from
     other four folds and scored on fold 0)."""
     import tempfile
 
-    from kit.tokenization import tokenize_stage
-    from kit.training import TrainSettings, train_stage
+    from kit.stages.tokenize import tokenize_stage
+    from kit.core.settings import TrainSettings
+    from kit.stages.train import train_stage
 
     rows = []
     if from_cv:

@@ -64,9 +64,10 @@ LEXICAL_GRID = [(1.0, 1.0), (0.1, 1.0), (0.03, 1.0), (0.01, 1.0), (0.03, 3.0), (
 def run_lexical(results: dict) -> None:
     import numpy as np
 
-    from kit.data import assign_folds, load_conversations
-    from kit.evaluation import log_loss, tfidf_probs
-    from kit.lexical import LexicalModel
+    from kit.data.ingest import assign_folds, load_conversations
+    from kit.core.metrics import log_loss
+    from kit.ensemble.evaluation import tfidf_probs
+    from kit.members.lexical import LexicalModel
 
     frame = load_conversations(PANDALM, labelled=True).frame
     y, folds = frame["label"].to_numpy(), assign_folds(frame, 5, 42)
@@ -75,7 +76,7 @@ def run_lexical(results: dict) -> None:
     results["tfidf baseline (5-fold)"] = {"log_loss": log_loss(y, p), "accuracy": float((p.argmax(1) == y).mean()),
                                           "minutes": (time.time() - t0) / 60, "scope": "5 folds"}
     fold0 = folds == 0  # the neural rows' held-out fold, for side-by-side reading
-    from kit.evaluation import prior_probs
+    from kit.ensemble.evaluation import prior_probs
     for name, probs in (("class prior (fold 0)", prior_probs(y, folds)), ("tfidf baseline (fold 0)", p),
                         ("lexical default (fold 0)", None)):
         if probs is None:
@@ -98,13 +99,14 @@ def run_lexical(results: dict) -> None:
 
 
 def run_config(name: str, spec, work: Path) -> dict:
-    from kit.tokenization import tokenize_stage
-    from kit.training import TrainSettings, train_stage
+    from kit.stages.tokenize import tokenize_stage
+    from kit.core.settings import TrainSettings
+    from kit.stages.train import train_stage
 
     model, head, max_length, overrides, train = spec
     tok = work / "tokenized" / f"{model}-{head}-{max_length}"
     if not (tok / "meta.json").exists():
-        tokenize_stage(model, [PANDALM], "", max_length=max_length, n_folds=5, seed=42, out=tok, head=head)
+        tokenize_stage(model, [PANDALM], "", max_length=max_length, n_folds=5, seed=42, out=tok, member=head)
     settings = TrainSettings(evals_per_run=1, swap_augment=head == "joint", **train)
     started = time.time()
     out = work / "models" / name.replace(" ", "_")
@@ -121,10 +123,10 @@ def add_blends(results: dict, work: Path) -> None:
     what a member adds to the ensemble, not only what it scores alone."""
     import pandas as pd
 
-    from kit.data import assign_folds, load_conversations
-    from kit.evaluation import log_loss
-    from kit.io import read_csv_keeping_ids
-    from kit.lexical import LexicalModel
+    from kit.data.ingest import assign_folds, load_conversations
+    from kit.core.metrics import log_loss
+    from kit.store.io import read_csv_keeping_ids
+    from kit.members.lexical import LexicalModel
 
     frame = load_conversations(PANDALM, labelled=True).frame
     y, folds = frame["label"].to_numpy(), assign_folds(frame, 5, 42)
@@ -142,8 +144,8 @@ def add_blends(results: dict, work: Path) -> None:
 def render(results: dict, out: Path) -> None:
     import pandas as pd
 
-    from kit.io import write_text
-    from kit.plots import plt, save_figure
+    from kit.store.io import write_text
+    from kit.store.figures import plt, save_figure
 
     columns = ["log_loss", "accuracy", "blend_50_50_with_lexical", "minutes", "scope"]
     table = pd.DataFrame(results).T.reindex(columns=columns)
@@ -184,7 +186,7 @@ def main() -> None:
     results = json.loads(path.read_text()) if path.exists() else {}
     only = set(a.only.split(",")) if a.only else None
 
-    from kit.io import write_json
+    from kit.store.io import write_json
 
     if only is None or "lexical" in only:
         run_lexical(results)

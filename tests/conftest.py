@@ -26,13 +26,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 @pytest.fixture(scope="session")
 def minilm_tokenizer():
-    from kit.presets import load_tokenizer, resolve_preset
+    from kit.ops.backbones import load_tokenizer
+    from kit.core.presets import resolve_preset
     return load_tokenizer(resolve_preset("minilm"))
 
 
 @pytest.fixture(scope="session")
 def smollm2_tokenizer():
-    from kit.presets import load_tokenizer, resolve_preset
+    from kit.ops.backbones import load_tokenizer
+    from kit.core.presets import resolve_preset
     return load_tokenizer(resolve_preset("smollm2"))
 
 
@@ -51,9 +53,9 @@ def run_kit(*args, cwd=ROOT, env=None, timeout=1800):
 def lexical_folds(root, train=(PANDALM,), test=KAGGLE_TEST, n_folds: int = 2, models=None, **tokenize_kwargs):
     """The lexical member trained on every fold of a cache under ``root`` (``root/tok``), each
     fold's out-of-fold and test rows predicted: the fold folders (``models`` or root/models/lexical)."""
-    from kit.inference import infer_stage
-    from kit.tokenization import tokenize_stage
-    from kit.training import train_stage
+    from kit.stages.infer import infer_stage
+    from kit.stages.tokenize import tokenize_stage
+    from kit.stages.train import train_stage
 
     root = Path(root)
     tokenize_stage("lexical", list(train), test, n_folds=n_folds, out=root / "tok", **tokenize_kwargs)
@@ -90,8 +92,9 @@ def trained_minilm(tmp_path_factory):
     """A real (few-step) MiniLM LoRA run (joint head) on real rows, with a tokenized test table whose
     rows include malformed ones: (model_dir, tokenized_dir, test_csv)."""
     import pandas as pd
-    from kit.tokenization import tokenize_stage
-    from kit.training import TrainSettings, train_stage
+    from kit.stages.tokenize import tokenize_stage
+    from kit.core.settings import TrainSettings
+    from kit.stages.train import train_stage
 
     base = tmp_path_factory.mktemp("trained")
     test = pd.read_csv(KAGGLE_TRAIN).drop(columns=["winner_model_a", "winner_model_b", "winner_tie",
@@ -104,7 +107,7 @@ def trained_minilm(tmp_path_factory):
     test.to_csv(test_csv, index=False)
     tok = base / "tok"
     tokenize_stage("minilm", [PANDALM], test_csv, max_length=128, max_rows=120, n_folds=3, out=tok,
-                   head="joint")
+                   member="joint")
     res = train_stage("minilm", 0, tokenized=tok, out=base / "model",
                       settings=TrainSettings(max_steps=3, batch_size=8, max_train_rows=24, logging_steps=1))
     return res.out_dir, tok, test_csv

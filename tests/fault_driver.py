@@ -1,4 +1,4 @@
-"""Faults at the stage boundaries: the Nth file rename (``os.replace``, or ``kit.io._exchange``,
+"""Faults at the stage boundaries: the Nth file rename (``os.replace``, or ``kit.store.io._exchange``,
 the atomic swap of a staged folder — how every kit output lands). ``kill`` SIGKILLs the process
 just before it, ``enospc`` raises "No space left on device" there, ``count`` injects nothing.
 
@@ -26,9 +26,9 @@ class Counter:
 
 @contextmanager
 def inject(mode: str = "count", at: int = 0):
-    import kit.io
+    import kit.store.io
 
-    counter, real_replace, real_exchange = Counter(mode, at), os.replace, kit.io._exchange
+    counter, real_replace, real_exchange = Counter(mode, at), os.replace, kit.store.io._exchange
 
     def replace(src, dst, *args, **kwargs):
         counter.boundary()
@@ -38,11 +38,11 @@ def inject(mode: str = "count", at: int = 0):
         counter.boundary()
         return real_exchange(a, b)
 
-    os.replace, kit.io._exchange = replace, exchange
+    os.replace, kit.store.io._exchange = replace, exchange
     try:
         yield counter
     finally:
-        os.replace, kit.io._exchange = real_replace, real_exchange
+        os.replace, kit.store.io._exchange = real_replace, real_exchange
 
 
 if __name__ == "__main__":

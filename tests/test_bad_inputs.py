@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from kit.cli import main
-from kit.inference import check_devices
-from kit.tokenization import tokenize_stage
+from kit.ops.devices import check_devices
+from kit.stages.tokenize import tokenize_stage
 from conftest import KAGGLE_TEST, PANDALM, lexical_folds
 
 
@@ -93,8 +93,8 @@ def lexical_models(tmp_path):
 ])
 def test_invalid_member_predictions_are_refused_not_repaired(lexical_models, tmp_path, capsys, corrupt, expected):
     """As if the infer stage itself had written these values (its manifest fingerprints them)."""
-    from kit.io import manifest_path
-    from kit.manifest import file_sha256
+    from kit.store.io import manifest_path
+    from kit.store.manifest import file_sha256
 
     oof = lexical_models[1] / "predictions" / "oof.csv"
     corrupt(pd.read_csv(oof)).to_csv(oof, index=False)
@@ -144,7 +144,7 @@ def test_retokenizing_without_a_test_table_leaves_no_stale_one(tmp_path):
 def test_a_tokenize_stage_failing_midway_leaves_the_previous_cache_whole(tmp_path, monkeypatch):
     """Disk full (simulated) after train.parquet is written: the earlier complete cache stays
     byte for byte, nothing half-written is left where a later stage would read it."""
-    import kit.tokenization
+    import kit.stages.tokenize
 
     out = tmp_path / "tok"
     tokenize_stage("lexical", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=40, out=out)
@@ -166,8 +166,8 @@ def test_a_tokenize_stage_failing_midway_leaves_the_previous_cache_whole(tmp_pat
 def test_a_training_run_that_did_not_finish_is_never_blended_or_submitted(lexical_models, tmp_path, capsys):
     """A folder without its complete manifest (written last): made by an older kit, or damaged.
     (A kill inside the train stage leaves no such folder: tests/test_faults.py.)"""
-    from kit.blend import discover_members
-    from kit.submit import find_trained_models
+    from kit.stages.blend import discover_members
+    from kit.workflows.submit import find_trained_models
 
     (lexical_models[1] / "manifest.json").unlink()
     assert discover_members(tmp_path / "models") == {"lexical": [lexical_models[0]]}

@@ -2,10 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.blend import BlendError, Member, blend_members, blend_stage, combine, fit_temperature, fit_weights
-from kit.data import assign_folds, load_conversations
-from kit.evaluation import log_loss, prior_probs, tfidf_probs
-from kit.submission import SubmissionError, make_submission, validate_submission, write_submission
+from kit.core.errors import BlendError
+
+from kit.stages.blend import Member, blend_members, blend_stage, combine, fit_temperature, fit_weights
+from kit.data.ingest import assign_folds, load_conversations
+from kit.core.metrics import log_loss
+from kit.ensemble.evaluation import prior_probs, tfidf_probs
+from kit.core.errors import SubmissionError
+from kit.ensemble.submission import make_submission, validate_submission, write_submission
 from conftest import KAGGLE_TEST, PANDALM, SAMPLE_SUB
 
 TEST_IDS = pd.read_csv(KAGGLE_TEST)["id"].tolist()
@@ -116,7 +120,7 @@ def test_paper_weights_are_the_default_for_two_members(pandalm_oof):
 
 
 def test_blend_stage_writes_a_valid_submission_and_report(trained_minilm, tmp_path):
-    from kit.inference import infer_stage
+    from kit.stages.infer import infer_stage
     model_dir, tok, test_csv = trained_minilm
     infer_stage(model_dir, "test", overwrite=True)
     infer_stage(model_dir, "oof", overwrite=True)

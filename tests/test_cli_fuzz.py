@@ -8,7 +8,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from kit.cli import main
-from kit.io import read_parquet_keeping_ids
+from kit.store.io import read_parquet_keeping_ids
 
 odd_cells = st.one_of(st.lists(st.one_of(st.none(), st.text(max_size=30)), max_size=4).map(json.dumps),
                       st.text(max_size=20), st.none(), st.just("[]"))

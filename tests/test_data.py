@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kit.data import (DataError, assign_folds, load_conversations, parse_turns, strip_surrogates,
-                      swap_ab)
+from kit.core.errors import DataError
+
+from kit.data.ingest import assign_folds, load_conversations, parse_turns, strip_surrogates, swap_ab
 from conftest import KAGGLE_TEST, KAGGLE_TRAIN, PANDALM
 
 

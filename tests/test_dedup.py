@@ -5,10 +5,11 @@ import json
 import pandas as pd
 import pytest
 
-from kit.dedup import dedup_extra
-from kit.inference import infer_stage
-from kit.tokenization import EXTRA_FOLD, tokenize_stage
-from kit.training import train_stage
+from kit.data.dedup import dedup_extra
+from kit.stages.infer import infer_stage
+from kit.core.schema import EXTRA_FOLD
+from kit.stages.tokenize import tokenize_stage
+from kit.stages.train import train_stage
 from conftest import KAGGLE_TEST, PANDALM, ROOT, lexical_folds
 
 HH = ROOT / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
@@ -68,7 +69,7 @@ def test_extra_rows_train_in_every_fold_and_are_never_held_out(tmp_path):
 
 
 def test_the_blend_report_scores_baselines_on_a_cache_with_extra_rows(tmp_path):
-    from kit.blend import blend_stage
+    from kit.stages.blend import blend_stage
 
     dirs = lexical_folds(tmp_path, max_rows=200, extra=[_extra_table(tmp_path)])
     result = blend_stage({"lexical": dirs}, weights="equal", out=tmp_path / "s.csv", report_dir=tmp_path / "r",

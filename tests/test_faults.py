@@ -13,12 +13,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kit.blend import BlendError, blend_stage, load_member
+from kit.core.errors import BlendError
+
+from kit.stages.blend import blend_stage, load_member
 from kit.cli import main
-from kit.inference import infer_stage
-from kit.manifest import MANIFEST, StaleOutput, check_output, read_manifest
-from kit.tokenization import check_cache, tokenize_stage
-from kit.training import check_trained, train_stage
+from kit.stages.infer import infer_stage
+from kit.store.manifest import MANIFEST, check_output, read_manifest
+from kit.core.errors import StaleOutput
+from kit.store.cache import check_cache
+from kit.stages.tokenize import tokenize_stage
+from kit.store.models import check_trained
+from kit.stages.train import train_stage
 from conftest import KAGGLE_TEST, PANDALM, lexical_folds
 from fault_driver import inject
 
@@ -79,7 +84,7 @@ def _assert_consistent(root: Path) -> None:
     assert not [p for p in (root / "tok").iterdir() if p.name.startswith(".")]
     for d in sorted((root / "models" / "lexical").iterdir()):
         if d.name.startswith("."):
-            continue  # a staging folder: no reader lists it (kit.inference.trained_outputs)
+            continue  # a staging folder: no reader lists it (kit.store.models.trained_outputs)
         if not (d / "config.json").exists():
             assert not [n for n in ("adapter", "metrics.json", MANIFEST) if (d / n).exists()], list(d.iterdir())
             continue  # no model (the fresh run was killed before publishing)

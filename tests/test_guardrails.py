@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from kit.data import load_conversations
-from kit.guardrails import fit_guardrails, rule_masks
+from kit.data.ingest import load_conversations
+from kit.ensemble.guardrails import fit_guardrails, rule_masks
 from conftest import KAGGLE_TRAIN, PANDALM, lexical_folds
 
 
@@ -69,7 +69,7 @@ def test_a_rule_that_does_not_help_out_of_fold_is_dropped():
 def test_blend_report_and_submission_on_real_kaggle_rows(tmp_path):
     """The shipped Kaggle rows hold three identical-response pairs (all ties): the report says
     what the rule did out of fold and whether it was kept."""
-    from kit.blend import blend_stage
+    from kit.stages.blend import blend_stage
 
     dirs = lexical_folds(tmp_path, train=[KAGGLE_TRAIN])
     result = blend_stage({"lexical": dirs}, weights="equal", out=tmp_path / "s.csv", report_dir=tmp_path / "r")

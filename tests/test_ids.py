@@ -3,11 +3,11 @@ submission.csv — text stays text, ``001`` stays ``001``, ``NA`` is an id, not 
 import pandas as pd
 import pytest
 
-from kit.blend import blend_stage
-from kit.inference import infer_stage
-from kit.io import read_csv_keeping_ids
-from kit.tokenization import tokenize_stage
-from kit.training import train_stage
+from kit.stages.blend import blend_stage
+from kit.stages.infer import infer_stage
+from kit.store.io import read_csv_keeping_ids
+from kit.stages.tokenize import tokenize_stage
+from kit.stages.train import train_stage
 from conftest import KAGGLE_TEST, PANDALM, run_kit
 
 TEST_IDS = ["001", "NA", "a b-3"]  # a leading zero, pandas' favourite missing value, spaces

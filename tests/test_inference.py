@@ -6,12 +6,15 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from kit.inference import (RuntimeProjection, infer_stage, length_sorted_batches, predict_logits,
-                           shard_rows, swap_average)
-from kit.modeling import load_trained
-from kit.presets import resolve_preset
-from kit.tokenization import tokenize_stage
-from kit.io import read_csv_keeping_ids
+from kit.stages.infer import RuntimeProjection, infer_stage, shard_rows, swap_average
+
+from kit.ops.batching import length_sorted_batches
+
+from kit.members.joint import predict_logits
+from kit.members.joint import load_trained
+from kit.core.presets import resolve_preset
+from kit.stages.tokenize import tokenize_stage
+from kit.store.io import read_csv_keeping_ids
 from conftest import ROOT, run_kit
 
 
@@ -76,7 +79,7 @@ def test_swap_tta_is_equivariant(trained_minilm, tmp_path):
     table = pd.read_csv(test_csv)
     swapped = table.assign(response_a=table["response_b"], response_b=table["response_a"])
     swapped.to_csv(tmp_path / "swapped.csv", index=False)
-    tokenize_stage("minilm", [], tmp_path / "swapped.csv", max_length=128, out=tmp_path / "tok", head="joint")
+    tokenize_stage("minilm", [], tmp_path / "swapped.csv", max_length=128, out=tmp_path / "tok", member="joint")
     plain = infer_stage(model_dir, "test", out=tmp_path / "p.csv").predictions
     mirror = infer_stage(model_dir, "test", tokenized=tmp_path / "tok", out=tmp_path / "m.csv").predictions
     np.testing.assert_allclose(mirror[["p_b", "p_a", "p_tie"]].to_numpy(), plain[["p_a", "p_b", "p_tie"]].to_numpy(),
@@ -122,7 +125,7 @@ def test_infer_notebook_executes_headless(trained_minilm, tmp_path):
 def test_folds_scored_with_and_without_tta_average_to_one_member(trained_minilm, tmp_path):
     """One member whose folds were inferred with and without swap TTA: its test predictions are
     the mean of the blended columns; the direct/swap columns, absent from one file, are left out."""
-    from kit.blend import mean_test_predictions
+    from kit.stages.blend import mean_test_predictions
 
     model_dir, _, _ = trained_minilm
     with_tta = infer_stage(model_dir, "test", out=tmp_path / "tta" / "test.csv").predictions

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kit.submission import validate_submission
-from kit.tiny import make_tiny_backbone
+from kit.ensemble.submission import validate_submission
+from kit.ops.tiny import make_tiny_backbone
 from conftest import KAGGLE_TEST, KAGGLE_TRAIN, ROOT, SAMPLE_SUB
 
 GEMMA = "gemma-2/transformers/gemma-2-9b-it/2"
@@ -107,7 +107,8 @@ def test_one_submission_notebook_on_read_only_inputs(kaggle, tmp_path):
 
 
 def test_submit_names_what_is_missing(tmp_path):
-    from kit.submit import SubmitError, submit
+    from kit.core.errors import SubmitError
+    from kit.workflows.submit import submit
     with pytest.raises(SubmitError, match="no trained models .* attach the training session's output"):
         submit([tmp_path], KAGGLE_TEST, work=tmp_path / "w")
     with pytest.raises(SubmitError, match="MODEL_ROOTS in the notebook, --model-roots on the CLI"):

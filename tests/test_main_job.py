@@ -3,7 +3,7 @@ import json
 
 import pandas as pd
 
-from kit.submission import validate_submission
+from kit.ensemble.submission import validate_submission
 from conftest import KAGGLE_TEST, SAMPLE_SUB, run_kit
 
 

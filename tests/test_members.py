@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.blend import Member, blend_members, blend_stage
-from kit.evaluation import log_loss
-from kit.inference import infer_stage
-from kit.lexical import LexicalModel
-from kit.submission import validate_submission
-from kit.tokenization import tokenize_stage
-from kit.training import train_stage
+from kit.stages.blend import Member, blend_members, blend_stage
+from kit.core.metrics import log_loss
+from kit.stages.infer import infer_stage
+from kit.members.lexical import LexicalModel
+from kit.ensemble.submission import validate_submission
+from kit.stages.tokenize import tokenize_stage
+from kit.stages.train import train_stage
 from conftest import KAGGLE_TEST, KAGGLE_TRAIN, PANDALM, SAMPLE_SUB, run_kit
 
 
@@ -114,7 +114,7 @@ def _closeness_case(seed=0, n=600):
 
 
 def test_stacker_recalibrates_what_weights_cannot_and_stays_swap_symmetric():
-    from kit.stacking import MirrorStacker
+    from kit.ensemble.stacking import MirrorStacker
     member, noise, labels, folds = _closeness_case()
     members = [_member("closeness", member, labels, folds), _member("noise", noise, labels, folds)]
     fit = blend_members(members, "fit")
@@ -175,7 +175,7 @@ def test_predictions_of_an_earlier_training_run_are_never_blended(tmp_path):
 def test_a_killed_cv_resumes_from_what_its_manifests_vouch_for(tmp_path, capsys):
     """A cv killed after a fold's training, before its out-of-fold predictions: the rerun reuses
     the finished fold, only predicts the other one (its model is kept), and scores the same."""
-    from kit.cv import cv_stage
+    from kit.workflows.cv import cv_stage
 
     first = cv_stage([PANDALM], models=("lexical",), folds=2, max_rows=120, out=tmp_path / "cv")
     fold1 = tmp_path / "cv" / "models" / "lexical" / "fold1"

@@ -1,8 +1,8 @@
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from kit.data import load_conversations, strip_surrogates
-from kit.packing import PackConfig, Packer, _water_fill
+from kit.data.ingest import load_conversations, strip_surrogates
+from kit.ops.packing import PackConfig, Packer, _water_fill
 from conftest import KAGGLE_TRAIN, PANDALM
 
 # a turn: short unicode text (lone surrogates included, stripped as ingest does), or the

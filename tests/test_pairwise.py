@@ -9,13 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from kit.evaluation import softmax
-from kit.inference import infer_stage
-from kit.pairwise import build_pairwise, predict_pair_logits
-from kit.presets import PresetError, resolve_preset
-from kit.tokenization import tokenize_stage
-from kit.training import TrainSettings, train_stage
-from kit.io import read_csv_keeping_ids
+from kit.core.metrics import softmax
+from kit.stages.infer import infer_stage
+from kit.members.pairwise import build_pairwise, predict_pair_logits
+from kit.core.errors import PresetError
+from kit.core.presets import resolve_preset
+from kit.stages.tokenize import tokenize_stage
+from kit.core.settings import TrainSettings
+from kit.stages.train import train_stage
+from kit.store.io import read_csv_keeping_ids
 from conftest import KAGGLE_TRAIN, PANDALM, ROOT, kill_when_checkpointed, run_kit
 
 
@@ -29,7 +31,7 @@ def pair_cache(tmp_path_factory):
     test = pd.concat([rows, mirrored], ignore_index=True)
     test.to_csv(base / "test.csv", index=False)
     tokenize_stage("minilm", [KAGGLE_TRAIN, PANDALM], base / "test.csv", max_length=96, max_rows=160, n_folds=4,
-                   out=base / "tok", head="pairwise")
+                   out=base / "tok", member="pairwise")
     return base
 
 
@@ -44,7 +46,7 @@ def trained_pair(pair_cache):
 def test_cache_holds_both_sides_within_the_budget(pair_cache):
     train = pd.read_parquet(pair_cache / "tok" / "train.parquet")
     meta = json.loads((pair_cache / "tok" / "meta.json").read_text())
-    assert meta["preset"]["head"] == "pairwise" and "input_ids" not in train
+    assert meta["preset"]["member"] == "pairwise" and "input_ids" not in train
     for col in ("side_a_ids", "side_b_ids"):
         assert train[col].map(len).le(96).all() and train[col].map(len).gt(10).all()
     # a multi-turn Kaggle row keeps its cut markers and its last turn on each side
@@ -68,7 +70,7 @@ def test_decoder_pairwise_head_is_swap_equivariant_with_padding(pair_cache):
     """SmolLM2 (last-token pooling, right padding in mixed-length batches), random heads and LoRA."""
     torch.manual_seed(0)
     tokenize_stage("smollm2", [PANDALM], "", max_length=256, max_rows=16, n_folds=2,
-                   out=pair_cache / "tok_smol", head="pairwise")
+                   out=pair_cache / "tok_smol", member="pairwise")
     frame = pd.read_parquet(pair_cache / "tok_smol" / "train.parquet")
     model, tok = build_pairwise(resolve_preset("smollm2", max_length=256))
     with torch.no_grad():
@@ -103,14 +105,14 @@ def test_trained_pairwise_model_reloads_in_a_fresh_process_to_its_oof(trained_pa
 
 
 def test_head_and_cache_mismatch_is_a_clear_error(pair_cache, trained_pair, tmp_path):
-    with pytest.raises(PresetError, match="tokenized for the 'pairwise' head, not 'joint'.*--head joint"):
-        train_stage("minilm", 0, tokenized=pair_cache / "tok", out=tmp_path / "x", head="joint")
+    with pytest.raises(PresetError, match="tokenized for the 'pairwise' member type, not 'joint'.*--member joint"):
+        train_stage("minilm", 0, tokenized=pair_cache / "tok", out=tmp_path / "x", member="joint")
     proc = run_kit("train", "--model", "minilm", "--tokenized", pair_cache / "tok", "--head", "joint",
                    "--out", tmp_path / "y")
-    assert proc.returncode == 2 and "HEAD='joint'" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "MEMBER = 'joint'" in proc.stderr and "Traceback" not in proc.stderr
     tokenize_stage("minilm", [KAGGLE_TRAIN], "", max_length=96, max_rows=24, n_folds=2, out=tmp_path / "joint",
-                   head="joint")
-    with pytest.raises(ValueError, match="tokenized for the 'joint' head.*trained with the 'pairwise' head"):
+                   member="joint")
+    with pytest.raises(ValueError, match="tokenized for the 'joint' member type.*trained as 'pairwise'"):
         infer_stage(trained_pair.out_dir, "oof", tokenized=tmp_path / "joint", out=tmp_path / "p.csv")
 
 
@@ -172,7 +174,7 @@ def test_davidson_tie_model_golden():
     likeliest tie. The free tie model's P(tie) does not depend on how close the rewards are."""
     from transformers import BertConfig, BertModel
 
-    from kit.pairwise import PairwiseRewardModel
+    from kit.members.pairwise import PairwiseRewardModel
     backbone = BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                                     intermediate_size=16, vocab_size=30))
     h_a = torch.zeros(5, 8)

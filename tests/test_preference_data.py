@@ -6,8 +6,8 @@ import json
 import pandas as pd
 
 from kit.cli import main
-from kit.data import load_conversations
-from kit.preference_data import READER_PROBLEM
+from kit.data.ingest import load_conversations
+from kit.data.preference import READER_PROBLEM
 from conftest import PANDALM, ROOT
 
 HH = ROOT / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"

@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pandas as pd
 
-from kit.blend import blend_stage
+from kit.stages.blend import blend_stage
 from kit.cli import main
-from kit.data import load_conversations
-from kit.io import manifest_path
-from kit.tokenization import EXTRA_FOLD, tokenize_stage
-from kit.training import train_stage
+from kit.data.ingest import load_conversations
+from kit.store.io import manifest_path
+from kit.core.schema import EXTRA_FOLD
+from kit.stages.tokenize import tokenize_stage
+from kit.stages.train import train_stage
 from conftest import PANDALM, ROOT, lexical_folds
 
 HH = ROOT / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"

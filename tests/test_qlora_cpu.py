@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from kit.inference import infer_stage
-from kit.tiny import make_tiny_backbone
-from kit.tokenization import tokenize_stage
-from kit.training import TrainSettings, train_stage
+from kit.stages.infer import infer_stage
+from kit.ops.tiny import make_tiny_backbone
+from kit.stages.tokenize import tokenize_stage
+from kit.core.settings import TrainSettings
+from kit.stages.train import train_stage
 from conftest import KAGGLE_TRAIN, PANDALM
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path of 4-bit (on a GPU: the usual one)")
@@ -33,19 +34,19 @@ def tiny_backbones(tmp_path_factory):
 @pytest.mark.parametrize("preset_name", ["gemma2-9b", "llama3-8b"])
 @pytest.mark.parametrize("head", ["joint", "pairwise"])
 def test_qlora_trains_saves_reloads_and_infers_on_cpu(tiny_backbones, preset_name, head, tmp_path):
-    from kit.heads import get_head
-    from kit.presets import Preset
+    from kit.members import get_member_type
+    from kit.core.presets import Preset
 
     folder = tiny_backbones[preset_name]
     tok = tmp_path / "tok"
     tokenize_stage(preset_name, [KAGGLE_TRAIN], "", max_length=96, max_rows=40, n_folds=2, out=tok,
-                   model_dir=str(folder), head=head)
+                   model_dir=str(folder), member=head)
     with pytest.warns(RuntimeWarning, match="saves memory, not time"):
         res = train_stage(preset_name, 0, tokenized=tok, out=tmp_path / "model",
                           settings=TrainSettings(max_steps=2, batch_size=4, grad_accum=1, learning_rate=1e-3,
                                                  max_train_rows=8, evals_per_run=1))
     config = json.loads((res.out_dir / "config.json").read_text())
-    assert config["preset"]["load_in_4bit"] and config["preset"]["head"] == head
+    assert config["preset"]["load_in_4bit"] and config["preset"]["member"] == head
     assert res.metrics["global_steps"] == 2 and np.isfinite(res.metrics["train_loss"])
     if preset_name == "gemma2-9b":
         assert config["preset"]["attn_implementation"] == "eager"
@@ -54,7 +55,7 @@ def test_qlora_trains_saves_reloads_and_infers_on_cpu(tiny_backbones, preset_nam
     preset = Preset.from_dict(config["preset"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        model, tokenizer = get_head(head).load(res.out_dir, preset)
+        model, tokenizer = get_member_type(head).load_model(res.out_dir, preset)
     assert _linear4bit_count(model) > 0
     heads = [m for n, m in model.named_modules() if n.endswith(("score.modules_to_save.default",
                                                                 "reward_head.modules_to_save.default"))]
@@ -69,7 +70,7 @@ def test_qlora_trains_saves_reloads_and_infers_on_cpu(tiny_backbones, preset_nam
 
 def test_smollm2_qlora_on_cpu(tmp_path):
     tok = tmp_path / "tok"
-    tokenize_stage("smollm2", [PANDALM], "", max_length=64, max_rows=24, n_folds=2, out=tok, head="pairwise")
+    tokenize_stage("smollm2", [PANDALM], "", max_length=64, max_rows=24, n_folds=2, out=tok, member="pairwise")
     with pytest.warns(RuntimeWarning, match="saves memory, not time"):
         res = train_stage("smollm2", 1, tokenized=tok, out=tmp_path / "model", load_in_4bit=True,
                           settings=TrainSettings(max_steps=2, batch_size=2, learning_rate=1e-3, max_train_rows=4,

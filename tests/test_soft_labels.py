@@ -8,11 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from kit.data import load_conversations
-from kit.heads import get_head, soft_cross_entropy
-from kit.inference import infer_stage
-from kit.tokenization import EXTRA_FOLD, TARGET_COLUMNS, tokenize_stage
-from kit.training import TrainSettings, train_stage
+from kit.data.ingest import load_conversations
+from kit.members import get_member_type
+from kit.ops.losses import soft_cross_entropy
+from kit.stages.infer import infer_stage
+from kit.core.schema import EXTRA_FOLD, TARGET_COLUMNS
+from kit.stages.tokenize import tokenize_stage
+from kit.core.settings import TrainSettings
+from kit.stages.train import train_stage
 from conftest import PANDALM
 
 
@@ -53,11 +56,11 @@ def test_soft_loss_equals_hard_loss_on_one_hot_rows_and_swap_exchanges_soft_labe
     assert torch.allclose(soft_cross_entropy({"logits": logits}, labels), hard)
     frame = pd.DataFrame({"input_ids": [[1, 2], [3]], "input_ids_swap": [[2, 1], [3]], "label": [0, 2],
                           TARGET_COLUMNS[0]: [0.6, 0.0], TARGET_COLUMNS[1]: [0.3, 0.0], TARGET_COLUMNS[2]: [0.1, 1.0]})
-    ds = get_head("joint").dataset(frame, swap_augment=True)
+    ds = get_member_type("joint").dataset(frame, swap_augment=True)
     np.testing.assert_allclose(np.stack([ds[i]["labels"] for i in range(4)]),
                                [[0.6, 0.3, 0.1], [0, 0, 1], [0.3, 0.6, 0.1], [0, 0, 1]], atol=1e-6)
     one_hot_rows = frame.assign(**dict(zip(TARGET_COLUMNS, ([1.0, 0.0], [0.0, 0.0], [0.0, 1.0]))))
-    hard_only = get_head("joint").dataset(one_hot_rows, swap_augment=False)
+    hard_only = get_member_type("joint").dataset(one_hot_rows, swap_augment=False)
     assert [hard_only[i]["labels"] for i in range(2)] == [0, 2]  # all hard: class indices, as always
 
 
@@ -76,7 +79,7 @@ def test_soft_rows_train_every_member_and_are_never_held_out(tmp_path):
     oof = infer_stage(lexical.out_dir, "oof").predictions
     assert not set(oof["id"]) & soft_ids  # scored against human labels only
 
-    tok = tokenize_stage("minilm", [path], "", n_folds=2, max_length=64, out=tmp_path / "tok", head="pairwise")
+    tok = tokenize_stage("minilm", [path], "", n_folds=2, max_length=64, out=tmp_path / "tok", member="pairwise")
     res = train_stage("minilm", 0, tokenized=tok.out_dir, out=tmp_path / "m",
                       settings=TrainSettings(max_steps=2, batch_size=8, max_eval_rows=8, evals_per_run=1))
     assert res.metrics["soft_labels"] is True and np.isfinite(res.metrics["train_loss"])
@@ -87,7 +90,7 @@ def test_soft_labels_through_the_joint_head_and_the_trainer_loss(tmp_path):
     """The joint head (an HF sequence classifier, whose own loss would read float labels as
     multi-label): the Trainer uses soft_cross_entropy, with swap augmentation on."""
     path, table = _soft_table(tmp_path, hard=80, soft=40)
-    tok = tokenize_stage("minilm", [path], "", n_folds=2, max_length=96, out=tmp_path / "tok", head="joint")
+    tok = tokenize_stage("minilm", [path], "", n_folds=2, max_length=96, out=tmp_path / "tok", member="joint")
     res = train_stage("minilm", 0, tokenized=tok.out_dir, out=tmp_path / "m",
                       settings=TrainSettings(max_steps=2, batch_size=8, max_eval_rows=8, evals_per_run=1))
     assert res.metrics["soft_labels"] is True and np.isfinite(res.metrics["train_loss"])

@@ -4,8 +4,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from kit.io import OutputExists
-from kit.tokenization import tokenize_stage
+from kit.core.errors import OutputExists
+from kit.stages.tokenize import tokenize_stage
 from conftest import KAGGLE_TEST, KAGGLE_TRAIN, PANDALM, ROOT, run_kit
 
 
@@ -29,7 +29,7 @@ def test_cli_writes_caches_for_shipped_data(tmp_path, model, head):
         assert col in train
     meta = json.loads((out / "meta.json").read_text())
     assert meta["preset"]["name"] == model and meta["rows"]["train"] == 1099
-    assert meta["preset"]["head"] == (head or "pairwise")
+    assert meta["preset"]["member"] == (head or "pairwise")
     assert (out / "retention.png").stat().st_size > 1000
 
 

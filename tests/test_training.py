@@ -9,10 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from kit.presets import PresetError, resolve_preset
-from kit.tokenization import tokenize_stage
-from kit.training import TrainSettings, train_stage
-from kit.io import read_csv_keeping_ids
+from kit.core.errors import PresetError
+
+from kit.core.presets import resolve_preset
+from kit.stages.tokenize import tokenize_stage
+from kit.core.settings import TrainSettings
+from kit.stages.train import train_stage
+from kit.store.io import read_csv_keeping_ids
 from conftest import KAGGLE_TRAIN, PANDALM, ROOT, kill_when_checkpointed, run_kit
 
 FAST = dict(max_steps=12, batch_size=4, grad_accum=1, learning_rate=2e-3, warmup_ratio=0.0,
@@ -26,12 +29,12 @@ def tokenized(tmp_path_factory):
     base = tmp_path_factory.mktemp("tok")
     for model in ("minilm", "smollm2"):
         tokenize_stage(model, [KAGGLE_TRAIN, PANDALM], "", max_length=128, max_rows=200, n_folds=4,
-                       out=base / model, head="joint")
+                       out=base / model, member="joint")
     return base
 
 
 def _loss(model, frame, pad_id):
-    from kit.inference import predict_logits
+    from kit.members.joint import predict_logits
     logits = torch.tensor(predict_logits(model, list(frame["input_ids"]), pad_id, progress=False))
     return torch.nn.functional.cross_entropy(logits, torch.tensor(frame["label"].to_numpy())).item()
 
@@ -39,7 +42,7 @@ def _loss(model, frame, pad_id):
 @pytest.mark.parametrize("model", ["minilm", "smollm2"])
 def test_few_steps_change_lora_and_head_and_lower_training_loss(tokenized, tmp_path, model):
     from transformers import set_seed
-    from kit.modeling import build_lora_model, load_trained
+    from kit.members.joint import build_lora_model, load_trained
 
     settings = TrainSettings(**FAST, swap_augment=False)
     frame = pd.read_parquet(tokenized / model / "train.parquet")
@@ -48,13 +51,13 @@ def test_few_steps_change_lora_and_head_and_lower_training_loss(tokenized, tmp_p
     set_seed(settings.seed)  # the same head initialisation as the run below
     # the joint recipe: LoRA on every layer (the SmolLM2 preset's top-8 layers are its pairwise recipe)
     recipe = {"layers_to_transform": list(range(30))} if model == "smollm2" else {}
-    initial, tok = build_lora_model(resolve_preset(model, max_length=128, head="joint", **recipe))
+    initial, tok = build_lora_model(resolve_preset(model, max_length=128, member="joint", **recipe))
     initial.eval()
     before = {n: p.detach().clone() for n, p in initial.named_parameters() if p.requires_grad}
     loss_before = _loss(initial, seen, tok.pad_token_id)
 
     res = train_stage(model, 0, tokenized=tokenized / model, out=tmp_path / "run", settings=settings, **recipe)
-    trained, _ = load_trained(res.out_dir, resolve_preset(model, max_length=128, head="joint", **recipe))
+    trained, _ = load_trained(res.out_dir, resolve_preset(model, max_length=128, member="joint", **recipe))
     after = dict(trained.named_parameters())
     lora_b = [n for n in before if "lora_B" in n]
     head = [n for n in before if "modules_to_save" in n]
@@ -72,10 +75,10 @@ def test_few_steps_change_lora_and_head_and_lower_training_loss(tokenized, tmp_p
 
 RELOAD = """
 import sys, numpy as np, pandas as pd
-from kit.inference import predict_logits
-from kit.modeling import load_trained
-from kit.presets import resolve_preset
-from kit.evaluation import softmax
+from kit.members.joint import predict_logits
+from kit.members.joint import load_trained
+from kit.core.presets import resolve_preset
+from kit.core.metrics import softmax
 model, tok = load_trained(sys.argv[1], resolve_preset("minilm", max_length=128))
 held = pd.read_parquet(sys.argv[2]).set_index("id").loc[pd.read_csv(sys.argv[1] + "/oof.csv", dtype={"id": str})["id"]]
 probs = softmax(predict_logits(model, list(held["input_ids"]), tok.pad_token_id, progress=False))
@@ -161,8 +164,8 @@ def test_ddp_two_cpu_ranks_end_with_identical_weights(tokenized, tmp_path):
 
 def test_any_local_hf_folder_trains_with_all_linear_lora(tmp_path):
     """Not a preset: a plain Hugging Face folder (here the exported SmolLM2 safetensors)."""
-    from kit.inference import infer_stage
-    from kit.presets import smollm2_dir
+    from kit.stages.infer import infer_stage
+    from kit.ops.backbones import smollm2_dir
     from conftest import KAGGLE_TEST
 
     folder = str(smollm2_dir())

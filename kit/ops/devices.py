@@ -1,0 +1,148 @@
+"""Devices: where a member's forward passes run, and how long the whole run will take.
+
+* :func:`visible_devices` — every visible GPU (cuda:0 and cuda:1 on Kaggle's two T4s), else
+  the CPU; :func:`check_devices` names a device that is not there.
+* :func:`predict_sharded` — rows dealt across devices, one model replica per device, each in
+  its own thread (with no GPU, N CPU workers share one replica): :func:`shard_rows` gives each
+  shard long and short rows alike.
+* :class:`RuntimeProjection` — the whole run's wall time projected from the padded tokens done
+  so far, against a budget (Kaggle: 9 hours).
+* :func:`swap_average` — swap TTA: the (A, B) and (B, A) passes averaged.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..core.errors import PresetError
+from ..core.log import get_logger
+from ..core.schema import swap_probs
+
+log = get_logger(__name__)
+
+
+# padded tokens per batch: GPUs want big batches; on CPU small ones run faster
+# (SmolLM2, 2 cores: 2.56 pairs/s at 2048 tokens, 2.42 at 4096, 1.88 at 8192)
+DEFAULT_MAX_TOKENS = {"cuda": 16384, "cpu": 2048}
+
+
+class RuntimeProjection:
+    """Projects a whole run's wall time from the padded tokens done so far.
+
+    Rows go longest first, so the first batches are the slowest per row: projecting by
+    tokens (not rows) keeps the estimate honest, and it errs on the long side (attention
+    costs more per token in long rows).
+    Thread-safe: every device's worker reports into the same projection.
+    """
+
+    def __init__(self, total_tokens: int, budget_hours: float | None, warmup_share: float = 0.02,
+                 label: str = ""):
+        self.total, self.budget, self.warmup, self.label = total_tokens, budget_hours, warmup_share, label
+        self.done, self.start, self.projected_s = 0, time.time(), None
+        self._lock = threading.Lock()
+
+    def update(self, tokens: int) -> None:
+        with self._lock:
+            self.done += tokens
+            if self.projected_s is None and self.done >= max(1, self.warmup * self.total):
+                elapsed = time.time() - self.start
+                self.projected_s = elapsed * self.total / self.done
+                log.info(f"[kit infer] {self.label}projected run time {self.projected_s / 3600:.2f} h "
+                       f"({self.done}/{self.total} tokens in {elapsed:.1f} s)")
+                if self.budget is not None and self.projected_s > self.budget * 3600:
+                    warnings.warn(f"{self.label}projected run time {self.projected_s / 3600:.2f} h exceeds "
+                                  f"the budget of {self.budget} h: lower max_length or max_tokens, "
+                                  f"drop swap TTA, or add devices", RuntimeWarning, stacklevel=2)
+
+
+def visible_devices() -> list[str]:
+    """Every visible GPU (cuda:0, cuda:1 on Kaggle's two T4s), else ['cpu']."""
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu"]
+
+
+def shard_rows(lengths: Sequence[int], n_shards: int) -> list[np.ndarray]:
+    """Split row indices into n shards of near-equal work: rows sorted by length and dealt
+    round-robin, so every shard gets long and short rows alike."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [np.sort(order[k::n_shards]) for k in range(n_shards)]
+
+
+def check_devices(devices: Sequence[str]) -> None:
+    """A ValueError naming the device when one is not there (CUDA absent, index too high)."""
+    for dev in devices:
+        if dev == "cpu":
+            continue
+        if not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise PresetError(f"device {dev!r}: use cpu or cuda[:N] (--devices, notebook DEVICES)")
+        count = torch.cuda.device_count()
+        index = int(dev.split(":")[1]) if ":" in dev else 0
+        if index >= count:
+            raise PresetError(f"device {dev!r} is not available ({count} CUDA device(s) visible): pass "
+                             f"--devices cpu (notebook DEVICES = ['cpu']) or leave it unset for every visible "
+                             f"device")
+
+
+def predict_sharded(replicas: Sequence, devices: Sequence[str], frame: pd.DataFrame, score, pad_id: int,
+                    *, lengths: Sequence[int], max_tokens: int, projection: RuntimeProjection | None = None,
+                    desc: str = "predict", swap: bool = False) -> np.ndarray:
+    """Logits for all rows of `frame`: shard k is scored by ``score(replicas[k], rows, pad_id, ...)``
+    (a head's :attr:`kit.heads.Head.score`) on devices[k], in its own thread."""
+    shards = shard_rows(lengths, len(replicas))
+    out = np.zeros((len(frame), 3), dtype=np.float64)
+    errors = []
+
+    def work(k):
+        try:
+            idx = shards[k]
+            out[idx] = score(replicas[k], frame.iloc[idx], pad_id, swap=swap, device=devices[k],
+                             max_tokens=max_tokens, progress=k == 0, projection=projection,
+                             desc=f"{desc} [{devices[k]}]")
+        except BaseException as err:  # surfaced in the caller's thread
+            errors.append(err)
+
+    if len(replicas) == 1:
+        work(0)
+    else:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(len(replicas))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return out
+
+
+def swap_average(p_direct: np.ndarray, p_swapped: np.ndarray) -> tuple[np.ndarray, float]:
+    """Swap TTA: the (B, A) pass's A/B columns exchanged, averaged with the (A, B) pass.
+    Also returns the flip rate: share of rows whose most likely class differs between passes."""
+    back = swap_probs(p_swapped)
+    flip = float((p_direct.argmax(1) != back.argmax(1)).mean()) if len(p_direct) else 0.0
+    return (p_direct + back) / 2, flip
+
+
+def load_replicas(model_dir: Path, preset, devices: Sequence[str], load):
+    replicas, tokenizer = [], None
+    cpu_model = None
+    for dev in devices:
+        if dev == "cpu":  # CPU workers share one replica (read-only forward passes)
+            if cpu_model is None:
+                cpu_model, tokenizer = load(model_dir, preset)
+            replicas.append(cpu_model)
+        else:
+            model, tokenizer = load(model_dir, preset, device_map={"": dev})
+            if not preset.load_in_4bit:
+                model.to(dev)
+            replicas.append(model)
+    return replicas, tokenizer
+
+

@@ -1,0 +1,64 @@
+"""LoRA on a backbone (peft): which modules get adapters, the 4-bit preparation (QLoRA), and a
+trained adapter attached for inference. Shared by every member type that has a backbone."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from ..core.errors import PresetError
+from ..core.presets import Preset
+
+
+def lora_targets(preset: Preset, module: nn.Module, *, expand_all_linear: bool = False) -> list[str] | str:
+    """The module names that get LoRA: the preset's ``target_modules``, each checked to exist in
+    ``module`` (a PresetError naming the missing ones). ``("all-linear",)`` stays peft's
+    ``"all-linear"`` (every linear layer but a transformers head), or with ``expand_all_linear``
+    becomes the names of every linear (and 4-bit linear) layer of ``module`` — for models peft
+    does not know as transformers models."""
+    if tuple(preset.target_modules) == ("all-linear",):
+        if not expand_all_linear:
+            return "all-linear"
+        return sorted({n.split(".")[-1] for n, m in module.named_modules()
+                       if isinstance(m, nn.Linear) or type(m).__name__ == "Linear4bit"})
+    present = {n.split(".")[-1] for n, _ in module.named_modules()}
+    missing = [m for m in preset.target_modules if m not in present]
+    if missing:
+        raise PresetError(f"target module(s) {missing} not found in {preset.name!r}'s backbone")
+    return list(preset.target_modules)
+
+
+def lora_config(preset: Preset, targets, modules_to_save: list[str], task_type=None):
+    """peft's LoraConfig for the preset: rank, alpha, dropout, ``targets``, the preset's layers, and
+    the (fresh) heads trained and saved in full (``modules_to_save``)."""
+    from peft import LoraConfig
+
+    return LoraConfig(task_type=task_type, r=preset.lora_r, lora_alpha=preset.lora_alpha,
+                      lora_dropout=preset.lora_dropout, target_modules=targets,
+                      layers_to_transform=(list(preset.layers_to_transform)
+                                           if preset.layers_to_transform is not None else None),
+                      modules_to_save=modules_to_save)
+
+
+def prepare_4bit(model, preset: Preset):
+    """A 4-bit backbone made trainable for QLoRA (peft ``prepare_model_for_kbit_training``);
+    other backbones unchanged."""
+    if not preset.load_in_4bit:
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=preset.gradient_checkpointing,
+                                           gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def attach_trained_adapter(model, model_dir: str | Path):
+    """The base `model` with a train-stage output's saved adapter (LoRA + heads), in eval mode."""
+    from peft import PeftModel
+
+    adapter = Path(model_dir) / "adapter"
+    if not (adapter / "adapter_config.json").exists():
+        raise PresetError(f"no trained adapter in {model_dir} (expected {adapter}/adapter_config.json): rerun the "
+                          f"train stage there")
+    model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+    model.eval()
+    return model

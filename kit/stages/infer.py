@@ -1,0 +1,260 @@
+"""Stage 3 — infer: a trained (model, fold) output -> three-way probabilities of a split.
+
+``split="test"``: every row of the tokenized test table; ``split="oof"``: the rows of the fold
+the model held out. Writes ``<model_dir>/predictions/<split>.csv`` (id, p_a, p_b, p_tie [,
+label]; with swap TTA also the direct and swapped passes' columns) and its manifest
+(:mod:`kit.store.predictions`). The member type's predictor scores the rows
+(:meth:`kit.members.MemberType.load`): on every visible GPU (both T4s on Kaggle), one replica per
+device, rows sorted by length and batched under a token budget, a run-time projection against the
+budget after the first batches (:mod:`kit.ops.devices`). :func:`infer_isolated` runs the stage in a
+fresh process (every model's GPU memory returned when it exits).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..core.errors import KitError, PresetError, StaleOutput
+from ..core.log import get_logger
+from ..core.presets import Preset
+from ..core.schema import PROB_COLUMNS, swap_probs
+from ..core.settings import InferSettings, settings_from
+from ..members import get_member_type
+from ..ops.devices import DEFAULT_MAX_TOKENS, RuntimeProjection, check_devices, swap_average, visible_devices
+from ..store.cache import cache_meta, check_cache
+from ..store.io import check_free, read_csv_keeping_ids, read_parquet_keeping_ids
+from ..store.manifest import input_record
+from ..store.models import check_trained, read_model_config
+from ..store.predictions import flip_rate_of, write_predictions
+
+log = get_logger(__name__)
+PROB_COLUMNS = list(PROB_COLUMNS)
+
+
+@dataclass
+class InferResult:
+    path: Path
+    predictions: pd.DataFrame
+    flip_rate: float | None
+    projected_hours: float | None
+    seconds: float
+
+
+def infer_stage(*args, **kwargs) -> InferResult:
+    """Stage 3 for one trained (model, fold) output.
+
+    Args:
+        *args, **kwargs: :class:`kit.core.settings.InferSettings` fields (or one instance):
+            ``model_dir``, ``split`` (test | oof), ``tokenized`` (default: the cache the model
+            trained on), ``out``, ``devices``, ``cpu_workers``, ``tta``, ``max_tokens``,
+            ``budget_hours``, ``overwrite``, ``base_model_dir``, ``reuse_train_scores``.
+
+    For split="oof" with a single pass (a swap-equivariant member type or TTA off), the train
+    stage already scored exactly these rows with exactly these weights (``oof.csv``, written with
+    the adapter): those scores are taken instead of scoring again, when the ids match the held-out
+    fold one for one and nothing (tokenized table, base model) is overridden.
+
+    Returns:
+        :class:`InferResult`: the predictions file and table, the flip rate (swap TTA), the
+        projected hours for the split, the seconds taken.
+
+    Example:
+        >>> infer_stage("artifacts/models/lexical/fold0", "oof").predictions.head()  # doctest: +SKIP
+    """
+    s = settings_from(InferSettings, args, kwargs)
+    model_dir, split, tta = Path(s.model_dir), s.split, s.tta
+    cfg = read_model_config(model_dir)
+    model_manifest = check_trained(model_dir)
+    preset = Preset.from_dict(cfg["preset"])  # exactly what the model was trained with
+    if s.base_model_dir:
+        preset = replace(preset, model_dir=s.base_model_dir)
+    member = get_member_type(preset.member)
+    tokenized = Path(s.tokenized or cfg["tokenized"])
+    if split == "test":
+        table = tokenized / "test.parquet"
+    elif split == "oof":
+        table = tokenized / "train.parquet"
+        if cfg["fold"] is None:
+            raise PresetError(f"{model_dir} was trained on every row: it has no out-of-fold split")
+    else:
+        raise PresetError(f"split must be 'test' or 'oof', got {split!r}")
+    if not table.exists():
+        raise StaleOutput(f"no tokenized {split} data at {table}; run `python -m kit tokenize` first")
+    out = Path(s.out) if s.out else model_dir / "predictions" / f"{split}.csv"
+    check_free([out], s.overwrite)
+    cache_manifest = check_cache(tokenized, split)
+    # the member check comes before the fold check: a cache of another member type is wrong whatever its folds
+    meta = cache_meta(tokenized)
+    packed_for = Preset.from_dict(meta["preset"]) if meta.get("preset") else None
+    if packed_for is not None and packed_for.member != preset.member:
+        raise PresetError(f"{tokenized} was tokenized for the {packed_for.member!r} member type, but {model_dir} was "
+                          f"trained as {preset.member!r}: re-run the tokenize stage with --model {preset.name} "
+                          f"--member {preset.member} (notebook MEMBER = {preset.member!r})")
+    packed_len = (meta.get("pack") or {}).get("max_length")
+    if packed_len is not None and packed_len != preset.max_length:
+        warnings.warn(f"{tokenized} was packed at max_length={packed_len}, the model was trained at "
+                      f"{preset.max_length}", RuntimeWarning, stacklevel=2)
+    frame = read_parquet_keeping_ids(table)
+    if split == "oof":
+        _check_same_folds(model_dir, cfg, tokenized, model_manifest, cache_manifest)
+        frame = frame[frame["fold"] == cfg["fold"]]
+    member.check_cache(frame, table)
+
+    started = time.time()
+    projection = None
+    reused = _train_stage_scores(model_dir, frame, cfg, member, split, tta, tokenized,
+                                 s.reuse_train_scores and not s.base_model_dir)
+    if reused is not None:
+        probs, tta = {"direct": reused}, False
+        log.info(f"[kit infer] {model_dir / 'oof.csv'}: the train stage's scores of these held-out rows, reused")
+    else:
+        tta = tta and member.uses_tta  # a swap-equivariant member type gains nothing from a swapped pass
+        devices = list(s.devices) if s.devices else visible_devices()
+        check_devices(devices)
+        if devices == ["cpu"] and s.cpu_workers > 1:
+            devices = ["cpu"] * s.cpu_workers
+        max_tokens = s.max_tokens or DEFAULT_MAX_TOKENS["cuda" if devices[0].startswith("cuda") else "cpu"]
+        predictor = member.load(model_dir, preset, devices)
+        passes = ["direct"] + (["swap"] if tta else [])
+        work = predictor.work(frame)
+        if work:
+            projection = RuntimeProjection(work * len(passes), s.budget_hours, label=f"{preset.name} {split}: ")
+        probs = {name: predictor.predict_proba(frame, swap=name == "swap", max_tokens=max_tokens,
+                                               projection=projection, desc=f"{preset.name} {split} {name}")
+                 for name in passes}
+    seconds = time.time() - started
+    passes = list(probs)
+
+    result = pd.DataFrame({"id": frame["id"].to_numpy()})
+    flip = None
+    if tta:
+        final, flip = swap_average(probs["direct"], probs["swap"])
+        for tag, arr in (("direct", probs["direct"]), ("swap", swap_probs(probs["swap"]))):
+            for j, c in enumerate(PROB_COLUMNS):
+                result[f"{c}_{tag}"] = arr[:, j]
+    else:
+        final = probs["direct"]
+    for j, c in enumerate(PROB_COLUMNS):
+        result[c] = final[:, j]
+    if split == "oof":
+        result["label"] = frame["label"].to_numpy()
+    result = result[["id", *PROB_COLUMNS, *[c for c in result.columns if c not in ("id", *PROB_COLUMNS)]]]
+    # which training run, adapter and table made these predictions (the blend refuses predictions
+    # of an earlier run, or changed since)
+    test_source = cache_manifest.get("inputs", {}).get("test", {}).get("sha256") if split == "test" else None
+    write_predictions(result, out, s.overwrite, manifest=dict(
+        settings={"split": split, "tta": bool(tta), "rows": len(result)},
+        inputs={"model": {"path": str(model_dir), "run_id": cfg.get("run_id"),
+                          "adapter": model_manifest["outputs"]["adapter"]},
+                "table": {**input_record(table), "test_source": test_source}},
+        run_id=cfg.get("run_id"), model_dir=str(model_dir), split=split, tokenized=str(tokenized)))
+    log.info(f"[kit infer] {len(result)} rows, {seconds:.1f} s ({len(result) * len(passes) / max(seconds, 1e-9):.2f} "
+             f"passes/s){f', flip rate {flip:.3f}' if flip is not None else ''} -> {out}")
+    projected = None if projection is None or projection.projected_s is None else projection.projected_s / 3600
+    return InferResult(out, result, flip, projected, seconds)
+
+
+FOLD_KEYS = ("train_sources", "n_folds", "seed", "max_rows", "extra_sources", "dedup_similarity")
+
+
+def _check_same_folds(model_dir: Path, cfg: dict, tokenized: Path, model_manifest: dict,
+                      cache_manifest: dict) -> None:
+    """Out-of-fold rows are only held out if the cache puts the same rows (ids, labels) in the
+    same folds as the cache the model was trained on: the fold fingerprints must agree; the
+    settings that differ are named."""
+    trained = cfg.get("tokenization") or {}
+    now = cache_meta(tokenized)
+    differ = [k for k in FOLD_KEYS if k in trained and now.get(k) != trained.get(k)]
+    then_folds = model_manifest.get("inputs", {}).get("cache", {}).get("folds")
+    if differ or then_folds != cache_manifest.get("folds"):
+        named = (", ".join(f"{k}: {trained.get(k)!r} then, {now.get(k)!r} now" for k in differ)
+                 or "same settings, other rows or labels: a remade or edited source table")
+        raise StaleOutput(f"{tokenized} splits its rows differently from when {model_dir} was trained ({named}): its "
+                         f"'held-out' fold would hold training rows. Retrain on this cache, or pass --tokenized with "
+                         f"the cache the model was trained on")
+
+
+def _train_stage_scores(model_dir: Path, frame: pd.DataFrame, cfg: dict, member, split: str, tta: bool,
+                        tokenized: Path, allowed: bool) -> np.ndarray | None:
+    """The train stage's probabilities of ``frame``'s rows, if they are exactly what scoring
+    would give (see :func:`infer_stage`); None otherwise."""
+    if not allowed or split != "oof" or Path(cfg["tokenized"]).resolve() != tokenized.resolve():
+        return None
+    if tta and member.uses_tta:
+        return None  # the train stage scored the direct pass only
+    path = model_dir / "oof.csv"
+    if not path.exists():
+        return None
+    scored = read_csv_keeping_ids(path)
+    if scored["id"].tolist() != frame["id"].tolist():  # both text (read_parquet_keeping_ids)
+        return None  # e.g. the train stage scored a capped share of the fold
+    return scored[PROB_COLUMNS].to_numpy(dtype=np.float64)
+
+
+def infer_isolated(model_dir: str | Path, split: str = "test", *, tokenized=None, out=None,
+                   devices: Sequence[str] | None = None, cpu_workers: int = 1, tta: bool = True,
+                   max_tokens: int | None = None, budget_hours: float | None = 9.0,
+                   overwrite: bool = False, reuse_train_scores: bool = True, base_model_dir: str | None = None) -> Path:
+    """:func:`infer_stage` in a fresh Python process: all its GPU memory is returned when
+    it exits, so the next model loads into empty devices."""
+    args = [sys.executable, "-m", "kit", "infer", "--model-dir", str(model_dir), "--split", split,
+            "--cpu-workers", str(cpu_workers)]
+    for flag, value in (("--tokenized", tokenized), ("--out", out), ("--max-tokens", max_tokens),
+                        ("--budget-hours", budget_hours), ("--base-model-dir", base_model_dir),
+                        ("--devices", ",".join(devices) if devices else None)):
+        if value is not None:
+            args += [flag, str(value)]
+    args += ([] if tta else ["--no-tta"]) + (["--overwrite"] if overwrite else []) \
+        + ([] if reuse_train_scores else ["--no-reuse-train-scores"])
+    child = subprocess.run(args, env=kit_importable_env())  # its progress and its error line go to our console
+    if child.returncode:
+        raise KitError(f"kit infer for {model_dir} ({split}) failed in its own process (exit status "
+                       f"{child.returncode}; its error is printed above)")
+    return Path(out) if out else Path(model_dir) / "predictions" / f"{split}.csv"
+
+
+def kit_importable_env() -> dict:
+    """This process's environment with the folder that holds ``kit`` first on PYTHONPATH: a
+    notebook that found the kit through its own ``sys.path`` (an attached dataset, a clone
+    beside it) starts children that find it too."""
+    here = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def infer_many(model_dirs: Sequence[str | Path], splits: Sequence[str] = ("test",), *,
+               isolate: bool | None = None, **kwargs) -> pd.DataFrame:
+    """Stage 3 for several trained outputs and splits; one summary row per predictions file.
+
+    ``isolate=None`` runs each model in its own process when GPUs are in use (a second
+    model in the same process often runs out of GPU memory), in-process on CPU.
+    """
+    if isolate is None:
+        isolate = torch.cuda.is_available()
+    rows = []
+    for model_dir in model_dirs:
+        cfg = read_model_config(model_dir)
+        for split in splits:
+            if split == "oof" and cfg["fold"] is None:
+                continue
+            started = time.time()
+            if isolate:
+                path = infer_isolated(model_dir, split, **kwargs)
+            else:
+                path = infer_stage(model_dir, split, **kwargs).path
+            preds = read_csv_keeping_ids(path)
+            rows.append({"model": cfg["preset"]["name"], "fold": cfg["fold"], "split": split,
+                         "rows": len(preds), "flip_rate": flip_rate_of(preds),
+                         "seconds": time.time() - started, "path": str(path)})
+    return pd.DataFrame(rows)

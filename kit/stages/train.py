@@ -1,0 +1,141 @@
+"""Stage 2 — train: one preset's member type fitted on one fold (or every row) of a tokenized cache.
+
+Per (model, fold) the output folder (default ``<work>/models/<preset>/fold<K>``, or
+``.../full`` when ``fold=None`` trains on every row) holds (:mod:`kit.store.models`):
+
+* ``adapter/``: what the member type's fit saved (LoRA adapter + heads + tokenizer; the lexical
+  model's fitted objects);
+* ``config.json``: the resolved preset (with its member type), training settings and the cache's
+  metadata;
+* ``metrics.json``: held-out log loss / accuracy, timings, parameter counts;
+* ``oof.csv``: id, p_a, p_b, p_tie, label for the held-out fold;
+* ``train_log.csv`` and ``training.png``: the training log and curves (member types that log);
+* ``manifest.json``, last: the cache's and the fold assignment's fingerprints it was trained on,
+  and the adapter's (:mod:`kit.store.manifest`).
+
+These are written into a staging folder swapped into place (:func:`kit.store.models.publish_training`):
+a folder holds a complete model or none. A neural fit resumes a killed run from its checkpoints
+(:mod:`kit.ops.hf_training`). The stage never branches on the member type: it reads the cache,
+splits the rows, calls :meth:`kit.members.MemberType.fit`, and publishes what it returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..core.env import work_dir
+from ..core.errors import PresetError
+from ..core.metrics import log_loss
+from ..core.presets import Preset, resolve_preset
+from ..core.settings import PresetOverrides, TrainRun, TrainSettings, settings_from
+from ..members import FitContext, get_member_type
+from ..ops.hf_training import is_rank_zero
+from ..store.cache import load_cache
+from ..store.io import check_free, recover_staged
+from ..store.models import FINAL_FILES, default_model_out, publish_training
+
+__all__ = ["TrainResult", "TrainSettings", "cache_preset", "split_rows", "train_stage"]
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    metrics: dict
+    oof: pd.DataFrame | None
+
+
+def split_rows(frame: pd.DataFrame, fold: int | None, settings: TrainSettings):
+    """(training rows, held-out rows) of the tokenized table for ``fold`` (None: all rows train).
+    Extra and soft-labelled rows (fold -2) always train, never held out."""
+    if fold is None:
+        train, held = frame, frame.iloc[:0]
+    else:
+        folds = sorted(f for f in set(frame["fold"]) if f >= 0)
+        if fold not in folds:
+            raise PresetError(f"fold {fold} out of range: the tokenized data has folds {folds}")
+        train, held = frame[frame["fold"] != fold], frame[frame["fold"] == fold]
+        if not len(train):
+            raise PresetError(f"fold {fold} holds every row of the tokenized data (tokenized with --folds 1?), "
+                              f"so nothing is left to train on: train with --fold full (notebook FOLD = None), "
+                              f"or re-tokenize with --folds 2 or more")
+    if settings.max_train_rows:
+        train = train.head(settings.max_train_rows)
+    if settings.max_eval_rows:
+        held = held.head(settings.max_eval_rows)
+    return train, held
+
+
+def cache_preset(model: str, tokenized: Path, token_meta: dict, overrides: dict) -> Preset:
+    """The preset a tokenized cache was made for — backbone folder, max_length and member type —
+    with ``overrides``; a member type other than the cache's is an error (the cache's columns differ)."""
+    packed_for = Preset.from_dict(token_meta["preset"]).to_dict() if token_meta.get("preset") else {}
+    name = resolve_preset(model, **overrides).name
+    if packed_for.get("name", name) != name:
+        raise PresetError(f"{tokenized} was tokenized for {packed_for['name']!r}, not {name!r}")
+    cache_member = packed_for.get("member", "joint")
+    wanted = overrides.get("member")
+    if wanted not in (None, cache_member):
+        raise PresetError(f"{tokenized} was tokenized for the {cache_member!r} member type, not {wanted!r}: re-run "
+                          f"the tokenize stage with --member {wanted} (notebook MEMBER = {wanted!r}), or train with "
+                          f"--member {cache_member}")
+    return resolve_preset(model, **{"max_length": packed_for.get("max_length"),
+                                    "model_dir": packed_for.get("model_dir"), **overrides, "member": cache_member})
+
+
+def train_stage(*args, settings: TrainSettings | None = None, **kwargs) -> TrainResult:
+    """Run stage 2 for one (model, fold).
+
+    Args:
+        *args, **kwargs: :class:`kit.core.settings.TrainRun` fields — ``model``, ``fold`` (None:
+            every row), ``tokenized``, ``out``, ``overwrite``, ``resume`` — and
+            :class:`kit.core.settings.PresetOverrides` fields (``member``, ``lora_r``,
+            ``load_in_4bit``, ...), by name.
+        settings: :class:`kit.core.settings.TrainSettings` (epochs, learning rate, steps, ...).
+
+    Returns:
+        :class:`TrainResult`: the model folder, its metrics and its out-of-fold predictions
+        (empty on DDP ranks other than the first).
+
+    Example:
+        >>> res = train_stage("lexical", 0, tokenized="artifacts/tokenized/lexical")  # doctest: +SKIP
+        >>> res.metrics["log_loss"]                                                   # doctest: +SKIP
+    """
+    run_names = {f for f in TrainRun.__dataclass_fields__}
+    run = settings_from(TrainRun, args, {k: v for k, v in kwargs.items() if k in run_names})
+    if "max_length" in kwargs:
+        raise PresetError("max_length is fixed when tokenizing; re-run the tokenize stage to change it")
+    overrides = settings_from(PresetOverrides, (), {k: v for k, v in kwargs.items() if k not in run_names}).given()
+    settings = settings or TrainSettings()
+    name = resolve_preset(run.model, **overrides).name  # unknown preset / field: fail before any I/O
+    tokenized = Path(run.tokenized) if run.tokenized else work_dir() / "tokenized" / name
+    frame, token_meta, cache_manifest = load_cache(tokenized, "train")
+    preset = cache_preset(run.model, tokenized, token_meta, overrides)
+    member = get_member_type(preset.member)
+    train_rows, held = split_rows(frame, run.fold, settings)
+    out = Path(run.out) if run.out else default_model_out(preset.name, run.fold)
+    # a finished model is replaced only with overwrite (and only once the new one is complete:
+    # publish_training); a run killed before publishing left none of these, so it simply resumes
+    if is_rank_zero():
+        recover_staged(out, FINAL_FILES)  # a run killed while publishing: its checkpoints go back
+    check_free([out / n for n in FINAL_FILES], run.overwrite)
+    context = FitContext(out, run.fold, tokenized, resume=run.resume,
+                         restart=run.overwrite and (out / "metrics.json").exists())
+    fitted = member.fit(preset, train_rows, held, settings, context)
+    if not fitted.main_process:
+        return TrainResult(out, {}, None)
+
+    metrics = {"fold": run.fold, "held_out_rows": len(held), **fitted.metrics}
+    oof = None
+    if fitted.held_probs is not None:
+        probs, labels = fitted.held_probs, held["label"].to_numpy()
+        metrics.update(log_loss=log_loss(labels, probs), accuracy=float((probs.argmax(1) == labels).mean()))
+        oof = pd.DataFrame({"id": held["id"].to_numpy(), "p_a": probs[:, 0], "p_b": probs[:, 1],
+                            "p_tie": probs[:, 2], "label": labels})
+    publish_training(out, preset, run.fold, settings, tokenized, token_meta, cache_manifest, metrics, oof,
+                     fitted.save, fitted.log)
+    if fitted.cleanup is not None:
+        fitted.cleanup()
+    return TrainResult(out, metrics, oof)
+

@@ -1,0 +1,212 @@
+"""Atomic, no-clobber output writing.
+
+Every stage writes through :func:`atomic_write`: the content goes to a temporary file
+in the target folder and is renamed into place, so a reader never sees a half-written
+file; an existing target is an :class:`OutputExists` error unless ``overwrite=True``.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import pandas as pd
+
+from ..core.errors import OutputExists
+from ..core.log import get_logger
+
+log = get_logger(__name__)
+
+
+def check_free(paths, overwrite: bool) -> None:
+    """Raise OutputExists naming every path that exists (unless overwrite)."""
+    taken = [str(p) for p in paths if Path(p).exists()]
+    if taken and not overwrite:
+        raise OutputExists(f"output already exists: {', '.join(taken)} "
+                           f"(pass --overwrite on the CLI, OVERWRITE = True in a notebook or overwrite=True in Python to "
+                           f"replace, or choose another --out / OUT)")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path, write: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Call ``write(tmp_path)`` then rename tmp_path to ``path`` (same folder)."""
+    path = Path(path)
+    check_free([path], overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are for others to read too
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def new_run_id() -> str:
+    """A fresh id for one train-stage run: its predictions carry it (``*.manifest.json``), so
+    predictions made by an earlier run of the same folder are recognised as stale."""
+    return uuid.uuid4().hex
+
+
+def manifest_path(predictions) -> Path:
+    """``predictions/test.csv`` -> ``predictions/test.manifest.json``."""
+    predictions = Path(predictions)
+    return predictions.with_name(predictions.stem + ".manifest.json")
+
+
+def publish(source, target, who: str = "kit") -> Path:
+    """Copy ``source`` to ``target`` atomically; a file already at ``target`` is first moved
+    aside to ``<stem>-<its mtime>.<suffix>`` (said on the console) — never overwritten."""
+    source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(target.stat().st_mtime))
+        aside = target.with_name(f"{target.stem}-{stamp}{target.suffix}")
+        n = 1
+        while aside.exists():
+            aside, n = target.with_name(f"{target.stem}-{stamp}-{n}{target.suffix}"), n + 1
+        os.replace(target, aside)
+        log.info(f"[{who}] the previous {target.name} was moved to {aside}")
+    atomic_write(target, lambda p: shutil.copyfile(source, p))
+    return target
+
+
+# what pandas reads as missing by default; applied to every column but ``id``
+_MISSING = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+            "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+
+
+def read_csv_keeping_ids(path, **kwargs) -> pd.DataFrame:
+    """Read a CSV whose ``id`` column is text exactly as written: ``001`` stays ``001``, ``NA``
+    stays ``NA``; the other columns parse as pandas would."""
+    columns = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(path, dtype={"id": str}, keep_default_na=False,
+                       na_values={c: _MISSING for c in columns if c != "id"}, **kwargs)
+
+
+def ids_as_text(ids: pd.Series) -> pd.Series:
+    """Ids as the kit carries them: text. Numbers (a parquet file's int ids) become their
+    decimal text, so ``7`` and ``"7"`` are the same id everywhere."""
+    return ids.map(lambda v: v if isinstance(v, str) or v is None or (isinstance(v, float) and v != v)
+                   else str(v))
+
+
+def read_parquet_keeping_ids(path, columns=None) -> pd.DataFrame:
+    """A kit-written parquet table with its ``id`` column as text (caches written before ids
+    were kept as text hold numbers)."""
+    frame = pd.read_parquet(path, columns=columns)
+    if "id" in frame.columns:
+        frame["id"] = ids_as_text(frame["id"])
+    return frame
+
+
+def recover_staged(out_dir, owned: Sequence[str]) -> None:
+    """Undo what a killed :func:`staged_folder` left beside ``out_dir``: when the kill fell between
+    its two final renames, the previous complete output is moved back from ``.<name>.old-*``;
+    entries it had carried into ``.<name>.partial-*`` that are not the stage's own (``owned``) go
+    back into ``out_dir``; the rest of those hidden folders is deleted. Stages call it before
+    looking at their outputs. One writer per output folder at a time (as everywhere in the kit)."""
+    out_dir = Path(out_dir)
+    if not out_dir.parent.is_dir():
+        return
+    for old in sorted(out_dir.parent.glob(f".{out_dir.name}.old-*")):
+        if not out_dir.exists() and (old / out_dir.name).is_dir():
+            os.replace(old / out_dir.name, out_dir)
+            log.info(f"[kit] {out_dir}: restored the previous complete output (a run was killed while replacing it)")
+        shutil.rmtree(old, ignore_errors=True)
+    for partial in sorted(out_dir.parent.glob(f".{out_dir.name}.partial-*")):
+        for entry in list(partial.iterdir()) if partial.is_dir() else []:
+            if entry.name not in owned and out_dir.is_dir() and not (out_dir / entry.name).exists():
+                os.replace(entry, out_dir / entry.name)
+            elif entry.name not in owned and not out_dir.exists():
+                out_dir.mkdir(parents=True)
+                os.replace(entry, out_dir / entry.name)
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    platform or file system cannot (the caller then uses two renames)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+@contextmanager
+def staged_folder(out_dir, owned: Sequence[str]) -> Iterator[Path]:
+    """Stage-atomic output: yields an empty staging folder beside ``out_dir`` to write a stage's
+    files into; on success it replaces ``out_dir`` in one atomic exchange (two renames where the
+    platform has none: a kill between them leaves no output until :func:`recover_staged` restores
+    the previous one), so a reader sees the previous complete output or the new one, never a
+    mix — a stage killed or failing midway leaves ``out_dir`` as it was. ``owned`` names the
+    stage's own files: the earlier ones are dropped (a file the new run does not write must not
+    outlive it); anything else in ``out_dir`` is carried over (moved back if the stage fails
+    before its swap). Callers check for existing outputs (:func:`check_free`) first."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    recover_staged(out_dir, owned)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    carried, old = [], None
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
+        if out_dir.exists():
+            for entry in out_dir.iterdir():
+                if entry.name not in owned:
+                    os.replace(entry, staging / entry.name)
+                    carried.append(entry.name)
+            if _exchange(staging, out_dir):  # one atomic step: staging now holds the old output
+                carried = []
+                return
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, old / out_dir.name)
+        os.replace(staging, out_dir)
+        carried = []
+    finally:
+        if old is not None and not out_dir.exists() and (old / out_dir.name).exists():
+            os.replace(old / out_dir.name, out_dir)  # the swap failed: the previous output stays
+        for name in carried:  # the stage failed before its swap: what it carried goes back
+            if (staging / name).exists() and out_dir.is_dir():
+                os.replace(staging / name, out_dir / name)
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def write_parquet(df: pd.DataFrame, path, overwrite: bool = False) -> Path:
+    return atomic_write(path, lambda p: df.to_parquet(p, index=False), overwrite)
+
+
+def write_csv(df: pd.DataFrame, path, overwrite: bool = False, **kwargs) -> Path:
+    return atomic_write(path, lambda p: df.to_csv(p, index=False, **kwargs), overwrite)
+
+
+def write_json(obj, path, overwrite: bool = False) -> Path:
+    return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n"),
+                        overwrite)
+
+
+def write_text(text: str, path, overwrite: bool = False) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text), overwrite)

@@ -1,0 +1,154 @@
+"""Trained model folders (``<work>/models/<preset>/fold<K>`` or ``.../full``): their writer, reader,
+checks and discovery.
+
+A folder holds a complete model or none: :func:`publish_training` writes ``adapter/`` (what the
+member type's fit saved), ``config.json``, ``metrics.json``, ``oof.csv``, ``train_log.csv``,
+``training.png`` and, last, ``manifest.json`` into a staging folder swapped in at once.
+Discovery (:func:`trained_outputs`, :func:`find_trained_models`) recognises a trained output by
+its complete train-stage manifest — nothing else, so a backbone's own ``config.json`` or files
+shipped inside the kit's repository are never taken for a model.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ..core.env import work_dir
+from ..core.errors import StaleOutput
+from ..core.log import get_logger
+from ..core.presets import Preset, member_order
+from ..core.settings import TrainSettings
+from .figures import plot_training
+from .io import new_run_id, staged_folder, write_csv, write_json
+from .manifest import MANIFEST, check_output, read_manifest, stage_manifest
+
+log = get_logger(__name__)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def default_model_out(preset_name: str, fold: int | None) -> Path:
+    """``<work>/models/<preset>/fold<K>`` (``full`` when the model trains on every row)."""
+    return work_dir() / "models" / preset_name / (f"fold{fold}" if fold is not None else "full")
+
+
+# the train stage's own files in its output folder; anything else there (checkpoints/, ranks/) is
+# carried over when a run publishes (:func:`publish_training`)
+FINAL_FILES = ("adapter", "config.json", "metrics.json", "oof.csv", "train_log.csv", "training.png",
+               "predictions", MANIFEST)
+
+
+def publish_training(out: Path, preset: Preset, fold, settings: TrainSettings, tokenized: Path, token_meta: dict,
+                     cache_manifest: dict, metrics: dict, oof: pd.DataFrame | None, save_adapter,
+                     log: pd.DataFrame | None = None) -> str:
+    """Write a finished run's outputs stage-atomically: adapter/ (``save_adapter(folder)``),
+    config.json, train_log.csv + training.png (with ``log``), oof.csv, metrics.json and, last,
+    manifest.json go into a staging folder that replaces ``out`` in one rename. A kill or a full
+    disk before that leaves ``out`` as it was — the previous complete model, or no model (its
+    checkpoints stay for the rerun to resume). The previous model's predictions/ go with it:
+    nothing it predicted outlives it. Returns the new run id."""
+    run_id = new_run_id()
+    config = {"preset": preset.to_dict(), "member": preset.member, "fold": fold, "train": asdict(settings),
+              "tokenized": str(tokenized), "tokenization": token_meta, "torch": _version("torch"), "run_id": run_id}
+    with staged_folder(out, FINAL_FILES) as stage:
+        save_adapter(stage / "adapter")
+        write_json(config, stage / "config.json")
+        if log is not None:
+            write_csv(log, stage / "train_log.csv")
+            plot_training(log, stage / "training.png", title=f"{preset.name} fold {fold}")
+        if oof is not None:
+            write_csv(oof, stage / "oof.csv")
+        write_json(metrics, stage / "metrics.json")
+        written = {n: stage / n for n in ("adapter", "config.json", "oof.csv", "metrics.json") if (stage / n).exists()}
+        write_json(stage_manifest(
+            "train", settings={"preset": preset.name, "member": preset.member, "fold": fold, **asdict(settings)},
+            inputs={"cache": {"path": str(tokenized), "sha256": cache_manifest["outputs"]["train.parquet"],
+                              "folds": cache_manifest.get("folds")}},
+            outputs=written, run_id=run_id), stage / MANIFEST)  # last: the model is complete
+    return run_id
+
+
+def check_trained(model_dir: str | Path) -> dict:
+    """The model folder's manifest, once its adapter is checked to be the one its train stage
+    wrote; else a StaleOutput saying to retrain."""
+    model_dir = Path(model_dir)
+    rerun = f"rerun the train stage into it (`python -m kit train ... --out {model_dir} --overwrite`)"
+    manifest = read_manifest(model_dir / MANIFEST, f"trained model {model_dir}", rerun)
+    check_output(manifest, "adapter", model_dir / "adapter", f"trained model {model_dir}", rerun)
+    return manifest
+
+
+def read_model_config(model_dir: str | Path) -> dict:
+    """A trained output's ``config.json``, checked to name its preset as a record; a StaleOutput
+    naming the file otherwise."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise StaleOutput(f"{model_dir} is not a train-stage output (no config.json): pass a folder the train stage "
+                          f"wrote (models/<preset>/fold<K>)")
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as e:
+        raise StaleOutput(f"{path} is not readable JSON ({e}): rerun the train stage there") from None
+    if not isinstance(config, dict) or not isinstance(config.get("preset"), dict) or "fold" not in config:
+        raise StaleOutput(f"{path} does not describe a trained model (no preset record or fold): rerun the train "
+                          f"stage there")
+    return config
+
+
+def finished_training(folder: Path) -> bool:
+    """True when the train stage finished in ``folder`` (a complete manifest.json, written last);
+    otherwise says so on the console."""
+    try:
+        read_manifest(Path(folder) / MANIFEST, str(folder), "")
+        return True
+    except StaleOutput:
+        log.info(f"[kit] {folder}: no complete manifest.json, a training run that did not finish (or made by an "
+                 f"older kit): skipped (rerun the train stage there)")
+        return False
+
+
+def is_trained_output(folder: Path) -> bool:
+    """A folder the train stage wrote: config.json beside a manifest of the train stage (complete or
+    not: an unfinished one is reported by :func:`finished_training`)."""
+    if not (folder / "config.json").is_file() or not (folder / MANIFEST).is_file():
+        return False
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("stage") == "train"
+    except (OSError, ValueError):
+        return True  # a broken manifest: reported as unfinished, not silently ignored
+
+
+def trained_outputs(root: str | Path | None = None, models: Sequence[str] | None = None) -> list[Path]:
+    """Every finished train-stage output ``<root>/<preset>/<run>`` (default root <work>/models):
+    recognised by its train manifest. A folder whose run did not finish is named on the console
+    and left out; staging folders of a run in progress (``.name``) are never listed."""
+    root = Path(root) if root else work_dir() / "models"
+    found = sorted(p for p in root.glob("*/*") if p.is_dir() and not p.name.startswith(".")
+                   and not p.parent.name.startswith(".") and is_trained_output(p))
+    found = [p for p in found if models is None or p.parent.name in models]
+    return [p for p in found if finished_training(p)]
+
+
+def group_by_preset(folders: Sequence[Path]) -> dict[str, list[Path]]:
+    """Trained outputs grouped by the preset they were trained from (each folder's config.json),
+    stronger presets first (:data:`kit.core.presets.MEMBER_ORDER`), folds in name order."""
+    groups: dict[str, list[Path]] = {}
+    for folder in folders:
+        name = read_model_config(folder)["preset"].get("name") or folder.parent.name
+        groups.setdefault(name, []).append(folder)
+    return {n: sorted(groups[n]) for n in member_order(groups)}
+
+
+def discover_members(root: str | Path | None = None, models: Sequence[str] | None = None) -> dict[str, list[Path]]:
+    """Trained outputs under <work>/models (or ``root``) grouped by preset, stronger presets first."""
+    return group_by_preset(trained_outputs(root, models))

@@ -1,0 +1,135 @@
+"""Prediction files (``<model>/predictions/{test,oof}.csv`` + ``<split>.manifest.json``): their
+writer, reader and checks, and one member's predictions gathered over its folds.
+
+A predictions file holds ``id`` and the probabilities ``p_a, p_b, p_tie`` (with swap TTA also
+the direct and swapped passes' columns; out-of-fold files also ``label``). Guarantees of the
+reader (:func:`read_predictions`): the probabilities are numbers in [0, 1] summing to 1 (±1e-4)
+— refused, never repaired; with a model folder, the file is what that model's *current*
+training run's infer stage wrote (run id and content fingerprint).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import BlendError, StaleOutput
+from ..core.schema import PROB_COLUMNS
+from .io import manifest_path, read_csv_keeping_ids, write_csv, write_json
+from .manifest import check_output, read_manifest, stage_manifest
+from .models import read_model_config
+
+PROB_COLUMNS = list(PROB_COLUMNS)
+
+
+@dataclass
+class MemberPredictions:
+    """One member's predictions, as the blend reads them: test probabilities averaged over its
+    models, out-of-fold probabilities concatenated over its folds (with each row's ``fold``)."""
+
+    name: str
+    model_dirs: list[Path]
+    test: pd.DataFrame | None = None  # id + PROB_COLUMNS (+ direct/swap columns)
+    oof: pd.DataFrame | None = None  # id + PROB_COLUMNS + label (+ direct/swap columns)
+    test_sources: frozenset = frozenset()  # fingerprints of the test tables its predictions were made from
+
+
+def read_predictions(path: Path, what: str, model_dir: Path | None = None) -> pd.DataFrame:
+    """A predictions file; with ``model_dir``, only if that model's current training run made it
+    and the file is what its infer stage wrote (its manifest's fingerprint). The manifest is kept
+    in ``frame.attrs["manifest"]``."""
+    rerun = (f"run the infer stage (`python -m kit infer --model-dir {path.parent.parent} --split {path.stem}"
+             f"{' --overwrite' if path.exists() else ''}`)")
+    if not path.exists():
+        raise BlendError(f"missing {what} predictions {path}: {rerun}")
+    manifest = {}
+    if model_dir is not None:
+        run_id = read_model_config(model_dir).get("run_id")
+        try:
+            manifest = read_manifest(manifest_path(path), f"{what} predictions {path}", rerun)
+            check_output(manifest, "predictions", path, f"{what} predictions", rerun)
+        except StaleOutput as e:
+            raise BlendError(f"stale {e}") from None
+        if manifest.get("run_id") != run_id:
+            raise BlendError(f"stale {what} predictions {path}: an earlier training run of that folder made them; "
+                             f"{rerun}")
+    frame = check_predictions(read_csv_keeping_ids(path), path, rerun)
+    frame.attrs["manifest"] = manifest
+    return frame
+
+
+def check_predictions(frame: pd.DataFrame, path, rerun: str = "rerun the infer stage") -> pd.DataFrame:
+    """``frame`` if it holds valid probabilities: columns p_a, p_b, p_tie present and numeric,
+    every value finite and in [0, 1], every row summing to 1 within 1e-4; else a BlendError
+    naming the file, the first bad row (counted from 0) and its id. Nothing is clipped or
+    renormalised silently."""
+    missing = [c for c in ["id", *PROB_COLUMNS] if c not in frame.columns]
+    if missing:
+        raise BlendError(f"{path}: missing column(s) {missing} (found {list(frame.columns)}); {rerun}")
+    values = frame[PROB_COLUMNS].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    problems = (("not a number", np.isnan(values).any(axis=1)),
+                ("infinite", np.isinf(values).any(axis=1)),
+                ("outside [0, 1]", ((values < 0) | (values > 1)).any(axis=1)),
+                ("not summing to 1 (±1e-4)", np.abs(values.sum(axis=1) - 1) > 1e-4))
+    for problem, bad in problems:
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise BlendError(f"{path}: {int(bad.sum())} row(s) with probabilities {problem}, first row {row} "
+                             f"(id {frame['id'].iloc[row]}): {frame[PROB_COLUMNS].iloc[row].tolist()}; {rerun}")
+    return frame
+
+
+def mean_test_predictions(files: Sequence[str | Path], model_dirs: Sequence[Path] | None = None) -> pd.DataFrame:
+    """One member's test predictions: the mean over its models' files (same ids, same order);
+    with ``model_dirs``, each file must come from its model's current training run."""
+    files = [Path(f) for f in files]
+    tests = [read_predictions(f, "test", d) for f, d in zip(files, model_dirs or [None] * len(files))]
+    for f, t in zip(files[1:], tests[1:]):
+        if t["id"].tolist() != tests[0]["id"].tolist():
+            raise BlendError(f"{f}: test ids differ from {files[0]}'s")
+    test = tests[0][["id"]].copy()
+    # columns every file has: with TTA on some folds only, the direct/swap columns are left out
+    for c in [c for c in tests[0].columns if c != "id" and all(c in t.columns for t in tests)]:
+        test[c] = np.mean([t[c].to_numpy() for t in tests], axis=0)
+    test.attrs["test_sources"] = {(t.attrs.get("manifest") or {}).get("inputs", {}).get("table", {}).get("test_source")
+                                  for t in tests}
+    return test
+
+
+def load_member(name: str, model_dirs: Sequence[str | Path], need_oof: bool = True,
+                need_test: bool = True) -> MemberPredictions:
+    """Average a member's test predictions over its models; concatenate its OOF folds."""
+    dirs = [Path(d) for d in model_dirs]
+    test = mean_test_predictions([d / "predictions" / "test.csv" for d in dirs], dirs) if need_test else None
+    oof = None
+    folds = [read_model_config(d)["fold"] for d in dirs]
+    with_oof = [d for d, f in zip(dirs, folds) if f is not None]
+    if need_oof and with_oof:
+        parts = [read_predictions(d / "predictions" / "oof.csv", "out-of-fold", d).assign(fold=f)
+                 for d, f in zip(dirs, folds) if f is not None]
+        oof = pd.concat(parts, ignore_index=True)
+        if oof["id"].duplicated().any():
+            raise BlendError(f"member {name}: an id is out-of-fold in two models (same fold trained twice?)")
+    sources = frozenset(test.attrs.get("test_sources", ())) if test is not None else frozenset()
+    return MemberPredictions(name, dirs, test, oof, sources)
+
+
+def flip_rate_of(predictions: pd.DataFrame) -> float | None:
+    """Flip rate from a predictions table written with TTA (None without the swap pass)."""
+    if "p_a_swap" not in predictions:
+        return None
+    direct = predictions[[f"{c}_direct" for c in PROB_COLUMNS]].to_numpy()
+    swapped = predictions[[f"{c}_swap" for c in PROB_COLUMNS]].to_numpy()
+    return float((direct.argmax(1) != swapped.argmax(1)).mean())
+
+
+def write_predictions(frame: pd.DataFrame, out: Path, overwrite: bool, *, manifest: dict) -> Path:
+    """Write a predictions file, then its manifest (``stage_manifest`` keyword arguments in
+    ``manifest``, the file fingerprinted as output ``predictions``). Written after the predictions:
+    a kill in between leaves an old or no manifest, whose fingerprint does not match."""
+    write_csv(frame, out, overwrite)
+    write_json(stage_manifest("infer", outputs={"predictions": out}, **manifest), manifest_path(out), True)
+    return out

@@ -1,0 +1,172 @@
+"""``kit cv``: the whole pipeline, fold by fold, on any table in the competition's train columns.
+
+For each model (a preset, trained as its member type): tokenize (K folds grouped
+by prompt) -> train one model per fold -> predict its held-out fold (with and without swap
+TTA where the head uses it). Then blend the members and score everything on the same
+out-of-fold rows: uniform, class prior, TF-IDF baseline, each member, and the blend.
+Writes ``DIR/cv.json``, ``DIR/cv.md`` and ``DIR/cv.png``.
+
+With ``weights="fit"`` the ``blend`` figure is cross-fitted (weights fitted on the other
+folds, applied to each fold — :func:`kit.blend.blend_members`); the in-sample figure is
+reported beside it as ``blend (in-sample fit)``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from dataclasses import asdict
+
+from ..core.errors import BlendError, SettingsError, StaleOutput
+from ..core.log import get_logger
+from ..core.presets import member_order, resolve_preset
+from ..core.settings import CvSettings, TrainSettings, settings_from
+from ..ensemble.combine import blend_members, describe_weights
+from ..ensemble.evaluation import evaluation_table
+from ..ensemble.guardrails import apply_guardrails
+from ..store.cache import cache_meta, check_cache
+from ..store.figures import plot_methods
+from ..store.io import write_json, write_text
+from ..store.models import check_trained, read_model_config
+from ..store.predictions import load_member, read_predictions
+from ..stages.infer import infer_stage
+from ..stages.tokenize import tokenize_stage
+from ..stages.train import cache_preset, train_stage
+
+log = get_logger(__name__)
+
+
+def _reusable_cache(tok_dir: Path, wanted: dict, model: str, max_length, member, overwrite: bool) -> bool:
+    """True when tok_dir holds a finished cache made with the same inputs and settings; a
+    different one is an error (unless overwrite, which re-tokenizes)."""
+    meta_path = tok_dir / "meta.json"
+    if overwrite or not meta_path.exists() or not (tok_dir / "train.parquet").exists():
+        return False
+    try:
+        check_cache(tok_dir, "train")
+    except StaleOutput as e:
+        raise StaleOutput(f"cannot reuse {e}; or pass --overwrite to redo the whole cv") from None
+    meta = cache_meta(tok_dir)
+    preset = resolve_preset(model, max_length=max_length, member=member)
+    packed = meta["preset"]
+    have = {k: meta.get(k) for k in wanted} | {"max_length": packed.get("max_length"),
+                                               "member": packed.get("member", packed.get("head"))}
+    want = wanted | {"max_length": preset.max_length, "member": preset.member}
+    if have != want:
+        diff = {k: (have[k], want[k]) for k in want if have[k] != want[k]}
+        raise SettingsError(f"{tok_dir} was made with other settings {diff} (was, now): pass --overwrite to redo "
+                         f"the whole cv, or choose another --out")
+    return True
+
+
+def _fold_state(fold_dir: Path, settings: TrainSettings, preset, overwrite: bool) -> str:
+    """"predicted" (a finished model with its checked out-of-fold predictions), "trained" (a
+    finished model; a killed call did not predict its fold yet) or "none", for a fold trained
+    with `settings` and `preset` (the recipe, its folder aside); one trained otherwise is an error
+    (unless overwrite)."""
+    if overwrite or not (fold_dir / "config.json").exists():
+        return "none"
+    try:
+        check_trained(fold_dir)
+    except StaleOutput:
+        return "none"
+    config = read_model_config(fold_dir)
+    recipe = {k: v for k, v in preset.to_dict().items() if k != "model_dir"}
+    was = {k: v for k, v in config["preset"].items() if k != "model_dir"}
+    if config["train"] != json.loads(json.dumps(asdict(settings))) or was != json.loads(json.dumps(recipe)):
+        raise SettingsError(f"{fold_dir} was trained with other settings or another recipe: pass --overwrite to "
+                         f"redo the whole cv, or choose another --out")
+    try:
+        read_predictions(fold_dir / "predictions" / "oof.csv", "out-of-fold", fold_dir)
+        return "predicted"
+    except BlendError:
+        return "trained"
+
+
+def cv_stage(*args, **kwargs) -> dict:
+    """``kit cv``: the whole pipeline fold by fold on a labelled table, members blended and compared.
+
+    Args:
+        *args, **kwargs: :class:`kit.core.settings.CvSettings` fields (or one instance): ``train``,
+            ``models``, ``folds``, ``out`` (required; finished folds in it are reused),
+            ``max_length``, ``max_rows``, ``weights``, ``epochs``, ``max_train_rows`` (N, or
+            {model: N}), ``tta``, ``seed``, ``swap_augment``, ``evals_per_run``, ``member`` (every
+            neural model's member type; None: each preset's), ``space``, ``overwrite``.
+
+    Returns:
+        dict: ``rows``, ``folds``, ``settings``, ``results`` ({method: log_loss, accuracy}),
+        ``markdown`` and the out-of-fold ``table``; also written to ``out/cv.json``, ``cv.md``,
+        ``cv.png``.
+
+    Example:
+        >>> cv_stage(["data/pandalm/pandalm_kaggle.csv"], ["lexical"], 5, out="artifacts/cv")  # doctest: +SKIP
+    """
+    s = settings_from(CvSettings, args, kwargs)
+    train, models, folds, out = s.train, s.models, s.folds, s.out
+    max_length, max_rows, weights, epochs = s.max_length, s.max_rows, s.weights, s.epochs
+    max_train_rows, tta, seed, swap_augment = s.max_train_rows, s.tta, s.seed, s.swap_augment
+    evals_per_run, member, space, overwrite = s.evals_per_run, s.member, s.space, s.overwrite
+    for model in models:  # an unknown name fails here, before any work
+        resolve_preset(model, member=member)
+    caps = max_train_rows if isinstance(max_train_rows, dict) else {m: max_train_rows for m in models}
+    out = Path(out)
+    models = member_order(models)  # the stronger member gets 0.7
+    started, timings, members = time.time(), {}, []
+    for model in models:
+        tok_dir = out / "tokenized" / model
+        wanted = {"train_sources": [str(p) for p in train], "n_folds": folds, "seed": seed, "max_rows": max_rows}
+        if _reusable_cache(tok_dir, wanted, model, max_length, member, overwrite):
+            log.info(f"[kit cv] reusing {tok_dir}")
+        else:
+            tokenize_stage(model, list(train), "", max_length=max_length, n_folds=folds, seed=seed,
+                           max_rows=max_rows, out=tok_dir, overwrite=overwrite, member=member)
+        dirs = []
+        for k in range(folds):
+            settings = TrainSettings(epochs=epochs, max_train_rows=caps.get(model), seed=seed,
+                                     swap_augment=swap_augment, evals_per_run=evals_per_run)
+            fold_dir = out / "models" / model / f"fold{k}"
+            recipe = cache_preset(model, tok_dir, cache_meta(tok_dir), {})
+            state = _fold_state(fold_dir, settings, recipe, overwrite)  # a killed or extended cv run goes on
+            if state == "predicted":
+                log.info(f"[kit cv] reusing {fold_dir}")
+            else:
+                if state == "none":
+                    train_stage(model, k, tokenized=tok_dir, out=fold_dir, settings=settings, overwrite=overwrite)
+                # the fold's model was (re)trained just now, or its predictions are missing or stale
+                infer_stage(fold_dir, "oof", tta=tta, overwrite=True)
+            dirs.append(fold_dir)
+        members.append(load_member(model, dirs, need_test=False))
+        # training minutes as recorded by each fold (also for folds reused from an earlier call)
+        timings[model] = sum(json.loads((d / "metrics.json").read_text())["train_seconds"] for d in dirs) / 60
+    result = blend_members(members, weights, space)
+    result.table = evaluation_table(result, out / "tokenized" / models[0])
+    apply_guardrails(result, out / "tokenized" / models[0])  # its own row: "blend + guardrails"
+    table = result.table
+    settings = {"train": [str(p) for p in train], "models": list(models), "folds": folds, "member": member,
+                "max_length": max_length, "max_rows": max_rows, "epochs": epochs,
+                "max_train_rows": max_train_rows, "tta": tta, "seed": seed, "swap_augment": swap_augment,
+                "evals_per_run": evals_per_run,
+                "blend": {"space": space, "weights_mode": result.weights_mode, "weights": dict(zip(result.members, result.weights)),
+                          "temperature": result.temperature, "oof_score": result.report["oof_score"],
+                          "per_fold": result.report["per_fold"], "stacker": result.report.get("stacker"),
+                          "guardrails": result.report.get("guardrails")},
+                "train_minutes": timings, "wall_minutes_this_call": (time.time() - started) / 60}
+    payload = {"rows": len(result.oof_ids), "folds": folds, "settings": settings,
+               "results": {name: {"log_loss": float(r["log_loss"]), "accuracy": float(r["accuracy"])}
+                           for name, r in table.iterrows()}}
+    md = (f"# kit cv: {', '.join(Path(p).name for p in train)}\n\n"
+          f"{payload['rows']} out-of-fold rows, {folds} folds (grouped by prompt, stratified by label); "
+          f"models {', '.join(models)}; member type {member or 'preset'}; max_length {max_length or 'preset'}; "
+          f"epochs {epochs or 'preset'}; training rows per fold {max_train_rows or 'all'}; "
+          f"swap augmentation {swap_augment} (joint head only); swap TTA {tta} (joint head only); blend weights "
+          f"{describe_weights(result)} in {space} space"
+          f" (test), the `blend` row {result.report['oof_score']}; "
+          f"training minutes summed over folds: {', '.join(f'{m} {t:.1f}' for m, t in timings.items())}.\n\n"
+          + table[["log_loss", "accuracy"]].to_markdown(floatfmt=".4f") + "\n")
+    # derived from the folds above, which were all checked or made by this call
+    plot_methods(table, out / "cv.png", title=f"kit cv: {payload['rows']} out-of-fold rows, {folds} folds",
+                 overwrite=True)
+    md += "\n![out-of-fold log loss per method](cv.png)\n"
+    write_json(payload, out / "cv.json", overwrite=True)
+    write_text(md, out / "cv.md", overwrite=True)
+    return {**payload, "markdown": md, "table": table}

@@ -1,0 +1,181 @@
+"""The Kaggle submission in one call: trained model folders + the hidden test.csv -> submission.csv.
+
+A Kaggle code-competition submission is *one* notebook, run in a session that has not
+seen the training session's files except what was attached (read-only, under
+/kaggle/input). :func:`submit` does the whole inference side there:
+
+1. finds every trained model folder under ``model_roots`` (a ``config.json`` beside an
+   ``adapter/``), any number of members and folds, grouped by preset;
+2. tokenizes the test table once per member, exactly as the member was tokenized for
+   training (preset, head, token budget and packing read from the model's own record);
+3. scores it with every model — one process per model on GPUs (both T4s per model);
+4. blends the members with the blend saved at training time (a ``blend.json`` found
+   under the roots: weights or the stacker, space, temperature), or the paper's / equal /
+   given weights;
+5. writes a validated ``submission.csv`` (every test id, exactly as given, in order).
+
+Nothing is written under the model roots: every cache and prediction goes to a fresh
+``<work>/submit/<UTC time>/`` folder, so a rerun in the same session starts clean and
+never reads an earlier run's output; the published ``submission.csv`` (default
+``<work>/submission.csv``, i.e. /kaggle/working on Kaggle) moves an earlier one aside.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..core.env import default_inputs, kaggle_input, work_dir
+from ..core.errors import SubmitError
+from ..core.log import get_logger
+from ..core.presets import Preset
+from ..core.settings import SubmitSettings, settings_from
+from ..ensemble.combine import apply_saved_blend, blend_members
+from ..ensemble.guardrails import apply_saved_guardrails
+from ..ensemble.submission import write_blended_submission
+from ..store.io import publish, write_json
+from ..store.models import finished_training, group_by_preset, is_trained_output, read_model_config
+from ..store.predictions import MemberPredictions, mean_test_predictions
+from ..stages.infer import infer_isolated, infer_stage
+from ..stages.tokenize import tokenize_stage
+
+log = get_logger(__name__)
+
+
+@dataclass
+class SubmitResult:
+    submission: Path
+    run_dir: Path
+    members: dict[str, list[Path]]
+    weights: dict = field(default_factory=dict)  # what was applied (a saved blend or a weights mode)
+    seconds: float = 0.0
+
+
+def find_trained_models(roots: Sequence[str | Path]) -> dict[str, list[Path]]:
+    """Every finished train-stage output under ``roots`` (recognised by its train manifest, at any
+    depth), grouped by the preset it was trained from, stronger presets first; folds sorted."""
+    found = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise SubmitError(f"model root {root} is not a folder: attach the trained models' dataset "
+                              f"(MODEL_ROOTS in the notebook, --model-roots on the CLI)")
+        found += [cfg.parent for cfg in sorted(root.rglob("config.json"))
+                  if is_trained_output(cfg.parent) and finished_training(cfg.parent)]
+    return group_by_preset(found)
+
+
+def find_saved_blend(roots: Sequence[str | Path]) -> Path | None:
+    """The one ``blend.json`` (a blend report) under ``roots``; None if there is none."""
+    found = sorted({p.resolve() for root in map(Path, roots) for p in root.rglob("blend.json")})
+    if len(found) > 1:
+        raise SubmitError(f"{len(found)} saved blends found ({', '.join(map(str, found))}): pass the one to use "
+                          f"(BLEND_JSON in the notebook, --blend-json on the CLI)")
+    return found[0] if found else None
+
+
+def _member_tokenization(name: str, dirs: list[Path]) -> tuple[dict, dict | None]:
+    """(preset, pack config) every fold of a member was tokenized with — they must agree."""
+    records = [read_model_config(d) for d in dirs]
+    for rec in records:  # records of older kits name the member type "head"
+        rec["preset"] = Preset.from_dict(rec["preset"]).to_dict()
+    keys = ("name", "kind", "model_dir", "max_length", "member")
+    first = records[0]
+    for d, rec in zip(dirs[1:], records[1:]):
+        same_preset = all(rec["preset"].get(k) == first["preset"].get(k) for k in keys)
+        if not same_preset or rec["tokenization"].get("pack") != first["tokenization"].get("pack"):
+            raise SubmitError(f"member {name}: {d} was tokenized differently from {dirs[0]} (backbone, member type or "
+                              f"token budget): submit them as separate members or retrain alike")
+    return first["preset"], first["tokenization"].get("pack")
+
+
+def submit(*args, **kwargs) -> SubmitResult:
+    """Tokenize -> score -> blend -> submission.csv for the test table (see the module docstring).
+
+    Args:
+        *args, **kwargs: :class:`kit.core.settings.SubmitSettings` fields (or one instance):
+            ``model_roots`` (default: every attached dataset, /kaggle/input on Kaggle), ``test``,
+            ``weights`` ("auto": the saved blend if one is found, else "paper"; "saved", "paper",
+            "equal" or numbers), ``blend_json``, ``out``, ``work``, ``devices``, ``isolate``, ``tta``,
+            ``max_tokens``, ``budget_hours``, ``base_model_dirs`` ({preset: folder} where a backbone is
+            attached elsewhere than at training time), ``sample_submission``.
+
+    Returns:
+        :class:`SubmitResult`: the published submission, the run folder, the members and the
+        blend applied.
+
+    Example:
+        >>> submit(["artifacts/models"], "data/kaggle/test.csv", weights="equal")  # doctest: +SKIP
+    """
+    s = settings_from(SubmitSettings, args, kwargs)
+    weights, blend_json, devices, tta, max_tokens = s.weights, s.blend_json, s.devices, s.tta, s.max_tokens
+    budget_hours, sample_submission, out = s.budget_hours, s.sample_submission, s.out
+    started = time.time()
+    roots = [Path(r) for r in (s.model_roots or [kaggle_input()])]
+    groups = find_trained_models(roots)
+    if not groups:
+        raise SubmitError(f"no trained models (config.json + adapter/) under {', '.join(map(str, roots))}: "
+                          f"attach the training session's output")
+    test_path = Path(s.test) if s.test else Path(default_inputs()["test"])
+    if not test_path.is_file():
+        raise SubmitError(f"test table {test_path} not found (TEST in the notebook, --test on the CLI)")
+    saved = None
+    if weights in ("auto", "saved"):
+        blend_path = Path(blend_json) if blend_json else find_saved_blend(roots)
+        if blend_path is None and weights == "saved":
+            raise SubmitError(f"weights='saved' but no blend.json under {', '.join(map(str, roots))}")
+        if blend_path is not None:
+            saved = json.loads(blend_path.read_text())
+            log.info(f"[kit submit] blending as saved in {blend_path}: {saved['weights_mode']}")
+        else:
+            weights = "paper"
+            log.info("[kit submit] no saved blend found: the paper's weights (0.7/0.3 for two members, equal "
+                     "otherwise)")
+    base_model_dirs = s.base_model_dirs or {}
+    isolate = torch.cuda.is_available() if s.isolate is None else s.isolate
+
+    run_dir = Path(s.work or work_dir()) / "submit" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    run_dir.mkdir(parents=True, exist_ok=False)
+    log.info(f"[kit submit] {len(groups)} member(s): "
+             + ", ".join(f"{n} ({len(d)} model(s))" for n, d in groups.items()) + f"; work folder {run_dir}")
+    members = []
+    for name, dirs in groups.items():
+        preset, pack = _member_tokenization(name, dirs)
+        base = base_model_dirs.get(name)
+        tokenized = run_dir / "tokenized" / name
+        tokenize_stage(name, [], test_path, out=tokenized, max_length=preset.get("max_length") or None,
+                       model_dir=base or preset.get("model_dir"), member=preset["member"],
+                       pack={k: v for k, v in pack.items() if k != "max_length"} if pack else None)
+        files = []
+        for i, model_dir in enumerate(dirs):
+            pred = run_dir / "predictions" / name / f"{i}-{model_dir.name}.csv"
+            kwargs = dict(tokenized=tokenized, out=pred, devices=devices, tta=tta, max_tokens=max_tokens,
+                          budget_hours=budget_hours)
+            if isolate:
+                infer_isolated(model_dir, "test", base_model_dir=base, **kwargs)
+            else:
+                infer_stage(model_dir, "test", base_model_dir=base, **kwargs)
+            files.append(pred)
+        members.append(MemberPredictions(name, dirs, mean_test_predictions(files), None))
+
+    if saved is not None:
+        blended = apply_saved_blend(members, saved)
+        blended, touched = apply_saved_guardrails(blended, saved, run_dir / "tokenized" / members[0].name)
+        applied = {k: saved.get(k) for k in ("members", "weights_mode", "weights", "space", "temperature", "stacker",
+                                             "guardrails")} | {"guardrail_rows_touched": touched}
+    else:
+        result = blend_members(members, weights)
+        blended = result.test
+        applied = {"members": result.members, "weights_mode": result.weights_mode, "weights": result.weights,
+                   "space": result.space, "temperature": result.temperature}
+    local = write_blended_submission(blended, run_dir / "tokenized" / members[0].name, run_dir / "submission.csv",
+                                     sample_submission)
+    target = publish(local, Path(out) if out else work_dir() / "submission.csv", "kit submit")
+    seconds = time.time() - started
+    write_json({"models": {n: [str(d) for d in ds] for n, ds in groups.items()}, "test": str(test_path),
+                "blend": applied, "submission": str(target), "seconds": seconds}, run_dir / "submit.json")
+    log.info(f"[kit submit] {len(blended)} rows -> {target} in {seconds / 60:.1f} min")
+    return SubmitResult(target, run_dir, groups, applied, seconds)
