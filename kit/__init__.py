@@ -51,6 +51,7 @@ _API = {
     "PseudoLabelSettings": "kit.core.settings", "MainSettings": "kit.core.settings",
     "from_parameters": "kit.core.settings",
     "Preset": "kit.core.presets", "PRESETS": "kit.core.presets", "resolve_preset": "kit.core.presets",
+    "register_preset": "kit.core.presets",
     # data types and helpers
     "load_conversations": "kit.data.ingest", "read_table": "kit.data.ingest",
     "MemberPredictions": "kit.store.predictions", "load_member": "kit.store.predictions",

@@ -46,7 +46,7 @@ OUT = ROOT / "results" / "distill"
 
 
 def member_oof(cv: Path, name: str) -> pd.DataFrame:
-    from kit.stages.blend import check_predictions
+    from kit.store.predictions import check_predictions
     from kit.store.io import read_csv_keeping_ids
 
     parts = []
@@ -129,7 +129,9 @@ def main() -> None:
 
     import torch
 
-    from kit.stages.blend import Member, blend_members, combine, fit_weights
+    from kit.store.predictions import MemberPredictions
+
+    from kit.ensemble.combine import blend_members, combine, fit_weights
     from kit.core.metrics import log_loss
     from kit.ensemble.evaluation import prior_probs
     from kit.members import get_member_type
@@ -138,7 +140,7 @@ def main() -> None:
     from kit.core.presets import Preset, resolve_preset
 
     torch.set_num_threads(2)
-    members = [Member(n, [], None, member_oof(args.cv, n)) for n in (args.neural, "lexical")]
+    members = [MemberPredictions(n, [], None, member_oof(args.cv, n)) for n in (args.neural, "lexical")]
     teacher = blend_members(members, "fit", "log")
     ids, labels, folds = teacher.oof_ids, teacher.oof_labels, teacher.oof_folds
     ensemble = teacher.oof_blend  # cross-fitted: weights fitted on the other folds

@@ -3,7 +3,7 @@
     .venv/bin/pip install --no-deps pairjudge==0.3.0   # benchmark-only dependency
     .venv/bin/python scripts/bench_packing.py [--out results/packing.md]
 
-Both packers get the same parsed turns (kit.data) and the same tokenizer. For every
+Both packers get the same parsed turns (kit.data.ingest) and the same tokenizer. For every
 row we count, per field, the content tokens kept and in total (all turns, the same
 tokenizer), and print per (data, max_length, packer):
 

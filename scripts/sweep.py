@@ -49,7 +49,7 @@ CONFIGS = {
     "smollm2 pairwise last all-layers lr5e-4 300rows 1ep len128": (
         "smollm2", "pairwise", 128, {"layers_to_transform": list(range(30)), "lora_dropout": 0.0, "tie_model": "free"},
         dict(learning_rate=5e-4, epochs=1, max_train_rows=300)),
-    # Davidson tie model (kit.pairwise): the tie logit gets the mean of the two rewards
+    # Davidson tie model (kit.members.pairwise): the tie logit gets the mean of the two rewards
     "minilm pairwise mean lr5e-4 1ep len128 shuffled head-lr-x20 davidson": (
         "minilm", "pairwise", 128, {"pooling": "mean", "tie_model": "davidson"},
         dict(learning_rate=5e-4, epochs=1, group_by_length=False, head_lr_scale=20.0)),
@@ -159,7 +159,7 @@ def render(results: dict, out: Path) -> None:
           "2 CPU cores; minutes are wall time on this machine (runs that shared the CPU with other work are "
           "slower). Names: head, pooling, learning rate, epochs, tokens per side (default 256), `shuffled` = "
           "plain random batches instead of length-grouped ones, `head-lr-xN` = the heads at N times the "
-          "learning rate, `davidson` = the pairwise head's Davidson tie term (kit.pairwise; rows without it ran "
+          "learning rate, `davidson` = the pairwise head's Davidson tie term (kit.members.pairwise; rows without it ran "
           "with a free tie logit, `tie_model=\"free\"`). `blend_50_50_with_lexical`: the fold-0 predictions averaged with the lexical "
           "member's (trained on folds 1-4) — what the member adds to the ensemble.\n\n"
           + shown.to_markdown(floatfmt=".4f") + "\n\n![sweep](sweep.png)\n")

@@ -24,6 +24,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault(var, "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kit_messages_on_stdout():
+    """The kit's messages on standard output, as the CLI and the notebooks show them."""
+    from kit.core.log import show_progress
+    show_progress()
+
+
 @pytest.fixture(scope="session")
 def minilm_tokenizer():
     from kit.ops.backbones import load_tokenizer

@@ -153,7 +153,7 @@ def test_a_tokenize_stage_failing_midway_leaves_the_previous_cache_whole(tmp_pat
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(kit.tokenization, "write_json", disk_full)
+    monkeypatch.setattr(kit.stages.tokenize, "write_json", disk_full)
     with pytest.raises(OSError, match="No space left"):
         tokenize_stage("lexical", [PANDALM], "", n_folds=2, max_rows=60, out=out, overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -4,7 +4,11 @@ import pytest
 
 from kit.core.errors import BlendError
 
-from kit.stages.blend import Member, blend_members, blend_stage, combine, fit_temperature, fit_weights
+from kit.store.predictions import MemberPredictions
+
+from kit.ensemble.combine import blend_members, combine, fit_temperature, fit_weights
+
+from kit.stages.blend import blend_stage
 from kit.data.ingest import assign_folds, load_conversations
 from kit.core.metrics import log_loss
 from kit.ensemble.evaluation import prior_probs, tfidf_probs
@@ -105,7 +109,7 @@ def test_temperature_and_spaces(pandalm_oof):
 
 def _member(name, ids, probs, labels):
     frame = pd.DataFrame({"id": ids, "p_a": probs[:, 0], "p_b": probs[:, 1], "p_tie": probs[:, 2]})
-    return Member(name, [], test=frame.copy(), oof=frame.assign(label=labels))
+    return MemberPredictions(name, [], test=frame.copy(), oof=frame.assign(label=labels))
 
 
 def test_paper_weights_are_the_default_for_two_members(pandalm_oof):

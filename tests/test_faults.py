@@ -3,7 +3,7 @@ one of its renames (how every output, staging folder and checkpoint lands; tests
 leaves each stage output complete (old or new) or absent, never a mix; every later reader
 either reads a complete, consistent output or stops with a clear error; and rerunning the stage
 then the rest of the pipeline succeeds. Runs the real CLI on the lexical member (fast) through
-the same publishing code as the neural members (kit.training.publish_training)."""
+the same publishing code as the neural members (kit.store.models.publish_training)."""
 import os
 import shutil
 import subprocess

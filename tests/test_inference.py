@@ -6,7 +6,9 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from kit.stages.infer import RuntimeProjection, infer_stage, shard_rows, swap_average
+from kit.stages.infer import RuntimeProjection, infer_stage, swap_average
+
+from kit.ops.devices import shard_rows
 
 from kit.ops.batching import length_sorted_batches
 
@@ -125,7 +127,7 @@ def test_infer_notebook_executes_headless(trained_minilm, tmp_path):
 def test_folds_scored_with_and_without_tta_average_to_one_member(trained_minilm, tmp_path):
     """One member whose folds were inferred with and without swap TTA: its test predictions are
     the mean of the blended columns; the direct/swap columns, absent from one file, are left out."""
-    from kit.stages.blend import mean_test_predictions
+    from kit.store.predictions import mean_test_predictions
 
     model_dir, _, _ = trained_minilm
     with_tta = infer_stage(model_dir, "test", out=tmp_path / "tta" / "test.csv").predictions

@@ -6,7 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.stages.blend import Member, blend_members, blend_stage
+from kit.store.predictions import MemberPredictions
+
+from kit.ensemble.combine import blend_members
+
+from kit.stages.blend import blend_stage
 from kit.core.metrics import log_loss
 from kit.stages.infer import infer_stage
 from kit.members.lexical import LexicalModel
@@ -55,7 +59,7 @@ def _member(name, probs, labels, folds):
     ids = np.arange(len(labels))
     oof = pd.DataFrame({"id": ids, "p_a": probs[:, 0], "p_b": probs[:, 1], "p_tie": probs[:, 2], "label": labels,
                         "fold": folds})
-    return Member(name, [], None, oof)
+    return MemberPredictions(name, [], None, oof)
 
 
 def test_cross_fitted_weights_are_not_scored_on_their_own_rows():

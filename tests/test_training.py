@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+
+from kit.core.errors import StaleOutput
 import torch
 
 from kit.core.errors import PresetError
@@ -142,7 +144,7 @@ def test_bad_configuration_is_named(tokenized, tmp_path):
         train_stage("minilm", 7, tokenized=tok, out=tmp_path / "a")
     with pytest.raises(PresetError, match="model folder for preset 'gemma2-9b' not found"):
         tokenize_stage("gemma2-9b", [KAGGLE_TRAIN], "", out=tmp_path / "c", model_dir=str(tmp_path / "none"))
-    with pytest.raises(FileNotFoundError, match="run `python -m kit tokenize` first"):
+    with pytest.raises(StaleOutput, match="run `python -m kit tokenize` first"):
         train_stage("minilm", 0, tokenized=tmp_path / "empty")
     with pytest.raises(PresetError, match="tokenized for 'minilm', not 'smollm2'"):
         train_stage("smollm2", 0, tokenized=tok)

@@ -6,10 +6,10 @@ your own, or an entry point in the group ``lora_litee.members``); :func:`get_mem
 looks one up — the only way the stages reach a member type.
 """
 from .base import (ENTRY_POINT_GROUP, Encoder, FitContext, Fitted, MemberType, Predictor, ShardedPredictor,
-                   get_member_type, member_types, register)
+                   get_member_type, member_types, register, resolve_member_preset)
 from .joint import JointMember
 from .lexical import LexicalMember
 from .pairwise import PairwiseMember
 
 __all__ = ["ENTRY_POINT_GROUP", "Encoder", "FitContext", "Fitted", "MemberType", "Predictor", "ShardedPredictor",
-           "get_member_type", "member_types", "register", "JointMember", "PairwiseMember", "LexicalMember"]
+           "get_member_type", "member_types", "register", "resolve_member_preset", "JointMember", "PairwiseMember", "LexicalMember"]

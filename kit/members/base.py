@@ -32,7 +32,7 @@ import pandas as pd
 from ..core.errors import PresetError
 from ..core.log import get_logger
 from ..core.metrics import softmax
-from ..core.presets import Preset
+from ..core.presets import PRESETS, Preset, resolve_preset
 from ..core.settings import TrainSettings
 from ..ops.devices import RuntimeProjection, load_replicas, predict_sharded
 
@@ -188,6 +188,18 @@ def get_member_type(name: str) -> MemberType:
                           f"notebook MEMBER), or register one (kit.members.register, entry point group "
                           f"{ENTRY_POINT_GROUP!r})")
     return _REGISTRY[name]
+
+
+def resolve_member_preset(name: str, **overrides) -> Preset:
+    """:func:`kit.core.presets.resolve_preset`, after loading the entry points' member types when
+    ``name`` is not a preset yet (a plug-in registers its presets when it loads)."""
+    try:
+        return resolve_preset(name, **overrides)
+    except PresetError:
+        if name in PRESETS:
+            raise
+        _load_entry_points()
+        return resolve_preset(name, **overrides)
 
 
 def member_types() -> dict[str, MemberType]:

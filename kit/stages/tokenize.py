@@ -28,12 +28,11 @@ import pandas as pd
 from ..core.env import default_inputs, work_dir
 from ..core.errors import DataError
 from ..core.log import get_logger
-from ..core.presets import resolve_preset
 from ..core.schema import EXTRA_FOLD, FIELDS, TARGET_COLUMNS, is_soft
 from ..core.settings import TokenizeSettings, settings_from
 from ..data.dedup import dedup_extra
 from ..data.ingest import assign_folds, load_tables
-from ..members import get_member_type
+from ..members import get_member_type, resolve_member_preset
 from ..ops.backbones import check_max_length
 from ..store.cache import CACHE_FILES, CACHE_OUTPUTS
 from ..store.figures import plot_retention
@@ -98,7 +97,7 @@ def tokenize_stage(*args, **kwargs) -> TokenizeResult:
     if extra_paths and not train_paths:
         raise DataError("extra training data needs train tables to add it to (--train)")
     test_path = Path(defaults["test"]) if test is None else (Path(test) if test else None)
-    preset = resolve_preset(s.model, max_length=s.max_length, model_dir=s.model_dir, member=s.member)
+    preset = resolve_member_preset(s.model, max_length=s.max_length, model_dir=s.model_dir, member=s.member)
     member = get_member_type(preset.member)
     if member.uses_backbone:
         check_max_length(preset)

@@ -30,7 +30,7 @@ from ..core.errors import PresetError
 from ..core.metrics import log_loss
 from ..core.presets import Preset, resolve_preset
 from ..core.settings import PresetOverrides, TrainRun, TrainSettings, settings_from
-from ..members import FitContext, get_member_type
+from ..members import FitContext, get_member_type, resolve_member_preset
 from ..ops.hf_training import is_rank_zero
 from ..store.cache import load_cache
 from ..store.io import check_free, recover_staged
@@ -108,7 +108,7 @@ def train_stage(*args, settings: TrainSettings | None = None, **kwargs) -> Train
         raise PresetError("max_length is fixed when tokenizing; re-run the tokenize stage to change it")
     overrides = settings_from(PresetOverrides, (), {k: v for k, v in kwargs.items() if k not in run_names}).given()
     settings = settings or TrainSettings()
-    name = resolve_preset(run.model, **overrides).name  # unknown preset / field: fail before any I/O
+    name = resolve_member_preset(run.model, **overrides).name  # unknown preset / field: fail before any I/O
     tokenized = Path(run.tokenized) if run.tokenized else work_dir() / "tokenized" / name
     frame, token_meta, cache_manifest = load_cache(tokenized, "train")
     preset = cache_preset(run.model, tokenized, token_meta, overrides)

@@ -63,7 +63,8 @@ def plot_training(log: pd.DataFrame, path, title: str = "", overwrite: bool = Fa
     fig, ax = plt.subplots(figsize=(7, 3.6))
     if "loss" in log:
         tr = log.dropna(subset=["loss"])
-        ax.plot(tr["step"], tr["loss"], label="train loss", color="#4C72B0")
+        # markers: a run with one logged point still shows it (a line needs two)
+        ax.plot(tr["step"], tr["loss"], ".-", label="train loss", color="#4C72B0")
     if "eval_log_loss" in log:
         ev = log.dropna(subset=["eval_log_loss"])
         ax.plot(ev["step"], ev["eval_log_loss"], "o-", label="held-out log loss", color="crimson")

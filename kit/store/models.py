@@ -112,7 +112,7 @@ def finished_training(folder: Path) -> bool:
         read_manifest(Path(folder) / MANIFEST, str(folder), "")
         return True
     except StaleOutput:
-        log.info(f"[kit] {folder}: no complete manifest.json, a training run that did not finish (or made by an "
+        log.warning(f"[kit] {folder}: no complete manifest.json, a training run that did not finish (or made by an "
                  f"older kit): skipped (rerun the train stage there)")
         return False
 
