@@ -129,6 +129,21 @@ def main(argv=None) -> int:
         _run(args.stage, args)
     except (ValueError, OSError, RuntimeError) as err:  # KitError is a ValueError; OSError: a full disk, ...
         logger.debug("failed", exc_info=True)
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - a write that failed below the kit (safetensors): still one line
+        if not type(err).__module__.startswith("safetensors"):
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    """The error as one line, with the likely cause where the library's own words do not say it."""
+    text = " ".join(str(err).split())
+    if "enforce fail" in text or "inline_container" in text or type(err).__module__.startswith("safetensors"):
+        text = (f"writing or reading a model file failed ({type(err).__name__}: {text}): is the disk full or the "
+                f"folder read-only? Free space or write elsewhere (--out), then rerun the same command (a killed or "
+                f"failed training run resumes from its last complete checkpoint)")
+    return text

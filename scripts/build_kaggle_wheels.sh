@@ -7,7 +7,7 @@
 #   KAGGLE_PYTHON=3.11 (default) picks the interpreter version the wheels are for.
 #
 # Then upload OUT_DIR as a Kaggle dataset named lora-litee-wheels; the notebooks install from
-# it offline (kit.env.install_offline). scripts/check_kaggle_wheels.sh tests the folder.
+# it offline (kit.core.env.install_offline). scripts/check_kaggle_wheels.sh tests the folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-lora-litee-wheels}

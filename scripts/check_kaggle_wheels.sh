@@ -22,7 +22,7 @@ took=$(( $(date +%s) - start ))
 cd "$ENV"  # not the repository: the kit is imported from where a notebook would put it
 PYTHONPATH="$OLDPWD" "$ENV/bin/python" - <<'PY'
 import bitsandbytes, peft, torch, transformers
-import kit, kit.blend, kit.inference, kit.submit, kit.tokenization, kit.training
+import kit, kit.stages.blend, kit.stages.infer, kit.workflows.submit, kit.stages.tokenize, kit.stages.train, kit.cli
 print("imports ok: transformers", transformers.__version__, "| peft", peft.__version__,
       "| bitsandbytes", bitsandbytes.__version__, "| torch", torch.__version__, "(the image's)")
 PY

@@ -144,7 +144,7 @@ def test_retokenizing_without_a_test_table_leaves_no_stale_one(tmp_path):
 def test_a_tokenize_stage_failing_midway_leaves_the_previous_cache_whole(tmp_path, monkeypatch):
     """Disk full (simulated) after train.parquet is written: the earlier complete cache stays
     byte for byte, nothing half-written is left where a later stage would read it."""
-    import kit.stages.tokenize
+    import kit.store.cache
 
     out = tmp_path / "tok"
     tokenize_stage("lexical", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=40, out=out)
@@ -153,7 +153,7 @@ def test_a_tokenize_stage_failing_midway_leaves_the_previous_cache_whole(tmp_pat
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(kit.stages.tokenize, "write_json", disk_full)
+    monkeypatch.setattr(kit.store.cache, "write_json", disk_full)
     with pytest.raises(OSError, match="No space left"):
         tokenize_stage("lexical", [PANDALM], "", n_folds=2, max_rows=60, out=out, overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -290,15 +290,7 @@ def load_tables(paths: Sequence[str | Path], labelled: bool) -> Conversations:
     return Conversations(frame, report("skipped"), report("notes"))
 
 
-def source_rows(meta: dict, ids: Sequence, split: str, where: str = "the cache") -> pd.DataFrame | None:
-    """The parsed rows (turn lists) of ``ids`` re-read from the sources a cache was made from
-    (``meta``: its meta.json; ``split`` train: the train and extra tables, else the test table);
-    None (said on the console) where those files are gone."""
-    sources = ([*meta["train_sources"], *meta.get("extra_sources", [])] if split == "train"
-               else [meta.get("test_source")])
-    missing = [p for p in sources if not p or not Path(p).is_file()]
-    if missing or not sources:
-        log.info(f"[kit blend] no guardrails: the {split} source(s) {missing} of {where} are not here")
-        return None
-    frame = load_tables([Path(p) for p in sources], labelled=split == "train").frame.set_index("id")
+def source_rows(sources: Sequence[Path], ids: Sequence, labelled: bool) -> pd.DataFrame:
+    """The parsed rows (turn lists) of ``ids``, re-read from the tables ``sources`` (in ``ids``' order)."""
+    frame = load_tables([Path(p) for p in sources], labelled=labelled).frame.set_index("id")
     return frame.loc[list(ids)].reset_index()

@@ -10,7 +10,7 @@ import pandas as pd
 from ..core.errors import BlendError
 from ..core.metrics import metrics
 from ..data.ingest import load_tables
-from ..store.cache import cache_meta, check_cache
+from ..store.cache import cache_sources, check_cache
 from ..store.io import read_parquet_keeping_ids
 from .combine import BlendResult
 
@@ -75,9 +75,11 @@ def evaluation_table(result: BlendResult, tokenized_train: str | Path) -> pd.Dat
     folds), each member without and with TTA, and the blend — all on the same rows."""
     tokenized_train = Path(tokenized_train)
     check_cache(tokenized_train, "train")
-    meta = cache_meta(tokenized_train)
     packed = read_parquet_keeping_ids(tokenized_train / "train.parquet", columns=["id", "label", "fold"])
-    sources = [Path(p) for p in [*meta["train_sources"], *meta.get("extra_sources", [])]]
+    sources = cache_sources(tokenized_train, "train")
+    if sources is None:
+        raise BlendError(f"the training tables of {tokenized_train} are not here: the baselines re-read them "
+                         f"(--no-baselines leaves them out)")
     text = load_tables(sources, labelled=True).frame.set_index("id")
     text = text.loc[packed["id"]].reset_index()
     # baselines fit on every training row outside a fold, predict that fold's rows

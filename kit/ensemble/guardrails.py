@@ -26,7 +26,7 @@ from ..core.metrics import log_loss, metrics
 from ..core.schema import PROB_COLUMNS
 from ..data.dedup import normalise_prompt
 from ..data.ingest import source_rows
-from ..store.cache import cache_meta
+from ..store.cache import cache_sources
 from .combine import BlendResult
 
 STRENGTH = 10.0  # pseudo-rows of the blend's own prediction behind each rule's estimate
@@ -110,8 +110,10 @@ def fit_guardrails(texts: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, b
 
 
 def _texts(tokenized: str | Path, ids: Sequence, split: str) -> pd.DataFrame | None:
-    """The rows of ``ids`` as parsed text, from the sources the cache ``tokenized`` was made from."""
-    return source_rows(cache_meta(tokenized), ids, split, where=str(tokenized))
+    """The rows of ``ids`` as parsed text, from the (checked) sources the cache ``tokenized`` was made
+    from; None (no guardrails) where those tables are not here."""
+    sources = cache_sources(tokenized, split)
+    return None if sources is None else source_rows(sources, ids, labelled=split == "train")
 
 
 def apply_guardrails(result: BlendResult, tokenized: str | Path) -> None:

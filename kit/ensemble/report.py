@@ -7,10 +7,12 @@ recognisable.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Sequence
 
+from ..core.errors import BlendError
 from ..store.figures import plot_confusion, plot_methods, plot_reliability
 from ..store.io import write_csv, write_json, write_text, staged_folder
 from ..store.manifest import stage_manifest
@@ -55,3 +57,35 @@ def write_report(result: BlendResult, submission: PreparedSubmission, report_dir
             outputs={n: stage / n for n in REPORT_FILES if (stage / n).exists()}
             | {"submission.csv": stage / ".submission.csv"}), stage / "manifest.json")
         (stage / ".submission.csv").unlink()
+
+
+WEIGHT_MODES = ("paper", "equal", "fit", "stack", "fixed")
+
+
+def read_saved_blend(path: str | Path) -> dict:
+    """A report's ``blend.json`` (what ``kit submit`` re-applies), checked to hold a usable blend:
+    members, a weights mode, and weights for each member (or the stacker's coefficients). A
+    BlendError naming the file and the field otherwise."""
+    path = Path(path)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BlendError(f"{path}: not a readable blend.json ({type(e).__name__}: {e}): pass the blend.json a blend "
+                         f"report wrote (BLEND_JSON / --blend-json), or weights='paper' / 'equal'") from None
+    fix = "rerun the blend stage that wrote it, or pass weights='paper' / 'equal' / [w1, ...]"
+    if not isinstance(saved, dict):
+        raise BlendError(f"{path}: a blend.json holds a JSON object, not {type(saved).__name__}: {fix}")
+    members, mode = saved.get("members"), saved.get("weights_mode")
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        raise BlendError(f"{path}: field 'members' must list the member names: {fix}")
+    if mode not in WEIGHT_MODES:
+        raise BlendError(f"{path}: field 'weights_mode' is {mode!r}, not one of {list(WEIGHT_MODES)}: {fix}")
+    if mode == "stack":
+        if not isinstance(saved.get("stacker"), dict):
+            raise BlendError(f"{path}: a stacked blend needs its 'stacker' coefficients: {fix}")
+    else:
+        weights = saved.get("weights")
+        if (not isinstance(weights, list) or len(weights) != len(members)
+                or not all(isinstance(w, (int, float)) and w >= 0 for w in weights)):
+            raise BlendError(f"{path}: field 'weights' must hold one non-negative number per member {members}: {fix}")
+    return saved

@@ -85,10 +85,17 @@ def validate_submission(sub: pd.DataFrame, test_ids: Sequence, sample_submission
         if list(sample.columns) != SUBMISSION_COLUMNS:
             raise SubmissionError(f"header {SUBMISSION_COLUMNS} differs from {sample_submission}: "
                                   f"{list(sample.columns)}")
-        if len(sample) == len(sub) and sample["id"].tolist() != ids:
-            raise SubmissionError(f"id order differs from {sample_submission}")
-        if len(sample) != len(sub):
-            raise SubmissionError(f"{len(sub)} rows, but {sample_submission} has {len(sample)}")
+        sample_ids = sample["id"].tolist()
+        if set(sample_ids) != set(ids):  # by ids, not row counts
+            absent, unknown = [i for i in ids if i not in set(sample_ids)], [i for i in sample_ids if i not in set(ids)]
+            raise SubmissionError(f"the ids differ from {sample_submission}'s: {len(absent)} of the {len(ids)} test ids "
+                                  f"are not in it (e.g. {absent[:5]}) and {len(unknown)} of its ids are not test ids "
+                                  f"(e.g. {unknown[:5]}): it describes another test table — pass the sample that goes "
+                                  f"with this one, or none (--sample-submission none, SAMPLE_SUBMISSION = None)")
+        if sample_ids != ids:
+            first = next(i for i, (a, b) in enumerate(zip(ids, sample_ids)) if a != b)
+            raise SubmissionError(f"id order differs from {sample_submission}: row {first} has id {ids[first]}, the "
+                                  f"sample has {sample_ids[first]}")
 
 
 def write_submission(sub: pd.DataFrame, path: str | Path, test_ids: Sequence,

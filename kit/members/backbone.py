@@ -4,6 +4,7 @@ QLoRA in 4-bit) and predicting on every device. A backbone member type (:mod:`ki
 and reload its model, feed the Trainer and score rows."""
 from __future__ import annotations
 
+import json
 import shutil
 from abc import abstractmethod
 from dataclasses import replace
@@ -16,7 +17,7 @@ from ..core.metrics import softmax
 from ..core.presets import Preset
 from ..core.settings import TrainSettings
 from ..ops.backbones import check_preset_runtime, load_tokenizer
-from ..ops.hf_training import run_recipe, run_trainer
+from ..ops.hf_training import FINISHED, run_recipe, run_trainer
 from ..ops.losses import soft_targets
 from ..ops.packing import PackConfig, Packer
 from .base import Encoder, FitContext, Fitted, MemberType, Predictor, backbone_predictor
@@ -87,7 +88,9 @@ class BackboneMember(MemberType):
             run.tokenizer.save_pretrained(folder)
 
         def cleanup() -> None:
-            if not settings.keep_checkpoints:
+            if settings.keep_checkpoints:  # marked: a later --overwrite run starts afresh instead of resuming them
+                (context.out / "checkpoints" / FINISHED).write_text(json.dumps({"published": True}) + "\n")
+            else:
                 shutil.rmtree(context.out / "checkpoints", ignore_errors=True)
 
         return Fitted(save, held_probs, metrics, run.log, run.main_process, cleanup)

@@ -2,8 +2,8 @@
 
 A member like the neural ones: the tokenize stage keeps its rows' text (same ids, labels
 and prompt-grouped folds), the train stage fits one model per fold and writes
-``oof.csv``/``metrics.json``/``config.json`` plus ``adapter/lexical.joblib`` (the fitted
-scikit-learn objects), the infer stage writes the same prediction files, and the blend
+``oof.csv``/``metrics.json``/``config.json`` plus ``adapter/lexical.json`` + ``lexical.npz`` (the fitted
+scikit-learn objects as data: nothing in them can run code when read), the infer stage writes the same prediction files, and the blend
 reads them like any other member's.
 
 Features of a row (A and B are treated alike):
@@ -21,6 +21,7 @@ gives exactly mirrored probabilities for mirrored rows.
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from ..ops.losses import soft_targets
 from .base import Encoder, FitContext, Fitted, MemberType, Predictor, register
 
 SWAP = list(SWAP)
+SAVED_FORMAT = "kit-lexical/1"  # lexical.json + lexical.npz: data only, no pickle
 _REFUSAL = re.compile(r"\b(i'm sorry|i am sorry|i apologi[sz]e|as an ai|i cannot|i can't|i'm not able|"
                       r"i am not able|i don't have|language model)\b", re.I)
 _WORD = re.compile(r"\w+")
@@ -134,17 +136,54 @@ class LexicalModel:
         return (direct + mirrored) / 2
 
     def save(self, folder: Path) -> None:
-        import joblib
+        """Write the fitted model as data that cannot run code when read: ``lexical.json`` (settings,
+        vocabulary) and ``lexical.npz`` (arrays; read with ``allow_pickle=False``)."""
         folder.mkdir(parents=True, exist_ok=True)
-        joblib.dump(self, folder / "lexical.joblib")
+        v, sc, clf = self.vectorizer, self.scaler, self.classifier
+        record = {"format": SAVED_FORMAT,
+                  "model": {"C": self.C, "dense_scale": self.dense_scale, "ngram_max": self.ngram_max,
+                            "max_features": self.max_features, "seed": self.seed},
+                  "min_df": v.min_df, "vocabulary": {t: int(k) for t, k in v.vocabulary_.items()},
+                  "scaler_samples": int(sc.n_samples_seen_) if np.ndim(sc.n_samples_seen_) == 0
+                  else [int(x) for x in sc.n_samples_seen_]}
+        (folder / "lexical.json").write_text(json.dumps(record) + "\n")
+        np.savez(folder / "lexical.npz", idf=v.idf_, mean=sc.mean_, scale=sc.scale_, var=sc.var_, coef=clf.coef_,
+                 intercept=clf.intercept_, classes=clf.classes_, n_iter=clf.n_iter_)
 
     @staticmethod
     def load(folder: Path) -> "LexicalModel":
-        import joblib
-        path = Path(folder) / "lexical.joblib"
-        if not path.exists():
-            raise PresetError(f"no fitted lexical model at {path}: run the train stage for 'lexical'")
-        return joblib.load(path)
+        """The model :meth:`save` wrote, rebuilt from its JSON and arrays (predictions bit-identical
+        to the fitted model's). A pickle (``.joblib``/``.pkl``) is refused, never loaded."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        folder = Path(folder)
+        record_path, arrays_path = folder / "lexical.json", folder / "lexical.npz"
+        if not record_path.is_file() or not arrays_path.is_file():
+            raise PresetError(f"no fitted lexical model at {folder} (lexical.json + lexical.npz): run the train stage "
+                              f"for 'lexical' (a model saved by an older kit as a pickle is not loaded: retrain it)")
+        try:
+            record = json.loads(record_path.read_text())
+            arrays = dict(np.load(arrays_path, allow_pickle=False))
+        except (ValueError, OSError) as e:
+            raise PresetError(f"{folder}: the lexical model is unreadable ({type(e).__name__}: {e}): retrain it") from None
+        if record.get("format") != SAVED_FORMAT:
+            raise PresetError(f"{record_path}: format {record.get('format')!r}, expected {SAVED_FORMAT!r}: retrain it")
+        model = LexicalModel(**record["model"])
+        v = TfidfVectorizer(ngram_range=(1, model.ngram_max), min_df=record["min_df"], max_features=model.max_features,
+                            sublinear_tf=True)
+        v.vocabulary_ = dict(record["vocabulary"])
+        v.idf_ = arrays["idf"]
+        sc = StandardScaler()
+        sc.mean_, sc.scale_, sc.var_ = arrays["mean"], arrays["scale"], arrays["var"]
+        sc.n_features_in_, sc.n_samples_seen_ = len(arrays["mean"]), np.asarray(record["scaler_samples"])
+        clf = LogisticRegression(C=model.C, max_iter=3000, random_state=model.seed)
+        clf.coef_, clf.intercept_, clf.classes_, clf.n_iter_ = (arrays["coef"], arrays["intercept"], arrays["classes"],
+                                                                 arrays["n_iter"])
+        clf.n_features_in_ = arrays["coef"].shape[1]
+        model.vectorizer, model.scaler, model.classifier = v, sc, clf
+        return model
 
 
 class LexicalPredictor(Predictor):

@@ -41,6 +41,7 @@ from .losses import soft_cross_entropy
 log = get_logger(__name__)
 RUN_RECIPE = "run.json"  # in checkpoints/: what the run that wrote them was asked to do
 PROGRESS = "kit_progress.json"  # in each checkpoint: training seconds so far
+FINISHED = "finished.json"  # in checkpoints/: they belong to a run that was published (kept checkpoints)
 
 
 @dataclass
@@ -235,7 +236,8 @@ def run_trainer(preset: Preset, settings: TrainSettings, *, out: Path, recipe: d
         collator: ``tokenizer -> data collator``.
         soft_labels: train on target distributions (:func:`kit.ops.losses.soft_cross_entropy`).
         resume: resume from complete checkpoints of the same recipe (False: delete them).
-        restart: delete the checkpoints a finished earlier run kept, then start afresh.
+        restart: replacing a finished model: delete the checkpoints *it* kept (marked :data:`FINISHED`)
+            and start afresh; the checkpoints of a killed replacement run are resumed like any others.
         find_unused_parameters: DDP must allow parameters without gradients (an unused pooler).
 
     Returns:
@@ -245,7 +247,7 @@ def run_trainer(preset: Preset, settings: TrainSettings, *, out: Path, recipe: d
     from transformers import Trainer, set_seed
 
     checkpoints = out / "checkpoints"
-    if restart:
+    if restart and (checkpoints / FINISHED).exists():
         shutil.rmtree(checkpoints, ignore_errors=True)
     complete = complete_checkpoints(checkpoints) if resume else []
     resuming = bool(complete)

@@ -22,7 +22,7 @@ from ..ensemble.guardrails import apply_guardrails
 from ..ensemble.report import REPORT_FILES, write_report
 from ..ensemble.submission import prepare_blended_submission
 from ..store.cache import check_cache
-from ..store.io import check_free, recover_staged
+from ..store.io import check_free, output_lock, recover_staged
 from ..store.models import discover_members, read_model_config
 from ..store.predictions import MemberPredictions, load_member
 
@@ -57,31 +57,32 @@ def blend_stage(*args, **kwargs) -> BlendResult:
     loaded = [load_member(name, dirs) for name, dirs in groups.items()]
     result = blend_members(loaded, s.weights, s.space, s.temperature)
 
-    out = Path(s.out) if s.out else work_dir() / "submission.csv"
-    report_dir = Path(s.report_dir) if s.report_dir else work_dir() / "report"
-    if result.table is not None:  # both refused before either is written
-        recover_staged(report_dir, REPORT_FILES)
-        check_free([out, *(report_dir / n for n in REPORT_FILES)], s.overwrite)
-    tokenized = Path(read_model_config(loaded[0].model_dirs[0])["tokenized"])
-    _check_same_test_table(loaded, tokenized)
-    if result.table is not None:
-        if s.baselines and not (tokenized / "train.parquet").exists():
-            # e.g. Kaggle: the models' cache holds the test table only; the members' OOF rows are
-            # still reported, the baselines need the training rows
-            log.info(f"[kit blend] no baselines: {tokenized} holds no train.parquet")
-        elif s.baselines:
-            result.table = evaluation_table(result, tokenized)
-        if s.guardrails:
-            apply_guardrails(result, tokenized)  # may change test rows: before the submission is made
-    # validated before anything is written; written last, once the report is in place: a failure
-    # anywhere before leaves the previous submission (and report) as they were
-    submission = prepare_blended_submission(result.test, tokenized, s.sample_submission)
-    result.report["submission"] = str(out)
-    if result.table is not None:
-        result.report["report_dir"] = str(report_dir)
-        write_report(result, submission, report_dir, loaded, s.space)
-    submission.write(out, s.overwrite)
-    return result
+    with output_lock(Path(s.report_dir) if s.report_dir else work_dir() / "report"):  # one blend per report
+        out = Path(s.out) if s.out else work_dir() / "submission.csv"
+        report_dir = Path(s.report_dir) if s.report_dir else work_dir() / "report"
+        if result.table is not None:  # both refused before either is written
+            recover_staged(report_dir, REPORT_FILES)
+            check_free([out, *(report_dir / n for n in REPORT_FILES)], s.overwrite)
+        tokenized = Path(read_model_config(loaded[0].model_dirs[0])["tokenized"])
+        _check_same_test_table(loaded, tokenized)
+        if result.table is not None:
+            if s.baselines and not (tokenized / "train.parquet").exists():
+                # e.g. Kaggle: the models' cache holds the test table only; the members' OOF rows are
+                # still reported, the baselines need the training rows
+                log.info(f"[kit blend] no baselines: {tokenized} holds no train.parquet")
+            elif s.baselines:
+                result.table = evaluation_table(result, tokenized)
+            if s.guardrails:
+                apply_guardrails(result, tokenized)  # may change test rows: before the submission is made
+        # validated before anything is written; written last, once the report is in place: a failure
+        # anywhere before leaves the previous submission (and report) as they were
+        submission = prepare_blended_submission(result.test, tokenized, s.sample_submission)
+        result.report["submission"] = str(out)
+        if result.table is not None:
+            result.report["report_dir"] = str(report_dir)
+            write_report(result, submission, report_dir, loaded, s.space)
+        submission.write(out, s.overwrite)
+        return result
 
 
 def _check_same_test_table(members: list[MemberPredictions], tokenized: Path) -> None:

@@ -32,8 +32,8 @@ from ..core.settings import InferSettings, settings_from
 from ..members import get_member_type
 from ..ops.devices import DEFAULT_MAX_TOKENS, RuntimeProjection, check_devices, swap_average, visible_devices
 from ..store.cache import cache_meta, check_cache
-from ..store.io import check_free, read_csv_keeping_ids, read_parquet_keeping_ids
-from ..store.manifest import input_record
+from ..store.io import check_free, output_lock, read_csv_keeping_ids, read_parquet_keeping_ids
+from ..store.manifest import check_output, input_record
 from ..store.models import check_trained, read_model_config
 from ..store.predictions import flip_rate_of, write_predictions
 
@@ -91,77 +91,78 @@ def infer_stage(*args, **kwargs) -> InferResult:
     if not table.exists():
         raise StaleOutput(f"no tokenized {split} data at {table}; run `python -m kit tokenize` first")
     out = Path(s.out) if s.out else model_dir / "predictions" / f"{split}.csv"
-    check_free([out], s.overwrite)
-    cache_manifest = check_cache(tokenized, split)
-    # the member check comes before the fold check: a cache of another member type is wrong whatever its folds
-    meta = cache_meta(tokenized)
-    packed_for = Preset.from_dict(meta["preset"]) if meta.get("preset") else None
-    if packed_for is not None and packed_for.member != preset.member:
-        raise PresetError(f"{tokenized} was tokenized for the {packed_for.member!r} member type, but {model_dir} was "
-                          f"trained as {preset.member!r}: re-run the tokenize stage with --model {preset.name} "
-                          f"--member {preset.member} (notebook MEMBER = {preset.member!r})")
-    packed_len = (meta.get("pack") or {}).get("max_length")
-    if packed_len is not None and packed_len != preset.max_length:
-        warnings.warn(f"{tokenized} was packed at max_length={packed_len}, the model was trained at "
-                      f"{preset.max_length}", RuntimeWarning, stacklevel=2)
-    frame = read_parquet_keeping_ids(table)
-    if split == "oof":
-        _check_same_folds(model_dir, cfg, tokenized, model_manifest, cache_manifest)
-        frame = frame[frame["fold"] == cfg["fold"]]
-    member.check_cache(frame, table)
+    with output_lock(out):  # one writer per predictions file
+        check_free([out], s.overwrite)
+        cache_manifest = check_cache(tokenized, split)
+        # the member check comes before the fold check: a cache of another member type is wrong whatever its folds
+        meta = cache_meta(tokenized)
+        packed_for = Preset.from_dict(meta["preset"]) if meta.get("preset") else None
+        if packed_for is not None and packed_for.member != preset.member:
+            raise PresetError(f"{tokenized} was tokenized for the {packed_for.member!r} member type, but {model_dir} was "
+                              f"trained as {preset.member!r}: re-run the tokenize stage with --model {preset.name} "
+                              f"--member {preset.member} (notebook MEMBER = {preset.member!r})")
+        packed_len = (meta.get("pack") or {}).get("max_length")
+        if packed_len is not None and packed_len != preset.max_length:
+            warnings.warn(f"{tokenized} was packed at max_length={packed_len}, the model was trained at "
+                          f"{preset.max_length}", RuntimeWarning, stacklevel=2)
+        frame = read_parquet_keeping_ids(table)
+        if split == "oof":
+            _check_same_folds(model_dir, cfg, tokenized, model_manifest, cache_manifest)
+            frame = frame[frame["fold"] == cfg["fold"]]
+        member.check_cache(frame, table)
 
-    started = time.time()
-    projection = None
-    reused = _train_stage_scores(model_dir, frame, cfg, member, split, tta, tokenized,
-                                 s.reuse_train_scores and not s.base_model_dir)
-    if reused is not None:
-        probs, tta = {"direct": reused}, False
-        log.info(f"[kit infer] {model_dir / 'oof.csv'}: the train stage's scores of these held-out rows, reused")
-    else:
-        tta = tta and member.uses_tta  # a swap-equivariant member type gains nothing from a swapped pass
-        devices = list(s.devices) if s.devices else visible_devices()
-        check_devices(devices)
-        if devices == ["cpu"] and s.cpu_workers > 1:
-            devices = ["cpu"] * s.cpu_workers
-        max_tokens = s.max_tokens or DEFAULT_MAX_TOKENS["cuda" if devices[0].startswith("cuda") else "cpu"]
-        predictor = member.load(model_dir, preset, devices)
-        passes = ["direct"] + (["swap"] if tta else [])
-        work = predictor.work(frame)
-        if work:
-            projection = RuntimeProjection(work * len(passes), s.budget_hours, label=f"{preset.name} {split}: ")
-        probs = {name: predictor.predict_proba(frame, swap=name == "swap", max_tokens=max_tokens,
-                                               projection=projection, desc=f"{preset.name} {split} {name}")
-                 for name in passes}
-    seconds = time.time() - started
-    passes = list(probs)
+        started = time.time()
+        projection = None
+        reused = _train_stage_scores(model_dir, frame, cfg, model_manifest, member, split, tta, tokenized,
+                                     s.reuse_train_scores and not s.base_model_dir)
+        if reused is not None:
+            probs, tta = {"direct": reused}, False
+            log.info(f"[kit infer] {model_dir / 'oof.csv'}: the train stage's scores of these held-out rows, reused")
+        else:
+            tta = tta and member.uses_tta  # a swap-equivariant member type gains nothing from a swapped pass
+            devices = list(s.devices) if s.devices else visible_devices()
+            check_devices(devices)
+            if devices == ["cpu"] and s.cpu_workers > 1:
+                devices = ["cpu"] * s.cpu_workers
+            max_tokens = s.max_tokens or DEFAULT_MAX_TOKENS["cuda" if devices[0].startswith("cuda") else "cpu"]
+            predictor = member.load(model_dir, preset, devices)
+            passes = ["direct"] + (["swap"] if tta else [])
+            work = predictor.work(frame)
+            if work:
+                projection = RuntimeProjection(work * len(passes), s.budget_hours, label=f"{preset.name} {split}: ")
+            probs = {name: predictor.predict_proba(frame, swap=name == "swap", max_tokens=max_tokens,
+                                                   projection=projection, desc=f"{preset.name} {split} {name}")
+                     for name in passes}
+        seconds = time.time() - started
+        passes = list(probs)
 
-    result = pd.DataFrame({"id": frame["id"].to_numpy()})
-    flip = None
-    if tta:
-        final, flip = swap_average(probs["direct"], probs["swap"])
-        for tag, arr in (("direct", probs["direct"]), ("swap", swap_probs(probs["swap"]))):
-            for j, c in enumerate(PROB_COLUMNS):
-                result[f"{c}_{tag}"] = arr[:, j]
-    else:
-        final = probs["direct"]
-    for j, c in enumerate(PROB_COLUMNS):
-        result[c] = final[:, j]
-    if split == "oof":
-        result["label"] = frame["label"].to_numpy()
-    result = result[["id", *PROB_COLUMNS, *[c for c in result.columns if c not in ("id", *PROB_COLUMNS)]]]
-    # which training run, adapter and table made these predictions (the blend refuses predictions
-    # of an earlier run, or changed since)
-    test_source = cache_manifest.get("inputs", {}).get("test", {}).get("sha256") if split == "test" else None
-    write_predictions(result, out, s.overwrite, manifest=dict(
-        settings={"split": split, "tta": bool(tta), "rows": len(result)},
-        inputs={"model": {"path": str(model_dir), "run_id": cfg.get("run_id"),
-                          "adapter": model_manifest["outputs"]["adapter"]},
-                "table": {**input_record(table), "test_source": test_source}},
-        run_id=cfg.get("run_id"), model_dir=str(model_dir), split=split, tokenized=str(tokenized)))
-    log.info(f"[kit infer] {len(result)} rows, {seconds:.1f} s ({len(result) * len(passes) / max(seconds, 1e-9):.2f} "
-             f"passes/s){f', flip rate {flip:.3f}' if flip is not None else ''} -> {out}")
-    projected = None if projection is None or projection.projected_s is None else projection.projected_s / 3600
-    return InferResult(out, result, flip, projected, seconds)
+        result = pd.DataFrame({"id": frame["id"].to_numpy()})
+        flip = None
+        if tta:
+            final, flip = swap_average(probs["direct"], probs["swap"])
+            for tag, arr in (("direct", probs["direct"]), ("swap", swap_probs(probs["swap"]))):
+                for j, c in enumerate(PROB_COLUMNS):
+                    result[f"{c}_{tag}"] = arr[:, j]
+        else:
+            final = probs["direct"]
+        for j, c in enumerate(PROB_COLUMNS):
+            result[c] = final[:, j]
+        if split == "oof":
+            result["label"] = frame["label"].to_numpy()
+        result = result[["id", *PROB_COLUMNS, *[c for c in result.columns if c not in ("id", *PROB_COLUMNS)]]]
+        # which training run, adapter and table made these predictions (the blend refuses predictions
+        # of an earlier run, or changed since)
+        test_source = cache_manifest.get("inputs", {}).get("test", {}).get("sha256") if split == "test" else None
+        write_predictions(result, out, s.overwrite, manifest=dict(
+            settings={"split": split, "tta": bool(tta), "rows": len(result)},
+            inputs={"model": {"path": str(model_dir), "run_id": cfg.get("run_id"),
+                              "adapter": model_manifest["outputs"]["adapter"]},
+                    "table": {**input_record(table), "test_source": test_source}},
+            run_id=cfg.get("run_id"), model_dir=str(model_dir), split=split, tokenized=str(tokenized)))
+        log.info(f"[kit infer] {len(result)} rows, {seconds:.1f} s ({len(result) * len(passes) / max(seconds, 1e-9):.2f} "
+                 f"passes/s){f', flip rate {flip:.3f}' if flip is not None else ''} -> {out}")
+        projected = None if projection is None or projection.projected_s is None else projection.projected_s / 3600
+        return InferResult(out, result, flip, projected, seconds)
 
 
 FOLD_KEYS = ("train_sources", "n_folds", "seed", "max_rows", "extra_sources", "dedup_similarity")
@@ -184,10 +185,11 @@ def _check_same_folds(model_dir: Path, cfg: dict, tokenized: Path, model_manifes
                          f"the cache the model was trained on")
 
 
-def _train_stage_scores(model_dir: Path, frame: pd.DataFrame, cfg: dict, member, split: str, tta: bool,
-                        tokenized: Path, allowed: bool) -> np.ndarray | None:
+def _train_stage_scores(model_dir: Path, frame: pd.DataFrame, cfg: dict, model_manifest: dict, member, split: str,
+                        tta: bool, tokenized: Path, allowed: bool) -> np.ndarray | None:
     """The train stage's probabilities of ``frame``'s rows, if they are exactly what scoring
-    would give (see :func:`infer_stage`); None otherwise."""
+    would give (see :func:`infer_stage`) and ``oof.csv`` is what the train stage wrote (its
+    manifest's fingerprint; a StaleOutput otherwise); None when they are not reusable."""
     if not allowed or split != "oof" or Path(cfg["tokenized"]).resolve() != tokenized.resolve():
         return None
     if tta and member.uses_tta:
@@ -195,6 +197,9 @@ def _train_stage_scores(model_dir: Path, frame: pd.DataFrame, cfg: dict, member,
     path = model_dir / "oof.csv"
     if not path.exists():
         return None
+    check_output(model_manifest, "oof.csv", path, f"trained model {model_dir}",
+                 f"rerun the train stage into it (`python -m kit train ... --out {model_dir} --overwrite`), or score "
+                 f"afresh with --no-reuse-train-scores")
     scored = read_csv_keeping_ids(path)
     if scored["id"].tolist() != frame["id"].tolist():  # both text (read_parquet_keeping_ids)
         return None  # e.g. the train stage scored a capped share of the fold

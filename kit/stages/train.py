@@ -20,6 +20,7 @@ splits the rows, calls :meth:`kit.members.MemberType.fit`, and publishes what it
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from ..core.settings import PresetOverrides, TrainRun, TrainSettings, settings_f
 from ..members import FitContext, get_member_type, resolve_member_preset
 from ..ops.hf_training import is_rank_zero
 from ..store.cache import load_cache
-from ..store.io import check_free, recover_staged
+from ..store.io import check_free, output_lock, recover_staged
 from ..store.models import FINAL_FILES, default_model_out, publish_training
 
 __all__ = ["TrainResult", "TrainSettings", "cache_preset", "split_rows", "train_stage"]
@@ -117,25 +118,28 @@ def train_stage(*args, settings: TrainSettings | None = None, **kwargs) -> Train
     out = Path(run.out) if run.out else default_model_out(preset.name, run.fold)
     # a finished model is replaced only with overwrite (and only once the new one is complete:
     # publish_training); a run killed before publishing left none of these, so it simply resumes
-    if is_rank_zero():
-        recover_staged(out, FINAL_FILES)  # a run killed while publishing: its checkpoints go back
-    check_free([out / n for n in FINAL_FILES], run.overwrite)
-    context = FitContext(out, run.fold, tokenized, resume=run.resume,
-                         restart=run.overwrite and (out / "metrics.json").exists())
-    fitted = member.fit(preset, train_rows, held, settings, context)
-    if not fitted.main_process:
-        return TrainResult(out, {}, None)
+    with output_lock(out) if is_rank_zero() else nullcontext():  # one writer per model folder (DDP: rank 0's)
+        if is_rank_zero():
+            recover_staged(out, FINAL_FILES)  # a run killed while publishing: its checkpoints go back
+        check_free([out / n for n in FINAL_FILES], run.overwrite)
+        # --overwrite over a finished model: the new run trains into the same folder while the old model
+        # stays in place; a killed one resumes from its own checkpoints on the next identical command
+        context = FitContext(out, run.fold, tokenized, resume=run.resume,
+                             restart=run.overwrite and (out / "metrics.json").exists())
+        fitted = member.fit(preset, train_rows, held, settings, context)
+        if not fitted.main_process:
+            return TrainResult(out, {}, None)
 
-    metrics = {"fold": run.fold, "held_out_rows": len(held), **fitted.metrics}
-    oof = None
-    if fitted.held_probs is not None:
-        probs, labels = fitted.held_probs, held["label"].to_numpy()
-        metrics.update(log_loss=log_loss(labels, probs), accuracy=float((probs.argmax(1) == labels).mean()))
-        oof = pd.DataFrame({"id": held["id"].to_numpy(), "p_a": probs[:, 0], "p_b": probs[:, 1],
-                            "p_tie": probs[:, 2], "label": labels})
-    publish_training(out, preset, run.fold, settings, tokenized, token_meta, cache_manifest, metrics, oof,
-                     fitted.save, fitted.log)
-    if fitted.cleanup is not None:
-        fitted.cleanup()
-    return TrainResult(out, metrics, oof)
+        metrics = {"fold": run.fold, "held_out_rows": len(held), **fitted.metrics}
+        oof = None
+        if fitted.held_probs is not None:
+            probs, labels = fitted.held_probs, held["label"].to_numpy()
+            metrics.update(log_loss=log_loss(labels, probs), accuracy=float((probs.argmax(1) == labels).mean()))
+            oof = pd.DataFrame({"id": held["id"].to_numpy(), "p_a": probs[:, 0], "p_b": probs[:, 1],
+                                "p_tie": probs[:, 2], "label": labels})
+        publish_training(out, preset, run.fold, settings, tokenized, token_meta, cache_manifest, metrics, oof,
+                         fitted.save, fitted.log)
+        if fitted.cleanup is not None:
+            fitted.cleanup()
+        return TrainResult(out, metrics, oof)
 

@@ -14,8 +14,12 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.errors import StaleOutput
-from .io import read_parquet_keeping_ids
-from .manifest import MANIFEST, check_output, read_manifest
+from ..core.log import get_logger
+from .figures import plot_retention
+from .io import read_parquet_keeping_ids, staged_folder, write_csv, write_json, write_parquet
+from .manifest import MANIFEST, check_output, file_sha256, folds_fingerprint, read_manifest, stage_manifest
+
+log = get_logger(__name__)
 
 CACHE_FILES = {"train": "train.parquet", "test": "test.parquet", "oof": "train.parquet"}
 CACHE_OUTPUTS = ("train.parquet", "test.parquet", "skipped_rows.csv", "meta.json", "retention.png",
@@ -56,3 +60,53 @@ def load_cache(tokenized: str | Path, split: str = "train") -> tuple[pd.DataFram
                           f"(notebook 01_tokenize)")
     manifest = check_cache(tokenized, split)
     return read_parquet_keeping_ids(path), cache_meta(tokenized), manifest
+
+
+def write_cache(out_dir: Path, train: pd.DataFrame | None, test: pd.DataFrame | None, skipped: pd.DataFrame,
+                removed: pd.DataFrame | None, meta: dict, *, settings: dict, inputs: dict) -> None:
+    """Write a cache stage-atomically: every file into a staging folder that replaces ``out_dir``
+    in one swap, the manifest last (``settings``, ``inputs`` by content, the tables' and the fold
+    assignment's fingerprints). A kill or a full disk midway leaves the previous cache as it was."""
+    with staged_folder(out_dir, list(CACHE_OUTPUTS)) as stage:
+        if train is not None:
+            write_parquet(train, stage / "train.parquet")
+        if test is not None:
+            write_parquet(test, stage / "test.parquet")
+        write_csv(skipped, stage / "skipped_rows.csv")
+        if removed is not None:
+            write_csv(removed, stage / "dedup_removed.csv")
+        write_json(meta, stage / "meta.json")
+        shown = pd.concat([d for d in (train, test) if d is not None], ignore_index=True)
+        if len(shown) and meta.get("pack") and "n_tokens" in shown:
+            plot_retention(shown, meta["pack"]["max_length"], stage / "retention.png",
+                           title=f"{meta['preset']['name']}: {len(shown)} rows packed")
+        written = {n: stage / n for n in CACHE_FILES.values() if (stage / n).exists()}
+        write_json(stage_manifest("tokenize", settings=settings, inputs=inputs, outputs=written,
+                                  folds=folds_fingerprint(train) if train is not None else None),
+                   stage / MANIFEST)  # last: the cache is complete
+
+
+def cache_sources(tokenized: str | Path, split: str) -> list[Path] | None:
+    """The tables a cache was made from (``split`` train: the train and extra tables; test: the
+    test table), each checked to be, byte for byte, what the tokenize stage read (the manifest's
+    fingerprints): a changed one is a StaleOutput naming it. None (said on the console) when a
+    table is not here (e.g. on Kaggle, where only the models were attached)."""
+    tokenized = Path(tokenized)
+    meta = cache_meta(tokenized)
+    manifest = read_manifest(tokenized / MANIFEST, f"tokenized cache {tokenized}", "rerun the tokenize stage")
+    if split == "train":
+        named = {f"train:{p}": p for p in meta["train_sources"]} | {f"extra:{p}": p for p in meta.get("extra_sources", [])}
+    else:
+        named = {"test": meta.get("test_source")} if meta.get("test_source") else {}
+    missing = [p for p in named.values() if not Path(p).is_file()]
+    if missing or not named:
+        log.info(f"[kit] the {split} source table(s) {missing} of {tokenized} are not here: figures that re-read them "
+                 f"are left out")
+        return None
+    for key, path in named.items():
+        recorded = manifest.get("inputs", {}).get(key, {}).get("sha256")
+        if recorded is not None and file_sha256(path) != recorded:
+            raise StaleOutput(f"{path} changed after {tokenized} was made from it (fingerprint {recorded[:12]} then, "
+                              f"{file_sha256(path)[:12]} now): re-tokenize it (`python -m kit tokenize ... --out "
+                              f"{tokenized} --overwrite`) and rerun the later stages, or restore the table")
+    return [Path(p) for p in named.values()]

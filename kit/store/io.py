@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 
-from ..core.errors import OutputExists
+from ..core.errors import DataError, KitError, OutputExists
 from ..core.log import get_logger
 
 log = get_logger(__name__)
@@ -100,11 +100,24 @@ def read_csv_keeping_ids(path, **kwargs) -> pd.DataFrame:
                        na_values={c: _MISSING for c in columns if c != "id"}, **kwargs)
 
 
+def _id_text(value):
+    if isinstance(value, str) or value is None:
+        return value
+    if isinstance(value, float):
+        if value != value:  # NaN: a missing id (named by the table's reader)
+            return value
+        if not value.is_integer():
+            raise DataError(f"id {value!r} is a fraction: ids must be text or whole numbers (store the id column as "
+                            f"text or integers)")
+        return str(int(value))  # a float column of whole numbers (e.g. a parquet export): 136060.0 -> "136060"
+    return str(value)
+
+
 def ids_as_text(ids: pd.Series) -> pd.Series:
-    """Ids as the kit carries them: text. Numbers (a parquet file's int ids) become their
-    decimal text, so ``7`` and ``"7"`` are the same id everywhere."""
-    return ids.map(lambda v: v if isinstance(v, str) or v is None or (isinstance(v, float) and v != v)
-                   else str(v))
+    """Ids as the kit carries them: text. Numbers (a parquet file's int ids) become their decimal
+    text, so ``7`` and ``"7"`` are the same id everywhere; a float that holds a whole number becomes
+    its integer text (``136060.0`` -> ``"136060"``); any other float is a DataError."""
+    return ids.map(_id_text)
 
 
 def read_parquet_keeping_ids(path, columns=None) -> pd.DataFrame:
@@ -210,3 +223,29 @@ def write_json(obj, path, overwrite: bool = False) -> Path:
 
 def write_text(text: str, path, overwrite: bool = False) -> Path:
     return atomic_write(path, lambda p: p.write_text(text), overwrite)
+
+
+@contextmanager
+def output_lock(target) -> Iterator[Path]:
+    """One writer per output: an exclusive lock on ``.<name>.lock`` beside ``target`` (a folder or a
+    file) for the duration. A second writer fails at once with a KitError naming the holder's pid.
+    The lock is the kernel's (``flock``): a run that was killed leaves no stale lock behind."""
+    from filelock import FileLock, Timeout
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent / f".{target.name}.lock"
+    holder = target.parent / f".{target.name}.lock.pid"
+    lock = FileLock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        pid = holder.read_text().strip() if holder.is_file() else "unknown"
+        raise KitError(f"another run is writing {target} (pid {pid}): wait for it to finish, or write elsewhere "
+                       f"(--out / OUT)") from None
+    try:
+        holder.write_text(f"{os.getpid()}\n")
+        yield target
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()

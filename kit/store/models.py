@@ -19,7 +19,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..core.env import work_dir
-from ..core.errors import StaleOutput
+from ..core.errors import KitError, StaleOutput
 from ..core.log import get_logger
 from ..core.presets import Preset, member_order
 from ..core.settings import TrainSettings
@@ -78,13 +78,38 @@ def publish_training(out: Path, preset: Preset, fold, settings: TrainSettings, t
     return run_id
 
 
+# files that run code when read (pickles: joblib, torch's .bin/.pt): never loaded from a model folder
+EXECUTABLE_SUFFIXES = (".joblib", ".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def refuse_executable_files(folder: Path) -> None:
+    """A KitError naming the first file under ``folder`` that could run code when loaded."""
+    for path in sorted(Path(folder).rglob("*")):
+        if path.suffix.lower() in EXECUTABLE_SUFFIXES:
+            raise KitError(f"{path}: refusing to load a {path.suffix} file from a model folder (a pickle can run code "
+                           f"when read); the kit saves only data (safetensors, JSON, npz): retrain the model with "
+                           f"this kit, or remove the file")
+
+
 def check_trained(model_dir: str | Path) -> dict:
     """The model folder's manifest, once its adapter is checked to be the one its train stage
-    wrote; else a StaleOutput saying to retrain."""
+    wrote and to hold nothing that runs code when read; else an error saying to retrain."""
     model_dir = Path(model_dir)
+    refuse_executable_files(model_dir / "adapter")
     rerun = f"rerun the train stage into it (`python -m kit train ... --out {model_dir} --overwrite`)"
     manifest = read_manifest(model_dir / MANIFEST, f"trained model {model_dir}", rerun)
     check_output(manifest, "adapter", model_dir / "adapter", f"trained model {model_dir}", rerun)
+    # the identity triple: config.json, the manifest and (through the manifest's fingerprint) the
+    # adapter must describe one training run — files swapped between folds or runs do not
+    config = read_model_config(model_dir)
+    settings = manifest.get("settings", {})
+    member = Preset.from_dict(config["preset"]).member
+    then = {"run id": manifest.get("run_id"), "fold": settings.get("fold"), "member type": settings.get("member", member)}
+    now = {"run id": config.get("run_id"), "fold": config.get("fold"), "member type": member}
+    differ = [f"{k} {then[k]!r} in {MANIFEST}, {now[k]!r} in config.json" for k in then if then[k] != now[k]]
+    if differ:
+        raise StaleOutput(f"trained model {model_dir}: its files come from different training runs ({'; '.join(differ)}): "
+                          f"{rerun}")
     return manifest
 
 

@@ -91,8 +91,11 @@ def pseudo_label(*args, **kwargs) -> PseudoLabelResult:
     run = Path(work or work_dir()) / "pseudo_label" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     run.mkdir(parents=True, exist_ok=False)
     write_csv(pool, run / "pool.csv")
-    teacher = submit(model_roots, run / "pool.csv", weights=weights, blend_json=blend_json,
-                     out=run / "teacher.csv", work=run, devices=devices, sample_submission=None)
+    try:
+        teacher = submit(model_roots, run / "pool.csv", weights=weights, blend_json=blend_json,
+                         out=run / "teacher.csv", work=run, devices=devices, sample_submission=None)
+    except KitError as e:  # name the user's table, not the kit's internal copy of its usable rows
+        raise KitError(str(e).replace(str(run / "pool.csv"), f"{input_table} (its usable rows)")) from None
     scored = read_csv_keeping_ids(teacher.submission)
     probs = sharpen(scored[LABEL_COLUMNS].to_numpy(dtype=np.float64), temperature)
     confident = probs.max(axis=1) >= min_confidence

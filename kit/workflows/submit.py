@@ -21,7 +21,6 @@ never reads an earlier run's output; the published ``submission.csv`` (default
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from ..core.presets import Preset
 from ..core.settings import SubmitSettings, settings_from
 from ..ensemble.combine import apply_saved_blend, blend_members
 from ..ensemble.guardrails import apply_saved_guardrails
+from ..ensemble.report import read_saved_blend
 from ..ensemble.submission import write_blended_submission
 from ..store.io import publish, write_json
 from ..store.models import finished_training, group_by_preset, is_trained_output, read_model_config
@@ -128,7 +128,7 @@ def submit(*args, **kwargs) -> SubmitResult:
         if blend_path is None and weights == "saved":
             raise SubmitError(f"weights='saved' but no blend.json under {', '.join(map(str, roots))}")
         if blend_path is not None:
-            saved = json.loads(blend_path.read_text())
+            saved = read_saved_blend(blend_path)
             log.info(f"[kit submit] blending as saved in {blend_path}: {saved['weights_mode']}")
         else:
             weights = "paper"

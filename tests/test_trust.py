@@ -1,0 +1,265 @@
+"""Trust nothing that was edited, attached or interrupted: the audit's cases, one test each.
+
+Code never runs from data; every file a stage reads is checked against the manifest that vouches
+for it; one writer per output; every failure is one line naming what to do.
+"""
+import json
+import pickle
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import KAGGLE_TEST, PANDALM, SAMPLE_SUB, lexical_folds, run_kit
+from kit.cli import main
+from kit.store.manifest import MANIFEST, folder_sha256
+
+
+def _kit(capsys, *args) -> str:
+    """Run the CLI in-process; its one error line (exit status 2, no traceback)."""
+    rc = main([str(a) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def lexical_models(tmp_path):
+    return lexical_folds(tmp_path, max_rows=120)
+
+
+def _revouch(model_dir: Path) -> None:
+    """What a hostile author would do: recompute the manifest's adapter fingerprint after editing it."""
+    manifest = json.loads((model_dir / MANIFEST).read_text())
+    manifest["outputs"]["adapter"] = folder_sha256(model_dir / "adapter")
+    (model_dir / MANIFEST).write_text(json.dumps(manifest))
+
+
+class _Payload:
+    """Unpickling this writes a marker file: the proof that a pickle ran code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.mark.parametrize("name", ["lexical.joblib", "adapter_model.bin", "model.pkl"])
+def test_a_pickle_in_a_model_folder_never_runs(lexical_models, tmp_path, capsys, name):
+    marker = tmp_path / "payload-ran"
+    model = lexical_models[0]
+    (model / "adapter" / name).write_bytes(pickle.dumps(_Payload(marker)))
+    _revouch(model)
+    line = _kit(capsys, "infer", "--model-dir", model, "--split", "test", "--overwrite")
+    assert f"refusing to load a {Path(name).suffix} file" in line and name in line
+    line = _kit(capsys, "submit", "--model-roots", model.parent, "--test", KAGGLE_TEST, "--work", tmp_path / "w",
+                "--out", tmp_path / "s.csv", "--weights", "equal")
+    assert "refusing to load" in line
+    assert not marker.exists()
+
+
+def test_the_lexical_member_is_saved_as_data(lexical_models):
+    adapter = lexical_models[0] / "adapter"
+    assert sorted(p.name for p in adapter.iterdir()) == ["lexical.json", "lexical.npz"]
+    np.load(adapter / "lexical.npz", allow_pickle=False)  # no object arrays inside
+
+
+def test_an_edited_oof_csv_is_not_reused(lexical_models, capsys):
+    model = lexical_models[0]
+    oof = pd.read_csv(model / "oof.csv", dtype={"id": str})
+    oof.loc[:, ["p_a", "p_b", "p_tie"]] = oof[["p_a", "p_b", "p_tie"]].to_numpy()[:, [2, 0, 1]]  # still valid rows
+    oof.to_csv(model / "oof.csv", index=False)
+    line = _kit(capsys, "infer", "--model-dir", model, "--split", "oof", "--overwrite")
+    assert "oof.csv changed after its stage wrote it" in line and "--no-reuse-train-scores" in line
+
+
+def test_files_swapped_between_folds_are_refused(lexical_models, capsys):
+    fold0, fold1 = lexical_models
+    for name in ("adapter", MANIFEST):  # the adapter travels with the manifest that vouches for it
+        (fold0 / name).rename(fold0.parent / f"tmp-{name}")
+        (fold1 / name).rename(fold0 / name)
+        (fold0.parent / f"tmp-{name}").rename(fold1 / name)
+    line = _kit(capsys, "infer", "--model-dir", fold0, "--split", "oof", "--overwrite")
+    assert "come from different training runs" in line and "run id" in line and "fold 1" in line
+
+
+@pytest.mark.parametrize("edit", ["reworded", "rows removed"])
+def test_a_source_table_edited_after_tokenize_is_refused_by_the_blend(tmp_path, capsys, edit):
+    source = tmp_path / "train.csv"
+    pd.read_csv(PANDALM).head(120).to_csv(source, index=False)
+    dirs = lexical_folds(tmp_path / "run", train=(source,))
+    frame = pd.read_csv(source)
+    if edit == "reworded":
+        frame.loc[3, "response_a"] = json.dumps(["another answer"])
+    else:
+        frame = frame.iloc[10:]
+    frame.to_csv(source, index=False)
+    line = _kit(capsys, "blend", "--members", f"lexical={','.join(map(str, dirs))}", "--weights", "fit",
+                "--out", tmp_path / "s.csv", "--report-dir", tmp_path / "r", "--sample-submission", "none")
+    assert f"{source} changed after" in line and "re-tokenize" in line
+
+
+def test_float_ids_that_hold_whole_numbers_come_back_as_integers(tmp_path):
+    from kit.stages.tokenize import tokenize_stage
+    test = pd.read_csv(KAGGLE_TEST)
+    test["id"] = test["id"].astype("float64")
+    test.to_parquet(tmp_path / "test.parquet")
+    result = tokenize_stage("lexical", [], tmp_path / "test.parquet", out=tmp_path / "tok")
+    assert result.test["id"].tolist() == pd.read_csv(KAGGLE_TEST, dtype={"id": str})["id"].tolist()
+    test["id"] = test["id"] + 0.5
+    test.to_parquet(tmp_path / "frac.parquet")
+    proc = run_kit("tokenize", "--model", "lexical", "--no-train", "--test", tmp_path / "frac.parquet",
+                   "--out", tmp_path / "tok2")
+    assert proc.returncode == 2 and "is a fraction" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_broken_records_are_one_line_naming_the_file(lexical_models, tmp_path, capsys):
+    fold0 = lexical_models[0]
+    config = json.loads((fold0 / "config.json").read_text())
+    (fold0 / "config.json").write_text(json.dumps({**config, "preset": "lexical"}))
+    line = _kit(capsys, "submit", "--model-roots", fold0.parent, "--test", KAGGLE_TEST, "--work", tmp_path / "w",
+                "--out", tmp_path / "s.csv", "--weights", "equal")
+    assert "config.json does not describe a trained model" in line
+    (fold0 / "config.json").write_text("{not json")
+    line = _kit(capsys, "infer", "--model-dir", fold0, "--split", "test", "--overwrite")
+    assert f"{fold0 / 'config.json'} is not readable JSON" in line
+    (fold0 / "config.json").write_text(json.dumps(config))
+    blend = tmp_path / "blend.json"
+    for content, expected in ((json.dumps({"members": ["lexical"], "weights": [1.0]}), "field 'weights_mode'"),
+                              ("[1, 2", "not a readable blend.json")):
+        blend.write_text(content)
+        line = _kit(capsys, "submit", "--model-roots", fold0.parent, "--test", KAGGLE_TEST, "--work", tmp_path / "w",
+                    "--out", tmp_path / "s.csv", "--blend-json", blend)
+        assert str(blend) in line and expected in line
+
+
+def test_a_trained_folder_or_a_cache_of_another_member_type_is_named(lexical_models, tmp_path, capsys):
+    line = _kit(capsys, "tokenize", "--model", lexical_models[0], "--train", PANDALM, "--out", tmp_path / "t")
+    assert "is a trained model" in line and "--model-dir" in line
+    from kit.stages.tokenize import tokenize_stage
+    tokenize_stage("minilm", [PANDALM], "", max_rows=40, n_folds=2, max_length=64, out=tmp_path / "minilm")
+    capsys.readouterr()  # the packing's progress bar
+    line = _kit(capsys, "infer", "--model-dir", lexical_models[0], "--split", "oof", "--tokenized",
+                tmp_path / "minilm", "--out", tmp_path / "p.csv")
+    assert "tokenized for the 'pairwise' member type" in line and "trained as 'lexical'" in line
+
+
+def test_isolated_inference_of_a_missing_model_is_one_line_in_the_parent(tmp_path):
+    proc = run_kit("infer", "--model-dir", tmp_path / "nope", "--isolate")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "CalledProcessError" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: kit infer for")
+
+
+def test_flags_and_folders_are_checked_before_the_work(tmp_path, capsys):
+    proc = run_kit("train", "--model", "lexical", "--fold", "abc")
+    assert proc.returncode == 2 and "--fold" in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "file").write_text("x")
+    started = time.time()
+    line = _kit(capsys, "main", "--quick", "--publish-dir", tmp_path / "file", "--run-dir", tmp_path / "run")
+    assert "is a file" in line and time.time() - started < 30 and not (tmp_path / "run").exists()
+
+
+def test_pseudo_label_errors_name_the_input_not_its_working_copy(lexical_models, tmp_path, capsys):
+    table = tmp_path / "pool.csv"
+    pd.read_csv(KAGGLE_TEST).assign(id="").to_csv(table, index=False)  # empty ids
+    line = _kit(capsys, "pseudo-label", "--input", table, "--model-roots", lexical_models[0].parent,
+                "--out", tmp_path / "out.csv", "--work", tmp_path / "w")
+    assert str(table) in line and "pool.csv" not in line.replace(str(table), "")
+
+
+def test_a_sample_submission_for_another_test_table_is_named(tmp_path):
+    from kit.core.errors import SubmissionError
+    from kit.ensemble.submission import make_submission, validate_submission
+    ids = pd.read_csv(SAMPLE_SUB, dtype={"id": str})["id"].tolist()
+    other = tmp_path / "other.csv"
+    pd.DataFrame({"id": ["9", "8", "7"], "winner_model_a": 1 / 3, "winner_model_b": 1 / 3,
+                  "winner_tie": 1 / 3}).to_csv(other, index=False)
+    sub = make_submission(ids, np.full((3, 3), 1 / 3))
+    with pytest.raises(SubmissionError, match="describes another test table"):
+        validate_submission(sub, ids, other)
+    # the same ids in another order: caught (a mutation that switches the order check off survives no more)
+    shuffled = tmp_path / "shuffled.csv"
+    pd.read_csv(SAMPLE_SUB, dtype={"id": str}).iloc[[2, 0, 1]].to_csv(shuffled, index=False)
+    with pytest.raises(SubmissionError, match="id order differs"):
+        validate_submission(sub, ids, shuffled)
+
+
+def test_a_submission_row_summing_to_less_than_one_is_refused():
+    from kit.core.errors import SubmissionError
+    from kit.ensemble.submission import validate_submission
+    sub = pd.DataFrame({"id": ["1", "2"], "winner_model_a": [0.3, 0.2], "winner_model_b": [0.3, 0.3],
+                        "winner_tie": [0.4, 0.3]})  # row 2 sums to 0.8
+    with pytest.raises(SubmissionError, match="do not sum to 1.*2"):
+        validate_submission(sub, ["1", "2"])
+
+
+def test_guardrail_counts_come_from_the_other_folds_only():
+    """Identical responses in two folds with opposite outcomes: each fold's rows are pulled toward
+    the *other* fold's outcomes — the cross-fitted figure computed by hand."""
+    from kit.ensemble.guardrails import STRENGTH, fit_guardrails
+    texts = pd.DataFrame({"prompt": [["p"]] * 6, "response_a": [["same"]] * 6, "response_b": [["same"]] * 6})
+    labels = np.array([2, 2, 2, 0, 0, 0])
+    folds = np.array([0, 0, 0, 1, 1, 1])
+    blend = np.full((6, 3), 1 / 3)
+    rails, _ = fit_guardrails(texts, labels, folds, blend)
+    # fold 0 (ties) sees fold 1's counts [3, 0, 0]; fold 1 (A wins) sees fold 0's [0, 0, 3]
+    p_tie_fold0 = (0 + STRENGTH / 3) / (3 + STRENGTH)
+    p_a_fold1 = (0 + STRENGTH / 3) / (3 + STRENGTH)
+    expected = -np.mean(np.log([p_tie_fold0] * 3 + [p_a_fold1] * 3))
+    assert rails.report["identical"]["log_loss_after"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_two_writers_of_one_output_never_clobber_each_other(tmp_path):
+    from kit.core.errors import KitError
+    from kit.store.io import output_lock
+    target = tmp_path / "tok"
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with output_lock(target):
+            holding.set()
+            release.wait(30)
+    worker = threading.Thread(target=hold)
+    worker.start()
+    holding.wait(30)
+    proc = run_kit("tokenize", "--model", "lexical", "--train", PANDALM, "--no-test", "--max-rows", "40", "--folds",
+                   "2", "--out", target)
+    release.set()
+    worker.join()
+    assert proc.returncode == 2 and f"another run is writing {target}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with pytest.raises(KitError, match="another run is writing"):
+        with output_lock(target):
+            with output_lock(target):
+                pass
+    proc = run_kit("tokenize", "--model", "lexical", "--train", PANDALM, "--no-test", "--max-rows", "40", "--folds",
+                   "2", "--out", target)  # a released lock, like a killed holder's, stops no one
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_killed_retrain_over_a_finished_model_resumes(tmp_path):
+    """``train --overwrite`` over a finished model, killed midway: the old model stays whole, and the
+    same command resumes from the new run's checkpoints instead of starting again."""
+    from conftest import kill_when_checkpointed
+    from kit.stages.tokenize import tokenize_stage
+    tok = tmp_path / "tok"
+    tokenize_stage("minilm", [PANDALM], "", max_rows=80, n_folds=2, max_length=48, out=tok)
+    out = tmp_path / "model"
+    args = ["train", "--model", "minilm", "--fold", "0", "--tokenized", tok, "--max-steps", "8", "--eval-steps", "2",
+            "--batch-size", "4", "--max-train-rows", "24", "--max-eval-rows", "8"]
+    assert run_kit(*args, "--out", out).returncode == 0
+    old = json.loads((out / "config.json").read_text())["run_id"]
+    retrain = [*args, "--seed", "9", "--overwrite"]
+    kill_when_checkpointed(retrain, out, "checkpoint-4", expect_no_metrics=False)
+    assert json.loads((out / "config.json").read_text())["run_id"] == old  # the old model, whole
+    resumed = run_kit(*retrain, "--out", out)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from the last checkpoint" in resumed.stdout and "(checkpoint-4)" in resumed.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed"] and metrics["global_steps"] == 8
+    assert json.loads((out / "config.json").read_text())["run_id"] != old
