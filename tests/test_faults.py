@@ -176,8 +176,8 @@ def test_a_reader_refuses_what_changed_after_its_stage(tmp_path):
     frame.to_parquet(parquet, index=False)
     with pytest.raises(StaleOutput, match="changed after its stage wrote it.*rerun the tokenize stage"):
         train_stage("lexical", 0, tokenized=tmp_path / "tok", out=tmp_path / "other")
-    joblib = dirs[1] / "adapter" / "lexical.joblib"
-    joblib.write_bytes(joblib.read_bytes() + b"\0")
+    arrays = dirs[1] / "adapter" / "lexical.npz"
+    arrays.write_bytes(arrays.read_bytes() + b"\0")
     with pytest.raises(StaleOutput, match="trained model .*changed after.*rerun the train stage"):
         infer_stage(dirs[1], "test", overwrite=True)
 

@@ -263,3 +263,20 @@ def test_a_killed_retrain_over_a_finished_model_resumes(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed"] and metrics["global_steps"] == 8
     assert json.loads((out / "config.json").read_text())["run_id"] != old
+
+
+@pytest.mark.parametrize("error", [
+    "safetensors", "Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left\" })",
+    "[enforce fail at inline_container.cc:672] . unexpected pos 320 vs 248",
+])
+def test_a_full_disk_below_the_kit_is_one_line_with_its_likely_cause(monkeypatch, capsys, error):
+    """What a full disk looks like when the weights' own writers hit it (safetensors while a
+    checkpoint is saved; torch's zip writer): one line saying what to do, no traceback."""
+    import kit.cli
+    from safetensors import SafetensorError
+
+    def failing(*args, **kwargs):
+        raise SafetensorError(error) if "serializ" in error or error == "safetensors" else RuntimeError(error)
+    monkeypatch.setattr(kit.cli, "train_stage", failing)
+    line = _kit(capsys, "train", "--model", "minilm", "--fold", "0")
+    assert "is the disk full" in line and "rerun the same command" in line

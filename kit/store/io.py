@@ -248,4 +248,7 @@ def output_lock(target) -> Iterator[Path]:
         yield target
     finally:
         holder.unlink(missing_ok=True)
+        # no lock file is left beside the output. (A second writer never waits — timeout 0 — so the
+        # classic race of unlinking a lock file someone is blocked on does not arise.)
+        lock_path.unlink(missing_ok=True)
         lock.release()

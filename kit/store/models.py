@@ -143,14 +143,18 @@ def finished_training(folder: Path) -> bool:
 
 
 def is_trained_output(folder: Path) -> bool:
-    """A folder the train stage wrote: config.json beside a manifest of the train stage (complete or
-    not: an unfinished one is reported by :func:`finished_training`)."""
-    if not (folder / "config.json").is_file() or not (folder / MANIFEST).is_file():
+    """A folder the train stage wrote or began: ``config.json`` beside an ``adapter/`` or a train-stage
+    manifest. One whose manifest is missing or incomplete is still a candidate, so that
+    :func:`finished_training` names it (never dropped silently); a backbone's own folder (a
+    config.json, no adapter) is not."""
+    if not (folder / "config.json").is_file():
         return False
+    if (folder / "adapter").is_dir():
+        return True
     try:
         return json.loads((folder / MANIFEST).read_text()).get("stage") == "train"
     except (OSError, ValueError):
-        return True  # a broken manifest: reported as unfinished, not silently ignored
+        return False
 
 
 def trained_outputs(root: str | Path | None = None, models: Sequence[str] | None = None) -> list[Path]:

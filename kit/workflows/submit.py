@@ -21,6 +21,7 @@ never reads an earlier run's output; the published ``submission.csv`` (default
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Sequence
 import torch
 
 from ..core.env import default_inputs, kaggle_input, work_dir
-from ..core.errors import SubmitError
+from ..core.errors import StaleOutput, SubmitError
 from ..core.log import get_logger
 from ..core.presets import Preset
 from ..core.settings import SubmitSettings, settings_from
@@ -38,7 +39,12 @@ from ..ensemble.guardrails import apply_saved_guardrails
 from ..ensemble.report import read_saved_blend
 from ..ensemble.submission import write_blended_submission
 from ..store.io import publish, write_json
-from ..store.models import finished_training, group_by_preset, is_trained_output, read_model_config
+from ..data.ingest import load_conversations
+from ..members import get_member_type
+from ..ops.devices import check_devices
+from ..store.io import read_csv_keeping_ids
+from ..store.manifest import MANIFEST, check_output, read_manifest
+from ..store.models import check_trained, finished_training, group_by_preset, is_trained_output, read_model_config
 from ..store.predictions import MemberPredictions, mean_test_predictions
 from ..stages.infer import infer_isolated, infer_stage
 from ..stages.tokenize import tokenize_stage
@@ -68,13 +74,69 @@ def find_trained_models(roots: Sequence[str | Path]) -> dict[str, list[Path]]:
     return group_by_preset(found)
 
 
-def find_saved_blend(roots: Sequence[str | Path]) -> Path | None:
-    """The one ``blend.json`` (a blend report) under ``roots``; None if there is none."""
-    found = sorted({p.resolve() for root in map(Path, roots) for p in root.rglob("blend.json")})
-    if len(found) > 1:
-        raise SubmitError(f"{len(found)} saved blends found ({', '.join(map(str, found))}): pass the one to use "
-                          f"(BLEND_JSON in the notebook, --blend-json on the CLI)")
-    return found[0] if found else None
+def find_saved_blends(roots: Sequence[str | Path]) -> list[Path]:
+    """Every saved blend under ``roots``: a ``blend.json`` that a blend stage wrote — its folder's
+    complete manifest (stage ``blend``) vouches for its bytes. Anything else named blend.json (a
+    copy in the kit's own ``results/``, an example, an edited file) is not a candidate."""
+    found = []
+    for path in sorted({p.resolve() for root in map(Path, roots) for p in root.rglob("blend.json")}):
+        try:
+            manifest = read_manifest(path.parent / MANIFEST, str(path.parent), "")
+            if manifest.get("stage") == "blend":
+                check_output(manifest, "blend.json", path, str(path.parent), "")
+                found.append(path)
+        except StaleOutput:
+            log.info(f"[kit submit] {path}: not a blend report's own file (no matching manifest): not a candidate")
+    return found
+
+
+def choose_saved_blend(candidates: Sequence[Path], members: Sequence[str], explicit: bool = False) -> Path | None:
+    """The saved blend whose members are exactly ``members`` (the models found); None when there is
+    no candidate at all; a SubmitError naming every candidate and its members otherwise."""
+    if not candidates:
+        return None
+    blends = {path: read_saved_blend(path) for path in candidates}
+    matching = [path for path, saved in blends.items() if sorted(saved["members"]) == sorted(members)]
+    if len(matching) == 1:
+        return matching[0]
+    listed = "; ".join(f"{path} (members {saved['members']})" for path, saved in blends.items())
+    if explicit:
+        raise SubmitError(f"the saved blend {listed} does not match the models found {list(members)}: attach the "
+                          f"same members, or pass WEIGHTS = 'paper' / 'equal' / [w1, ...] (--weights)")
+    why = "several match" if matching else "none matches"
+    raise SubmitError(f"{len(blends)} saved blend(s) under the roots, {why} the models found {list(members)}: {listed}. "
+                      f"Pass the one to use (BLEND_JSON, --blend-json) or fixed weights (WEIGHTS = 'paper' / 'equal')")
+
+
+def preflight(groups: dict[str, list[Path]], test_path: Path, sample_submission, out: Path, work: Path,
+              devices: Sequence[str] | None) -> list:
+    """Everything that can fail before the first model loads, each as one line: every model folder
+    whole, free of pickles and of a known member type; the test table readable; its ids against the
+    sample submission's (ids, not row counts); the output and work folders writable; the devices
+    there. Returns the test ids."""
+    for name, dirs in groups.items():
+        for d in dirs:
+            check_trained(d)
+            get_member_type(Preset.from_dict(read_model_config(d)["preset"]).member)
+    test_ids = load_conversations(test_path, labelled=False).frame["id"].tolist()
+    if sample_submission is not None and Path(sample_submission).is_file():
+        sample_ids = read_csv_keeping_ids(sample_submission, usecols=["id"])["id"].tolist()
+        if set(sample_ids) != set(test_ids):
+            absent = [i for i in test_ids if i not in set(sample_ids)]
+            raise SubmitError(f"{test_path} and {sample_submission} hold different ids ({len(test_ids)} test rows, "
+                              f"{len(sample_ids)} sample rows, {len(absent)} test ids not in the sample, e.g. "
+                              f"{absent[:3]}): pass the sample that goes with this test table, or validate against "
+                              f"the test ids alone (SAMPLE_SUBMISSION = None, --sample-submission none)")
+    for folder in (out.parent, work):
+        probe = folder
+        while not probe.exists():
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            raise SubmitError(f"{folder} cannot be written (read-only; on Kaggle only /kaggle/working is writable): "
+                              f"pass OUT / WORK (--out, --work) under a writable folder")
+    if devices:
+        check_devices(list(devices))
+    return test_ids
 
 
 def _member_tokenization(name: str, dirs: list[Path]) -> tuple[dict, dict | None]:
@@ -122,11 +184,21 @@ def submit(*args, **kwargs) -> SubmitResult:
     test_path = Path(s.test) if s.test else Path(default_inputs()["test"])
     if not test_path.is_file():
         raise SubmitError(f"test table {test_path} not found (TEST in the notebook, --test on the CLI)")
+    out = Path(out) if out else work_dir() / "submission.csv"
+    if sample_submission == "auto":  # the environment's sample describes the environment's own test table
+        defaults = default_inputs()
+        same = test_path.resolve() == Path(defaults["test"]).resolve()
+        sample_submission = defaults["sample_submission"] if same else None
+    preflight(groups, test_path, sample_submission, out, Path(s.work or work_dir()), devices)
     saved = None
     if weights in ("auto", "saved"):
-        blend_path = Path(blend_json) if blend_json else find_saved_blend(roots)
+        if blend_json:
+            blend_path = choose_saved_blend([Path(blend_json)], list(groups), explicit=True)
+        else:
+            blend_path = choose_saved_blend(find_saved_blends(roots), list(groups))
         if blend_path is None and weights == "saved":
-            raise SubmitError(f"weights='saved' but no blend.json under {', '.join(map(str, roots))}")
+            raise SubmitError(f"weights='saved' but no saved blend (a blend report's blend.json) under "
+                              f"{', '.join(map(str, roots))}")
         if blend_path is not None:
             saved = read_saved_blend(blend_path)
             log.info(f"[kit submit] blending as saved in {blend_path}: {saved['weights_mode']}")
@@ -134,6 +206,7 @@ def submit(*args, **kwargs) -> SubmitResult:
             weights = "paper"
             log.info("[kit submit] no saved blend found: the paper's weights (0.7/0.3 for two members, equal "
                      "otherwise)")
+    log.info(f"[kit submit] preflight passed in {time.time() - started:.1f} s: models, blend, test ids, output, devices")
     base_model_dirs = s.base_model_dirs or {}
     isolate = torch.cuda.is_available() if s.isolate is None else s.isolate
 
@@ -173,7 +246,7 @@ def submit(*args, **kwargs) -> SubmitResult:
                    "space": result.space, "temperature": result.temperature}
     local = write_blended_submission(blended, run_dir / "tokenized" / members[0].name, run_dir / "submission.csv",
                                      sample_submission)
-    target = publish(local, Path(out) if out else work_dir() / "submission.csv", "kit submit")
+    target = publish(local, out, "kit submit")
     seconds = time.time() - started
     write_json({"models": {n: [str(d) for d in ds] for n, ds in groups.items()}, "test": str(test_path),
                 "blend": applied, "submission": str(target), "seconds": seconds}, run_dir / "submit.json")
