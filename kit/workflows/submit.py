@@ -131,6 +131,9 @@ def preflight(groups: dict[str, list[Path]], test_path: Path, sample_submission,
         probe = folder
         while not probe.exists():
             probe = probe.parent
+        if not probe.is_dir():
+            raise SubmitError(f"{folder} cannot be made: {probe} is a file, not a folder: pass OUT / WORK (--out, "
+                              f"--work) under a folder")
         if not os.access(probe, os.W_OK):
             raise SubmitError(f"{folder} cannot be written (read-only; on Kaggle only /kaggle/working is writable): "
                               f"pass OUT / WORK (--out, --work) under a writable folder")

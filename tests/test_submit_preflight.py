@@ -1,0 +1,98 @@
+"""``kit submit`` decides everything it can before the first model loads: which saved blend (only
+a blend report's own, and the one whose members match), whether the test ids fit the sample, and
+whether the output can be written — each failure one line, within seconds."""
+import json
+import shutil
+import time
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+
+from conftest import KAGGLE_TEST, PANDALM, ROOT, SAMPLE_SUB
+from kit.core.errors import SubmitError
+from kit.stages.blend import blend_stage
+from kit.workflows.submit import choose_saved_blend, find_saved_blends, submit
+
+
+@pytest.fixture(scope="module")
+def two_members(tmp_path_factory):
+    """Two members trained apart, each session with its own blend report: the lexical preset and a
+    second preset of the lexical member type (less regularised)."""
+    from kit.core.presets import PRESETS, register_preset
+    from kit.stages.infer import infer_stage
+    from kit.stages.tokenize import tokenize_stage
+    from kit.stages.train import train_stage
+    register_preset(replace(PRESETS["lexical"], name="lexical-wide", extra={"C": 0.3, "dense_scale": 0.3}))
+    root = tmp_path_factory.mktemp("members")
+    groups = {}
+    for name in ("lexical", "lexical-wide"):
+        session = root / name
+        tokenize_stage(name, [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=100, out=session / "tok")
+        dirs = []
+        for k in range(2):
+            model = train_stage(name, k, tokenized=session / "tok", out=session / "models" / name / f"fold{k}").out_dir
+            infer_stage(model, "oof")
+            infer_stage(model, "test")
+            dirs.append(model)
+        groups[name] = dirs
+        blend_stage({name: dirs}, weights="fit", out=session / "submission.csv", report_dir=session / "report",
+                    sample_submission=SAMPLE_SUB)
+    return root, groups
+
+
+def test_only_a_blend_reports_own_file_is_a_candidate(two_members, tmp_path):
+    root, _ = two_members
+    shutil.copytree(ROOT / "results" / "main_job", tmp_path / "kit" / "results" / "main_job")  # the repository's copy
+    found = find_saved_blends([root, tmp_path / "kit"])
+    assert sorted(p.parent.parent.name for p in found) == ["lexical", "lexical-wide"]
+    edited = json.loads((root / "lexical" / "report" / "blend.json").read_text())
+    shutil.copytree(root / "lexical" / "report", tmp_path / "edited")
+    (tmp_path / "edited" / "blend.json").write_text(json.dumps({**edited, "weights": [0.5]}))
+    assert find_saved_blends([tmp_path / "edited"]) == []  # its manifest no longer vouches for it
+
+
+def test_the_blend_whose_members_match_is_chosen_or_the_candidates_are_named(two_members):
+    root, _ = two_members
+    found = find_saved_blends([root])
+    assert choose_saved_blend(found, ["lexical"]).parent.parent.name == "lexical"
+    with pytest.raises(SubmitError, match=r"none matches the models found \['lexical', 'lexical-wide'\].*lexical-wide"):
+        choose_saved_blend(found, ["lexical", "lexical-wide"])
+
+
+def test_a_mismatch_fails_in_preflight_before_any_model_scores(two_members, tmp_path):
+    root, _ = two_members
+    started = time.time()
+    with pytest.raises(SubmitError, match="none matches"):
+        submit([root], KAGGLE_TEST, work=tmp_path / "w", out=tmp_path / "s.csv", sample_submission=SAMPLE_SUB)
+    assert time.time() - started < 30 and not (tmp_path / "w").exists()  # nothing tokenized, nothing scored
+    # fixed weights need no saved blend and no out-of-fold rows
+    done = submit([root], KAGGLE_TEST, weights="equal", work=tmp_path / "w", out=tmp_path / "s.csv",
+                  sample_submission=SAMPLE_SUB)
+    assert done.weights["weights"] == [0.5, 0.5]
+
+
+def test_a_hidden_test_table_with_another_sample_fails_in_preflight(two_members, tmp_path):
+    """A 200-row test table and the 3-row sample: refused by ids at once (not by row counts after
+    hours of scoring); validating against the test ids alone goes through."""
+    root, groups = two_members
+    rows = pd.read_csv(PANDALM).head(200).drop(columns=["model_a", "model_b", "winner_model_a", "winner_model_b",
+                                                         "winner_tie"])
+    rows.to_csv(tmp_path / "test.csv", index=False)
+    started = time.time()
+    with pytest.raises(SubmitError, match="hold different ids.*SAMPLE_SUBMISSION = None"):
+        submit([root / "lexical"], tmp_path / "test.csv", work=tmp_path / "w", out=tmp_path / "s.csv",
+               sample_submission=SAMPLE_SUB)
+    assert time.time() - started < 30
+    done = submit([root / "lexical"], tmp_path / "test.csv", work=tmp_path / "w", out=tmp_path / "s.csv",
+                  sample_submission=None)
+    assert len(pd.read_csv(done.submission)) == 200
+
+
+def test_an_output_that_cannot_be_made_fails_in_preflight(two_members, tmp_path):
+    root, _ = two_members
+    (tmp_path / "a-file").write_text("x")
+    started = time.time()
+    with pytest.raises(SubmitError, match="is a file, not a folder"):
+        submit([root / "lexical"], KAGGLE_TEST, weights="equal", work=tmp_path / "w", out=tmp_path / "a-file" / "s.csv")
+    assert time.time() - started < 30 and not (tmp_path / "w").exists()
