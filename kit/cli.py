@@ -72,6 +72,7 @@ STAGES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``python -m kit``'s parser: one sub-command per entry of :data:`STAGES`, its flags the dataclasses' fields."""
     parser = argparse.ArgumentParser(prog="python -m kit", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True, parser_class=KitArgumentParser)
     for name, (what, groups) in STAGES.items():
@@ -96,7 +97,7 @@ def _run(stage: str, a: argparse.Namespace) -> None:
             print(f"wrote {res.out_dir}")
     elif stage == "infer":
         s = _settings(a, InferSettings)
-        dirs = comma_list(s.model_dir)
+        dirs = comma_list(s.model_dir) or [None]  # None: infer_stage names the missing flag
         if s.out and len(dirs) > 1:
             raise KitError("--out names one file: pass one --model-dir with it")
         for model_dir in dirs:
@@ -122,6 +123,7 @@ def _run(stage: str, a: argparse.Namespace) -> None:
 
 
 def main(argv=None) -> int:
+    """Run one sub-command; 0 on success, 2 (with one ``error:`` line on stderr) on any kit error."""
     parser = build_parser()
     args = parser.parse_args(argv)
     show_progress()

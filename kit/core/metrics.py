@@ -10,6 +10,7 @@ EPS = 1e-15
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (n, k) logits as float64 (shifted by the row maximum: no overflow)."""
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)

@@ -29,6 +29,8 @@ _OLD_KINDS = {"lexical": "none"}  # records of older kits called the lexical pre
 
 @dataclass(frozen=True)
 class Preset:
+    """A backbone and how its member type packs, adapts and trains it; see the module docstring."""
+
     name: str
     kind: str  # the backbone: "encoder", "decoder", or "none" (a member type without one, e.g. lexical)
     # the member type (kit.members registry): "joint" (one sequence), "pairwise" (one sequence per

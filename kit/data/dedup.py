@@ -27,6 +27,7 @@ _SPACE = re.compile(r"\s+")
 
 
 def normalise_prompt(turns: Iterable[str]) -> str:
+    """A prompt's turns joined, NFKC-normalised, case-folded, whitespace collapsed: equal for rewrites that differ only so."""
     text = "\n".join(turns)
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 

@@ -70,6 +70,7 @@ def fit_weights(probs: Sequence[np.ndarray], labels: np.ndarray, space: str = "p
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature in [0.05, 20] that minimises the log loss of ``probs`` (bounded scalar search)."""
     from scipy.optimize import minimize_scalar
 
     logp = np.log(np.clip(probs, 1e-15, 1))
@@ -98,6 +99,9 @@ class _Fit:
 
 @dataclass
 class BlendResult:
+    """A blend: its members, weights (mode, space, temperature), the blended test probabilities, the
+    out-of-fold comparison table and rows, and the record written to blend.json."""
+
     members: list[str]
     weights: list[float]
     weights_mode: str

@@ -43,6 +43,9 @@ PROB_COLUMNS = list(PROB_COLUMNS)
 
 @dataclass
 class InferResult:
+    """What the infer stage wrote: the predictions file and table, the swap-TTA flip rate (None
+    without TTA), the projected hours for the split (None when not projected) and the seconds taken."""
+
     path: Path
     predictions: pd.DataFrame
     flip_rate: float | None
@@ -72,6 +75,8 @@ def infer_stage(*args, **kwargs) -> InferResult:
         >>> infer_stage("artifacts/models/lexical/fold0", "oof").predictions.head()  # doctest: +SKIP
     """
     s = settings_from(InferSettings, args, kwargs)
+    if not s.model_dir:
+        raise PresetError("which model? pass a train-stage output folder (--model-dir, model_dir=)")
     model_dir, split, tta = Path(s.model_dir), s.split, s.tta
     cfg = read_model_config(model_dir)
     model_manifest = check_trained(model_dir)

@@ -43,6 +43,9 @@ log = get_logger(__name__)
 
 @dataclass
 class TokenizeResult:
+    """What the tokenize stage wrote: the cache folder, its train and test tables (None when not
+    asked for) and the rows skipped (train) or repaired (test), with the reason."""
+
     out_dir: Path
     train: pd.DataFrame | None
     test: pd.DataFrame | None

@@ -42,6 +42,9 @@ __all__ = ["TrainResult", "TrainSettings", "cache_preset", "split_rows", "train_
 
 @dataclass
 class TrainResult:
+    """What the train stage wrote: the model folder, its metrics (held-out log loss, accuracy, timings,
+    parameter counts) and its out-of-fold predictions (None when no row was held out)."""
+
     out_dir: Path
     metrics: dict
     oof: pd.DataFrame | None

@@ -43,12 +43,15 @@ LABEL_COLUMNS = list(LABEL_COLUMNS)
 
 @dataclass
 class PseudoLabelResult:
+    """The soft-labelled table written, its path and its manifest (teacher, settings, counts)."""
+
     table: pd.DataFrame
     out: Path
     manifest: dict
 
 
 def sharpen(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """``probs ** (1 / temperature)`` renormalised per row: < 1 sharpens, > 1 softens, 1 keeps them."""
     if temperature <= 0:
         raise KitError(f"temperature {temperature}: pass a positive number (1 keeps the teacher's probabilities)")
     p = np.power(np.clip(probs, 1e-12, 1.0), 1.0 / temperature)

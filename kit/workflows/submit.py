@@ -54,6 +54,9 @@ log = get_logger(__name__)
 
 @dataclass
 class SubmitResult:
+    """What ``kit submit`` did: the published submission, its run folder (caches, predictions,
+    submit.json), the members found and the blend applied, the seconds taken."""
+
     submission: Path
     run_dir: Path
     members: dict[str, list[Path]]
