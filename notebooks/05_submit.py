@@ -26,6 +26,8 @@
 MODEL_ROOTS = None      # folders holding trained models; None: every attached dataset (/kaggle/input)
 TEST = None             # None: the competition's test.csv
 WEIGHTS = "auto"        # "auto" (the saved blend.json if found, else "paper") | "saved" | "paper" | "equal" | [w1, ...]
+                        # | "fit": fitted on the held-out rows the members share (each trained on one fold of one split)
+SPACE = "prob"          # with weights other than a saved blend's: average probabilities ("prob") or log-probabilities
 BLEND_JSON = None       # the saved blend to apply; None: the one found under MODEL_ROOTS
 BASE_MODEL_DIRS = None  # {"gemma2-9b": "/kaggle/input/..."} where a backbone is attached elsewhere than in training
 DEVICES = None          # None: every visible GPU, else the CPU

@@ -128,10 +128,10 @@ def test_blend_stage_writes_a_valid_submission_and_report(trained_minilm, tmp_pa
     model_dir, tok, test_csv = trained_minilm
     infer_stage(model_dir, "test", overwrite=True)
     infer_stage(model_dir, "oof", overwrite=True)
-    # one fold of OOF rows cannot be cross-fitted: refused, nothing written
-    with pytest.raises(BlendError, match="at least two folds"):
-        blend_stage({"minilm": [model_dir], "minilm-again": [model_dir]}, weights="fit", temperature=True,
-                    out=tmp_path / "submission.csv", report_dir=tmp_path / "report")
+    # one fold of OOF rows shared by the members (trained apart on one split): cross-fitted on its parts
+    fitted = blend_stage({"minilm": [model_dir], "minilm-again": [model_dir]}, weights="fit", temperature=True,
+                         out=tmp_path / "fitted" / "submission.csv", report_dir=tmp_path / "fitted" / "report")
+    assert fitted.report["oof_score"].startswith("cross-fitted on 5 parts") and len(fitted.report["per_fold"]) == 5
     assert not (tmp_path / "submission.csv").exists()
     res = blend_stage({"minilm": [model_dir], "minilm-again": [model_dir]}, weights=[0.6, 0.4],
                       out=tmp_path / "submission.csv", report_dir=tmp_path / "report")

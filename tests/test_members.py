@@ -88,12 +88,24 @@ def test_cross_fitted_weights_are_not_scored_on_their_own_rows():
     assert fixed.report["per_fold"] == {} and "blend (in-sample fit)" not in fixed.table.index
 
 
-def test_fit_on_a_single_fold_is_refused():
+def test_fit_on_a_single_shared_fold_is_cross_fitted_on_its_parts():
+    """Members trained apart on one shared held-out fold: the weights are cross-fitted on 5 parts of it
+    (stable, by id); too few shared rows for that are refused."""
+    from kit.ensemble.combine import holdout_parts
     labels = np.array([0, 1, 2, 0])
     probs = np.full((4, 3), 1 / 3)
-    with pytest.raises(ValueError, match="at least two folds"):
+    with pytest.raises(ValueError, match="at least 10 out-of-fold rows"):
         blend_members([_member("a", probs, labels, np.zeros(4, int)), _member("b", probs, labels, np.zeros(4, int))],
                       "fit")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    good = np.full((200, 3), 0.2)
+    good[np.arange(200), labels] = 0.6
+    res = blend_members([_member("good", good, labels, np.zeros(200, int)),
+                         _member("noise", rng.dirichlet(np.ones(3), 200), labels, np.zeros(200, int))], "fit")
+    assert res.report["oof_score"].startswith("cross-fitted on 5 parts") and res.weights[0] > 0.8
+    parts = holdout_parts(res.oof_ids)
+    assert sorted(res.report["per_fold"]) == sorted(set(parts.tolist())) and (parts == holdout_parts(res.oof_ids)).all()
 
 
 def test_cv_validates_model_names_before_any_work(tmp_path):

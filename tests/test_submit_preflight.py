@@ -96,3 +96,35 @@ def test_an_output_that_cannot_be_made_fails_in_preflight(two_members, tmp_path)
     with pytest.raises(SubmitError, match="is a file, not a folder"):
         submit([root / "lexical"], KAGGLE_TEST, weights="equal", work=tmp_path / "w", out=tmp_path / "a-file" / "s.csv")
     assert time.time() - started < 30 and not (tmp_path / "w").exists()
+
+
+def test_members_trained_apart_on_one_shared_fold_get_fitted_weights(two_members, tmp_path):
+    """The recipe for big members: each trained on fold 0 of the same split in its own session (one
+    dataset each), its held-out rows scored there; the submission fits the weights on the rows they
+    share — cross-fitted on parts of that one fold — and so does the blend stage."""
+    from kit.core.presets import PRESETS, register_preset
+    from kit.stages.infer import infer_stage
+    from kit.stages.tokenize import tokenize_stage
+    from kit.stages.train import train_stage
+    root, groups = two_members
+    for name, dirs in groups.items():  # only fold 0 travels: what a one-fold session saves
+        shutil.copytree(dirs[0], tmp_path / f"dataset-{name}" / name / "fold0")
+    roots = [tmp_path / f"dataset-{name}" for name in groups]
+    done = submit(roots, KAGGLE_TEST, weights="fit", work=tmp_path / "w", out=tmp_path / "s.csv",
+                  sample_submission=SAMPLE_SUB)
+    applied = done.weights
+    assert applied["weights_mode"] == "fit" and "parts" in applied["oof_score"] and applied["oof_rows"] >= 40
+    assert sum(applied["weights"]) == pytest.approx(1.0) and len(applied["weights"]) == 2
+    assert applied["oof"]["blend"]["log_loss"] < 1.0986  # better than uniform on the shared held-out rows
+    result = blend_stage({name: [dirs[0]] for name, dirs in groups.items()}, weights="fit", out=tmp_path / "b.csv",
+                         report_dir=tmp_path / "report", sample_submission=SAMPLE_SUB)
+    assert result.report["oof_score"].startswith("cross-fitted on 5 parts") and len(result.report["per_fold"]) == 5
+    # a member trained on another split shares no holdout: named before anything is scored
+    register_preset(replace(PRESETS["lexical"], name="lexical-seed7"))
+    tokenize_stage("lexical-seed7", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=100, seed=7, out=tmp_path / "tok7")
+    model = train_stage("lexical-seed7", 0, tokenized=tmp_path / "tok7", out=tmp_path / "dataset-7" / "m" / "fold0")
+    infer_stage(model.out_dir, "oof")
+    with pytest.raises(SubmitError, match="different fold assignments.*--seed"):
+        submit([*roots, tmp_path / "dataset-7"], KAGGLE_TEST, weights="fit", work=tmp_path / "w2",
+               out=tmp_path / "s2.csv", sample_submission=SAMPLE_SUB)
+    assert not (tmp_path / "w2").exists()

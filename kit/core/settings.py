@@ -323,9 +323,12 @@ class SubmitSettings(_Settings):
     model_roots: list[str] | None = arg(None, "folders holding trained outputs; default: every attached dataset "
                                               "(/kaggle/input)")
     test: str | None = arg(None, "test table; default: this environment's")
-    weights: str = arg("auto", "auto (the saved blend.json if found, else paper) | saved | paper | equal | w1,w2,...",
-                       cli_type=parse_weights)
+    weights: str = arg("auto", "auto (the saved blend.json if found, else paper) | saved | paper | equal | fit (fitted "
+                               "on the held-out rows the members share: members trained apart on one fold) | "
+                               "w1,w2,...", cli_type=parse_weights)
     blend_json: str | None = arg(None, "the saved blend to apply (default: the one under the roots)")
+    space: str = arg("prob", "with weights other than a saved blend's: average probabilities (prob) or "
+                             "log-probabilities (log)")
     out: str | None = arg(None, "default <work>/submission.csv (an earlier one is moved aside)")
     work: str | None = arg(None, "where caches and predictions go; default: the work dir (/kaggle/working on Kaggle)")
     devices: list[str] | None = arg(None, "e.g. cuda:0,cuda:1; default: every GPU, else cpu")

@@ -21,6 +21,7 @@ and the report.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -33,6 +34,13 @@ from ..store.predictions import PROB_COLUMNS, MemberPredictions, flip_rate_of
 from .stacking import MirrorStacker
 
 PAPER_WEIGHTS = (0.7, 0.3)
+HOLDOUT_PARTS = 5  # one shared held-out fold is cross-fitted in this many parts
+
+
+def holdout_parts(ids: Sequence) -> np.ndarray:
+    """A stable part (0 .. HOLDOUT_PARTS-1) for each id, from its text's sha1: the same rows land in
+    the same part in every session and process."""
+    return np.array([hashlib.sha1(str(i).encode()).digest()[0] % HOLDOUT_PARTS for i in ids])
 
 
 def combine(probs: Sequence[np.ndarray], weights: Sequence[float], space: str = "prob",
@@ -159,16 +167,22 @@ def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[
         return _Fit(w, mode, t)
 
     chosen = choose(oof_p, labels) if oof_p is not None else choose(None, None)
-    fold_fits = {}
+    fold_fits, scheme = {}, "nothing fitted"
     if oof:
         oof_folds = oof[0]["fold"].to_numpy() if "fold" in oof[0] else np.zeros(len(labels), dtype=int)
         cross = chosen.apply(oof_p, space) if not needs_oof else np.zeros((len(labels), 3))
+        cross_folds, scheme = oof_folds, "cross-fitted per fold"
+        if needs_oof and len(np.unique(oof_folds)) < 2:
+            # members trained apart on one shared held-out fold: cross-fitted on parts of it instead
+            if len(labels) < 2 * HOLDOUT_PARTS:
+                raise BlendError(f"fitted weights / temperature need at least {2 * HOLDOUT_PARTS} out-of-fold rows "
+                                 f"shared by every member, got {len(labels)}: hold out more rows, or pass fixed "
+                                 f"weights (paper / equal / numbers)")
+            cross_folds = holdout_parts(common)
+            scheme = (f"cross-fitted on {HOLDOUT_PARTS} parts (by id) of the one held-out fold every member shares")
         if needs_oof:
-            if len(np.unique(oof_folds)) < 2:
-                raise BlendError("fitted weights / temperature need out-of-fold rows from at least two folds "
-                                 "(they are cross-fitted: fitted on the other folds, scored on each)")
-            for k in np.unique(oof_folds):
-                rest, here = oof_folds != k, oof_folds == k
+            for k in np.unique(cross_folds):
+                rest, here = cross_folds != k, cross_folds == k
                 fold_fit = choose([p[rest] for p in oof_p], labels[rest])
                 cross[here] = fold_fit.apply([p[here] for p in oof_p], space)
                 fold_fits[int(k)] = {"weights": fold_fit.weight_list(), "temperature": float(fold_fit.temperature)}
@@ -180,7 +194,7 @@ def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[
     result = BlendResult(names, chosen.weight_list(), mode, space, t, test, len(common or []))
     result.report = {"members": names, "weights": result.weights, "weights_mode": mode, "space": space,
                      "temperature": t, "temperature_fitted": bool(temperature), "oof_rows": result.oof_rows,
-                     "oof_score": "cross-fitted per fold" if fold_fits else "nothing fitted",
+                     "oof_score": scheme if fold_fits else "nothing fitted",
                      "per_fold": fold_fits}
     if chosen.stacker is not None:
         result.report["stacker"] = chosen.stacker.describe(names)

@@ -45,7 +45,7 @@ from ..ops.devices import check_devices
 from ..store.io import read_csv_keeping_ids
 from ..store.manifest import MANIFEST, check_output, read_manifest
 from ..store.models import check_trained, finished_training, group_by_preset, is_trained_output, read_model_config
-from ..store.predictions import MemberPredictions, mean_test_predictions
+from ..store.predictions import MemberPredictions, load_member, mean_test_predictions
 from ..stages.infer import infer_isolated, infer_stage
 from ..stages.tokenize import tokenize_stage
 
@@ -109,6 +109,31 @@ def choose_saved_blend(candidates: Sequence[Path], members: Sequence[str], expli
     why = "several match" if matching else "none matches"
     raise SubmitError(f"{len(blends)} saved blend(s) under the roots, {why} the models found {list(members)}: {listed}. "
                       f"Pass the one to use (BLEND_JSON, --blend-json) or fixed weights (WEIGHTS = 'paper' / 'equal')")
+
+
+def shared_holdout(groups: dict[str, list[Path]]) -> dict:
+    """Each member's held-out predictions (``predictions/oof.csv`` beside its models, vouched for by
+    their manifests), for weights fitted where members trained apart meet: every member must have
+    been trained on the same fold assignment (the same fold fingerprint) — the shared holdout."""
+    fingerprints = {}
+    for name, dirs in groups.items():
+        for d in dirs:
+            folds = check_trained(d).get("inputs", {}).get("cache", {}).get("folds")
+            fingerprints.setdefault(folds, []).append(f"{name}:{d.name}")
+    if len(fingerprints) > 1:
+        listed = "; ".join(f"{', '.join(v)} (folds {str(k)[:12]})" for k, v in fingerprints.items())
+        raise SubmitError(f"fitted weights need one held-out split shared by every member, but the models were trained "
+                          f"on different fold assignments: {listed}. Tokenize every member's session with the same "
+                          f"--train, --folds and --seed (TRAIN, N_FOLDS, SEED), or pass fixed weights (paper / equal)")
+    holdout = {}
+    for name, dirs in groups.items():
+        held = [d for d in dirs if read_model_config(d)["fold"] is not None]
+        if not held:
+            raise SubmitError(f"member {name}: its models were trained on every row (fold 'full'), so none has held-out "
+                              f"predictions to fit weights on: train one fold (FOLD = 0) and run 03_infer with SPLITS "
+                              f"['oof'] in its session, or pass fixed weights (paper / equal)")
+        holdout[name] = load_member(name, held, need_test=False).oof
+    return holdout
 
 
 def preflight(groups: dict[str, list[Path]], test_path: Path, sample_submission, out: Path, work: Path,
@@ -212,6 +237,7 @@ def submit(*args, **kwargs) -> SubmitResult:
             weights = "paper"
             log.info("[kit submit] no saved blend found: the paper's weights (0.7/0.3 for two members, equal "
                      "otherwise)")
+    holdout = shared_holdout(groups) if weights == "fit" else {}
     log.info(f"[kit submit] preflight passed in {time.time() - started:.1f} s: models, blend, test ids, output, devices")
     base_model_dirs = s.base_model_dirs or {}
     isolate = torch.cuda.is_available() if s.isolate is None else s.isolate
@@ -238,7 +264,7 @@ def submit(*args, **kwargs) -> SubmitResult:
             else:
                 infer_stage(model_dir, "test", base_model_dir=base, **kwargs)
             files.append(pred)
-        members.append(MemberPredictions(name, dirs, mean_test_predictions(files), None))
+        members.append(MemberPredictions(name, dirs, mean_test_predictions(files), holdout.get(name)))
 
     if saved is not None:
         blended = apply_saved_blend(members, saved)
@@ -246,10 +272,12 @@ def submit(*args, **kwargs) -> SubmitResult:
         applied = {k: saved.get(k) for k in ("members", "weights_mode", "weights", "space", "temperature", "stacker",
                                              "guardrails")} | {"guardrail_rows_touched": touched}
     else:
-        result = blend_members(members, weights)
+        result = blend_members(members, weights, s.space)
         blended = result.test
         applied = {"members": result.members, "weights_mode": result.weights_mode, "weights": result.weights,
-                   "space": result.space, "temperature": result.temperature}
+                   "space": result.space, "temperature": result.temperature, "oof_rows": result.oof_rows,
+                   "oof_score": result.report["oof_score"],
+                   "oof": None if result.table is None else result.table[["log_loss", "accuracy"]].to_dict("index")}
     local = write_blended_submission(blended, run_dir / "tokenized" / members[0].name, run_dir / "submission.csv",
                                      sample_submission)
     target = publish(local, out, "kit submit")
