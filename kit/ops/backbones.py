@@ -23,6 +23,7 @@ from ..core.env import cache_dir, kaggle_path
 from ..core.errors import PresetError
 from ..core.log import get_logger
 from ..core.presets import Preset
+from .devices import gpu_dtype
 
 log = get_logger(__name__)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -113,9 +114,7 @@ def load_tokenizer(preset: Preset):
 
 def compute_dtype() -> torch.dtype:
     """bf16 on GPUs that support it, fp16 on older ones (T4), fp32 on CPU."""
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    return gpu_dtype() if torch.cuda.is_available() else torch.float32
 
 
 def check_preset_runtime(preset: Preset) -> None:

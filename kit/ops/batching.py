@@ -11,7 +11,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text lines: they stay readable in executed notebooks (a widget saves as "0%")
+
+from .devices import gpu_dtype
 
 
 def length_sorted_batches(lengths: Sequence[int], max_tokens: int, max_batch: int = 256) -> list[np.ndarray]:
@@ -39,11 +41,6 @@ def pad_batch(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, to
     return ids, mask
 
 
-def autocast_dtype() -> torch.dtype:
-    """The mixed-precision dtype on a GPU: bf16 where supported, else fp16 (the T4)."""
-    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
-
-
 @torch.inference_mode()
 def batched_forward(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sequences: Sequence[np.ndarray],
                     pad_id: int, *, device, width: int, max_tokens: int = 8192, max_batch: int = 256,
@@ -57,7 +54,7 @@ def batched_forward(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     with tqdm(total=len(sequences), desc=desc, unit=unit, disable=not progress) as bar:
         for idx in length_sorted_batches([len(s) for s in sequences], max_tokens, max_batch):
             ids, mask = pad_batch([sequences[i] for i in idx], pad_id)
-            with torch.autocast(device.type, dtype=autocast_dtype(), enabled=autocast):
+            with torch.autocast(device.type, dtype=gpu_dtype(), enabled=autocast):
                 values = forward(ids.to(device), mask.to(device))
             out[idx] = values.float().cpu().numpy()
             bar.update(len(idx))

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -26,6 +27,18 @@ from ..core.log import get_logger
 from ..core.schema import swap_probs
 
 log = get_logger(__name__)
+GPU_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def gpu_dtype() -> torch.dtype:
+    """The GPU's mixed-precision dtype: bf16 where supported, else fp16 (the T4). ``KIT_GPU_DTYPE=float16``
+    forces fp16 on any GPU, to rehearse a T4 run on a newer card (``scripts/gpu_check.sh`` does)."""
+    forced = os.environ.get("KIT_GPU_DTYPE")
+    if forced:
+        if forced not in GPU_DTYPES:
+            raise PresetError(f"KIT_GPU_DTYPE={forced!r}: use one of {sorted(GPU_DTYPES)}")
+        return GPU_DTYPES[forced]
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
 
 
 # padded tokens per batch: GPUs want big batches; on CPU small ones run faster
@@ -95,8 +108,16 @@ def predict_sharded(replicas: Sequence, devices: Sequence[str], frame: pd.DataFr
                     *, lengths: Sequence[int], max_tokens: int, projection: RuntimeProjection | None = None,
                     desc: str = "predict", swap: bool = False) -> np.ndarray:
     """Logits for all rows of `frame`: shard k is scored by ``score(replicas[k], rows, pad_id, ...)``
-    (a head's :attr:`kit.heads.Head.score`) on devices[k], in its own thread."""
+    (a member type's ``score``) on devices[k], in its own thread. A replica shared by several shards
+    (CPU workers) first runs one row alone: some layers change themselves on their first forward pass
+    (bitsandbytes repacks 4-bit weights on the CPU), which two threads must not do at once."""
     shards = shard_rows(lengths, len(replicas))
+    warmed = set()
+    for k, replica in enumerate(replicas):
+        if id(replica) not in warmed and sum(r is replica for r in replicas) > 1 and len(shards[k]):
+            score(replica, frame.iloc[shards[k][:1]], pad_id, swap=swap, device=devices[k], max_tokens=max_tokens,
+                  progress=False, projection=None, desc="warm-up")
+            warmed.add(id(replica))
     out = np.zeros((len(frame), 3), dtype=np.float64)
     errors = []
 

@@ -36,6 +36,7 @@ from ..core.log import get_logger
 from ..core.metrics import log_loss, softmax
 from ..core.presets import Preset
 from ..core.settings import TrainSettings
+from .devices import gpu_dtype
 from .losses import soft_cross_entropy
 
 log = get_logger(__name__)
@@ -87,7 +88,7 @@ def training_arguments(preset: Preset, settings: TrainSettings, out: Path, n_tra
     steps_per_epoch = max(1, -(-n_train // (batch * accum * world)))
     total = settings.max_steps if settings.max_steps > 0 else int(np.ceil(steps_per_epoch * epochs))
     every = settings.eval_steps or max(1, -(-total // max(1, settings.evals_per_run)))
-    bf16 = cuda and torch.cuda.is_bf16_supported()
+    bf16 = cuda and gpu_dtype() == torch.bfloat16
     grouped = preset.group_by_length if settings.group_by_length is None else settings.group_by_length
     return TrainingArguments(
         output_dir=str(out / "checkpoints"),

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text lines: they stay readable in executed notebooks (a widget saves as "0%")
 
 from ..core.schema import FIELDS
 
