@@ -11,13 +11,14 @@ import numpy as np
 CLASS_NAMES = ("A", "B", "tie")
 LABELS = dict(enumerate(CLASS_NAMES))  # {0: "A", 1: "B", 2: "tie"}
 TEXT_COLUMNS = ("prompt", "response_a", "response_b")  # JSON lists of turns in the competition's tables
-LABEL_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")  # one-hot (or a soft label) per row
-SUBMISSION_COLUMNS = ("id", *LABEL_COLUMNS)
-PROB_COLUMNS = ("p_a", "p_b", "p_tie")  # a predictions file's probability columns
-TARGET_COLUMNS = ("target_a", "target_b", "target_tie")  # a cache row's training target (one-hot or soft)
+# lists, not tuples: pandas selects columns with a list (a tuple is one key)
+LABEL_COLUMNS = ["winner_model_a", "winner_model_b", "winner_tie"]  # one-hot (or a soft label) per row
+SUBMISSION_COLUMNS = ["id", *LABEL_COLUMNS]
+PROB_COLUMNS = ["p_a", "p_b", "p_tie"]  # a predictions file's probability columns
+TARGET_COLUMNS = ["target_a", "target_b", "target_tie"]  # a cache row's training target (one-hot or soft)
 FIELDS = TEXT_COLUMNS  # the packed fields of a row (retention columns are named after them)
 
-SWAP = (1, 0, 2)  # A <-> B: the class / probability column each one becomes
+SWAP = [1, 0, 2]  # A <-> B: the class / probability column each one becomes (index arrays and columns)
 SWAP_INDEX = np.array(SWAP)
 
 EXTRA_FOLD = -2  # extra or soft-labelled training rows: in every fold's training rows, never held out

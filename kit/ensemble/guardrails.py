@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.metrics import log_loss, metrics
-from ..core.schema import PROB_COLUMNS
+from ..core.schema import PROB_COLUMNS, SWAP, SWAP_INDEX
 from ..data.dedup import normalise_prompt
 from ..data.ingest import source_rows
 from ..store.cache import cache_sources
@@ -31,7 +31,6 @@ from .combine import BlendResult
 
 STRENGTH = 10.0  # pseudo-rows of the blend's own prediction behind each rule's estimate
 RULES = ("identical", "one_empty")
-_MIRROR = [1, 0, 2]
 
 
 def _empty(turns) -> bool:
@@ -50,14 +49,14 @@ def rule_masks(texts: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _counts(labels: np.ndarray, mirror: np.ndarray) -> np.ndarray:
-    oriented = np.where(mirror, np.asarray(_MIRROR)[labels], labels)
+    oriented = np.where(mirror, SWAP_INDEX[labels], labels)
     return np.bincount(oriented, minlength=3).astype(np.float64)
 
 
 def _adjust(p: np.ndarray, counts: np.ndarray, mirror: np.ndarray) -> np.ndarray:
-    q = np.where(mirror[:, None], p[:, _MIRROR], p)
+    q = np.where(mirror[:, None], p[:, SWAP], p)
     q = (counts[None, :] + STRENGTH * q) / (counts.sum() + STRENGTH)
-    return np.where(mirror[:, None], q[:, _MIRROR], q)
+    return np.where(mirror[:, None], q[:, SWAP], q)
 
 
 @dataclass
@@ -131,7 +130,7 @@ def apply_guardrails(result: BlendResult, tokenized: str | Path) -> None:
     if result.test is not None and rails.kept:
         test_texts = _texts(tokenized, result.test["id"].tolist(), "test")
         if test_texts is not None:
-            probs, touched = rails.apply(result.test[list(PROB_COLUMNS)].to_numpy(), test_texts)
+            probs, touched = rails.apply(result.test[PROB_COLUMNS].to_numpy(), test_texts)
             result.test = result.test.assign(**{c: probs[:, j] for j, c in enumerate(PROB_COLUMNS)})
             report["test_rows_touched"] = touched
     result.report["guardrails"] = report
@@ -146,5 +145,5 @@ def apply_saved_guardrails(blended: pd.DataFrame, saved: dict, tokenized: str | 
     texts = _texts(tokenized, blended["id"].tolist(), "test")
     if texts is None:
         return blended, {}
-    probs, touched = Guardrails(rails["counts"], rails["kept"]).apply(blended[list(PROB_COLUMNS)].to_numpy(), texts)
+    probs, touched = Guardrails(rails["counts"], rails["kept"]).apply(blended[PROB_COLUMNS].to_numpy(), texts)
     return blended.assign(**{c: probs[:, j] for j, c in enumerate(PROB_COLUMNS)}), touched

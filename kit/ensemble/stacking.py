@@ -25,7 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-SWAP = [1, 0, 2]  # column order of the mirrored row: p_B, p_A, p_tie
+from ..core.schema import SWAP, SWAP_INDEX  # the mirrored row's columns: p_B, p_A, p_tie
+
 
 
 FLOOR = 0.01  # probabilities below it are read as it (see above)
@@ -49,7 +50,7 @@ class MirrorStacker:
         if len(np.unique(labels)) < 3:
             raise ValueError("the stacker needs out-of-fold rows of all three outcomes (A, B, tie)")
         x = np.vstack([_features(probs), _features([p[:, SWAP] for p in probs])])
-        y = np.concatenate([labels, np.asarray(SWAP)[labels]])
+        y = np.concatenate([labels, SWAP_INDEX[labels]])
         self.model = LogisticRegression(C=self.C, max_iter=5000).fit(x, y)
         return self
 

@@ -22,7 +22,6 @@ from ..core.schema import PROB_COLUMNS, SUBMISSION_COLUMNS
 from ..store.cache import cache_meta, check_cache
 from ..store.io import ids_as_text, read_csv_keeping_ids, read_parquet_keeping_ids, write_csv
 
-SUBMISSION_COLUMNS = list(SUBMISSION_COLUMNS)
 PROB_TARGETS = SUBMISSION_COLUMNS[1:]
 DEFAULT_CLIP = 1e-6
 
@@ -117,6 +116,16 @@ class PreparedSubmission:
         return write_submission(self.frame, out, self.test_ids, self.sample_submission, overwrite)
 
 
+def resolve_sample_submission(sample_submission, test_table) -> str | Path | None:
+    """``"auto"``: this environment's sample submission when ``test_table`` is this environment's own
+    test table (a sample describes only its own table), else None; anything else as given."""
+    if sample_submission != "auto":
+        return sample_submission
+    defaults = default_inputs()
+    same = Path(test_table).resolve() == Path(defaults["test"]).resolve()
+    return defaults["sample_submission"] if same else None
+
+
 def prepare_blended_submission(blended: pd.DataFrame, tokenized: str | Path,
                                sample_submission: str | Path | None = "auto") -> PreparedSubmission:
     """Validate the submission made from blended test predictions (id + PROB_COLUMNS), which
@@ -124,15 +133,11 @@ def prepare_blended_submission(blended: pd.DataFrame, tokenized: str | Path,
     environment's sample, when the cache's test table is the environment's own test table."""
     tokenized = Path(tokenized)
     check_cache(tokenized, "test")
-    if sample_submission == "auto":  # the sample only describes the environment's own test table
-        test_source = cache_meta(tokenized).get("test_source") or "-"
-        defaults = default_inputs()
-        same = Path(test_source).resolve() == Path(defaults["test"]).resolve()
-        sample_submission = defaults["sample_submission"] if same else None
+    sample_submission = resolve_sample_submission(sample_submission, cache_meta(tokenized).get("test_source") or "-")
     test_ids = read_parquet_keeping_ids(tokenized / "test.parquet", columns=["id"])["id"].tolist()
     if test_ids != blended["id"].tolist():
         raise BlendError(f"predictions do not cover the test table {tokenized / 'test.parquet'} in order")
-    sub = make_submission(test_ids, blended[list(PROB_COLUMNS)].to_numpy())
+    sub = make_submission(test_ids, blended[PROB_COLUMNS].to_numpy())
     validate_submission(sub, test_ids, sample_submission)
     return PreparedSubmission(sub, test_ids, sample_submission)
 

@@ -31,12 +31,11 @@ import pandas as pd
 
 from ..core.errors import PresetError
 from ..core.presets import Preset
-from ..core.schema import SWAP, TEXT_COLUMNS
+from ..core.schema import SWAP, SWAP_INDEX, TEXT_COLUMNS
 from ..core.settings import TrainSettings
 from ..ops.losses import soft_targets
 from .base import Encoder, FitContext, Fitted, MemberType, Predictor, register
 
-SWAP = list(SWAP)
 SAVED_FORMAT = "kit-lexical/1"  # lexical.json + lexical.npz: data only, no pickle
 _REFUSAL = re.compile(r"\b(i'm sorry|i am sorry|i apologi[sz]e|as an ai|i cannot|i can't|i'm not able|"
                       r"i am not able|i don't have|language model)\b", re.I)
@@ -107,7 +106,7 @@ class LexicalModel:
         x, _ = self._features(p, a, b)
         x_swap, _ = self._features(p, b, a)
         from scipy.sparse import vstack
-        y = np.concatenate([labels, np.asarray(SWAP)[labels]])
+        y = np.concatenate([labels, SWAP_INDEX[labels]])
         self.classifier = LogisticRegression(C=self.C, max_iter=3000, random_state=self.seed)
         both_x = vstack([x, x_swap]).tocsr()
         if targets is None:

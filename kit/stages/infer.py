@@ -38,7 +38,6 @@ from ..store.models import check_trained, read_model_config
 from ..store.predictions import flip_rate_of, write_predictions
 
 log = get_logger(__name__)
-PROB_COLUMNS = list(PROB_COLUMNS)
 
 
 @dataclass

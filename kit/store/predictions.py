@@ -22,7 +22,6 @@ from .io import manifest_path, read_csv_keeping_ids, write_csv, write_json
 from .manifest import check_output, read_manifest, stage_manifest
 from .models import read_model_config
 
-PROB_COLUMNS = list(PROB_COLUMNS)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import asdict
 
 from ..core.errors import BlendError, SettingsError, StaleOutput
 from ..core.log import get_logger
-from ..core.presets import member_order, resolve_preset
+from ..core.presets import Preset, member_order, resolve_preset
 from ..core.settings import CvSettings, TrainSettings, settings_from
 from ..ensemble.combine import blend_members, describe_weights
 from ..ensemble.evaluation import evaluation_table
@@ -48,9 +48,8 @@ def _reusable_cache(tok_dir: Path, wanted: dict, model: str, max_length, member,
         raise StaleOutput(f"cannot reuse {e}; or pass --overwrite to redo the whole cv") from None
     meta = cache_meta(tok_dir)
     preset = resolve_preset(model, max_length=max_length, member=member)
-    packed = meta["preset"]
-    have = {k: meta.get(k) for k in wanted} | {"max_length": packed.get("max_length"),
-                                               "member": packed.get("member", packed.get("head"))}
+    packed = Preset.from_dict(meta["preset"])  # reads older caches' "head" too
+    have = {k: meta.get(k) for k in wanted} | {"max_length": packed.max_length, "member": packed.member}
     want = wanted | {"max_length": preset.max_length, "member": preset.member}
     if have != want:
         diff = {k: (have[k], want[k]) for k in want if have[k] != want[k]}

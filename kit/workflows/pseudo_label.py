@@ -38,7 +38,6 @@ from ..store.manifest import input_record, stage_manifest
 from .submit import submit
 
 log = get_logger(__name__)
-LABEL_COLUMNS = list(LABEL_COLUMNS)
 
 
 @dataclass

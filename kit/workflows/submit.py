@@ -37,7 +37,7 @@ from ..core.settings import SubmitSettings, settings_from
 from ..ensemble.combine import apply_saved_blend, blend_members
 from ..ensemble.guardrails import apply_saved_guardrails
 from ..ensemble.report import read_saved_blend
-from ..ensemble.submission import write_blended_submission
+from ..ensemble.submission import resolve_sample_submission, write_blended_submission
 from ..store.io import publish, write_json
 from ..data.ingest import load_conversations
 from ..members import get_member_type
@@ -111,14 +111,15 @@ def choose_saved_blend(candidates: Sequence[Path], members: Sequence[str], expli
                       f"Pass the one to use (BLEND_JSON, --blend-json) or fixed weights (WEIGHTS = 'paper' / 'equal')")
 
 
-def shared_holdout(groups: dict[str, list[Path]]) -> dict:
+def shared_holdout(groups: dict[str, list[Path]], manifests: dict[Path, dict]) -> dict:
     """Each member's held-out predictions (``predictions/oof.csv`` beside its models, vouched for by
     their manifests), for weights fitted where members trained apart meet: every member must have
-    been trained on the same fold assignment (the same fold fingerprint) — the shared holdout."""
+    been trained on the same fold assignment (the same fold fingerprint in the train ``manifests``
+    that :func:`preflight` checked) — the shared holdout."""
     fingerprints = {}
     for name, dirs in groups.items():
         for d in dirs:
-            folds = check_trained(d).get("inputs", {}).get("cache", {}).get("folds")
+            folds = manifests[d].get("inputs", {}).get("cache", {}).get("folds")
             fingerprints.setdefault(folds, []).append(f"{name}:{d.name}")
     if len(fingerprints) > 1:
         listed = "; ".join(f"{', '.join(v)} (folds {str(k)[:12]})" for k, v in fingerprints.items())
@@ -137,14 +138,15 @@ def shared_holdout(groups: dict[str, list[Path]]) -> dict:
 
 
 def preflight(groups: dict[str, list[Path]], test_path: Path, sample_submission, out: Path, work: Path,
-              devices: Sequence[str] | None) -> list:
+              devices: Sequence[str] | None) -> dict[Path, dict]:
     """Everything that can fail before the first model loads, each as one line: every model folder
     whole, free of pickles and of a known member type; the test table readable; its ids against the
     sample submission's (ids, not row counts); the output and work folders writable; the devices
-    there. Returns the test ids."""
+    there. Returns each model folder's checked train manifest."""
+    manifests = {}
     for name, dirs in groups.items():
         for d in dirs:
-            check_trained(d)
+            manifests[d] = check_trained(d)
             get_member_type(Preset.from_dict(read_model_config(d)["preset"]).member)
     test_ids = load_conversations(test_path, labelled=False).frame["id"].tolist()
     if sample_submission is not None and Path(sample_submission).is_file():
@@ -167,7 +169,7 @@ def preflight(groups: dict[str, list[Path]], test_path: Path, sample_submission,
                               f"pass OUT / WORK (--out, --work) under a writable folder")
     if devices:
         check_devices(list(devices))
-    return test_ids
+    return manifests
 
 
 def _member_tokenization(name: str, dirs: list[Path]) -> tuple[dict, dict | None]:
@@ -216,11 +218,8 @@ def submit(*args, **kwargs) -> SubmitResult:
     if not test_path.is_file():
         raise SubmitError(f"test table {test_path} not found (TEST in the notebook, --test on the CLI)")
     out = Path(out) if out else work_dir() / "submission.csv"
-    if sample_submission == "auto":  # the environment's sample describes the environment's own test table
-        defaults = default_inputs()
-        same = test_path.resolve() == Path(defaults["test"]).resolve()
-        sample_submission = defaults["sample_submission"] if same else None
-    preflight(groups, test_path, sample_submission, out, Path(s.work or work_dir()), devices)
+    sample_submission = resolve_sample_submission(sample_submission, test_path)
+    manifests = preflight(groups, test_path, sample_submission, out, Path(s.work or work_dir()), devices)
     saved = None
     if weights in ("auto", "saved"):
         if blend_json:
@@ -237,7 +236,7 @@ def submit(*args, **kwargs) -> SubmitResult:
             weights = "paper"
             log.info("[kit submit] no saved blend found: the paper's weights (0.7/0.3 for two members, equal "
                      "otherwise)")
-    holdout = shared_holdout(groups) if weights == "fit" else {}
+    holdout = shared_holdout(groups, manifests) if weights == "fit" else {}
     log.info(f"[kit submit] preflight passed in {time.time() - started:.1f} s: models, blend, test ids, output, devices")
     base_model_dirs = s.base_model_dirs or {}
     isolate = torch.cuda.is_available() if s.isolate is None else s.isolate
