@@ -9,6 +9,7 @@ read-only (permission bits, and a snapshot of every file compared afterwards, si
 permission bits), and runs the one submission notebook, twice."""
 import hashlib
 import shutil
+import subprocess
 import stat
 import warnings
 from pathlib import Path
@@ -44,6 +45,18 @@ def _read_only(root: Path) -> None:
         p.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
+def _attach_repository(dataset: Path) -> None:
+    """The kit dataset as the README says to make it: the whole repository (every tracked file, as
+    they are in this working tree) — its own results/ (with a blend.json) included."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dataset / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dataset / name)
+    assert (dataset / "results" / "main_job" / "blend.json").is_file() and (dataset / "README.md").is_file()
+
+
 @pytest.fixture
 def kaggle(tmp_path, monkeypatch):
     root = tmp_path / "kaggle"
@@ -56,7 +69,7 @@ def kaggle(tmp_path, monkeypatch):
     shutil.copy(SAMPLE_SUB, comp / "sample_submission.csv")
     make_tiny_backbone("gemma2", inp / GEMMA)
     make_tiny_backbone("llama", inp / LLAMA, pad_token=False)
-    shutil.copytree(ROOT / "kit", inp / "lora-litee-kit" / "kit", ignore=shutil.ignore_patterns("__pycache__"))
+    _attach_repository(inp / "lora-litee-kit")
     monkeypatch.setenv("KIT_KAGGLE_ROOT", str(root))
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     monkeypatch.delenv("KIT_WORK", raising=False)
