@@ -25,7 +25,7 @@ from .stages.infer import infer_isolated, infer_stage
 from .stages.tokenize import tokenize_stage
 from .stages.train import train_stage
 from .workflows.cv import cv_stage
-from .workflows.main import SUBMISSIONS, run_main
+from .workflows.main import run_main
 from .workflows.pseudo_label import pseudo_label
 from .workflows.submit import submit
 
@@ -115,7 +115,7 @@ def _run(stage: str, a: argparse.Namespace) -> None:
         print(cv_stage(_settings(a, CvSettings))["markdown"])
     elif stage == "main":
         run = _settings(a, MainRun)
-        run_main(MainSettings.quick() if run.quick else MainSettings(), run.run_dir, run.publish_dir or SUBMISSIONS)
+        run_main(MainSettings.quick() if run.quick else MainSettings(), run.run_dir, run.publish_dir)
     elif stage == "submit":
         submit(_settings(a, SubmitSettings))
     elif stage == "pseudo-label":

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Follow the README's Colab step in a simulated Colab image and time it: a clean virtual
 # environment holding only what the image has (torch — CPU here — numpy, pandas, scikit-learn,
-# scipy, matplotlib, pyarrow, tabulate, jupyter), then scripts/install_colab.sh, then the
-# first notebook (01_tokenize) headless for both embedded presets, which needs their
-# backbones. Prints each step's time.
+# scipy, matplotlib, pyarrow, tabulate, jupyter), then scripts/install_colab.sh run from a Python
+# process started in another directory, which then imports the kit (a running Colab kernel), then
+# the first notebook (01_tokenize) headless for both embedded presets, from that directory, which
+# needs their backbones. Prints each step's time.
 #
 #   bash scripts/check_colab_install.sh [ENV_DIR]     # an existing ENV_DIR is reused as the image
 set -euo pipefail
@@ -21,16 +22,29 @@ grep -E '^(torch|numpy|pandas|scikit-learn|scipy|matplotlib|pyarrow|tabulate|ipy
 "$ENV/bin/pip" install -q --disable-pip-version-check -r "$ENV/image.txt"
 fi
 start=$(date +%s)
-PIP="$ENV/bin/python -m pip" bash scripts/install_colab.sh
+OUT=$(mktemp -d)
+# As in a Colab notebook: a kernel already running, in another directory (/content), runs the install
+# (`!bash .../install_colab.sh`), then imports the kit in the same process — no restart
+mkdir -p "$OUT/content"
+(cd "$OUT/content" && PIP="$ENV/bin/python -m pip" "$ENV/bin/python" - "$REPO" <<'PY'
+import importlib, subprocess, sys
+repo = sys.argv[1]
+subprocess.run(["bash", f"{repo}/scripts/install_colab.sh"], check=True)
+importlib.invalidate_caches()
+import kit, kit.core.env
+assert str(kit.core.env.REPO_ROOT) == repo, f"the kit points at {kit.core.env.REPO_ROOT}, not the clone {repo}"
+assert not kit.__file__.startswith(repo), f"kit imported from the clone ({kit.__file__}), not the install"
+print(f"import kit from {kit.__file__} in the running process; its repository: {kit.core.env.REPO_ROOT}")
+PY
+)
 took_install=$(( $(date +%s) - start ))
 start=$(date +%s)
-OUT=$(mktemp -d)
 for model in minilm smollm2; do
   # KIT_CACHE: a fresh cache, so SmolLM2's GGUF is exported here as on a new Colab machine
   KIT_ENV=colab KIT_WORK="$OUT/work" KIT_CACHE="$OUT/cache" "$ENV/bin/python" -m papermill --no-progress-bar \
     notebooks/01_tokenize.ipynb "$OUT/01_tokenize-$model.ipynb" -p MODEL "$model" -p MAX_ROWS 24 \
-    -p N_FOLDS 2 -p MAX_LENGTH 64 -y '{TRAIN: [data/kaggle/train_sample.csv], TEST: data/kaggle/test.csv}' \
-    --cwd "$PWD" > "$OUT/01_tokenize-$model.log" 2>&1 || { tail -20 "$OUT/01_tokenize-$model.log"; exit 1; }
+    -p N_FOLDS 2 -p MAX_LENGTH 64 -y "{TRAIN: [$REPO/data/kaggle/train_sample.csv], TEST: $REPO/data/kaggle/test.csv}" \
+    --cwd "$OUT/content" > "$OUT/01_tokenize-$model.log" 2>&1 || { tail -20 "$OUT/01_tokenize-$model.log"; exit 1; }
   ls "$OUT/work/tokenized/$model/train.parquet" > /dev/null
 done
 took_run=$(( $(date +%s) - start ))

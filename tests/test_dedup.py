@@ -75,3 +75,29 @@ def test_the_blend_report_scores_baselines_on_a_cache_with_extra_rows(tmp_path):
     result = blend_stage({"lexical": dirs}, weights="equal", out=tmp_path / "s.csv", report_dir=tmp_path / "r",
                          sample_submission=None)
     assert result.oof_rows == 200 and {"prior", "tfidf", "blend"} <= set(result.table.index)
+
+
+def test_cv_extra_trains_every_fold_on_the_extra_rows_and_scores_only_the_main_table(tmp_path):
+    """`kit cv --extra`: the real HH-RLHF pairs join each fold's training rows (fold -2, deduplicated
+    as tokenize does), never its held-out rows; the out-of-fold rows are the main table's only, and a
+    second call with the same extra reuses the cache while another extra is refused."""
+    import gzip
+    from conftest import run_kit
+    hh = tmp_path / "hh-300.jsonl.gz"  # the first 300 real pairs: the same reader, at CI's scale
+    with gzip.open(HH, "rt") as source, gzip.open(hh, "wt") as target:
+        target.writelines(line for _, line in zip(range(300), source))
+    args = ["cv", "--train", str(PANDALM), "--models", "lexical", "--folds", "2", "--max-rows", "120",
+            "--out", str(tmp_path / "cv")]
+    result = run_kit(*args, "--extra", str(hh))
+    assert result.returncode == 0, result.stderr[-2000:]
+    cv = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert cv["rows"] == 120 and cv["settings"]["extra"] == [str(hh)]
+    n_extra = cv["settings"]["extra_rows"]
+    assert 290 <= n_extra <= 300 and cv["settings"]["extra_removed"] == 0  # a few records cannot be split
+    assert f"extra training rows in every fold: {n_extra}" in (tmp_path / "cv" / "cv.md").read_text()
+    for k in range(2):
+        metrics = json.loads((tmp_path / "cv" / "models" / "lexical" / f"fold{k}" / "metrics.json").read_text())
+        held_in = pd.read_parquet(tmp_path / "cv" / "tokenized" / "lexical" / "train.parquet", columns=["fold"])
+        assert metrics["train_rows"] == int((held_in["fold"] == 1 - k).sum()) + n_extra
+    refused = run_kit(*args)  # the cache was made with the extra rows: not silently reused without them
+    assert refused.returncode == 2 and "other settings" in refused.stderr and "extra_sources" in refused.stderr

@@ -128,3 +128,58 @@ def test_members_trained_apart_on_one_shared_fold_get_fitted_weights(two_members
         submit([*roots, tmp_path / "dataset-7"], KAGGLE_TEST, weights="fit", work=tmp_path / "w2",
                out=tmp_path / "s2.csv", sample_submission=SAMPLE_SUB)
     assert not (tmp_path / "w2").exists()
+
+
+def test_the_cli_with_the_repository_among_the_roots_uses_the_matching_blend(two_members, tmp_path):
+    """`kit submit --model-roots <a copy of the repository>,<models>` with defaults: the repository's
+    own results/main_job/blend.json (members smollm2, minilm, lexical) is no candidate; the models'
+    blend report is."""
+    from conftest import run_kit
+    from kaggle_sim import attach_repository
+    root, _ = two_members
+    attach_repository(tmp_path / "repository")  # what git tracks: no local artifacts/
+    result = run_kit("submit", "--model-roots", f"{tmp_path / 'repository'},{root / 'lexical'}", "--test", str(KAGGLE_TEST),
+                     "--work", str(tmp_path / "w"), "--out", str(tmp_path / "s.csv"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = (tmp_path / "w" / "submit").iterdir()
+    record = json.loads((run / "submit.json").read_text())
+    assert record["blend"]["members"] == ["lexical"] and record["blend"]["weights_mode"] == "fit"
+
+
+def test_a_projected_time_over_the_budget_fails_in_preflight(two_members, tmp_path):
+    """Each model's infer stage recorded how fast it scored; preflight projects the test table's
+    scoring time from it before any model loads, and stops when it exceeds BUDGET_HOURS."""
+    from kit.workflows.submit import project_scoring_hours, recorded_timing
+    root, groups = two_members
+    timing = recorded_timing(groups["lexical"][0])
+    assert timing["rows"] > 0 and timing["seconds"] > 0 and timing["device_names"] == ["cpu"]
+    hours = project_scoring_hours({"lexical": groups["lexical"]}, 1000, ["cpu"], True, None)
+    per_row = sum(recorded_timing(d)["seconds"] / recorded_timing(d)["rows"] for d in groups["lexical"])
+    assert hours == pytest.approx(1000 * per_row / 3600)
+    started = time.time()
+    with pytest.raises(SubmitError, match=r"projected scoring time .* exceeds BUDGET_HOURS = 1e-09 .*TTA = False"):
+        submit([root / "lexical"], KAGGLE_TEST, budget_hours=1e-9, work=tmp_path / "w", out=tmp_path / "s.csv",
+               sample_submission=SAMPLE_SUB)
+    assert time.time() - started < 30 and not (tmp_path / "w").exists()
+
+
+def test_rerunning_infer_after_another_fold_keeps_what_is_current(tmp_path):
+    """03_infer_two_t4 rerun after training another fold: the first fold's predictions (same run,
+    same table) are kept, the new fold is scored — no OutputExists; OVERWRITE scores both again."""
+    from kit.stages.infer import infer_many
+    from kit.stages.tokenize import tokenize_stage
+    from kit.stages.train import train_stage
+    tokenize_stage("lexical", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=100, out=tmp_path / "tok")
+    first = train_stage("lexical", 0, tokenized=tmp_path / "tok", out=tmp_path / "m" / "fold0").out_dir
+    assert not infer_many([first], ["test", "oof"])["kept"].any()
+    second = train_stage("lexical", 1, tokenized=tmp_path / "tok", out=tmp_path / "m" / "fold1").out_dir
+    again = infer_many([first, second], ["test", "oof"])
+    assert again["kept"].tolist() == [True, True, False, False]
+    assert not infer_many([first, second], ["test"], overwrite=True)["kept"].any()
+    # predictions edited since: not current, so not silently kept
+    edited = first / "predictions" / "test.csv"
+    edited.chmod(0o644)
+    edited.write_text(edited.read_text().replace("0.", "0.0", 1))
+    from kit.core.errors import OutputExists
+    with pytest.raises(OutputExists, match="--overwrite"):
+        infer_many([first], ["test"])

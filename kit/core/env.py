@@ -1,14 +1,47 @@
 """Where the kit runs (Kaggle, Colab, local) and the default paths that follow from it."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from .log import get_logger, show_progress
 
-REPO_ROOT = Path(__file__).resolve().parents[2]  # the repository (or the attached dataset) holding kit/
+DISTRIBUTION = "lora-litee-kit"
+
+
+def _is_checkout(folder: Path) -> bool:
+    return (folder / "kit" / "__init__.py").is_file() and (folder / "notebooks").is_dir()
+
+
+def find_repo_root() -> Path:
+    """The repository whose data, notebooks and ``artifacts/`` the defaults point into.
+
+    ``KIT_REPO`` when set; else the folder holding this ``kit/`` when it is a checkout (a clone,
+    an attached Kaggle dataset, an editable install); else, for a plain ``pip install <clone>``
+    (Colab: a running kernel does not read the ``.pth`` file an editable install writes, but it
+    does see a package copied into site-packages), the clone pip installed from, as pip recorded
+    it (PEP 610 ``direct_url.json``); else this ``kit/``'s parent folder."""
+    if os.environ.get("KIT_REPO"):
+        return Path(os.environ["KIT_REPO"]).resolve()
+    here = Path(__file__).resolve().parents[2]
+    if _is_checkout(here):
+        return here
+    try:
+        from importlib.metadata import PackageNotFoundError, distribution
+        record = json.loads(distribution(DISTRIBUTION).read_text("direct_url.json") or "{}")
+    except (PackageNotFoundError, ValueError):
+        record = {}
+    url = urlparse(record.get("url", ""))
+    if url.scheme == "file" and _is_checkout(Path(unquote(url.path))):
+        return Path(unquote(url.path))
+    return here
+
+
+REPO_ROOT = find_repo_root()  # the repository (or the attached dataset) holding kit/, notebooks/, data/
 VERSION = "0.2.0"
 log = get_logger(__name__)
 COMPETITION = "lmsys-chatbot-arena"

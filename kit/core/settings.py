@@ -95,6 +95,16 @@ def parse_sample(text):
     return None if text is None or str(text).lower() == "none" else text
 
 
+def parse_hours(text):
+    """``'9'`` -> 9.0; ``'none'`` (or None) -> None: no budget."""
+    if text is None or str(text).lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise SettingsError(f"--budget-hours {text!r}: pass hours (e.g. 9) or 'none'") from None
+
+
 class _Settings:
     """What every settings dataclass shares: list fields normalised, values as a dict."""
 
@@ -304,9 +314,14 @@ class CvSettings(_Settings):
     evals_per_run: int = arg(1, "held-out evaluations per training run")
     member: str | None = arg(None, "the neural members' type (default: each preset's)", aliases=["--head"])
     space: str = arg("log", "blend log-probabilities (log: measured better on PandaLM) or probabilities (prob)")
+    extra: list[str] = arg(help="extra labelled tables (any --train format, e.g. chosen/rejected pairs): added to "
+                                "every fold's training rows, never held out or scored, after removing rows whose "
+                                "prompt is a --train prompt (as kit tokenize --extra)", factory=list)
+    dedup_similarity: float = arg(0.9, "an extra row whose prompt's character n-gram cosine similarity to a --train "
+                                       "prompt is at least this is removed (1.0: exact duplicates only)")
     overwrite: bool = arg(False, "redo everything in --out instead of reusing it")
 
-    _lists = ("train", "models")
+    _lists = ("train", "models", "extra")
 
     def __post_init__(self):
         super().__post_init__()
@@ -335,7 +350,8 @@ class SubmitSettings(_Settings):
     isolate: bool | None = arg(None, "each model in its own process (default: on GPUs)", nargs="?", const=True)
     tta: bool = arg(True, "joint member: also score the swapped (B, A) pass")
     max_tokens: int | None = arg(None, "padded tokens per batch")
-    budget_hours: float | None = arg(9.0, "warn when the projected scoring time exceeds this (Kaggle: 9)")
+    budget_hours: float | None = arg(9.0, "preflight stops when the scoring time projected from the models' recorded "
+                                          "timings exceeds this (Kaggle: 9); none: go on", cli_type=parse_hours)
     base_model_dirs: dict | None = arg(None, "PRESET=FOLDER;...: backbones attached elsewhere than at training time",
                                        cli_type=parse_members)
     sample_submission: str | None = arg("auto", "path, 'auto' or 'none'", cli_type=parse_sample)
@@ -385,12 +401,14 @@ class MainSettings(_Settings):
     in log-probability space (the report's out-of-fold blend figure cross-fitted)."""
 
     models: list[str] = arg(help="the members", factory=lambda: ["minilm", "smollm2", "lexical"])
-    folds: int = arg(2, "prompt-grouped folds")
+    folds: int = arg(2, "prompt-grouped folds", notebook="N_FOLDS")
+    train_folds: list[int] | None = arg(None, "the folds trained; None: every fold. [0]: one fold, whose held-out "
+                                              "rows fit the weights (big members in one session)")
     max_rows: int | None = arg(400, "training rows tokenized (the first 100 are the real Kaggle rows)")
     max_length: dict = arg(help="tokens per side, per model", factory=lambda: {"minilm": 128, "smollm2": 128})
     # the presets' measured recipes (results/sweep/sweep.md); SmolLM2 trains on 100 rows per fold for
     # time (the infer stage still scores every held-out row). Keys: TrainSettings fields.
-    train: dict = arg(help="TrainSettings fields per model", factory=lambda: {"smollm2": {"max_train_rows": 100}})
+    recipes: dict = arg(help="TrainSettings fields per model", factory=lambda: {"smollm2": {"max_train_rows": 100}})
     weights: str = arg("fit", "fit | stack | paper | equal: measured on PandaLM's 5 folds (README, results/cv_pandalm)")
     space: str = arg("log", "geometric blend: 0.794 vs 0.803 arithmetic on the same folds")
 
@@ -399,16 +417,22 @@ class MainSettings(_Settings):
     def __post_init__(self):
         super().__post_init__()
         known = {f.name for f in fields(TrainSettings)}
-        for model, given in self.train.items():
+        for model, given in self.recipes.items():
             unknown = sorted(set(given) - known)
             if unknown:
-                raise SettingsError(f"MainSettings.train[{model!r}]: unknown training setting(s) {unknown}; "
+                raise SettingsError(f"MainSettings.recipes[{model!r}]: unknown training setting(s) {unknown}; "
                                     f"the settings are {sorted(known)}")
+        if self.train_folds is not None:
+            self.train_folds = [int(k) for k in self.train_folds]
+            outside = [k for k in self.train_folds if not 0 <= k < self.folds]
+            if outside or not self.train_folds:
+                raise SettingsError(f"TRAIN_FOLDS {self.train_folds}: pass folds in 0..{self.folds - 1} (N_FOLDS = "
+                                    f"{self.folds}), or None for every fold")
 
     @classmethod
     def quick(cls) -> "MainSettings":
         """Toy scale for CI: the same notebooks and code paths in a couple of minutes."""
-        return cls(max_rows=48, train={
+        return cls(max_rows=48, recipes={
             "minilm": {"max_steps": 3, "batch_size": 8, "max_eval_rows": 12},
             "smollm2": {"max_steps": 2, "batch_size": 4, "max_eval_rows": 8},
         })
@@ -420,7 +444,7 @@ class MainRun(_Settings):
 
     quick: bool = arg(False, "toy scale (CI): the same path in minutes")
     run_dir: str | None = arg(None, "default: <work>/runs/<timestamp> (must not exist)")
-    publish_dir: str | None = arg(None, "where submission.csv goes; default submissions/")
+    publish_dir: str | None = arg(None, "where submission.csv goes; default submissions/ (/kaggle/working on Kaggle)")
 
 
 # -- the three faces ---------------------------------------------------------------------------

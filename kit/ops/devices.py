@@ -82,6 +82,12 @@ def visible_devices() -> list[str]:
     return ["cpu"]
 
 
+def device_names(devices: Sequence[str]) -> list[str]:
+    """What each device is ("Tesla T4", "cpu"): recorded beside timings, which only transfer between
+    like devices."""
+    return [torch.cuda.get_device_name(torch.device(d)) if d.startswith("cuda") else "cpu" for d in devices]
+
+
 def shard_rows(lengths: Sequence[int], n_shards: int) -> list[np.ndarray]:
     """Split row indices into n shards of near-equal work: rows sorted by length and dealt
     round-robin, so every shard gets long and short rows alike."""

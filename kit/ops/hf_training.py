@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm  # text lines, not a notebook widget
 
 from ..core.errors import PresetError
 from ..core.log import get_logger
@@ -185,7 +187,36 @@ def _callbacks(before_seconds: float):
                 control.should_log = True
             return control
 
-    return Seconds(), LogAtSaves()
+    class TextProgress(TrainerCallback):
+        """The Trainer's progress as plain text lines (std tqdm): in a notebook kernel the Trainer
+        would draw an HTML bar (a widget where ipywidgets is installed) that an executed notebook
+        saves as its first frame."""
+
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step",
+                                file=sys.stdout, mininterval=5.0)
+            return control
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+            return control
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            return control
+
+    return Seconds(), LogAtSaves(), TextProgress()
 
 
 def _saved_seconds(checkpoint: Path | None) -> float:
@@ -269,9 +300,13 @@ def run_trainer(preset: Preset, settings: TrainSettings, *, out: Path, recipe: d
                       compute_metrics=_eval_metrics, optimizers=(_optimizer(net, args, head_lr_scale), None),
                       compute_loss_func=soft_cross_entropy if soft_labels else None)
     last = complete[-1] if resuming else None
-    seconds_cb, log_cb = _callbacks(_saved_seconds(last))
+    seconds_cb, log_cb, progress_cb = _callbacks(_saved_seconds(last))
     trainer.add_callback(seconds_cb)
     trainer.add_callback(log_cb)
+    for callback in list(trainer.callback_handler.callbacks):  # the default bar: text, or HTML in a notebook
+        if type(callback).__name__ in ("ProgressCallback", "NotebookProgressCallback"):
+            trainer.remove_callback(callback)
+    trainer.add_callback(progress_cb)
     if resuming:
         log.info(f"[kit train] resuming from the last checkpoint in {checkpoints} ({last.name})")
     elif is_rank_zero():

@@ -19,7 +19,7 @@ import pandas as pd
 from ..core.errors import BlendError, StaleOutput
 from ..core.schema import PROB_COLUMNS
 from .io import manifest_path, read_csv_keeping_ids, write_csv, write_json
-from .manifest import check_output, read_manifest, stage_manifest
+from .manifest import check_output, read_manifest, sha256_of, stage_manifest
 from .models import read_model_config
 
 
@@ -58,6 +58,21 @@ def read_predictions(path: Path, what: str, model_dir: Path | None = None) -> pd
     frame = check_predictions(read_csv_keeping_ids(path), path, rerun)
     frame.attrs["manifest"] = manifest
     return frame
+
+
+def is_current(path: Path, model_dir: Path, table: Path) -> bool:
+    """Whether ``path`` holds predictions that scoring ``table`` with ``model_dir`` now would make:
+    written whole by the infer stage (its manifest's fingerprint), by the model's current training
+    run, from a table with ``table``'s content. Any doubt is False (then the file is not reused)."""
+    path, table = Path(path), Path(table)
+    if not path.is_file() or not table.is_file():
+        return False
+    try:
+        frame = read_predictions(path, path.stem, model_dir)
+    except (BlendError, StaleOutput):
+        return False
+    made_from = frame.attrs["manifest"].get("inputs", {}).get("table", {}).get("sha256")
+    return made_from == sha256_of(table)
 
 
 def check_predictions(frame: pd.DataFrame, path, rerun: str = "rerun the infer stage") -> pd.DataFrame:

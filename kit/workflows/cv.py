@@ -113,12 +113,15 @@ def cv_stage(*args, **kwargs) -> dict:
     started, timings, members = time.time(), {}, []
     for model in models:
         tok_dir = out / "tokenized" / model
-        wanted = {"train_sources": [str(p) for p in train], "n_folds": folds, "seed": seed, "max_rows": max_rows}
+        wanted = {"train_sources": [str(p) for p in train], "n_folds": folds, "seed": seed, "max_rows": max_rows,
+                  "extra_sources": [str(p) for p in s.extra], "dedup_similarity": s.dedup_similarity if s.extra else None}
         if _reusable_cache(tok_dir, wanted, model, max_length, member, overwrite):
             log.info(f"[kit cv] reusing {tok_dir}")
         else:
+            # extra rows: training-only (fold -2) in every fold, deduplicated against the held-out prompts
             tokenize_stage(model, list(train), "", max_length=max_length, n_folds=folds, seed=seed,
-                           max_rows=max_rows, out=tok_dir, overwrite=overwrite, member=member)
+                           max_rows=max_rows, out=tok_dir, overwrite=overwrite, member=member, extra=list(s.extra),
+                           dedup_similarity=s.dedup_similarity)
         dirs = []
         for k in range(folds):
             settings = TrainSettings(epochs=epochs, max_train_rows=caps.get(model), seed=seed,
@@ -141,7 +144,11 @@ def cv_stage(*args, **kwargs) -> dict:
     result.table = evaluation_table(result, out / "tokenized" / models[0])
     apply_guardrails(result, out / "tokenized" / models[0])  # its own row: "blend + guardrails"
     table = result.table
-    settings = {"train": [str(p) for p in train], "models": list(models), "folds": folds, "member": member,
+    extra_meta = cache_meta(out / "tokenized" / models[0]).get("extra_rows") or {}
+    settings = {"train": [str(p) for p in train], "extra": [str(p) for p in s.extra],
+                "extra_rows": extra_meta.get("kept"),
+                "extra_removed": extra_meta.get("removed_exact", 0) + extra_meta.get("removed_near", 0),
+                "models": list(models), "folds": folds, "member": member,
                 "max_length": max_length, "max_rows": max_rows, "epochs": epochs,
                 "max_train_rows": max_train_rows, "tta": tta, "seed": seed, "swap_augment": swap_augment,
                 "evals_per_run": evals_per_run,
@@ -155,7 +162,10 @@ def cv_stage(*args, **kwargs) -> dict:
                            for name, r in table.iterrows()}}
     md = (f"# kit cv: {', '.join(Path(p).name for p in train)}\n\n"
           f"{payload['rows']} out-of-fold rows, {folds} folds (grouped by prompt, stratified by label); "
-          f"models {', '.join(models)}; member type {member or 'preset'}; max_length {max_length or 'preset'}; "
+          + (f"extra training rows in every fold: {settings['extra_rows']} from "
+             f"{', '.join(Path(p).name for p in s.extra)} ({settings['extra_removed']} removed as duplicates of "
+             f"train prompts); " if s.extra else "")
+          + f"models {', '.join(models)}; member type {member or 'preset'}; max_length {max_length or 'preset'}; "
           f"epochs {epochs or 'preset'}; training rows per fold {max_train_rows or 'all'}; "
           f"swap augmentation {swap_augment} (joint head only); swap TTA {tta} (joint head only); blend weights "
           f"{describe_weights(result)} in {space} space"

@@ -11,10 +11,11 @@ trained models, predictions, executed notebooks, report); the submission is copi
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
-from ..core.env import REPO_ROOT, work_dir
+from ..core.env import REPO_ROOT, environment, work_dir
 from ..core.errors import SettingsError
 from ..core.log import get_logger
 from ..core.settings import MainSettings, TrainSettings, to_parameters
@@ -26,26 +27,40 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 SUBMISSIONS = REPO_ROOT / "submissions"
 
 
+# the folder holding this kit package: every notebook's kernel imports this very kit (its KIT_DIR)
+KIT_HOME = Path(__file__).resolve().parents[2]
+
+
 def execute_notebook(name: str, run_dir: Path, parameters: dict, tag: str = "") -> Path:
-    """Execute notebooks/<name>.ipynb with papermill; the executed copy lands in run_dir."""
+    """Execute notebooks/<name>.ipynb with papermill; the executed copy lands in run_dir. The
+    notebook imports the kit that runs this (``KIT_DIR``), not whichever one its kernel finds."""
     import papermill  # only the main job needs it
 
     out = run_dir / "notebooks" / f"{name}{'-' + tag if tag else ''}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     log.info(f"[kit main] {name} {tag} {parameters}")
-    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters,
-                               cwd=str(run_dir), progress_bar=True)
+    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out),
+                               parameters={"KIT_DIR": str(KIT_HOME), **parameters},
+                               cwd=str(run_dir), progress_bar=sys.stderr.isatty())  # a bar only on a terminal
     return out
 
 
+def default_publish_dir() -> Path:
+    """``submissions/`` in the repository; on Kaggle the working folder (the repository is a
+    read-only dataset there, and the submission must be /kaggle/working/submission.csv)."""
+    return work_dir() if environment() == "kaggle" else SUBMISSIONS
+
+
 def run_main(settings: MainSettings | None = None, run_dir: str | Path | None = None,
-             publish_dir: str | Path = SUBMISSIONS) -> Path:
+             publish_dir: str | Path | None = None, wheels: str | None = None) -> Path:
     """Run the four notebooks; returns the published submission path.
 
     Args:
         settings: :class:`kit.core.settings.MainSettings` (default: the embedded defaults).
         run_dir: the run's folder (must not exist); default ``<work>/runs/<UTC time>``.
-        publish_dir: where ``submission.csv`` is published (an earlier one moved aside).
+        publish_dir: where ``submission.csv`` is published (an earlier one moved aside); default
+            :func:`default_publish_dir`.
+        wheels: the wheels folder each notebook installs from offline (Kaggle), when not the default.
 
     Returns:
         The published submission's path.
@@ -54,25 +69,39 @@ def run_main(settings: MainSettings | None = None, run_dir: str | Path | None = 
         >>> run_main(MainSettings.quick())  # doctest: +SKIP
     """
     settings = settings or MainSettings()
+    publish_dir = Path(publish_dir) if publish_dir else default_publish_dir()
+    common = {"WHEELS": wheels} if wheels else {}
     if Path(publish_dir).exists() and not Path(publish_dir).is_dir():  # fail now, not after the whole job
         raise SettingsError(f"--publish-dir {publish_dir} is a file: pass a folder for submission.csv")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     run_dir = Path(run_dir) if run_dir else work_dir() / "runs" / stamp
     run_dir.mkdir(parents=True, exist_ok=False)
+    before = os.environ.get("KIT_WORK")
     os.environ["KIT_WORK"] = str(run_dir)  # the notebooks' kernels inherit it: every default path is in the run
+    try:
+        return _run_notebooks(settings, run_dir, publish_dir, common)
+    finally:  # a notebook calling run_main keeps its own work dir afterwards
+        if before is None:
+            os.environ.pop("KIT_WORK", None)
+        else:
+            os.environ["KIT_WORK"] = before
+
+
+def _run_notebooks(settings: MainSettings, run_dir: Path, publish_dir: Path, common: dict) -> Path:
     started = time.time()
     for model in settings.models:
-        params = {"MODEL": model, "N_FOLDS": settings.folds, "MAX_ROWS": settings.max_rows}
+        params = {"MODEL": model, "N_FOLDS": settings.folds, "MAX_ROWS": settings.max_rows, **common}
         if model in settings.max_length:
             params["MAX_LENGTH"] = settings.max_length[model]
         execute_notebook("01_tokenize", run_dir, params, model)
+    folds = range(settings.folds) if settings.train_folds is None else settings.train_folds
     for model in settings.models:
-        for fold in range(settings.folds):
-            recipe = TrainSettings(**{"evals_per_run": 1, **settings.train.get(model, {})})
-            params = {"MODEL": model, "FOLD": fold, **to_parameters(recipe)}
+        for fold in folds:
+            recipe = TrainSettings(**{"evals_per_run": 1, **settings.recipes.get(model, {})})
+            params = {"MODEL": model, "FOLD": fold, **to_parameters(recipe), **common}
             execute_notebook("02_train", run_dir, params, f"{model}-fold{fold}")
-    execute_notebook("03_infer_two_t4", run_dir, {"SPLITS": ["test", "oof"]})
-    execute_notebook("04_blend", run_dir, {"WEIGHTS": settings.weights, "SPACE": settings.space})
+    execute_notebook("03_infer_two_t4", run_dir, {"SPLITS": ["test", "oof"], **common})
+    execute_notebook("04_blend", run_dir, {"WEIGHTS": settings.weights, "SPACE": settings.space, **common})
     published = publish(run_dir / "submission.csv", Path(publish_dir) / "submission.csv", "kit main")
     log.info(f"[kit main] done in {(time.time() - started) / 60:.1f} min: {published} "
              f"(report: {run_dir / 'report' / 'report.md'}, executed notebooks: {run_dir / 'notebooks'})")

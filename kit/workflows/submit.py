@@ -41,7 +41,7 @@ from ..ensemble.submission import resolve_sample_submission, write_blended_submi
 from ..store.io import publish, write_json
 from ..data.ingest import load_conversations
 from ..members import get_member_type
-from ..ops.devices import check_devices
+from ..ops.devices import check_devices, device_names, visible_devices
 from ..store.io import read_csv_keeping_ids
 from ..store.manifest import MANIFEST, check_output, read_manifest
 from ..store.models import check_trained, finished_training, group_by_preset, is_trained_output, read_model_config
@@ -137,12 +137,66 @@ def shared_holdout(groups: dict[str, list[Path]], manifests: dict[Path, dict]) -
     return holdout
 
 
+def recorded_timing(model_dir: Path) -> dict | None:
+    """How fast ``model_dir`` scored rows when its session ran the infer stage (the ``timing`` of
+    its predictions' manifests, held-out rows preferred: they come from the training table, as
+    the hidden test rows do); None when none was recorded (scores reused from the train stage)."""
+    for split in ("oof", "test"):
+        path = model_dir / "predictions" / f"{split}.manifest.json"
+        try:
+            timing = read_manifest(path, "predictions", "").get("timing")
+        except StaleOutput:
+            continue
+        if timing and timing.get("rows") and timing.get("seconds") is not None:
+            return timing
+    return None
+
+
+def project_scoring_hours(groups: dict[str, list[Path]], test_rows: int, devices: Sequence[str], tta: bool,
+                          budget_hours: float | None) -> float | None:
+    """The hidden test's scoring time, projected before any model loads: each model's recorded
+    seconds per row and pass (:func:`recorded_timing`) times the test rows and the passes it will
+    make (2 with swap TTA for a member type that uses it), over the devices it will have (timed on
+    2 T4s and run on 2 T4s: as recorded; on more or fewer devices of the same kind: scaled by
+    their number). Models with no recorded timing are left out (said). A projection over
+    ``budget_hours`` is a SubmitError naming the slowest models and what to change."""
+    now = device_names(devices)
+    total, per_model, untimed = 0.0, [], []
+    for name, dirs in groups.items():
+        member = get_member_type(Preset.from_dict(read_model_config(dirs[0])["preset"]).member)
+        passes = 2 if tta and member.uses_tta else 1
+        for d in dirs:
+            timing = recorded_timing(d)
+            if timing is None:
+                untimed.append(f"{name}/{d.name}")
+                continue
+            per_row = timing["seconds"] / (timing["rows"] * max(timing.get("passes") or 1, 1))
+            then = timing.get("device_names") or timing.get("devices") or ["cpu"]
+            scale = len(then) / len(now) if sorted(set(then)) == sorted(set(now)) else 1.0
+            hours = test_rows * passes * per_row * scale / 3600
+            total += hours
+            per_model.append((hours, f"{name}/{d.name} {hours:.2f} h (timed on {len(then)}x {then[0]})"))
+    if untimed:
+        log.info(f"[kit submit] no recorded scoring time for {', '.join(untimed)}: left out of the projection "
+                 f"(the infer stage projects each one after its first batches)")
+    if not per_model:
+        return None
+    slowest = ", ".join(text for _, text in sorted(per_model, reverse=True)[:3])
+    log.info(f"[kit submit] projected scoring time for {test_rows} test rows: {total:.2f} h ({slowest})")
+    if budget_hours is not None and total > budget_hours:
+        raise SubmitError(f"projected scoring time {total:.2f} h for {test_rows} test rows exceeds BUDGET_HOURS = "
+                          f"{budget_hours} ({slowest}): attach fewer folds per member, turn swap TTA off (TTA = False), "
+                          f"or pass BUDGET_HOURS = None (--budget-hours none) to go on anyway")
+    return total
+
+
 def preflight(groups: dict[str, list[Path]], test_path: Path, sample_submission, out: Path, work: Path,
-              devices: Sequence[str] | None) -> dict[Path, dict]:
+              devices: Sequence[str] | None, tta: bool = True, budget_hours: float | None = None) -> dict[Path, dict]:
     """Everything that can fail before the first model loads, each as one line: every model folder
     whole, free of pickles and of a known member type; the test table readable; its ids against the
     sample submission's (ids, not row counts); the output and work folders writable; the devices
-    there. Returns each model folder's checked train manifest."""
+    there; the projected scoring time within ``budget_hours`` (:func:`project_scoring_hours`).
+    Returns each model folder's checked train manifest."""
     manifests = {}
     for name, dirs in groups.items():
         for d in dirs:
@@ -169,6 +223,7 @@ def preflight(groups: dict[str, list[Path]], test_path: Path, sample_submission,
                               f"pass OUT / WORK (--out, --work) under a writable folder")
     if devices:
         check_devices(list(devices))
+    project_scoring_hours(groups, len(test_ids), list(devices or visible_devices()), tta, budget_hours)
     return manifests
 
 
@@ -219,7 +274,8 @@ def submit(*args, **kwargs) -> SubmitResult:
         raise SubmitError(f"test table {test_path} not found (TEST in the notebook, --test on the CLI)")
     out = Path(out) if out else work_dir() / "submission.csv"
     sample_submission = resolve_sample_submission(sample_submission, test_path)
-    manifests = preflight(groups, test_path, sample_submission, out, Path(s.work or work_dir()), devices)
+    manifests = preflight(groups, test_path, sample_submission, out, Path(s.work or work_dir()), devices, tta,
+                          budget_hours)
     saved = None
     if weights in ("auto", "saved"):
         if blend_json:
@@ -237,7 +293,8 @@ def submit(*args, **kwargs) -> SubmitResult:
             log.info("[kit submit] no saved blend found: the paper's weights (0.7/0.3 for two members, equal "
                      "otherwise)")
     holdout = shared_holdout(groups, manifests) if weights == "fit" else {}
-    log.info(f"[kit submit] preflight passed in {time.time() - started:.1f} s: models, blend, test ids, output, devices")
+    log.info(f"[kit submit] preflight passed in {time.time() - started:.1f} s: models, blend, test ids, output, devices, "
+             f"projected time")
     base_model_dirs = s.base_model_dirs or {}
     isolate = torch.cuda.is_available() if s.isolate is None else s.isolate
 
