@@ -9,7 +9,7 @@ loaded on first use. The layers, bottom up (each imports only from the ones befo
                    cache, model folders, prediction files, figures
 ``kit.data``       input tables, preference data, dedup, folds
 ``kit.ops``        packing, batching, devices, backbones, LoRA, losses, the Trainer loop
-``kit.members``    member types (joint, pairwise, lexical, yours) and their registry
+``kit.members``    member types (joint, pairwise, lexical, zeroshot, yours) and their registry
 ``kit.ensemble``   blending, stacking, guardrails, evaluation, submission, report
 ``kit.stages``     tokenize -> train -> infer -> blend
 ``kit.workflows``  cv, submit (Kaggle), pseudo-label, the main job

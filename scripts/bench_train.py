@@ -133,9 +133,9 @@ def _pairwise_config(model: str, mode: str, length: int, steps: int) -> dict:
             "seconds_per_step": seconds, "peak_rss_mb": peak_mb, "batch": 4}
 
 
-def efficiency(modes=("lora", "lora-nodrop", "full")) -> list[dict]:
+def efficiency(modes=("lora", "lora-nodrop", "full"), models=("minilm", "smollm2")) -> list[dict]:
     rows = []
-    for model in ("minilm", "smollm2"):
+    for model in models:
         for length in (256, 512):
             for mode in modes:
                 if mode == "pairwise-all-layers" and model != "smollm2":
@@ -158,7 +158,8 @@ def _quality_row(model: str, metrics: dict, minutes: float, source: str) -> dict
             "trainable_params": metrics["trainable_params"], "source": source}
 
 
-def quality(max_length: int | None = 256, max_train_rows: int | None = 200, from_cv: str | None = None) -> list[dict]:
+def quality(max_length: int | None = 256, max_train_rows: int | None = 200, from_cv: str | None = None,
+            models=("minilm", "smollm2")) -> list[dict]:
     """Fold 0 of 5 held out. ``from_cv``: read the fold-0 runs of a finished `kit cv` on
     PandaLM instead of training again (same recipe: those runs are LoRA-trained on the
     other four folds and scored on fold 0)."""
@@ -175,13 +176,15 @@ def quality(max_length: int | None = 256, max_train_rows: int | None = 200, from
             rows.append(_quality_row(model, m, m["train_seconds"] / 60, f"kit cv run {from_cv}"))
         return rows
     with tempfile.TemporaryDirectory() as tmp:
-        for model in ("minilm", "smollm2"):
+        for model in models:
             tok_dir = Path(tmp) / "tok" / model
             tokenize_stage(model, [PANDALM], "", max_length=max_length, n_folds=5, seed=42, out=tok_dir)
             t0 = time.time()
             res = train_stage(model, 0, tokenized=tok_dir, out=Path(tmp) / "models" / model,
                               settings=TrainSettings(max_train_rows=max_train_rows))
-            rows.append(_quality_row(model, res.metrics, (time.time() - t0) / 60, "trained by this script"))
+            rows.append({**_quality_row(model, res.metrics, (time.time() - t0) / 60, "trained by this script"),
+                         "max_length": max_length, "seconds_per_step": res.metrics["train_seconds"]
+                         / max(res.metrics["global_steps"], 1)})
             print(rows[-1], flush=True)
     return rows
 
@@ -191,10 +194,10 @@ def _write(name: str, rows: list[dict], header: str, keep_others: bool = False) 
 
     RESULTS.mkdir(exist_ok=True)
     if keep_others and (RESULTS / f"{name}.json").exists():
-        key = lambda r: (r["model"], r["mode"], r["tokens"])  # noqa: E731
+        key = lambda r: (r["model"], r.get("mode"), r.get("tokens"))  # noqa: E731
         new = {key(r) for r in rows}
         old = [r for r in json.loads((RESULTS / f"{name}.json").read_text()) if key(r) not in new]
-        rows = sorted(old + rows, key=lambda r: (r["model"], r["tokens"]))
+        rows = old + rows if name == "train_quality" else sorted(old + rows, key=lambda r: (r["model"], r["tokens"]))
     table = pd.DataFrame(rows)
     text = f"# {header}\n\n" + table.to_markdown(index=False, floatfmt=".4g") + "\n"
     (RESULTS / f"{name}.md").write_text(text)
@@ -208,6 +211,8 @@ def main(argv=None):
     ap.add_argument("--from-cv", default=None, help="quality: read fold 0 of a finished `kit cv` run")
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--max-train-rows", type=int, default=200)
+    ap.add_argument("--models", default=None, help="comma-separated presets to (re)measure (e.g. gemma3-270m); the "
+                                                   "other rows are kept")
     ap.add_argument("--modes", default=None,
                     help="efficiency: comma-separated modes to (re)measure (lora, lora-nodrop, full, pairwise, "
                          "pairwise-all-layers); the other rows are kept")
@@ -215,10 +220,17 @@ def main(argv=None):
     if args.what in ("efficiency", "all"):
         modes = tuple(args.modes.split(",")) if args.modes else ("lora", "lora-nodrop", "full", "pairwise",
                                                                   "pairwise-all-layers")
-        _write("train_efficiency", efficiency(modes),
+        models = tuple(args.models.split(",")) if args.models else ("minilm", "smollm2")
+        _write("train_efficiency", efficiency(modes, models),
                "LoRA vs full fine-tuning, joint vs pairwise head, CPU fp32, batch 4 rows (pairwise: 4 pairs, "
-               "each side half the tokens), AdamW (scripts/bench_train.py efficiency)", keep_others=bool(args.modes))
+               "each side half the tokens), AdamW (scripts/bench_train.py efficiency)",
+               keep_others=bool(args.modes or args.models))
     if args.what in ("quality", "all"):
+        if args.models:  # new rows beside the recorded ones
+            rows = quality(args.max_length, args.max_train_rows, None, tuple(args.models.split(",")))
+            _write("train_quality", rows, "PandaLM, fold 0 of 5 held out (scripts/bench_train.py quality)",
+                   keep_others=True)
+            return
         rows = quality(args.max_length, args.max_train_rows, args.from_cv)
         if args.from_cv:  # the baseline on the very same prompt-grouped folds
             cv = json.loads((Path(args.from_cv) / "cv.json").read_text())["results"]["tfidf"]

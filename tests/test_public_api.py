@@ -93,5 +93,5 @@ def test_the_readme_example_runs_as_written(tmp_path):
     (tmp_path / "data").symlink_to(ROOT / "data")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "blend" in proc.stdout and "['joint', 'lexical', 'pairwise']" in proc.stdout
+    assert "blend" in proc.stdout and "['joint', 'lexical', 'pairwise', 'zeroshot']" in proc.stdout
     assert (tmp_path / "work" / "submission.csv").is_file() and (tmp_path / "work" / "report" / "report.md").is_file()

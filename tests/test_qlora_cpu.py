@@ -80,3 +80,23 @@ def test_smollm2_qlora_on_cpu(tmp_path):
     trained = res.oof.set_index("id")
     np.testing.assert_allclose(again.set_index("id").loc[trained.index, ["p_a", "p_b", "p_tie"]].to_numpy(),
                                trained[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-4)
+
+
+def test_gemma3_270m_real_weights_qlora_on_cpu(tmp_path):
+    """A real Gemma (Gemma-3-270M, exported once from its packaged GGUF) through the QLoRA path:
+    nf4 load with eager attention, LoRA + pairwise head steps, save, reload onto a fresh 4-bit base,
+    the held-out rows scored again as trained."""
+    tok = tmp_path / "tok"
+    tokenize_stage("gemma3-270m", [PANDALM], "", max_length=64, max_rows=24, n_folds=2, out=tok)
+    with pytest.warns(RuntimeWarning, match="saves memory, not time"):
+        res = train_stage("gemma3-270m", 0, tokenized=tok, out=tmp_path / "model", load_in_4bit=True,
+                          settings=TrainSettings(max_steps=2, batch_size=2, learning_rate=1e-3, max_train_rows=4,
+                                                 max_eval_rows=6, evals_per_run=1))
+    config = json.loads((res.out_dir / "config.json").read_text())
+    assert config["preset"]["load_in_4bit"] and config["preset"]["attn_implementation"] == "eager"
+    assert res.metrics["global_steps"] == 2 and np.isfinite(res.metrics["train_loss"])
+    assert 200e6 < res.metrics["total_params"] < 280e6  # 268M in fp32; nf4 packs two weights per stored element
+    again = infer_stage(res.out_dir, "oof", reuse_train_scores=False, out=tmp_path / "oof.csv").predictions
+    trained = res.oof.set_index("id")
+    np.testing.assert_allclose(again.set_index("id").loc[trained.index, ["p_a", "p_b", "p_tie"]].to_numpy(),
+                               trained[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-4)

@@ -23,7 +23,7 @@ from pathlib import Path
 from .errors import PresetError
 
 # stronger presets first: the paper's 0.7 goes to the first of two members
-MEMBER_ORDER = ("gemma2-9b", "llama3-8b", "smollm2", "minilm", "lexical")
+MEMBER_ORDER = ("gemma2-9b", "llama3-8b", "gemma3-270m", "smollm2", "minilm", "lexical")
 _OLD_KINDS = {"lexical": "none"}  # records of older kits called the lexical preset's (absent) backbone "lexical"
 
 
@@ -101,6 +101,19 @@ PRESETS: dict[str, Preset] = {
         layers_to_transform=tuple(range(22, 30)),
         learning_rate=5e-4, epochs=1.0, batch_size=4, grad_accum=2,
     ),
+    # the paper's Gemma beside its Llama, at the embedded scale: Gemma-3-270M (a real Gemma; Gemma terms),
+    # the SmolLM2 recipe on its top 6 of 18 layers; eager attention (Gemma's sliding window, soft-capping)
+    "gemma3-270m": Preset(
+        name="gemma3-270m", kind="decoder", max_length=256, member="pairwise", pooling="last",
+        lora_r=16, lora_alpha=32, lora_dropout=0.0, target_modules=_LLAMA_MODULES,
+        layers_to_transform=tuple(range(12, 18)), attn_implementation="eager",
+        learning_rate=5e-4, epochs=1.0, batch_size=4, grad_accum=2, extra={"backbone": "gemma3"},
+    ),
+    # the paper's comparison: the un-finetuned decoders as zero-shot judges (kit.members.zeroshot)
+    "smollm2-zeroshot": Preset(name="smollm2-zeroshot", kind="decoder", member="zeroshot", max_length=512,
+                               extra={"backbone": "smollm2"}),
+    "gemma3-270m-zeroshot": Preset(name="gemma3-270m-zeroshot", kind="decoder", member="zeroshot", max_length=512,
+                                   attn_implementation="eager", extra={"backbone": "gemma3"}),
     # no backbone: TF-IDF differences + structure features, logistic regression (kit.members.lexical);
     # C and dense_scale from the grid in results/sweep.md
     "lexical": Preset(name="lexical", kind="none", member="lexical", max_length=0,

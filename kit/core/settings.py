@@ -175,7 +175,7 @@ class TokenizeSettings(_Settings):
                                   "{\"keep\": \"first\"}", cli_type=json.loads)
     keep: str | None = arg(None, "which turns survive a cut: last | first (default: the packing's, last)")
     model_dir: str | None = arg(None, "the backbone's Hugging Face folder (default: the preset's)")
-    member: str | None = arg(None, "the member type (joint, pairwise, lexical, or a registered one); default: the "
+    member: str | None = arg(None, "the member type (joint, pairwise, lexical, zeroshot, or a registered one); default: the "
                                    "preset's", aliases=["--head"])
     extra: list[str] = arg(help="extra labelled tables (any --train format): added to every fold's training rows, "
                                 "never held out, after removing rows whose prompt is a train or test prompt",
@@ -236,6 +236,10 @@ class TrainSettings(_Settings):
                                              "preset's", nargs="?", const=True)
     head_lr_scale: float | None = arg(None, "the new heads' learning rate as a multiple of the learning rate; "
                                             "default: the preset's")
+    residual_on: str | None = arg(None, "residual training (pairwise member): a base member's trained fold folders "
+                                        "(e.g. artifacts/models/lexical); its held-out log-probabilities are added to "
+                                        "this member's logits before the loss and at prediction, so the member learns "
+                                        "what the base misses")
 
 
 # -- stage 3: infer ------------------------------------------------------------------------------
@@ -319,9 +323,16 @@ class CvSettings(_Settings):
                                 "prompt is a --train prompt (as kit tokenize --extra)", factory=list)
     dedup_similarity: float = arg(0.9, "an extra row whose prompt's character n-gram cosine similarity to a --train "
                                        "prompt is at least this is removed (1.0: exact duplicates only)")
+    residual: dict | None = arg(None, "MEMBER=BASE;...: train MEMBER (pairwise) on top of BASE's out-of-fold "
+                                      "log-probabilities (residual training; BASE is another --models member)",
+                                cli_type=parse_members)
+    judges: list[str] = arg(help="zero-shot judges scored beside the members, never blended: presets of the "
+                                 "zeroshot member type (e.g. smollm2-zeroshot)", factory=list)
+    judge_csv: dict | None = arg(None, "NAME=CSV;...: external judges' verdicts by id (p_a,p_b,p_tie, or a verdict "
+                                       "column A/B/tie), scored on the same rows", cli_type=parse_members)
     overwrite: bool = arg(False, "redo everything in --out instead of reusing it")
 
-    _lists = ("train", "models", "extra")
+    _lists = ("train", "models", "extra", "judges")
 
     def __post_init__(self):
         super().__post_init__()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core.errors import BlendError
+from .judges import comparison_markdown
 from ..store.figures import plot_confusion, plot_methods, plot_reliability
 from ..store.io import write_csv, write_json, write_text, staged_folder
 from ..store.manifest import stage_manifest
@@ -34,7 +35,7 @@ def render_report(result: BlendResult) -> str:
              + "".join(f"; fold {k}: weights [{', '.join(f'{x:.3f}' for x in v['weights'])}], "
                        f"temperature {v['temperature']:.3f}" for k, v in result.report.get("per_fold", {}).items()),
              f"- out-of-fold rows: {result.oof_rows}; submission: {result.report.get('submission', '-')}", "",
-             "## Out-of-fold evaluation", "", result.table.to_markdown(floatfmt=".4f"), "",
+             "## Out-of-fold evaluation", "", comparison_markdown(result.table, recalls=True), "",
              "![log loss per method](methods.png)", "",
              "![reliability](reliability.png)", "", "![confusion](confusion.png)", ""]
     return "\n".join(lines)

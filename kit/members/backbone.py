@@ -11,15 +11,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
+from ..core.errors import PresetError
 from ..core.metrics import softmax
 from ..core.presets import Preset
+from ..core.schema import SWAP_INDEX
 from ..core.settings import TrainSettings
 from ..ops.backbones import check_preset_runtime, load_tokenizer
 from ..ops.hf_training import FINISHED, run_recipe, run_trainer
 from ..ops.losses import soft_targets
 from ..ops.packing import PackConfig, Packer
+from ..store.cache import check_cache
+from ..store.models import read_model_config
+from ..store.predictions import BaseMargins
 from .base import Encoder, FitContext, Fitted, MemberType, Predictor, backbone_predictor
 
 
@@ -27,6 +33,7 @@ class BackboneMember(MemberType):
     """A member type whose model is a LoRA-adapted backbone; see the module docstring."""
 
     uses_backbone = True
+    supports_residual: bool = False  # dataset(..., base=) and the model add a base member's log-probabilities
     side_packing: bool = False  # Packer(side=True): prompt + one response per sequence
     find_unused_parameters: bool = False  # DDP: parameters without gradients (an unused pooler)
 
@@ -68,18 +75,24 @@ class BackboneMember(MemberType):
         check_preset_runtime(preset)
         self.check_cache(train_rows, context.tokenized)
         soft = soft_targets(train_rows) is not None  # a soft-labelled row: cross-entropy against distributions
-        eval_ds = self.dataset(held_rows, False) if len(held_rows) else None
+        base = self.base_margins(settings, context)
+        train_base = None if base is None else base.for_rows(train_rows, f"{context.tokenized} (training rows)")
+        held_base = None if base is None else base.for_rows(held_rows, f"{context.tokenized} (held-out rows)")
+        extra = {} if base is None else {"base": train_base}
+        eval_ds = (self.dataset(held_rows, False, **({} if base is None else {"base": held_base}))
+                   if len(held_rows) else None)
         run = run_trainer(preset, settings, out=context.out,
                           recipe=run_recipe(preset, settings, context.fold, context.tokenized), build=self.build,
-                          train_dataset=self.dataset(train_rows, settings.swap_augment), eval_dataset=eval_ds,
+                          train_dataset=self.dataset(train_rows, settings.swap_augment, **extra), eval_dataset=eval_ds,
                           collator=self.collator, soft_labels=soft, resume=context.resume, restart=context.restart,
                           find_unused_parameters=self.find_unused_parameters)
         held_probs = None
         if eval_ds is not None and run.main_process:
             # not trainer.predict: with length-grouped sampling it returns rows shuffled
-            held_probs = softmax(self.score(run.model, held_rows, run.tokenizer.pad_token_id, device=run.device,
-                                            desc="out-of-fold"))
-        metrics = {**run.metrics, "soft_labels": soft}
+            held_logits = self.score(run.model, held_rows, run.tokenizer.pad_token_id, device=run.device,
+                                     desc="out-of-fold")
+            held_probs = softmax(held_logits if held_base is None else held_logits + held_base)
+        metrics = {**run.metrics, "soft_labels": soft, **({} if base is None else {"residual_on": str(base.root)})}
         if eval_ds is None:
             metrics.pop("best_step", None)
 
@@ -95,5 +108,40 @@ class BackboneMember(MemberType):
 
         return Fitted(save, held_probs, metrics, run.log, run.main_process, cleanup)
 
+    def base_margins(self, settings: TrainSettings, context: FitContext) -> BaseMargins | None:
+        """The residual base's log-probabilities (``settings.residual_on``), checked to come from
+        models trained on this cache's fold assignment — so every training row's base margin was
+        made by a base model that did not see that row's fold."""
+        if not settings.residual_on:
+            return None
+        if not self.supports_residual:
+            raise PresetError(f"--residual-on: the {self.name!r} member type cannot train on a base member's logits; "
+                              f"use the pairwise member type (--member pairwise)")
+        base = BaseMargins.load(settings.residual_on)
+        here = check_cache(context.tokenized, "train").get("folds")
+        if base.folds_fingerprint != here:
+            raise PresetError(f"--residual-on {settings.residual_on}: the base was trained on another fold assignment "
+                              f"than {context.tokenized} (fold fingerprints {str(base.folds_fingerprint)[:12]} vs "
+                              f"{str(here)[:12]}): its held-out predictions would leak; tokenize both with the same "
+                              f"--train, --folds and --seed")
+        return base
+
     def load(self, model_dir: Path, preset: Preset, devices: Sequence[str] = ("cpu",)) -> Predictor:
-        return backbone_predictor(Path(model_dir), preset, devices, self.load_model, self.score, self.work_columns)
+        predictor = backbone_predictor(Path(model_dir), preset, devices, self.load_model, self.score, self.work_columns)
+        residual_on = read_model_config(model_dir).get("train", {}).get("residual_on")
+        return ResidualPredictor(predictor, BaseMargins.load(residual_on), str(model_dir)) if residual_on else predictor
+
+
+class ResidualPredictor(Predictor):
+    """A residual member's predictor: its own logits plus the base member's log-probabilities for
+    the same rows (held-out rows: the base's out-of-fold ones; test rows: the base's test mean)."""
+
+    def __init__(self, inner: Predictor, base: BaseMargins, where: str):
+        self.inner, self.base, self.where = inner, base, where
+
+    def predict(self, frame: pd.DataFrame, swap: bool = False, **options) -> np.ndarray:
+        base = self.base.for_rows(frame.reset_index(drop=True), self.where)
+        return self.inner.predict(frame, swap, **options) + (base[:, SWAP_INDEX] if swap else base)
+
+    def work(self, frame: pd.DataFrame) -> int:
+        return self.inner.work(frame)

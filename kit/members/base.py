@@ -112,6 +112,7 @@ class MemberType(ABC):
     name: ClassVar[str]  # the registry key: Preset.member, --member / --head, notebook MEMBER
     uses_backbone: ClassVar[bool] = True  # a Hugging Face backbone and tokenizer (token budget checked)
     uses_tta: ClassVar[bool] = False  # a swapped (B, A) pass adds information (swap TTA)
+    is_judge: ClassVar[bool] = False  # trains nothing: compared with the members (kit cv --judges), not blended
     cache_columns: ClassVar[tuple[str, ...]] = ()  # the columns encode() writes besides id and retention
 
     @abstractmethod

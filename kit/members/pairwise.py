@@ -99,8 +99,10 @@ class PairwiseRewardModel(nn.Module):
             tie = tie + (r_a + r_b) / 2
         return torch.cat([r_a, r_b, tie], dim=-1)
 
-    def forward(self, input_ids, attention_mask, input_ids_b, attention_mask_b, labels=None):
-        """Both sides in one backbone call (padded to the wider side); logits (n, 3)."""
+    def forward(self, input_ids, attention_mask, input_ids_b, attention_mask_b, labels=None, base_logits=None):
+        """Both sides in one backbone call (padded to the wider side); logits (n, 3). ``base_logits``
+        (a residual member's base log-probabilities) are added before the loss: the heads learn the
+        correction."""
         from transformers.modeling_outputs import SequenceClassifierOutput
 
         n, width = input_ids.shape[0], max(input_ids.shape[1], input_ids_b.shape[1])
@@ -113,6 +115,8 @@ class PairwiseRewardModel(nn.Module):
         mask = torch.cat([widen(attention_mask, 0), widen(attention_mask_b, 0)])
         h = self.embed(ids, mask)
         logits = self.pair_logits(h[:n], h[n:])
+        if base_logits is not None:
+            logits = logits + base_logits.to(logits.dtype)
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
@@ -126,18 +130,22 @@ class PairDataset(torch.utils.data.Dataset):
     """Side A ids under ``input_ids`` (what the Trainer's length grouping reads), side B under
     ``input_ids_b``, and the label."""
 
-    def __init__(self, side_a, side_b, labels, targets=None):
+    def __init__(self, side_a, side_b, labels, targets=None, base=None):
         self.side_a = [np.asarray(x, dtype=np.int64) for x in side_a]
         self.side_b = [np.asarray(x, dtype=np.int64) for x in side_b]
         self.labels = np.asarray(labels, dtype=np.int64)
         self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)  # soft labels
+        self.base = None if base is None else np.asarray(base, dtype=np.float32)  # residual: base log-probs
 
     def __len__(self):
         return len(self.side_a)
 
     def __getitem__(self, i):
         label = self.targets[i] if self.targets is not None else int(self.labels[i])
-        return {"input_ids": self.side_a[i], "input_ids_b": self.side_b[i], "labels": label}
+        row = {"input_ids": self.side_a[i], "input_ids_b": self.side_b[i], "labels": label}
+        if self.base is not None:
+            row["base_logits"] = self.base[i]
+        return row
 
 
 class PairCollator:
@@ -149,10 +157,13 @@ class PairCollator:
     def __call__(self, rows):
         ids_a, mask_a = pad_batch([r["input_ids"] for r in rows], self.pad_id)
         ids_b, mask_b = pad_batch([r["input_ids_b"] for r in rows], self.pad_id)
-        return {"input_ids": ids_a, "attention_mask": mask_a, "input_ids_b": ids_b, "attention_mask_b": mask_b,
-                "labels": (torch.tensor(np.stack([r["labels"] for r in rows]), dtype=torch.float32)
-                           if isinstance(rows[0]["labels"], np.ndarray)  # soft labels: target distributions
-                           else torch.tensor([r["labels"] for r in rows], dtype=torch.long))}
+        batch = {"input_ids": ids_a, "attention_mask": mask_a, "input_ids_b": ids_b, "attention_mask_b": mask_b,
+                 "labels": (torch.tensor(np.stack([r["labels"] for r in rows]), dtype=torch.float32)
+                            if isinstance(rows[0]["labels"], np.ndarray)  # soft labels: target distributions
+                            else torch.tensor([r["labels"] for r in rows], dtype=torch.long))}
+        if "base_logits" in rows[0]:
+            batch["base_logits"] = torch.tensor(np.stack([r["base_logits"] for r in rows]))
+        return batch
 
 
 def pack_sides(packer, frame: pd.DataFrame, desc: str = "pack", chunk: int = 256) -> pd.DataFrame:
@@ -249,9 +260,11 @@ class PairwiseMember(BackboneMember):
     def pack(self, packer, frame, desc):
         return pack_sides(packer, frame, desc=desc)
 
-    def dataset(self, frame: pd.DataFrame, swap_augment: bool):
+    supports_residual = True
+
+    def dataset(self, frame: pd.DataFrame, swap_augment: bool, base=None):
         # swap_augment is moot: a swapped row's loss equals the row's own (exact equivariance)
-        return PairDataset(frame["side_a_ids"], frame["side_b_ids"], frame["label"], soft_targets(frame))
+        return PairDataset(frame["side_a_ids"], frame["side_b_ids"], frame["label"], soft_targets(frame), base)
 
     def collator(self, tokenizer):
         return PairCollator(tokenizer.pad_token_id)

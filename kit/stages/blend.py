@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from ..core.env import work_dir
 from ..core.errors import BlendError
 from ..core.log import get_logger
@@ -19,6 +21,7 @@ from ..core.settings import BlendSettings, settings_from
 from ..ensemble.combine import BlendResult, blend_members
 from ..ensemble.evaluation import evaluation_table
 from ..ensemble.guardrails import apply_guardrails
+from ..ensemble.judges import held_out_judge, judge_table, params_of, split_judges
 from ..ensemble.report import REPORT_FILES, write_report
 from ..ensemble.submission import prepare_blended_submission
 from ..store.cache import check_cache
@@ -54,7 +57,11 @@ def blend_stage(*args, **kwargs) -> BlendResult:
     if s.sample_submission not in (None, "auto") and not Path(s.sample_submission).is_file():
         raise BlendError(f"no sample submission at {s.sample_submission}: pass an existing file, or 'none' to skip "
                          f"the check (--sample-submission)")
+    groups, judge_groups = split_judges(groups)  # judges are compared with the members, never blended
+    if not groups:
+        raise BlendError(f"only judges among the trained models ({', '.join(judge_groups)}): train a member to blend")
     loaded = [load_member(name, dirs) for name, dirs in groups.items()]
+    judged = [load_member(name, dirs, need_test=False) for name, dirs in judge_groups.items()]
     result = blend_members(loaded, s.weights, s.space, s.temperature)
 
     with output_lock(Path(s.report_dir) if s.report_dir else work_dir() / "report"):  # one blend per report
@@ -74,6 +81,10 @@ def blend_stage(*args, **kwargs) -> BlendResult:
                 result.table = evaluation_table(result, tokenized)
             if s.guardrails:
                 apply_guardrails(result, tokenized)  # may change test rows: before the submission is made
+            result.table["params"] = [params_of(groups[n][0]) if n in groups else None for n in result.table.index]
+            if judged:  # the paper's comparison: un-finetuned judges on the same rows
+                rows = [held_out_judge(j, result.oof_ids, params_of(j.model_dirs[0])) for j in judged]
+                result.table = pd.concat([result.table, judge_table(rows, result.oof_labels)])
         # validated before anything is written; written last, once the report is in place: a failure
         # anywhere before leaves the previous submission (and report) as they were
         submission = prepare_blended_submission(result.test, tokenized, s.sample_submission)

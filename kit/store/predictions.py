@@ -147,3 +147,63 @@ def write_predictions(frame: pd.DataFrame, out: Path, overwrite: bool, *, manife
     write_csv(frame, out, overwrite)
     write_json(stage_manifest("infer", outputs={"predictions": out}, **manifest), manifest_path(out), True)
     return out
+
+
+@dataclass
+class BaseMargins:
+    """A base member's log-probabilities by row, for a residual member (one trained on top of it):
+    each training-table row's from the base model that held it out (its out-of-fold predictions),
+    each test row's the mean over the base's models. Read from the base's trained folders (every
+    fold, each with ``predictions/oof.csv`` — and ``predictions/test.csv`` for test rows)."""
+
+    root: Path
+    oof: pd.DataFrame  # index id: log p_a, p_b, p_tie; fold
+    test: pd.DataFrame | None  # index id: log p_a, p_b, p_tie
+    folds_fingerprint: str | None  # the base's fold assignment (its train manifests'), one for all folds
+
+    @classmethod
+    def load(cls, root: str | Path) -> "BaseMargins":
+        root = Path(root)
+        dirs = sorted({p.parent for p in root.rglob("config.json") if (p.parent / "adapter").is_dir()})
+        if not dirs:
+            raise BlendError(f"residual base {root}: no trained model folders under it: train the base member first "
+                             f"(every fold), with its held-out predictions")
+        folds = {read_model_config(d)["fold"] for d in dirs}
+        member = load_member(root.name, dirs, need_test=all((d / "predictions" / "test.csv").exists() for d in dirs))
+        if member.oof is None or None in folds:
+            raise BlendError(f"residual base {root}: its models must be fold models with held-out predictions "
+                             f"(predictions/oof.csv); a model trained on every row has none")
+        prints = {read_manifest(d / "manifest.json", f"residual base {d}", "retrain the base").get("inputs", {})
+                  .get("cache", {}).get("folds") for d in dirs}
+        if len(prints) != 1:
+            raise BlendError(f"residual base {root}: its folds were trained on different fold assignments")
+        logp = lambda frame: np.log(np.clip(frame[PROB_COLUMNS].to_numpy(dtype=np.float64), 1e-15, 1))  # noqa: E731
+        oof = pd.DataFrame(logp(member.oof), index=member.oof["id"].to_numpy(), columns=PROB_COLUMNS)
+        oof["fold"] = member.oof["fold"].to_numpy()
+        test = None
+        if member.test is not None:
+            test = pd.DataFrame(logp(member.test), index=member.test["id"].to_numpy(), columns=PROB_COLUMNS)
+        return cls(root, oof, test, prints.pop())
+
+    def for_rows(self, frame: pd.DataFrame, where: str) -> np.ndarray:
+        """(n, 3) base log-probabilities of ``frame``'s rows (a cache table): training-table rows
+        (fold >= 0) from the out-of-fold predictions, test rows (fold -1) from the test predictions;
+        a row without one is a BlendError naming it (extra rows, fold -2, have none)."""
+        out = np.zeros((len(frame), 3))
+        folds = frame["fold"].to_numpy() if "fold" in frame else np.full(len(frame), -1)
+        for is_test, table in ((False, self.oof), (True, self.test)):
+            rows = np.flatnonzero((folds == -1) == is_test)
+            if not len(rows):
+                continue
+            ids = frame["id"].to_numpy()[rows]
+            if table is None:
+                raise BlendError(f"residual base {self.root}: no test predictions for the {len(rows)} test row(s) of "
+                                 f"{where}: run the base's infer stage on the test split")
+            where_ids = table.index.get_indexer(ids)
+            if (where_ids < 0).any():
+                missing = ids[where_ids < 0]
+                raise BlendError(f"residual base {self.root}: no {'test' if is_test else 'held-out'} prediction for "
+                                 f"{len(missing)} row(s) of {where} (e.g. ids {list(missing[:5])}; extra rows are never "
+                                 f"held out): train the base on the same rows and folds")
+            out[rows] = table[PROB_COLUMNS].to_numpy()[where_ids]
+        return out

@@ -1,5 +1,11 @@
 """``kit cv``: the whole pipeline, fold by fold, on any table in the competition's train columns.
 
+Beside the members, ``judges`` (un-finetuned decoders, :mod:`kit.members.zeroshot`) and external
+judges' verdicts (:mod:`kit.ensemble.judges`) are scored on the same out-of-fold rows, with each
+model's parameter count — the paper's comparison of a fine-tuned small ensemble with larger
+zero-shot judges. ``extra`` tables train in every fold and are never scored; a ``residual`` member
+trains on top of another member's out-of-fold log-probabilities.
+
 For each model (a preset, trained as its member type): tokenize (K folds grouped
 by prompt) -> train one model per fold -> predict its held-out fold (with and without swap
 TTA where the head uses it). Then blend the members and score everything on the same
@@ -17,6 +23,8 @@ import time
 from pathlib import Path
 from dataclasses import asdict
 
+import pandas as pd
+
 from ..core.errors import BlendError, SettingsError, StaleOutput
 from ..core.log import get_logger
 from ..core.presets import Preset, member_order, resolve_preset
@@ -24,10 +32,12 @@ from ..core.settings import CvSettings, TrainSettings, settings_from
 from ..ensemble.combine import blend_members, describe_weights
 from ..ensemble.evaluation import evaluation_table
 from ..ensemble.guardrails import apply_guardrails
+from ..ensemble.judges import comparison_markdown, external_judge, held_out_judge, judge_table
 from ..store.cache import cache_meta, check_cache
 from ..store.figures import plot_methods
 from ..store.io import write_json, write_text
 from ..store.models import check_trained, read_model_config
+from ..members import get_member_type
 from ..store.predictions import load_member, read_predictions
 from ..stages.infer import infer_stage
 from ..stages.tokenize import tokenize_stage
@@ -90,7 +100,11 @@ def cv_stage(*args, **kwargs) -> dict:
             ``models``, ``folds``, ``out`` (required; finished folds in it are reused),
             ``max_length``, ``max_rows``, ``weights``, ``epochs``, ``max_train_rows`` (N, or
             {model: N}), ``tta``, ``seed``, ``swap_augment``, ``evals_per_run``, ``member`` (every
-            neural model's member type; None: each preset's), ``space``, ``overwrite``.
+            neural model's member type; None: each preset's), ``space``, ``extra`` (training-only
+            tables, deduplicated), ``dedup_similarity``, ``residual`` ({member: [base]}: residual
+            training on the base's out-of-fold log-probabilities), ``judges`` (zero-shot judge
+            presets, scored beside the members, never blended), ``judge_csv`` ({name: [csv]}:
+            external judges' verdicts), ``overwrite``.
 
     Returns:
         dict: ``rows``, ``folds``, ``settings``, ``results`` ({method: log_loss, accuracy}),
@@ -107,25 +121,43 @@ def cv_stage(*args, **kwargs) -> dict:
     evals_per_run, member, space, overwrite = s.evals_per_run, s.member, s.space, s.overwrite
     for model in models:  # an unknown name fails here, before any work
         resolve_preset(model, member=member)
+    for judge in s.judges:
+        if not get_member_type(resolve_preset(judge).member).is_judge:
+            raise SettingsError(f"--judges {judge}: not a judge preset (a member type that trains nothing, e.g. "
+                                f"smollm2-zeroshot); trained members go in --models")
+    judge_csv = {name: paths[0] for name, paths in (s.judge_csv or {}).items()}
+    for name, path in judge_csv.items():
+        if not Path(path).is_file():
+            raise SettingsError(f"--judge-csv {name}={path}: no such file")
+    residual = {name: bases[0] for name, bases in (s.residual or {}).items()}
+    for name, base in residual.items():
+        if name not in models or base not in models or base in residual:
+            raise SettingsError(f"--residual {name}={base}: both must be --models members, and the base not itself "
+                                f"residual")
     caps = max_train_rows if isinstance(max_train_rows, dict) else {m: max_train_rows for m in models}
     out = Path(out)
     models = member_order(models)  # the stronger member gets 0.7
-    started, timings, members = time.time(), {}, []
-    for model in models:
+    started, timings, members, judged, params = time.time(), {}, [], [], {}
+    # a residual member's base is trained (and scored out of fold) first
+    for model in sorted(models, key=lambda m: m in residual) + list(s.judges):
+        is_judge = model in s.judges and model not in models
         tok_dir = out / "tokenized" / model
+        extra = [] if is_judge else list(s.extra)  # a judge trains nothing: extra rows would only cost time
         wanted = {"train_sources": [str(p) for p in train], "n_folds": folds, "seed": seed, "max_rows": max_rows,
-                  "extra_sources": [str(p) for p in s.extra], "dedup_similarity": s.dedup_similarity if s.extra else None}
-        if _reusable_cache(tok_dir, wanted, model, max_length, member, overwrite):
+                  "extra_sources": [str(p) for p in extra], "dedup_similarity": s.dedup_similarity if extra else None}
+        kind = None if is_judge else member  # a judge keeps its own member type and token budget
+        if _reusable_cache(tok_dir, wanted, model, None if is_judge else max_length, kind, overwrite):
             log.info(f"[kit cv] reusing {tok_dir}")
         else:
             # extra rows: training-only (fold -2) in every fold, deduplicated against the held-out prompts
-            tokenize_stage(model, list(train), "", max_length=max_length, n_folds=folds, seed=seed,
-                           max_rows=max_rows, out=tok_dir, overwrite=overwrite, member=member, extra=list(s.extra),
-                           dedup_similarity=s.dedup_similarity)
+            tokenize_stage(model, list(train), "", max_length=None if is_judge else max_length, n_folds=folds,
+                           seed=seed, max_rows=max_rows, out=tok_dir, overwrite=overwrite, member=kind,
+                           extra=extra, dedup_similarity=s.dedup_similarity)
         dirs = []
         for k in range(folds):
             settings = TrainSettings(epochs=epochs, max_train_rows=caps.get(model), seed=seed,
-                                     swap_augment=swap_augment, evals_per_run=evals_per_run)
+                                     swap_augment=swap_augment, evals_per_run=evals_per_run,
+                                     residual_on=str(out / "models" / residual[model]) if model in residual else None)
             fold_dir = out / "models" / model / f"fold{k}"
             recipe = cache_preset(model, tok_dir, cache_meta(tok_dir), {})
             state = _fold_state(fold_dir, settings, recipe, overwrite)  # a killed or extended cv run goes on
@@ -137,15 +169,24 @@ def cv_stage(*args, **kwargs) -> dict:
                 # the fold's model was (re)trained just now, or its predictions are missing or stale
                 infer_stage(fold_dir, "oof", tta=tta, overwrite=True)
             dirs.append(fold_dir)
-        members.append(load_member(model, dirs, need_test=False))
+        (judged if is_judge else members).append(load_member(model, dirs, need_test=False))
         # training minutes as recorded by each fold (also for folds reused from an earlier call)
-        timings[model] = sum(json.loads((d / "metrics.json").read_text())["train_seconds"] for d in dirs) / 60
+        records = [json.loads((d / "metrics.json").read_text()) for d in dirs]
+        timings[model] = sum(r["train_seconds"] for r in records) / 60
+        params[model] = records[0].get("total_params")
+    members = sorted(members, key=lambda m: models.index(m.name))  # the blend's order: stronger first
     result = blend_members(members, weights, space)
     result.table = evaluation_table(result, out / "tokenized" / models[0])
     apply_guardrails(result, out / "tokenized" / models[0])  # its own row: "blend + guardrails"
+    judges = [held_out_judge(j, result.oof_ids, params[j.name]) for j in judged]
+    judges += [external_judge(name, path, result.oof_ids, result.oof_labels, result.oof_folds)
+               for name, path in judge_csv.items()]
     table = result.table
+    table["params"] = [params.get(name) for name in table.index]
+    if judges:
+        table = result.table = pd.concat([table, judge_table(judges, result.oof_labels)])
     extra_meta = cache_meta(out / "tokenized" / models[0]).get("extra_rows") or {}
-    settings = {"train": [str(p) for p in train], "extra": [str(p) for p in s.extra],
+    settings = {"train": [str(p) for p in train], "extra": [str(p) for p in s.extra], "residual": residual,
                 "extra_rows": extra_meta.get("kept"),
                 "extra_removed": extra_meta.get("removed_exact", 0) + extra_meta.get("removed_near", 0),
                 "models": list(models), "folds": folds, "member": member,
@@ -165,13 +206,14 @@ def cv_stage(*args, **kwargs) -> dict:
           + (f"extra training rows in every fold: {settings['extra_rows']} from "
              f"{', '.join(Path(p).name for p in s.extra)} ({settings['extra_removed']} removed as duplicates of "
              f"train prompts); " if s.extra else "")
+          + (f"residual members: {', '.join(f'{m} on {b}' for m, b in residual.items())}; " if residual else "")
           + f"models {', '.join(models)}; member type {member or 'preset'}; max_length {max_length or 'preset'}; "
           f"epochs {epochs or 'preset'}; training rows per fold {max_train_rows or 'all'}; "
           f"swap augmentation {swap_augment} (joint head only); swap TTA {tta} (joint head only); blend weights "
           f"{describe_weights(result)} in {space} space"
           f" (test), the `blend` row {result.report['oof_score']}; "
           f"training minutes summed over folds: {', '.join(f'{m} {t:.1f}' for m, t in timings.items())}.\n\n"
-          + table[["log_loss", "accuracy"]].to_markdown(floatfmt=".4f") + "\n")
+          + comparison_markdown(table) + "\n")
     # derived from the folds above, which were all checked or made by this call
     plot_methods(table, out / "cv.png", title=f"kit cv: {payload['rows']} out-of-fold rows, {folds} folds",
                  overwrite=True)

@@ -36,6 +36,7 @@ from ..core.presets import Preset
 from ..core.settings import SubmitSettings, settings_from
 from ..ensemble.combine import apply_saved_blend, blend_members
 from ..ensemble.guardrails import apply_saved_guardrails
+from ..ensemble.judges import split_judges
 from ..ensemble.report import read_saved_blend
 from ..ensemble.submission import resolve_sample_submission, write_blended_submission
 from ..store.io import publish, write_json
@@ -201,7 +202,12 @@ def preflight(groups: dict[str, list[Path]], test_path: Path, sample_submission,
     for name, dirs in groups.items():
         for d in dirs:
             manifests[d] = check_trained(d)
-            get_member_type(Preset.from_dict(read_model_config(d)["preset"]).member)
+            config = read_model_config(d)
+            get_member_type(Preset.from_dict(config["preset"]).member)
+            if (config.get("train") or {}).get("residual_on"):
+                raise SubmitError(f"{d} is a residual member (trained on {config['train']['residual_on']}'s "
+                                  f"out-of-fold logits): kit submit cannot score its base on the hidden test yet; "
+                                  f"submit the member trained plainly, blended with the base")
     test_ids = load_conversations(test_path, labelled=False).frame["id"].tolist()
     if sample_submission is not None and Path(sample_submission).is_file():
         sample_ids = read_csv_keeping_ids(sample_submission, usecols=["id"])["id"].tolist()
@@ -265,7 +271,9 @@ def submit(*args, **kwargs) -> SubmitResult:
     budget_hours, sample_submission, out = s.budget_hours, s.sample_submission, s.out
     started = time.time()
     roots = [Path(r) for r in (s.model_roots or [kaggle_input()])]
-    groups = find_trained_models(roots)
+    groups, judges = split_judges(find_trained_models(roots))
+    if judges:
+        log.info(f"[kit submit] {', '.join(judges)}: zero-shot judge(s), compared in reports, not submitted: skipped")
     if not groups:
         raise SubmitError(f"no trained models (config.json + adapter/) under {', '.join(map(str, roots))}: "
                           f"attach the training session's output")

@@ -1,0 +1,142 @@
+"""Judges beside the members: the paper's comparison of a fine-tuned small ensemble with larger
+un-finetuned models used as zero-shot judges.
+
+Two kinds of judge rows join the out-of-fold table, scored on exactly the blend's rows and never
+blended:
+
+* **zero-shot judges** (the ``zeroshot`` member type, e.g. the ``smollm2-zeroshot`` preset): their
+  held-out predictions, as any member's;
+* **external judges**: a CSV of verdicts produced elsewhere (GPT-4, a 70B model, a human panel),
+  by id — either probabilities (``p_a, p_b, p_tie``, validated like member predictions), or one
+  ``verdict`` per row (``A`` / ``B`` / ``tie``), turned into probabilities by the judge's confusion
+  matrix cross-fitted on the other folds (Laplace-smoothed: a verdict is worth what it was worth on
+  rows the mapping did not see).
+
+Every blend row must have a verdict (a missing id is an error naming it); ids the blend does not
+score are counted in the log, not silently used.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import BlendError
+from ..core.log import get_logger
+from ..core.metrics import metrics
+from ..core.presets import Preset
+from ..core.schema import PROB_COLUMNS
+from ..members import get_member_type
+from ..store.io import read_csv_keeping_ids
+from ..store.models import read_model_config
+from ..store.predictions import MemberPredictions, check_predictions
+
+log = get_logger(__name__)
+VERDICT_CLASSES = {"a": 0, "model_a": 0, "b": 1, "model_b": 1, "tie": 2}
+
+
+@dataclass
+class JudgeRow:
+    """One judge's out-of-fold probabilities on the blend's rows, and what it is."""
+
+    name: str
+    probs: np.ndarray  # (n, 3), in the blend's out-of-fold row order
+    params: int | None  # parameter count, when known
+    kind: str  # "zero-shot" | "external (probabilities)" | "external (verdicts, cross-fitted confusion)"
+
+
+def split_judges(groups: dict[str, list[Path]]) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """(members, judges) of trained outputs grouped by preset: a judge's member type trains nothing
+    (``is_judge``); it is compared with the members, never blended or scored for a submission."""
+    members, judges = {}, {}
+    for name, dirs in groups.items():
+        member = Preset.from_dict(read_model_config(dirs[0])["preset"]).member
+        (judges if get_member_type(member).is_judge else members)[name] = dirs
+    return members, judges
+
+
+def params_of(model_dir: Path) -> int | None:
+    """The parameter count a model's train stage recorded (``total_params``), if any."""
+    path = Path(model_dir) / "metrics.json"
+    return json.loads(path.read_text()).get("total_params") if path.is_file() else None
+
+
+def held_out_judge(predictions: MemberPredictions, oof_ids, params: int | None) -> JudgeRow:
+    """A zero-shot judge's held-out predictions (its infer stage's, as a member's) on ``oof_ids``."""
+    oof = predictions.oof.set_index("id")
+    missing = [i for i in oof_ids if i not in oof.index]
+    if missing:
+        raise BlendError(f"judge {predictions.name}: no held-out prediction for {len(missing)} scored row(s), e.g. "
+                         f"{missing[:5]}: score it on the members' folds")
+    return JudgeRow(predictions.name, oof.loc[list(oof_ids), PROB_COLUMNS].to_numpy(dtype=float), params, "zero-shot")
+
+
+def external_judge(name: str, path: str | Path, oof_ids, labels: np.ndarray, folds: np.ndarray,
+                   params: int | None = None) -> JudgeRow:
+    """A judge read from ``path`` (see the module docstring), aligned to ``oof_ids``."""
+    path = Path(path)
+    if not path.is_file():
+        raise BlendError(f"judge {name}: {path} not found (--judge-csv NAME=CSV)")
+    frame = read_csv_keeping_ids(path)
+    if "id" not in frame.columns:
+        raise BlendError(f"judge {name}: {path} has no id column (found {list(frame.columns)}): give each verdict "
+                         f"the id of its row")
+    dup = frame["id"][frame["id"].duplicated()].tolist()
+    if dup:
+        raise BlendError(f"judge {name}: {path} repeats id(s) {dup[:5]}: one verdict per row")
+    index = pd.Index(frame["id"])
+    where = index.get_indexer(list(oof_ids))
+    if (where < 0).any():
+        missing = [i for i, w in zip(oof_ids, where) if w < 0]
+        raise BlendError(f"judge {name}: {path} has no verdict for {len(missing)} of the {len(oof_ids)} scored rows "
+                         f"(e.g. ids {missing[:5]}): judge every row, or compare on fewer rows")
+    unused = len(frame) - len(set(where))
+    if unused:
+        log.info(f"[kit] judge {name}: {unused} row(s) of {path} are not among the scored rows: not used")
+    rows = frame.iloc[where].reset_index(drop=True)
+    if all(c in rows.columns for c in PROB_COLUMNS):
+        check_predictions(rows, path, f"fix the judge's file {path}")
+        return JudgeRow(name, rows[PROB_COLUMNS].to_numpy(dtype=np.float64), params, "external (probabilities)")
+    if "verdict" not in rows.columns:
+        raise BlendError(f"judge {name}: {path} needs columns {PROB_COLUMNS} or a verdict column (A / B / tie); "
+                         f"found {list(frame.columns)}")
+    verdicts = rows["verdict"].astype(str).str.strip().str.lower().map(VERDICT_CLASSES)
+    if verdicts.isna().any():
+        row = int(np.flatnonzero(verdicts.isna().to_numpy())[0])
+        raise BlendError(f"judge {name}: {path} row with id {rows['id'].iloc[row]}: verdict "
+                         f"{rows['verdict'].iloc[row]!r} is not A, B or tie")
+    return JudgeRow(name, confusion_probs(verdicts.to_numpy(dtype=np.int64), labels, folds), params,
+                    "external (verdicts, cross-fitted confusion)")
+
+
+def confusion_probs(verdicts: np.ndarray, labels: np.ndarray, folds: np.ndarray, smoothing: float = 1.0) -> np.ndarray:
+    """P(label | verdict) for each row, estimated on the other folds' rows (add-``smoothing``)."""
+    out = np.zeros((len(verdicts), 3))
+    for k in np.unique(folds):
+        rest = folds != k
+        counts = np.full((3, 3), smoothing)
+        np.add.at(counts, (verdicts[rest], labels[rest]), 1)
+        table = counts / counts.sum(axis=1, keepdims=True)
+        out[folds == k] = table[verdicts[folds == k]]
+    return out
+
+
+def judge_table(judges: list[JudgeRow], labels: np.ndarray) -> pd.DataFrame:
+    """The judges' rows for the out-of-fold table: log loss, accuracy (and recalls), params, kind."""
+    rows = {f"judge: {j.name}": {**metrics(labels, j.probs), "params": j.params, "kind": j.kind} for j in judges}
+    return pd.DataFrame(rows).T
+
+
+def comparison_markdown(table: pd.DataFrame, recalls: bool = False) -> str:
+    """log loss, accuracy (and per-class recall), parameter counts (M), judges' kind: the paper's
+    comparison, in one table."""
+    shown = table[["log_loss", "accuracy", *(c for c in table.columns if recalls and c.startswith("recall_"))]].copy()
+    if "params" in table:
+        shown["params (M)"] = [f"{p / 1e6:.0f}" if isinstance(p, (int, float)) and p == p and p else "—"
+                               for p in table["params"]]
+    if "kind" in table:
+        shown["judge"] = table["kind"].fillna("")
+    return shown.to_markdown(floatfmt=".4f")

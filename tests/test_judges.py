@@ -1,0 +1,132 @@
+"""The paper's comparison: un-finetuned decoders as zero-shot judges (real SmolLM2 weights) and an
+external judge's verdicts, scored on the blend's out-of-fold rows beside the members, never blended."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import PANDALM
+from kit.core.errors import BlendError
+from kit.core.presets import resolve_preset
+from kit.ensemble.judges import confusion_probs, external_judge
+from kit.members.zeroshot import JudgePacker, chat_frame, load_judge, verdict_logits, verdict_token_ids
+
+
+@pytest.fixture(scope="module")
+def judge():
+    preset = resolve_preset("smollm2-zeroshot", max_length=192)
+    model, tokenizer = load_judge(None, preset)
+    return preset, model, tokenizer
+
+
+def test_the_judge_prompt_fits_the_budget_inside_the_chat_frame(judge):
+    preset, _, tokenizer = judge
+    packer = JudgePacker(tokenizer, preset.max_length)
+    before, after = chat_frame(tokenizer)
+    long = "word " * 3000
+    for p, a, b in [("hi", "A says yes", "B says no"), (long, long, long), ("x", long, "")]:
+        ids = packer.pack_ids(*([packer.encode_many([t])[0]] for t in (p, a, b))).input_ids  # one turn each
+        assert len(ids) <= preset.max_length  # always
+        assert ids[:len(before)] == before and ids[-len(after):] == after
+        text = tokenizer.decode(ids)
+        assert "[Answer A]" in text and "[Answer B]" in text and text.count("<|im_start|>") == 3  # system, user, assistant
+
+
+def test_verdict_logits_match_the_full_forward_pass(judge):
+    """Golden: the last-position projection equals the model's own logits at the last real token."""
+    _, model, tokenizer = judge
+    verdicts = verdict_token_ids(tokenizer)
+    assert verdicts == {"A": [49, 330], "B": [50, 389], "tie": sorted(verdicts["tie"])} and len(verdicts["tie"]) >= 2
+    rows = [np.array(tokenizer("Which is better? Reply A or B.")["input_ids"]), np.array(tokenizer("Short.")["input_ids"])]
+    got = verdict_logits(model, rows, tokenizer.pad_token_id, verdicts, progress=False)
+    for i, ids in enumerate(rows):
+        with torch.no_grad():
+            full = model(input_ids=torch.as_tensor(ids)[None]).logits[0, -1].double()
+        want = [torch.logsumexp(full[verdicts[v]], 0).item() for v in ("A", "B", "tie")]
+        np.testing.assert_allclose(got[i], want, rtol=1e-4, atol=1e-4)
+
+
+def test_confusion_probabilities_are_cross_fitted():
+    labels = np.array([0, 0, 1, 1, 2, 2, 0, 1])
+    folds = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    verdicts = labels.copy()
+    probs = confusion_probs(verdicts, labels, folds)
+    assert np.allclose(probs.sum(1), 1)
+    # fold 1's "tie" verdicts: fold 0 holds no tie verdict, so only the smoothing speaks (uniform)
+    assert np.allclose(probs[4], [1 / 3] * 3)
+    # fold 0's "A" verdicts were right on fold 1: 2 of 4 (smoothed) for A
+    assert probs[0][0] == pytest.approx(2 / 4)
+
+
+def test_cv_reports_zero_shot_and_external_judges_beside_the_members(tmp_path):
+    from kit.workflows.cv import cv_stage
+    frame = pd.read_csv(PANDALM).head(30)
+    truth = np.select([frame["winner_model_a"] == 1, frame["winner_model_b"] == 1], ["A", "B"], "tie")
+    pd.DataFrame({"id": frame["id"], "verdict": truth}).to_csv(tmp_path / "verdicts.csv", index=False)
+    probs = pd.DataFrame({"id": frame["id"], "p_a": 0.4, "p_b": 0.4, "p_tie": 0.2})
+    probs.to_csv(tmp_path / "probs.csv", index=False)
+    from dataclasses import replace
+    from kit.core.presets import PRESETS, register_preset
+    register_preset(replace(PRESETS["smollm2-zeroshot"], name="smollm2-zeroshot-192", max_length=192))  # CI's scale
+    result = cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv", max_rows=30, max_length=None,
+                      judges=["smollm2-zeroshot-192"],
+                      judge_csv={"truthful": [str(tmp_path / "verdicts.csv")], "flat": [str(tmp_path / "probs.csv")]})
+    table = result["table"]
+    assert {"judge: smollm2-zeroshot-192", "judge: truthful", "judge: flat"} <= set(table.index)
+    assert table.loc["judge: smollm2-zeroshot-192", "params"] == 134515008  # SmolLM2-135M, untouched
+    assert table.loc["judge: truthful", "accuracy"] == 1.0  # verdicts equal to the labels
+    assert table.loc["judge: flat", "log_loss"] == pytest.approx(
+        -np.mean(np.log(np.where(truth == "tie", 0.2, 0.4))), rel=1e-6)
+    saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert list(saved["settings"]["blend"]["weights"]) == ["lexical"]  # judges are compared, never blended
+    assert "judge: smollm2-zeroshot-192" in saved["results"] and "| zero-shot" in result["markdown"]
+
+
+def test_an_external_judge_must_cover_every_scored_row(tmp_path):
+    ids = ["a", "b", "c"]
+    pd.DataFrame({"id": ["a", "b"], "verdict": ["A", "B"]}).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(BlendError, match=r"no verdict for 1 of the 3 scored rows \(e\.g\. ids \['c'\]\)"):
+        external_judge("gpt-4", tmp_path / "short.csv", ids, np.zeros(3, int), np.zeros(3, int))
+    pd.DataFrame({"id": ids, "verdict": ["A", "maybe", "tie"]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(BlendError, match=r"id b: verdict 'maybe' is not A, B or tie"):
+        external_judge("gpt-4", tmp_path / "bad.csv", ids, np.zeros(3, int), np.zeros(3, int))
+    pd.DataFrame({"id": ids, "p_a": [0.5, 0.5, 0.9], "p_b": 0.25, "p_tie": 0.25}).to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(BlendError, match="not summing to 1"):
+        external_judge("gpt-4", tmp_path / "p.csv", ids, np.zeros(3, int), np.zeros(3, int))
+
+
+def test_the_blend_report_shows_a_judge_and_submit_skips_it(tmp_path):
+    """A zero-shot judge trained (nothing) and scored beside a member: the blend stage reports it on
+    the blend's rows with its parameter count and leaves it out of the blend; kit submit, finding it
+    among the attached models, submits the members only."""
+    from dataclasses import replace
+    from conftest import KAGGLE_TEST, SAMPLE_SUB
+    from kit.core.presets import PRESETS, register_preset
+    from kit.stages.blend import blend_stage
+    from kit.stages.infer import infer_stage
+    from kit.stages.tokenize import tokenize_stage
+    from kit.stages.train import train_stage
+    from kit.workflows.submit import submit
+    register_preset(replace(PRESETS["smollm2-zeroshot"], name="smollm2-zeroshot-128", max_length=128))
+    groups = {}
+    for name in ("lexical", "smollm2-zeroshot-128"):
+        tokenize_stage(name, [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=16, out=tmp_path / "tok" / name)
+        groups[name] = []
+        for k in range(2):
+            model = train_stage(name, k, tokenized=tmp_path / "tok" / name,
+                                out=tmp_path / "models" / name / f"fold{k}").out_dir
+            for split in ("oof", "test"):
+                infer_stage(model, split)
+            groups[name].append(model)
+    result = blend_stage(groups, weights="fit", out=tmp_path / "s.csv", report_dir=tmp_path / "report",
+                         sample_submission=SAMPLE_SUB)
+    assert result.members == ["lexical"]
+    row = result.table.loc["judge: smollm2-zeroshot-128"]
+    assert row["kind"] == "zero-shot" and row["params"] == 134515008 and 0 < row["log_loss"] < 5
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "judge: smollm2-zeroshot-128" in report and "| zero-shot" in report and "recall_tie" in report
+    done = submit([tmp_path / "models"], KAGGLE_TEST, weights="equal", work=tmp_path / "w", out=tmp_path / "sub.csv",
+                  sample_submission=SAMPLE_SUB)
+    assert list(done.members) == ["lexical"]
