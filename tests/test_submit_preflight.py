@@ -66,6 +66,12 @@ def test_a_mismatch_fails_in_preflight_before_any_model_scores(two_members, tmp_
     with pytest.raises(SubmitError, match="none matches"):
         submit([root], KAGGLE_TEST, work=tmp_path / "w", out=tmp_path / "s.csv", sample_submission=SAMPLE_SUB)
     assert time.time() - started < 30 and not (tmp_path / "w").exists()  # nothing tokenized, nothing scored
+    # BLEND_JSON set to one member's own blend while both members are attached: named at once too
+    started = time.time()
+    with pytest.raises(SubmitError, match=r"members \['lexical'\]\) does not match the models found"):
+        submit([root], KAGGLE_TEST, blend_json=root / "lexical" / "report" / "blend.json", work=tmp_path / "w",
+               out=tmp_path / "s.csv", sample_submission=SAMPLE_SUB)
+    assert time.time() - started < 30 and not (tmp_path / "w").exists()
     # fixed weights need no saved blend and no out-of-fold rows
     done = submit([root], KAGGLE_TEST, weights="equal", work=tmp_path / "w", out=tmp_path / "s.csv",
                   sample_submission=SAMPLE_SUB)
