@@ -92,6 +92,11 @@ def test_an_external_judge_must_cover_every_scored_row(tmp_path):
     pd.DataFrame({"id": ids, "verdict": ["A", "maybe", "tie"]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(BlendError, match=r"id b: verdict 'maybe' is not A, B or tie"):
         external_judge("gpt-4", tmp_path / "bad.csv", ids, np.zeros(3, int), np.zeros(3, int))
+    pd.DataFrame({"id": ids, "score": [1, 2, 3]}).to_csv(tmp_path / "shape.csv", index=False)
+    from kit.workflows.cv import cv_stage
+    with pytest.raises(BlendError, match="needs columns .* or a verdict column"):  # before any training
+        cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv", judge_csv={"gpt-4": [str(tmp_path / "shape.csv")]})
+    assert not (tmp_path / "cv").exists()
     pd.DataFrame({"id": ids, "p_a": [0.5, 0.5, 0.9], "p_b": 0.25, "p_tie": 0.25}).to_csv(tmp_path / "p.csv", index=False)
     with pytest.raises(BlendError, match="not summing to 1"):
         external_judge("gpt-4", tmp_path / "p.csv", ids, np.zeros(3, int), np.zeros(3, int))

@@ -74,9 +74,9 @@ def held_out_judge(predictions: MemberPredictions, oof_ids, params: int | None) 
     return JudgeRow(predictions.name, oof.loc[list(oof_ids), PROB_COLUMNS].to_numpy(dtype=float), params, "zero-shot")
 
 
-def external_judge(name: str, path: str | Path, oof_ids, labels: np.ndarray, folds: np.ndarray,
-                   params: int | None = None) -> JudgeRow:
-    """A judge read from ``path`` (see the module docstring), aligned to ``oof_ids``."""
+def read_judge_csv(name: str, path: str | Path) -> pd.DataFrame:
+    """An external judge's file, checked for its shape (an id column; p_a, p_b, p_tie or a verdict
+    column): ``kit cv`` calls it before any training, so a wrong file fails in seconds."""
     path = Path(path)
     if not path.is_file():
         raise BlendError(f"judge {name}: {path} not found (--judge-csv NAME=CSV)")
@@ -84,6 +84,17 @@ def external_judge(name: str, path: str | Path, oof_ids, labels: np.ndarray, fol
     if "id" not in frame.columns:
         raise BlendError(f"judge {name}: {path} has no id column (found {list(frame.columns)}): give each verdict "
                          f"the id of its row")
+    if not all(c in frame.columns for c in PROB_COLUMNS) and "verdict" not in frame.columns:
+        raise BlendError(f"judge {name}: {path} needs columns {PROB_COLUMNS} or a verdict column (A / B / tie); "
+                         f"found {list(frame.columns)}")
+    return frame
+
+
+def external_judge(name: str, path: str | Path, oof_ids, labels: np.ndarray, folds: np.ndarray,
+                   params: int | None = None) -> JudgeRow:
+    """A judge read from ``path`` (see the module docstring), aligned to ``oof_ids``."""
+    frame = read_judge_csv(name, path)
+    path = Path(path)
     dup = frame["id"][frame["id"].duplicated()].tolist()
     if dup:
         raise BlendError(f"judge {name}: {path} repeats id(s) {dup[:5]}: one verdict per row")
@@ -100,9 +111,6 @@ def external_judge(name: str, path: str | Path, oof_ids, labels: np.ndarray, fol
     if all(c in rows.columns for c in PROB_COLUMNS):
         check_predictions(rows, path, f"fix the judge's file {path}")
         return JudgeRow(name, rows[PROB_COLUMNS].to_numpy(dtype=np.float64), params, "external (probabilities)")
-    if "verdict" not in rows.columns:
-        raise BlendError(f"judge {name}: {path} needs columns {PROB_COLUMNS} or a verdict column (A / B / tie); "
-                         f"found {list(frame.columns)}")
     verdicts = rows["verdict"].astype(str).str.strip().str.lower().map(VERDICT_CLASSES)
     if verdicts.isna().any():
         row = int(np.flatnonzero(verdicts.isna().to_numpy())[0])

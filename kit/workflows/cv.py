@@ -32,7 +32,8 @@ from ..core.settings import CvSettings, TrainSettings, settings_from
 from ..ensemble.combine import blend_members, describe_weights
 from ..ensemble.evaluation import evaluation_table
 from ..ensemble.guardrails import apply_guardrails
-from ..ensemble.judges import comparison_markdown, external_judge, held_out_judge, judge_table
+from ..ensemble.judges import (comparison_markdown, external_judge, held_out_judge, judge_table, params_of,
+                               read_judge_csv)
 from ..store.cache import cache_meta, check_cache
 from ..store.figures import plot_methods
 from ..store.io import write_json, write_text
@@ -126,9 +127,8 @@ def cv_stage(*args, **kwargs) -> dict:
             raise SettingsError(f"--judges {judge}: not a judge preset (a member type that trains nothing, e.g. "
                                 f"smollm2-zeroshot); trained members go in --models")
     judge_csv = {name: paths[0] for name, paths in (s.judge_csv or {}).items()}
-    for name, path in judge_csv.items():
-        if not Path(path).is_file():
-            raise SettingsError(f"--judge-csv {name}={path}: no such file")
+    for name, path in judge_csv.items():  # a wrong file fails now, not after the training
+        read_judge_csv(name, path)
     residual = {name: bases[0] for name, bases in (s.residual or {}).items()}
     for name, base in residual.items():
         if name not in models or base not in models or base in residual:
@@ -171,9 +171,8 @@ def cv_stage(*args, **kwargs) -> dict:
             dirs.append(fold_dir)
         (judged if is_judge else members).append(load_member(model, dirs, need_test=False))
         # training minutes as recorded by each fold (also for folds reused from an earlier call)
-        records = [json.loads((d / "metrics.json").read_text()) for d in dirs]
-        timings[model] = sum(r["train_seconds"] for r in records) / 60
-        params[model] = records[0].get("total_params")
+        timings[model] = sum(json.loads((d / "metrics.json").read_text())["train_seconds"] for d in dirs) / 60
+        params[model] = params_of(dirs[0])
     members = sorted(members, key=lambda m: models.index(m.name))  # the blend's order: stronger first
     result = blend_members(members, weights, space)
     result.table = evaluation_table(result, out / "tokenized" / models[0])
