@@ -56,6 +56,18 @@ CONFIGS = {
     "minilm pairwise mean lr5e-4 1ep len256 shuffled head-lr-x20 davidson": (
         "minilm", "pairwise", 256, {"pooling": "mean", "tie_model": "davidson"},
         dict(learning_rate=5e-4, epochs=1, group_by_length=False, head_lr_scale=20.0)),
+    # Gemma-3-270M (the preset: pairwise, last token, LoRA on the top 6 of 18 layers, lr 5e-4, 256 per side),
+    # 200 training rows: one knob at a time
+    "gemma3-270m pairwise last top6 lr5e-4 200rows": (
+        "gemma3-270m", "pairwise", 256, {}, dict(max_train_rows=200)),
+    "gemma3-270m pairwise last all-layers lr5e-4 200rows": (
+        "gemma3-270m", "pairwise", 256, {"layers_to_transform": list(range(18))}, dict(max_train_rows=200)),
+    "gemma3-270m pairwise mean top6 lr5e-4 200rows": (
+        "gemma3-270m", "pairwise", 256, {"pooling": "mean"}, dict(max_train_rows=200)),
+    "gemma3-270m pairwise last top6 lr2e-4 200rows": (
+        "gemma3-270m", "pairwise", 256, {}, dict(max_train_rows=200, learning_rate=2e-4)),
+    "gemma3-270m pairwise last top6 lr5e-4 200rows head-lr-x20": (
+        "gemma3-270m", "pairwise", 256, {}, dict(max_train_rows=200, head_lr_scale=20.0)),
 }
 LEXICAL_GRID = [(1.0, 1.0), (0.1, 1.0), (0.03, 1.0), (0.01, 1.0), (0.03, 3.0), (0.3, 0.3), (0.1, 0.3),
                 (0.3, 0.1), (0.1, 0.1), (0.1, 0.0)]

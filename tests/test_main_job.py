@@ -11,23 +11,26 @@ def test_main_job_quick_produces_a_valid_submission(tmp_path):
     run_dir, publish = tmp_path / "run", tmp_path / "submissions"
     publish.mkdir()
     (publish / "submission.csv").write_text("an earlier submission\n")
-    proc = run_kit("main", "--quick", "--run-dir", run_dir, "--publish-dir", publish)
+    # a relative --run-dir, from another folder: every stage writes into that one folder (not a copy nested in it)
+    proc = run_kit("main", "--quick", "--run-dir", "run", "--publish-dir", publish, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not (run_dir / "run").exists() and (run_dir / "models").is_dir()
     sub = pd.read_csv(publish / "submission.csv")
     validate_submission(sub, pd.read_csv(KAGGLE_TEST)["id"].tolist(), SAMPLE_SUB)
     # the earlier submission was moved aside, not overwritten
     aside = [p for p in publish.iterdir() if p.name.startswith("submission-")]
     assert len(aside) == 1 and aside[0].read_text() == "an earlier submission\n"
     executed = {p.name for p in (run_dir / "notebooks").iterdir()}
-    assert {"01_tokenize-minilm.ipynb", "01_tokenize-smollm2.ipynb", "01_tokenize-lexical.ipynb",
-            "02_train-minilm-fold0.ipynb", "02_train-smollm2-fold1.ipynb", "02_train-lexical-fold1.ipynb",
+    assert {"01_tokenize-gemma3-270m.ipynb", "01_tokenize-smollm2.ipynb", "01_tokenize-lexical.ipynb",
+            "02_train-gemma3-270m-fold0.ipynb", "02_train-smollm2-fold1.ipynb", "02_train-lexical-fold1.ipynb",
             "03_infer_two_t4.ipynb", "04_blend.ipynb"} <= executed
     report = (run_dir / "report" / "report.md").read_text()
-    assert "weights: fit smollm2 " in report and ", lexical " in report and "cross-fitted per fold" in report
+    assert "weights: fit gemma3-270m " in report and ", smollm2 " in report and ", lexical " in report
+    assert "cross-fitted per fold" in report
     blend = json.loads((run_dir / "report" / "blend.json").read_text())
     assert blend["space"] == "log" and len(blend["weights"]) == 3 and abs(sum(blend["weights"]) - 1) < 1e-9
     table = pd.read_csv(run_dir / "report" / "evaluation.csv").set_index("method")
-    assert {"uniform", "prior", "tfidf", "minilm", "smollm2", "lexical", "blend",
-            "blend (in-sample fit)"} <= set(table.index)
-    assert "minilm+tta" not in table.index  # the pairwise head needs no swap TTA
+    assert {"uniform", "prior", "tfidf", "gemma3-270m", "smollm2", "lexical", "blend", "blend (in-sample fit)",
+            "gemma3-270m + temperature", "blend without smollm2"} <= set(table.index)
+    assert "gemma3-270m+tta" not in table.index  # the pairwise head needs no swap TTA
     assert (run_dir / "report" / "reliability.png").stat().st_size > 1000

@@ -88,6 +88,51 @@ def test_cross_fitted_weights_are_not_scored_on_their_own_rows():
     assert fixed.report["per_fold"] == {} and "blend (in-sample fit)" not in fixed.table.index
 
 
+def test_each_member_is_ablated_on_the_same_rows_with_the_same_cross_fitting():
+    """With three fitted members the table shows the blend refitted without each one: the row for a
+    member must equal blending the other two (cross-fitted alike), and dropping the informative
+    member must cost more than dropping pure noise."""
+    rng = np.random.default_rng(1)
+    n = 300
+    labels = rng.integers(0, 3, n)
+    folds = np.arange(n) % 3
+    onehot = np.eye(3)[labels]
+
+    def noisy(signal):
+        p = signal * onehot + rng.dirichlet([1, 1, 1], n)
+        return p / p.sum(1, keepdims=True)
+    good, fair, noise = noisy(1.5), noisy(0.6), rng.dirichlet([1, 1, 1], n)
+    trio = [_member("good", good, labels, folds), _member("fair", fair, labels, folds),
+            _member("noise", noise, labels, folds)]
+    res = blend_members(trio, "fit", "log")
+    pair = blend_members([trio[0], trio[1]], "fit", "log")
+    assert np.isclose(res.table.loc["blend without noise", "log_loss"], pair.table.loc["blend", "log_loss"])
+    assert res.table.loc["blend without good", "log_loss"] > res.table.loc["blend without noise", "log_loss"] + 0.05
+    # fixed weights and two members: no ablation rows
+    assert not any(i.startswith("blend without") for i in pair.table.index)
+    assert not any(i.startswith("blend without") for i in blend_members(trio, "equal").table.index)
+
+
+def test_an_overconfident_member_gets_a_cross_fitted_temperature_row():
+    """A member right 60 % of the time but sure of itself: its '+ temperature' row must equal the
+    temperature fitted on the other folds applied to each fold, and beat the raw member."""
+    from kit.ensemble.combine import combine, fit_temperature
+    rng = np.random.default_rng(2)
+    n = 300
+    labels = rng.integers(0, 3, n)
+    folds = np.arange(n) % 3
+    guess = np.where(rng.random(n) < 0.6, labels, (labels + 1) % 3)
+    sure = 0.94 * np.eye(3)[guess] + 0.02
+    res = blend_members([_member("sure", sure, labels, folds), _member("flat", np.full((n, 3), 1 / 3), labels, folds)],
+                        "fit", "log")
+    expected = np.zeros((n, 3))
+    for k in range(3):
+        t = fit_temperature(sure[folds != k], labels[folds != k])
+        expected[folds == k] = combine([sure[folds == k]], [1.0], "log", t)
+    assert np.isclose(res.table.loc["sure + temperature", "log_loss"], log_loss(labels, expected))
+    assert res.table.loc["sure + temperature", "log_loss"] < res.table.loc["sure", "log_loss"] - 0.2
+
+
 def test_fit_on_a_single_shared_fold_is_cross_fitted_on_its_parts():
     """Members trained apart on one shared held-out fold: the weights are cross-fitted on 5 parts of it
     (stable, by id); too few shared rows for that are refused."""

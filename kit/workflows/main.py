@@ -74,7 +74,8 @@ def run_main(settings: MainSettings | None = None, run_dir: str | Path | None = 
     if Path(publish_dir).exists() and not Path(publish_dir).is_dir():  # fail now, not after the whole job
         raise SettingsError(f"--publish-dir {publish_dir} is a file: pass a folder for submission.csv")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    run_dir = Path(run_dir) if run_dir else work_dir() / "runs" / stamp
+    # absolute: the notebooks run inside run_dir, where a relative KIT_WORK would nest a second copy
+    run_dir = (Path(run_dir) if run_dir else work_dir() / "runs" / stamp).resolve()
     run_dir.mkdir(parents=True, exist_ok=False)
     before = os.environ.get("KIT_WORK")
     os.environ["KIT_WORK"] = str(run_dir)  # the notebooks' kernels inherit it: every default path is in the run
