@@ -29,6 +29,7 @@ EXTRA = []              # extra labelled tables: training-only, deduplicated aga
 DEDUP_SIMILARITY = 0.9  # extra rows this similar to a train/test prompt are removed (1.0: exact only)
 TEST = None             # test table; None: this environment's default
 MAX_LENGTH = None       # None: the preset's
+PACK = None             # packing options, e.g. {"chat_template": True}: the backbone's chat template around the text
 MODEL_DIR = None        # override the preset's model folder
 N_FOLDS = 5
 MAX_ROWS = None         # use only the first N train rows (quick runs)

@@ -28,6 +28,7 @@ Results are printed and written to results/train_efficiency.md / train_quality.m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import subprocess
@@ -99,8 +100,9 @@ def _pairwise_config(model: str, mode: str, length: int, steps: int) -> dict:
     from kit.core.presets import resolve_preset
 
     side = length // 2
-    extra = {"layers_to_transform": list(range(30))} if mode == "pairwise-all-layers" else {}
-    preset = resolve_preset(model, max_length=side, member="pairwise", **extra)
+    preset = resolve_preset(model, max_length=side, member="pairwise")
+    if mode == "pairwise-all-layers":  # LoRA on every layer (resolve_preset ignores None overrides)
+        preset = dataclasses.replace(preset, layers_to_transform=None)
     net, tok = build_pairwise(preset)
     net.train()
     trainable, total = count_parameters(net)

@@ -21,7 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
 
-# name: (model, head, max_length, preset overrides, train settings)
+_GEMMA_TOP6 = list(range(12, 18))
+
+# name: (model, head, max_length, preset overrides (and "pack": packing options), train settings)
 CONFIGS = {
     "minilm pairwise mean lr5e-4 2ep": ("minilm", "pairwise", 256, {"pooling": "mean", "tie_model": "free"},
                                         dict(learning_rate=5e-4, epochs=2)),
@@ -56,18 +58,33 @@ CONFIGS = {
     "minilm pairwise mean lr5e-4 1ep len256 shuffled head-lr-x20 davidson": (
         "minilm", "pairwise", 256, {"pooling": "mean", "tie_model": "davidson"},
         dict(learning_rate=5e-4, epochs=1, group_by_length=False, head_lr_scale=20.0)),
-    # Gemma-3-270M (the preset: pairwise, last token, LoRA on the top 6 of 18 layers, lr 5e-4, 256 per side),
-    # 200 training rows: one knob at a time
+    # Gemma-3-270M, pairwise, last token, lr 5e-4, 256 per side, 200 training rows: one knob at a time from the
+    # first recipe (LoRA on the top 6 of 18 layers); all layers won and is the preset since
     "gemma3-270m pairwise last top6 lr5e-4 200rows": (
-        "gemma3-270m", "pairwise", 256, {}, dict(max_train_rows=200)),
+        "gemma3-270m", "pairwise", 256, {"layers_to_transform": _GEMMA_TOP6}, dict(max_train_rows=200)),
     "gemma3-270m pairwise last all-layers lr5e-4 200rows": (
         "gemma3-270m", "pairwise", 256, {"layers_to_transform": list(range(18))}, dict(max_train_rows=200)),
     "gemma3-270m pairwise mean top6 lr5e-4 200rows": (
-        "gemma3-270m", "pairwise", 256, {"pooling": "mean"}, dict(max_train_rows=200)),
+        "gemma3-270m", "pairwise", 256, {"layers_to_transform": _GEMMA_TOP6, "pooling": "mean"},
+        dict(max_train_rows=200)),
     "gemma3-270m pairwise last top6 lr2e-4 200rows": (
-        "gemma3-270m", "pairwise", 256, {}, dict(max_train_rows=200, learning_rate=2e-4)),
-    "gemma3-270m pairwise last top6 lr5e-4 200rows head-lr-x20": (
-        "gemma3-270m", "pairwise", 256, {}, dict(max_train_rows=200, head_lr_scale=20.0)),
+        "gemma3-270m", "pairwise", 256, {"layers_to_transform": _GEMMA_TOP6}, dict(max_train_rows=200, learning_rate=2e-4)),
+    # from the all-layers preset: the heads' learning rate, and twice the steps on the same rows
+    "gemma3-270m pairwise last all-layers lr5e-4 200rows head-lr-x20": (
+        "gemma3-270m", "pairwise", 256, {"layers_to_transform": list(range(18))},
+        dict(max_train_rows=200, head_lr_scale=20.0)),
+    "gemma3-270m pairwise last all-layers lr5e-4 200rows 2ep": (
+        "gemma3-270m", "pairwise", 256, {"layers_to_transform": list(range(18))}, dict(max_train_rows=200, epochs=2)),
+    # SmolLM2 with today's preset (Davidson ties; the rows above ran with a free tie logit, an override train_stage
+    # no longer takes), 200 rows: LoRA layers, and chat template vs plain text (SmolLM2-Instruct has one; the
+    # base Gemma-3-270M has none). "pack": kit.ops.packing.PackConfig options for tokenize
+    "smollm2 pairwise last top8 lr5e-4 200rows len128 davidson": (
+        "smollm2", "pairwise", 128, {"layers_to_transform": list(range(22, 30))}, dict(max_train_rows=200)),
+    "smollm2 pairwise last all-layers lr5e-4 200rows len128 davidson": (
+        "smollm2", "pairwise", 128, {"layers_to_transform": list(range(30))}, dict(max_train_rows=200)),
+    "smollm2 pairwise last top8 lr5e-4 200rows len128 davidson chat-template": (
+        "smollm2", "pairwise", 128, {"layers_to_transform": list(range(22, 30)), "pack": {"chat_template": True}},
+        dict(max_train_rows=200)),
 }
 LEXICAL_GRID = [(1.0, 1.0), (0.1, 1.0), (0.03, 1.0), (0.01, 1.0), (0.03, 3.0), (0.3, 0.3), (0.1, 0.3),
                 (0.3, 0.1), (0.1, 0.1), (0.1, 0.0)]
@@ -116,9 +133,12 @@ def run_config(name: str, spec, work: Path) -> dict:
     from kit.stages.train import train_stage
 
     model, head, max_length, overrides, train = spec
-    tok = work / "tokenized" / f"{model}-{head}-{max_length}"
+    overrides = dict(overrides)
+    pack = overrides.pop("pack", None)
+    tok = work / "tokenized" / "-".join([model, head, str(max_length), *sorted(pack or ())])
     if not (tok / "meta.json").exists():
-        tokenize_stage(model, [PANDALM], "", max_length=max_length, n_folds=5, seed=42, out=tok, member=head)
+        tokenize_stage(model, [PANDALM], "", max_length=max_length, n_folds=5, seed=42, out=tok, member=head,
+                       pack=pack)
     settings = TrainSettings(evals_per_run=1, swap_augment=head == "joint", **train)
     started = time.time()
     out = work / "models" / name.replace(" ", "_")
@@ -127,7 +147,8 @@ def run_config(name: str, spec, work: Path) -> dict:
     return {"log_loss": res.metrics["log_loss"], "accuracy": res.metrics["accuracy"],
             "minutes": (time.time() - started) / 60, "train_rows": res.metrics["train_rows"],
             "held_out_rows": res.metrics["held_out_rows"], "scope": "fold 0",
-            "settings": {"model": model, "head": head, "max_length": max_length, **overrides, **train}}
+            "settings": {"model": model, "head": head, "max_length": max_length, **overrides, **train,
+                         **({"pack": pack} if pack else {})}}
 
 
 def add_blends(results: dict, work: Path) -> None:
@@ -171,7 +192,9 @@ def render(results: dict, out: Path) -> None:
           "2 CPU cores; minutes are wall time on this machine (runs that shared the CPU with other work are "
           "slower). Names: head, pooling, learning rate, epochs, tokens per side (default 256), `shuffled` = "
           "plain random batches instead of length-grouped ones, `head-lr-xN` = the heads at N times the "
-          "learning rate, `davidson` = the pairwise head's Davidson tie term (kit.members.pairwise; rows without it ran "
+          "learning rate, `chat-template` = each side packed as the backbone's chat (system, user and assistant "
+          "turns; kit.ops.chat) instead of plain text, `top6`/`top8`/`all-layers` = the layers with LoRA, "
+          "`davidson` = the pairwise head's Davidson tie term (kit.members.pairwise; rows without it ran "
           "with a free tie logit, `tie_model=\"free\"`). `blend_50_50_with_lexical`: the fold-0 predictions averaged with the lexical "
           "member's (trained on folds 1-4) — what the member adds to the ensemble.\n\n"
           + shown.to_markdown(floatfmt=".4f") + "\n\n![sweep](sweep.png)\n")

@@ -11,7 +11,8 @@ from conftest import PANDALM
 from kit.core.errors import BlendError
 from kit.core.presets import resolve_preset
 from kit.ensemble.judges import confusion_probs, external_judge
-from kit.members.zeroshot import JudgePacker, chat_frame, load_judge, verdict_logits, verdict_token_ids
+from kit.members.zeroshot import JudgePacker, load_judge, verdict_logits, verdict_token_ids
+from kit.ops.chat import chat_frame
 
 
 @pytest.fixture(scope="module")

@@ -157,3 +157,59 @@ def test_real_rows_keep_both_responses(smollm2_tokenizer, path, max_length):
         sb = sum(len(x) for x in packer.encode_many(b))
         assert packed.retention["response_a_kept"] >= min(32, sa)
         assert packed.retention["response_b_kept"] >= min(32, sb)
+
+
+# -- chat template packing (kit.ops.chat) ------------------------------------------------------
+def _rendered(tokenizer, prompt, response):
+    """The tokenizer's own rendering of alternating user/assistant turns: the golden reference."""
+    messages = [{"role": role, "content": text} for p, r in zip(prompt, response)
+                for role, text in (("user", p), ("assistant", r))]
+    ids = tokenizer.apply_chat_template(messages, tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+@pytest.mark.parametrize("prompt, response", [(["What is 2+2?"], ["4"]),
+                                              (["What is 2+2?", "And 3+3?"], ["4", "It is six."]),
+                                              (["Tell me a joke", ""], ["No.", "Really?"])])
+def test_chat_side_packing_is_what_the_template_renders(smollm2_tokenizer, prompt, response):
+    packer = Packer(smollm2_tokenizer, PackConfig(max_length=512, chat_template=True), side=True)
+    assert packer.pack(prompt, response).input_ids == _rendered(smollm2_tokenizer, prompt, response)
+    plain = Packer(smollm2_tokenizer, PackConfig(max_length=512), side=True).pack(prompt, response).input_ids
+    assert plain != _rendered(smollm2_tokenizer, prompt, response)  # the option changes what is packed
+
+
+@given(conv=side_conversation, max_length=st.sampled_from([96, 128, 256]), keep=st.sampled_from(["last", "first"]))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                                  HealthCheck.function_scoped_fixture])
+def test_chat_side_packing_keeps_the_budget_and_the_turn_frame(smollm2_tokenizer, conv, max_length, keep):
+    packer = Packer(smollm2_tokenizer, PackConfig(max_length=max_length, keep=keep, chat_template=True), side=True)
+    packed = packer.pack(*conv)
+    ids = packed.input_ids
+    assert len(ids) <= max_length
+    text = smollm2_tokenizer.decode(ids)
+    # every kept turn is one user turn and one assistant turn, and the sequence ends closing the last
+    assert text.count("<|im_start|>user") == len(packed.kept_turns) == text.count("<|im_start|>assistant")
+    assert text.startswith("<|im_start|>system") and text.endswith("<|im_end|>\n")
+
+
+def test_chat_joint_packing_is_one_user_turn_with_the_assistant_turn_opened(smollm2_tokenizer):
+    packer = Packer(smollm2_tokenizer, PackConfig(max_length=96, chat_template=True))
+    packed = packer.pack(["compare " * 200], ["alpha " * 300], ["beta " * 300])
+    text = smollm2_tokenizer.decode(packed.input_ids)
+    assert len(packed.input_ids) <= 96
+    assert text.count("<|im_start|>user") == 1 and text.endswith("<|im_start|>assistant\n")
+    assert "alpha" in text and "beta" in text and "Which response do people prefer" in text
+
+
+def test_chat_template_packing_without_a_usable_template_is_a_one_line_error(minilm_tokenizer, smollm2_tokenizer):
+    import copy
+
+    from kit.core.errors import PresetError
+
+    for side in (True, False):
+        with pytest.raises(PresetError, match="no chat template.*pack plain text"):
+            Packer(minilm_tokenizer, PackConfig(max_length=128, chat_template=True), side=side)
+    numbered = copy.deepcopy(smollm2_tokenizer)  # a template that frames each turn differently
+    numbered.chat_template = "{% for m in messages %}[{{ loop.index }}]{{ m['content'] }}{% endfor %}"
+    with pytest.raises(PresetError, match="second turn unlike the first"):
+        Packer(numbered, PackConfig(max_length=128, chat_template=True), side=True)

@@ -72,6 +72,27 @@ def test_cli_errors_are_clear(tmp_path):
     assert proc.returncode == 2 and "missing column(s) ['response_b']" in proc.stderr
 
 
+def test_chat_template_packing_from_the_command_line(tmp_path, smollm2_tokenizer):
+    """--pack '{"chat_template": true}': each pairwise side is the backbone's own chat rendering
+    (system, user turns, assistant turns), recorded in meta.json for the test set's packing; a backbone
+    without a chat template is refused in one line."""
+    out = tmp_path / "chat"
+    proc = run_kit("tokenize", "--model", "smollm2", "--train", KAGGLE_TRAIN, "--no-test", "--folds", "2",
+                   "--max-length", "256", "--pack", '{"chat_template": true}', "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    train = pd.read_parquet(out / "train.parquet")
+    assert len(train) == 100 and train["side_a_ids"].map(len).le(256).all()
+    for ids in train["side_b_ids"]:
+        text = smollm2_tokenizer.decode(list(ids))
+        assert text.startswith("<|im_start|>system") and text.endswith("<|im_end|>\n")
+        assert "<|im_start|>assistant" in text and "How good is this response?" not in text
+    assert json.loads((out / "meta.json").read_text())["pack"]["chat_template"] is True
+    proc = run_kit("tokenize", "--model", "minilm", "--train", KAGGLE_TRAIN, "--no-test", "--folds", "2",
+                   "--pack", '{"chat_template": true}', "--out", tmp_path / "bert")
+    assert proc.returncode == 2 and "no chat template" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "bert" / "train.parquet").exists()
+
+
 def test_notebook_twins_are_in_sync():
     import jupytext
     for py in sorted((ROOT / "notebooks").glob("*.py")):

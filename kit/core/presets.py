@@ -95,18 +95,19 @@ PRESETS: dict[str, Preset] = {
         learning_rate=5e-4, epochs=1.0, batch_size=8, head_lr_scale=20.0, group_by_length=False,
     ),
     "smollm2": Preset(
-        # LoRA on the top 8 of 30 layers: the backward pass stops there (CPU cost)
+        # LoRA on all 30 layers: results/sweep fold 0, 0.9136 against 0.9770 for the top 8 (4% more time per step)
         name="smollm2", kind="decoder", max_length=256, member="pairwise", pooling="last",
         lora_r=16, lora_alpha=32, lora_dropout=0.0, target_modules=_LLAMA_MODULES,
-        layers_to_transform=tuple(range(22, 30)),
+        layers_to_transform=None,
         learning_rate=5e-4, epochs=1.0, batch_size=4, grad_accum=2,
     ),
     # the paper's Gemma beside its Llama, at the embedded scale: Gemma-3-270M (a real Gemma; Gemma terms),
-    # the SmolLM2 recipe on its top 6 of 18 layers; eager attention (Gemma's sliding window, soft-capping)
+    # the SmolLM2 recipe with LoRA on all 18 layers (results/sweep: 0.7098 against 0.8002 for the top 6,
+    # 11% more time); eager attention (Gemma's sliding window, soft-capping)
     "gemma3-270m": Preset(
         name="gemma3-270m", kind="decoder", max_length=256, member="pairwise", pooling="last",
         lora_r=16, lora_alpha=32, lora_dropout=0.0, target_modules=_LLAMA_MODULES,
-        layers_to_transform=tuple(range(12, 18)), attn_implementation="eager",
+        layers_to_transform=None, attn_implementation="eager",
         learning_rate=5e-4, epochs=1.0, batch_size=4, grad_accum=2, extra={"backbone": "gemma3"},
     ),
     # the paper's comparison: the un-finetuned decoders as zero-shot judges (kit.members.zeroshot)

@@ -172,7 +172,8 @@ class TokenizeSettings(_Settings):
     max_rows: int | None = arg(None, "use only the first N training rows (after skipping bad ones); default: all")
     overwrite: bool = arg(False, "replace an existing cache instead of refusing")
     pack: dict | None = arg(None, "packing options (kit.ops.packing.PackConfig fields) as JSON, e.g. "
-                                  "{\"keep\": \"first\"}", cli_type=json.loads)
+                                  "{\"keep\": \"first\"} or {\"chat_template\": true} (the backbone's chat "
+                                  "template around the text)", cli_type=json.loads)
     keep: str | None = arg(None, "which turns survive a cut: last | first (default: the packing's, last)")
     model_dir: str | None = arg(None, "the backbone's Hugging Face folder (default: the preset's)")
     member: str | None = arg(None, "the member type (joint, pairwise, lexical, zeroshot, or a registered one); default: the "

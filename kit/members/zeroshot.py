@@ -29,6 +29,7 @@ from ..core.presets import Preset
 from ..core.settings import TrainSettings
 from ..ops.backbones import check_preset_runtime, load_tokenizer, loading_kwargs, model_path
 from ..ops.batching import batched_forward
+from ..ops.chat import chat_frame, has_chat_template
 from ..ops.hf_training import count_parameters
 from ..ops.packing import PackConfig, Packer
 from .base import Encoder, FitContext, Fitted, MemberType, Predictor, backbone_predictor, register
@@ -43,22 +44,6 @@ JUDGE_PACK = {  # the question a judge is asked (the packing's guarantees are un
     "question": "\n\nWhich answer is better, A or B? If they are equally good, say tie. "
                 "Reply with one word: A, B or tie.",
 }
-PROBE = "\u2063judge\u2063"  # a placeholder no conversation contains: where the chat template puts the turn
-
-
-def chat_frame(tokenizer) -> tuple[list[int], list[int]]:
-    """Token ids before and after a user turn in the backbone's chat template, the assistant's turn
-    opened after it; a tokenizer without a chat template gets a plain "Verdict:" cue instead."""
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": PROBE}], add_generation_prompt=True,
-                                             tokenize=False)
-        before, _, after = text.partition(PROBE)
-    else:
-        before, after = "", "\n\nVerdict:"
-    encode = lambda s: list(tokenizer(s, add_special_tokens=False)["input_ids"]) if s else []  # noqa: E731
-    return encode(before), encode(after)
-
-
 def verdict_token_ids(tokenizer) -> dict[str, list[int]]:
     """For each class, the ids of its spellings that are one token; a class with none is an error."""
     ids = {}
@@ -82,7 +67,7 @@ class JudgePacker:
         inner = replace(PackConfig(max_length=max(budget, 1)), **{**JUDGE_PACK, **given})
         self.packer = Packer(tokenizer, inner)
         config = replace(inner, max_length=max_length)  # what meta.json records: the whole sequence's budget
-        if getattr(tokenizer, "chat_template", None):  # the template writes its own special tokens (BOS)
+        if has_chat_template(tokenizer):  # the template writes its own special tokens (BOS)
             self.packer.prefix, self.packer.suffix = [], []
         self.tokenizer, self.config = tokenizer, config
 

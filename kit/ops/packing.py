@@ -33,6 +33,7 @@ import pandas as pd
 from tqdm import tqdm  # text lines: they stay readable in executed notebooks (a widget saves as "0%")
 
 from ..core.schema import FIELDS
+from .chat import chat_frame, chat_turn_framing, require_chat_template
 
 SIDE_FIELDS = ("prompt", "response")  # side=True: one response and its prompt (pairwise head)
 
@@ -55,6 +56,10 @@ class PackConfig:
     side_shares: tuple[float, float] = (1.0, 2.0)  # prompt, response
     response_template: str = "\n<response>: {text}"
     side_question: str = "\n\nHow good is this response?"
+    # the backbone's chat template around the text (kit.ops.chat): a side becomes user turns (prompts) and
+    # assistant turns (responses), its question dropped; one joint sequence becomes one user turn with the
+    # assistant's turn opened after it. False: plain text in the special-token frame
+    chat_template: bool = False
 
     def __post_init__(self):
         if not isinstance(self.max_length, int) or self.max_length <= 0:
@@ -165,6 +170,15 @@ class Packer:
         self.marker = self._encode(cfg.marker)
         self.omitted = self._encode(cfg.omitted_note)
         self.question = self._encode(cfg.side_question if side else cfg.question)
+        if cfg.chat_template:  # the template writes its own special tokens (BOS) and turn markers
+            name = getattr(tokenizer, "name_or_path", None) or "this backbone"
+            if side:
+                turns = chat_turn_framing(tokenizer, name)
+                self.prefix, self.suffix, self.question = turns.system, [], []
+                self.framing = [(turns.user_open, turns.user_close), ([], turns.assistant_close)]
+            else:
+                require_chat_template(tokenizer, name)
+                self.prefix, self.suffix = chat_frame(tokenizer)
         self.turn_cost = sum(len(b) + len(a) for b, a in self.framing)
         self.frame_cost = len(self.prefix) + len(self.suffix) + len(self.question)
         # the smallest budget that still shows one token of each field of one turn,
@@ -242,14 +256,16 @@ class Packer:
             kept, alloc = candidate, trial
         assert alloc is not None, "min_length check guarantees the first turn fits"
 
+        # a chat side ends with its last assistant turn (what last-token pooling reads): the note goes first
+        note_first = self.config.keep == "last" or (self.side and self.config.chat_template)
         ids = list(self.prefix)
-        if len(kept) < n and self.config.keep == "last":
+        if len(kept) < n and note_first:
             ids += self.omitted
         for t in kept:
             for f in range(nf):
                 before, after = self.framing[f]
                 ids += before + self._cut(fields[f][t], alloc[(t, f)]) + after
-        if len(kept) < n and self.config.keep == "first":
+        if len(kept) < n and not note_first:
             ids += self.omitted
         ids += self.question + self.suffix
         assert len(ids) <= self.config.max_length
