@@ -11,7 +11,7 @@ import argparse
 import copy
 import sys
 import types
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from transformers import HfArgumentParser
 
@@ -115,7 +115,10 @@ def _run(stage: str, a: argparse.Namespace) -> None:
         print(cv_stage(_settings(a, CvSettings))["markdown"])
     elif stage == "main":
         run = _settings(a, MainRun)
-        run_main(MainSettings.quick() if run.quick else MainSettings(), run.run_dir, run.publish_dir)
+        settings = MainSettings.paper() if run.paper else MainSettings()
+        if run.quick:
+            settings = replace(MainSettings.quick(), models=settings.models)
+        run_main(settings, run.run_dir, run.publish_dir)
     elif stage == "submit":
         submit(_settings(a, SubmitSettings))
     elif stage == "pseudo-label":

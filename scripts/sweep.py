@@ -85,6 +85,10 @@ CONFIGS = {
     "smollm2 pairwise last top8 lr5e-4 200rows len128 davidson chat-template": (
         "smollm2", "pairwise", 128, {"layers_to_transform": list(range(22, 30)), "pack": {"chat_template": True}},
         dict(max_train_rows=200)),
+    # the two SmolLM2 gains together: every layer adapted, and its chat template
+    "smollm2 pairwise last all-layers lr5e-4 200rows len128 davidson chat-template": (
+        "smollm2", "pairwise", 128, {"layers_to_transform": list(range(30)), "pack": {"chat_template": True}},
+        dict(max_train_rows=200)),
 }
 LEXICAL_GRID = [(1.0, 1.0), (0.1, 1.0), (0.03, 1.0), (0.01, 1.0), (0.03, 3.0), (0.3, 0.3), (0.1, 0.3),
                 (0.3, 0.1), (0.1, 0.1), (0.1, 0.0)]

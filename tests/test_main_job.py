@@ -21,16 +21,16 @@ def test_main_job_quick_produces_a_valid_submission(tmp_path):
     aside = [p for p in publish.iterdir() if p.name.startswith("submission-")]
     assert len(aside) == 1 and aside[0].read_text() == "an earlier submission\n"
     executed = {p.name for p in (run_dir / "notebooks").iterdir()}
-    assert {"01_tokenize-gemma3-270m.ipynb", "01_tokenize-smollm2.ipynb", "01_tokenize-lexical.ipynb",
-            "02_train-gemma3-270m-fold0.ipynb", "02_train-smollm2-fold1.ipynb", "02_train-lexical-fold1.ipynb",
+    assert {"01_tokenize-gemma3-270m.ipynb", "01_tokenize-minilm.ipynb", "01_tokenize-lexical.ipynb",
+            "02_train-gemma3-270m-fold0.ipynb", "02_train-minilm-fold1.ipynb", "02_train-lexical-fold1.ipynb",
             "03_infer_two_t4.ipynb", "04_blend.ipynb"} <= executed
     report = (run_dir / "report" / "report.md").read_text()
-    assert "weights: fit gemma3-270m " in report and ", smollm2 " in report and ", lexical " in report
-    assert "cross-fitted per fold" in report
+    assert "weights: fit gemma3-270m " in report and ", minilm " in report and ", lexical " in report
+    assert "cross-fitted on 5 parts (by id) of the out-of-fold rows of 2 folds; part 0: weights [" in report
     blend = json.loads((run_dir / "report" / "blend.json").read_text())
     assert blend["space"] == "log" and len(blend["weights"]) == 3 and abs(sum(blend["weights"]) - 1) < 1e-9
     table = pd.read_csv(run_dir / "report" / "evaluation.csv").set_index("method")
-    assert {"uniform", "prior", "tfidf", "gemma3-270m", "smollm2", "lexical", "blend", "blend (in-sample fit)",
-            "gemma3-270m + temperature", "blend without smollm2"} <= set(table.index)
+    assert {"uniform", "prior", "tfidf", "gemma3-270m", "minilm", "lexical", "blend", "blend (in-sample fit)",
+            "gemma3-270m + temperature", "blend without minilm"} <= set(table.index)
     assert "gemma3-270m+tta" not in table.index  # the pairwise head needs no swap TTA
     assert (run_dir / "report" / "reliability.png").stat().st_size > 1000

@@ -42,7 +42,9 @@ def test_lexical_member_round_trips_train_infer_blend(tmp_path):
     # it learns: better than the class prior on 400 real rows it never saw
     assert table.loc["lexical", "log_loss"] < table.loc["prior", "log_loss"] - 0.02
     report = json.loads((tmp_path / "report" / "blend.json").read_text())
-    assert report["oof_score"] == "cross-fitted per fold" and set(report["per_fold"]) == {"0", "1", "2"}
+    # three folds: cross-fitted on five parts by id, each fit seeing 80 % of every fold's rows
+    assert report["oof_score"] == "cross-fitted on 5 parts (by id) of the out-of-fold rows of 3 folds"
+    assert set(report["per_fold"]) == {"0", "1", "2", "3", "4"}
 
 
 def test_lexical_predictions_are_mirrored_for_mirrored_rows():
@@ -63,16 +65,16 @@ def _member(name, probs, labels, folds):
 
 
 def test_cross_fitted_weights_are_not_scored_on_their_own_rows():
-    """Member 'lucky' is right on fold 1 and confidently wrong on fold 0; 'steady' is mildly right
-    everywhere. The in-sample fit sees both folds; the cross-fitted fold-0 weights come from fold 1
-    alone, which flatters 'lucky' — the honest figure must be worse than the in-sample one."""
+    """Member 'lucky' is right on folds 1-4 and confidently wrong on fold 0; 'steady' is mildly right
+    everywhere. The in-sample fit sees every fold; the cross-fitted fold-0 weights come from folds
+    1-4 alone, which flatters 'lucky' — the honest figure must be worse than the in-sample one."""
     rng = np.random.default_rng(0)
-    n = 400
+    n = 500
     labels = rng.integers(0, 3, n)
-    folds = np.repeat([0, 1], n // 2)
+    folds = np.repeat(np.arange(5), n // 5)  # five folds: cross-fitted per fold
     onehot = np.eye(3)[labels]
     wrong = np.eye(3)[(labels + 1) % 3]
-    lucky = np.where((folds == 1)[:, None], 0.9 * onehot + 0.05, 0.9 * wrong + 0.05)
+    lucky = np.where((folds != 0)[:, None], 0.9 * onehot + 0.05, 0.9 * wrong + 0.05)
     steady = 0.5 * onehot + 0.5 / 3 + rng.uniform(0, 0.01, (n, 3))
     steady /= steady.sum(1, keepdims=True)
     res = blend_members([_member("lucky", lucky, labels, folds), _member("steady", steady, labels, folds)], "fit")
@@ -115,8 +117,9 @@ def test_each_member_is_ablated_on_the_same_rows_with_the_same_cross_fitting():
 
 def test_an_overconfident_member_gets_a_cross_fitted_temperature_row():
     """A member right 60 % of the time but sure of itself: its '+ temperature' row must equal the
-    temperature fitted on the other folds applied to each fold, and beat the raw member."""
-    from kit.ensemble.combine import combine, fit_temperature
+    temperature fitted on the other parts applied to each part (the blend's parts: three folds are
+    cross-fitted on five parts by id), and beat the raw member."""
+    from kit.ensemble.combine import combine, fit_temperature, holdout_parts
     rng = np.random.default_rng(2)
     n = 300
     labels = rng.integers(0, 3, n)
@@ -126,9 +129,11 @@ def test_an_overconfident_member_gets_a_cross_fitted_temperature_row():
     res = blend_members([_member("sure", sure, labels, folds), _member("flat", np.full((n, 3), 1 / 3), labels, folds)],
                         "fit", "log")
     expected = np.zeros((n, 3))
-    for k in range(3):
-        t = fit_temperature(sure[folds != k], labels[folds != k])
-        expected[folds == k] = combine([sure[folds == k]], [1.0], "log", t)
+    parts = holdout_parts(res.oof_ids)
+    assert len(set(parts.tolist())) == 5
+    for k in range(5):
+        t = fit_temperature(sure[parts != k], labels[parts != k])
+        expected[parts == k] = combine([sure[parts == k]], [1.0], "log", t)
     assert np.isclose(res.table.loc["sure + temperature", "log_loss"], log_loss(labels, expected))
     assert res.table.loc["sure + temperature", "log_loss"] < res.table.loc["sure", "log_loss"] - 0.2
 
@@ -151,6 +156,45 @@ def test_fit_on_a_single_shared_fold_is_cross_fitted_on_its_parts():
     assert res.report["oof_score"].startswith("cross-fitted on 5 parts") and res.weights[0] > 0.8
     parts = holdout_parts(res.oof_ids)
     assert sorted(res.report["per_fold"]) == sorted(set(parts.tolist())) and (parts == holdout_parts(res.oof_ids)).all()
+
+
+def test_few_folds_are_cross_fitted_on_parts_that_mix_every_folds_models():
+    """Two folds whose models are calibrated differently (the main job's failure: a fit on one fold's
+    rows, applied to the other fold's models). Five or more folds keep the per-fold scheme; fewer are
+    cross-fitted on five parts by id, each part blended by a fit that never saw it."""
+    from kit.ensemble.combine import combine, cross_fit_parts, fit_weights, holdout_parts
+    rng = np.random.default_rng(3)
+    n = 400
+    labels = rng.integers(0, 3, n)
+    folds = np.repeat([0, 1], n // 2)
+    onehot = np.eye(3)[labels]
+    # 'sharp' is informative but overconfident on fold 0's model, informative and tame on fold 1's
+    scale = np.where(folds == 0, 4.0, 1.0)[:, None]
+    logits = scale * (1.2 * onehot + rng.normal(0, 1, (n, 3)))
+    sharp = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    fair = 0.3 * onehot + rng.dirichlet([2, 2, 2], n)
+    fair /= fair.sum(1, keepdims=True)
+    members = [_member("sharp", sharp, labels, folds), _member("fair", fair, labels, folds)]
+    res = blend_members(members, "fit", "log")
+    assert res.report["oof_score"] == "cross-fitted on 5 parts (by id) of the out-of-fold rows of 2 folds"
+    parts = holdout_parts(res.oof_ids)
+    expected = np.zeros((n, 3))
+    for k in range(5):
+        w = fit_weights([sharp[parts != k], fair[parts != k]], labels[parts != k], "log")
+        np.testing.assert_allclose(res.report["per_fold"][k]["weights"], w, atol=1e-9)
+        expected[parts == k] = combine([sharp[parts == k], fair[parts == k]], w, "log")
+    np.testing.assert_allclose(res.oof_blend, expected, atol=1e-12)
+    # the per-fold scheme on the same rows: each fit sees one fold's models only, and scores worse
+    per_fold = np.zeros((n, 3))
+    for k in (0, 1):
+        w = fit_weights([sharp[folds != k], fair[folds != k]], labels[folds != k], "log")
+        per_fold[folds == k] = combine([sharp[folds == k], fair[folds == k]], w, "log")
+    assert log_loss(labels, res.oof_blend) < log_loss(labels, per_fold) - 0.02
+    # five folds: per fold; two folds with too few rows for parts: per fold, said so
+    five = np.arange(n) % 5
+    assert (cross_fit_parts(five, range(n))[0] == five).all()
+    assert cross_fit_parts(five, range(n))[1] == "cross-fitted per fold"
+    assert cross_fit_parts(np.array([0, 1] * 4), range(8))[1] == "cross-fitted per fold (too few rows for parts)"
 
 
 def test_cv_validates_model_names_before_any_work(tmp_path):
@@ -180,7 +224,7 @@ def test_stacker_recalibrates_what_weights_cannot_and_stays_swap_symmetric():
     members = [_member("closeness", member, labels, folds), _member("noise", noise, labels, folds)]
     fit = blend_members(members, "fit")
     stack = blend_members(members, "stack")
-    assert stack.report["oof_score"] == "cross-fitted per fold" and len(stack.report["per_fold"]) == 3
+    assert stack.report["oof_score"].startswith("cross-fitted on 5 parts") and len(stack.report["per_fold"]) == 5
     assert stack.weights == [] and set(stack.report["stacker"]["coefficients"]) == {"a", "b", "tie"}
     honest_fit, honest_stack = (r.table.loc["blend", "log_loss"] for r in (fit, stack))
     assert honest_stack < honest_fit - 0.03  # ties come from closeness, which no weighting can give

@@ -224,3 +224,36 @@ def test_isolated_inference_finds_the_kit_where_the_notebook_found_it(trained_pa
     assert len(set(marker.read_text().split())) == 2  # the notebook's process and the child imported the copy
     isolated = pd.read_csv(tmp_path / "iso.csv")
     assert len(isolated) == len(pd.read_csv(pair_cache / "test.csv"))
+
+
+def test_a_loaded_adapter_is_folded_in_and_scores_as_the_unmerged_model(trained_pair, pair_cache):
+    """The infer path loads a trained LoRA folded into the weights (every adapted layer merged); its
+    logits equal the unmerged model's; ``lora_merged`` folds for a block and restores the frozen
+    weights after it, leaving the adapter's own tensors as trained."""
+    from kit.members import get_member_type
+    from kit.ops.lora import lora_merged
+
+    preset = resolve_preset("minilm")
+    member = get_member_type("pairwise")
+    merged, tokenizer = member.load_model(trained_pair.out_dir, preset)
+    lora_layers = [m for m in merged.modules() if hasattr(m, "lora_A") and hasattr(m, "merged")]
+    assert lora_layers and all(m.merged for m in lora_layers)
+    test = pd.read_parquet(pair_cache / "tok" / "test.parquet")
+    a, b = list(test["side_a_ids"]), list(test["side_b_ids"])
+    folded = predict_pair_logits(merged, a, b, tokenizer.pad_token_id, progress=False)
+
+    merged.unmerge_adapter()
+    assert not any(m.merged for m in lora_layers)
+    frozen = {n: p.detach().clone() for n, p in merged.named_parameters() if "lora_" not in n}
+    adapter = {n: p.detach().clone() for n, p in merged.named_parameters() if "lora_" in n}
+    assert any(p.abs().max() > 0 for n, p in adapter.items() if "lora_B" in n)  # trained: LoRA changes the model
+    plain = predict_pair_logits(merged, a, b, tokenizer.pad_token_id, progress=False)
+    with lora_merged(merged):
+        assert all(m.merged for m in lora_layers)
+        inside = predict_pair_logits(merged, a, b, tokenizer.pad_token_id, progress=False)
+    assert not any(m.merged for m in lora_layers)
+    np.testing.assert_allclose(folded, plain, atol=1e-5)
+    np.testing.assert_allclose(inside, plain, atol=1e-5)
+    for n, p in merged.named_parameters():
+        reference = frozen.get(n, adapter.get(n))
+        assert torch.allclose(p, reference, atol=1e-6), n

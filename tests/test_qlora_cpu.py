@@ -57,6 +57,8 @@ def test_qlora_trains_saves_reloads_and_infers_on_cpu(tiny_backbones, preset_nam
         warnings.simplefilter("ignore", RuntimeWarning)
         model, tokenizer = get_member_type(head).load_model(res.out_dir, preset)
     assert _linear4bit_count(model) > 0
+    # LoRA stays unmerged on nf4 weights (folding it in would requantise them)
+    assert not any(getattr(m, "merged", False) for m in model.modules() if hasattr(m, "lora_A"))
     heads = [m for n, m in model.named_modules() if n.endswith(("score.modules_to_save.default",
                                                                 "reward_head.modules_to_save.default"))]
     assert heads and all(type(m) is torch.nn.Linear and m.weight.dtype == torch.float32 for m in heads)
