@@ -427,9 +427,9 @@ class MainSettings(_Settings):
     max_rows: int | None = arg(400, "training rows tokenized (the first 100 are the real Kaggle rows)")
     max_length: dict = arg(help="tokens per side, per model", factory=lambda: {"minilm": 128, "smollm2": 128,
                                                                            "gemma3-270m": 128})
-    # the presets' measured recipes (results/sweep/sweep.md). SmolLM2 on 100 rows per fold was worse
-    # than the class prior here (1.1223 vs 1.0741); on all 200 it scores 1.0610 and earns its weight
-    # (README: "What the main job gives"). Keys: TrainSettings fields.
+    # the presets' measured recipes (results/sweep/sweep.md), every member on all its fold's rows: SmolLM2
+    # (--paper) on 100 rows per fold was worse than the class prior here (1.1223 vs 1.0741), on all 200
+    # 1.0656 (README: "What the main job gives"). Keys: TrainSettings fields.
     recipes: dict = arg(help="TrainSettings fields per model", factory=dict)
     weights: str = arg("fit", "fit | stack | paper | equal: measured on PandaLM's 5 folds (README, results/cv_pandalm)")
     space: str = arg("log", "geometric blend: 0.794 vs 0.803 arithmetic on the same folds")
