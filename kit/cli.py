@@ -11,7 +11,7 @@ import argparse
 import copy
 import sys
 import types
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from transformers import HfArgumentParser
 
@@ -115,10 +115,7 @@ def _run(stage: str, a: argparse.Namespace) -> None:
         print(cv_stage(_settings(a, CvSettings))["markdown"])
     elif stage == "main":
         run = _settings(a, MainRun)
-        settings = MainSettings.paper() if run.paper else MainSettings()
-        if run.quick:
-            settings = replace(MainSettings.quick(), models=settings.models)
-        run_main(settings, run.run_dir, run.publish_dir)
+        run_main(MainSettings.for_run(run), run.run_dir, run.publish_dir)
     elif stage == "submit":
         submit(_settings(a, SubmitSettings))
     elif stage == "pseudo-label":

@@ -139,7 +139,7 @@ def run_config(name: str, spec, work: Path) -> dict:
     model, head, max_length, overrides, train = spec
     overrides = dict(overrides)
     pack = overrides.pop("pack", None)
-    tok = work / "tokenized" / "-".join([model, head, str(max_length), *sorted(pack or ())])
+    tok = work / "tokenized" / "-".join([model, head, str(max_length), *(f"{k}={v}" for k, v in sorted((pack or {}).items()))])
     if not (tok / "meta.json").exists():
         tokenize_stage(model, [PANDALM], "", max_length=max_length, n_folds=5, seed=42, out=tok, member=head,
                        pack=pack)

@@ -34,3 +34,16 @@ def test_main_job_quick_produces_a_valid_submission(tmp_path):
             "gemma3-270m + temperature", "blend without minilm"} <= set(table.index)
     assert "gemma3-270m+tta" not in table.index  # the pairwise head needs no swap TTA
     assert (run_dir / "report" / "reliability.png").stat().st_size > 1000
+
+
+def test_kit_main_runs_the_default_members_or_the_papers_pairing():
+    """`kit main` runs Gemma-3-270M + MiniLM + lexical; `--paper` the paper's Gemma + Llama (SmolLM2)
+    pairing; `--quick` keeps the members chosen at the toy recipes."""
+    from kit.core.settings import MainRun, MainSettings
+
+    assert MainSettings.for_run(MainRun()).models == ["gemma3-270m", "minilm", "lexical"]
+    paper = MainSettings.for_run(MainRun(paper=True))
+    assert paper.models == ["gemma3-270m", "smollm2", "lexical"] and paper.max_rows == 400
+    quick_paper = MainSettings.for_run(MainRun(paper=True, quick=True))
+    assert quick_paper.models == paper.models and quick_paper.max_rows == MainSettings.quick().max_rows
+    assert quick_paper.recipes == MainSettings.quick().recipes

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Sequence
 
 from .errors import SettingsError
@@ -456,6 +456,13 @@ class MainSettings(_Settings):
         """The paper's pairing at the embedded scale: Gemma-3-270M and SmolLM2 (a Llama), with the
         lexical member (16.2 minutes on 2 CPU cores)."""
         return cls(models=["gemma3-270m", "smollm2", "lexical"])
+
+    @classmethod
+    def for_run(cls, run: "MainRun") -> "MainSettings":
+        """What ``kit main`` runs: the default members or the paper's pairing (``--paper``), at full or
+        toy scale (``--quick``: the members chosen, the quick recipes)."""
+        settings = cls.paper() if run.paper else cls()
+        return replace(cls.quick(), models=settings.models) if run.quick else settings
 
     @classmethod
     def quick(cls) -> "MainSettings":

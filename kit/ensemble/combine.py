@@ -235,8 +235,7 @@ def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[
             def calibrate(p, y) -> _Fit:
                 return _Fit(np.ones(1), "fit", fit_temperature(p[0], y))
             for m, p in zip(members, oof_p):
-                parts = cross_folds if needs_oof else oof_folds
-                rows[f"{m.name} + temperature"] = metrics(labels, _cross_fitted(calibrate, [p], labels, parts,
+                rows[f"{m.name} + temperature"] = metrics(labels, _cross_fitted(calibrate, [p], labels, cross_folds,
                                                                                space)[0])
         result.oof_ids, result.oof_labels, result.oof_blend, result.oof_folds = common, labels, cross, oof_folds
         rows["blend"] = metrics(labels, result.oof_blend)

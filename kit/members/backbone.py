@@ -20,7 +20,7 @@ from ..core.presets import Preset
 from ..core.schema import SWAP_INDEX
 from ..core.settings import TrainSettings
 from ..ops.backbones import check_preset_runtime, load_tokenizer
-from ..ops.devices import DEFAULT_MAX_TOKENS
+from ..ops.devices import default_max_tokens
 from ..ops.hf_training import FINISHED, run_recipe, run_trainer
 from ..ops.lora import lora_merged
 from ..ops.losses import soft_targets
@@ -92,11 +92,9 @@ class BackboneMember(MemberType):
         if eval_ds is not None and run.main_process:
             # not trainer.predict: with length-grouped sampling it returns rows shuffled; batched as
             # the infer stage batches (a device's default budget), LoRA folded in while scoring
-            device = str(run.device)
             with lora_merged(run.model):
                 held_logits = self.score(run.model, held_rows, run.tokenizer.pad_token_id, device=run.device,
-                                         desc="out-of-fold",
-                                         max_tokens=DEFAULT_MAX_TOKENS["cuda" if device.startswith("cuda") else "cpu"])
+                                         desc="out-of-fold", max_tokens=default_max_tokens(run.device))
             held_probs = softmax(held_logits if held_base is None else held_logits + held_base)
         metrics = {**run.metrics, "soft_labels": soft, **({} if base is None else {"residual_on": str(base.root)})}
         if eval_ds is None:

@@ -21,7 +21,8 @@ from ..core.errors import PresetError
 PROBES = tuple(f"\u2063turn{i}\u2063" for i in range(4))
 
 
-def _encode(tokenizer, text: str) -> list[int]:
+def encode_text(tokenizer, text: str) -> list[int]:
+    """Token ids of ``text`` without special tokens (empty text: none)."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
@@ -45,7 +46,7 @@ def chat_frame(tokenizer) -> tuple[list[int], list[int]]:
         before, _, after = text.partition(PROBES[0])
     else:
         before, after = "", "\n\nVerdict:"
-    return _encode(tokenizer, before), _encode(tokenizer, after)
+    return encode_text(tokenizer, before), encode_text(tokenizer, after)
 
 
 @dataclass(frozen=True)
@@ -83,4 +84,4 @@ def chat_turn_framing(tokenizer, name: str = "this backbone") -> TurnFraming:
         raise PresetError(f"{name}: the chat template frames the second turn unlike the first, so chat_template "
                           f"packing cannot frame turns one by one; pack plain text")
     system = system_and_open[:len(system_and_open) - len(user_open)]
-    return TurnFraming(*(_encode(tokenizer, t) for t in (system, user_open, user_close, assistant_close)))
+    return TurnFraming(*(encode_text(tokenizer, t) for t in (system, user_open, user_close, assistant_close)))

@@ -47,6 +47,11 @@ def gpu_dtype() -> torch.dtype:
 DEFAULT_MAX_TOKENS = {"cuda": 16384, "cpu": 1024}
 
 
+def default_max_tokens(device) -> int:
+    """The padded-token budget per batch for ``device`` (a name or torch.device): CUDA's or the CPU's."""
+    return DEFAULT_MAX_TOKENS["cuda" if str(device).startswith("cuda") else "cpu"]
+
+
 class RuntimeProjection:
     """Projects a whole run's wall time from the padded tokens done so far.
 

@@ -33,7 +33,7 @@ import pandas as pd
 from tqdm import tqdm  # text lines: they stay readable in executed notebooks (a widget saves as "0%")
 
 from ..core.schema import FIELDS
-from .chat import chat_frame, chat_turn_framing, require_chat_template
+from .chat import chat_frame, chat_turn_framing, encode_text, require_chat_template
 
 SIDE_FIELDS = ("prompt", "response")  # side=True: one response and its prompt (pairwise head)
 
@@ -192,7 +192,7 @@ class Packer:
         self._minimum = (cfg.min_prompt_tokens,) + (cfg.min_response_tokens,) * (len(self.fields) - 1)
 
     def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+        return encode_text(self.tokenizer, text)
 
     def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of many texts in one (parallel, Rust-side) tokenizer call."""

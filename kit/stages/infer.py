@@ -30,7 +30,7 @@ from ..core.presets import Preset
 from ..core.schema import PROB_COLUMNS, swap_probs
 from ..core.settings import InferSettings, settings_from
 from ..members import get_member_type
-from ..ops.devices import (DEFAULT_MAX_TOKENS, RuntimeProjection, check_devices, device_names, swap_average,
+from ..ops.devices import (RuntimeProjection, check_devices, default_max_tokens, device_names, swap_average,
                            visible_devices)
 from ..store.cache import cache_meta, check_cache
 from ..store.io import check_free, output_lock, read_csv_keeping_ids, read_parquet_keeping_ids
@@ -129,7 +129,7 @@ def infer_stage(*args, **kwargs) -> InferResult:
             check_devices(devices)
             if devices == ["cpu"] and s.cpu_workers > 1:
                 devices = ["cpu"] * s.cpu_workers
-            max_tokens = s.max_tokens or DEFAULT_MAX_TOKENS["cuda" if devices[0].startswith("cuda") else "cpu"]
+            max_tokens = s.max_tokens or default_max_tokens(devices[0])
             predictor = member.load(model_dir, preset, devices)
             passes = ["direct"] + (["swap"] if tta else [])
             work = predictor.work(frame)
