@@ -8,7 +8,7 @@ rows + 999 PandaLM rows, packed at each preset's max_length), for MiniLM and Smo
 
 * naive: rows in their original order, batches of 8, every row padded to max_length;
 * sorted: kit's inference — rows sorted by length, dynamic padding under the infer stage's
-  CPU budget (2048 tokens/batch);
+  CPU budget (kit.ops.devices.DEFAULT_MAX_TOKENS["cpu"], 2048 tokens/batch);
 * pairs/s of each and their ratio, and the largest absolute probability difference;
 * swap TTA: the time of the (A, B) + (B, A) passes relative to one pass;
 * MiniLM: achieved FLOP/s (matmul FLOPs of the executed shapes) against the CPU's peak

@@ -255,7 +255,7 @@ class InferSettings(_Settings):
     devices: list[str] | None = arg(None, "e.g. cuda:0,cuda:1; default: every visible GPU, else cpu")
     cpu_workers: int = arg(1, "threads scoring on the CPU (no GPU)")
     tta: bool = arg(True, "joint member: also score the swapped (B, A) pass and average")
-    max_tokens: int | None = arg(None, "padded tokens per batch; default 16384 on GPU, 1024 on CPU")
+    max_tokens: int | None = arg(None, "padded tokens per batch; default 16384 on GPU, 2048 on CPU")
     budget_hours: float | None = arg(9.0, "warn when the projected time for the whole split exceeds this (Kaggle: 9)")
     overwrite: bool = arg(False, "replace existing predictions instead of refusing")
     base_model_dir: str | None = arg(None, "the backbone's folder when it is not where it was at training time")

@@ -54,7 +54,8 @@ def cross_fit_parts(folds: np.ndarray, ids: Sequence) -> tuple[np.ndarray, str]:
       With two folds, a per-fold fit sees one half of the rows, all scored by one fold's models,
       and is applied to the other fold's models: on the main job's 2 x 200 rows the fitted weights
       swung from [0.03, 0.44, 0.53] to [0.71, 0.18, 0.12] between the folds, and the cross-fitted
-      blend scored 1.0653 where parts by id gave 1.0302 (same OOF rows). A part's fit sees 80 % of
+      blend scored 1.0653 where parts by id gave 1.0302 (same OOF rows; in all four main-job runs
+      of results/blend_schemes.md the parts score the lower blend, by 0.018-0.035). A part's fit sees 80 % of
       the rows from every fold's models: what the test weights are fitted on, less one part.
       Parts by id do not keep a prompt's rows together; a fit of a few weights (or the mirror
       stacker's few coefficients) on member probabilities cannot memorise a prompt.

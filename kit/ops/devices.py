@@ -42,9 +42,9 @@ def gpu_dtype() -> torch.dtype:
 
 
 # padded tokens per batch: GPUs want big batches; on CPU small ones run faster (SmolLM2, 2 cores:
-# 2.56 pairs/s at 2048 tokens, 2.42 at 4096, 1.88 at 8192; trained SmolLM2 on 100 held-out rows of
-# <= 128 tokens per side, LoRA merged, twice each: 38.6-39.0 s at 8192, 33.5-34.1 at 2048, 31.8 at 1024)
-DEFAULT_MAX_TOKENS = {"cuda": 16384, "cpu": 1024}
+# 2.56 pairs/s at 2048 tokens, 2.42 at 4096, 1.88 at 8192; a trained SmolLM2 on 100 held-out rows,
+# LoRA folded in: 32 s at 8192, 29 at 2048, 29 at 1024 — results/scoring_cpu.md)
+DEFAULT_MAX_TOKENS = {"cuda": 16384, "cpu": 2048}
 
 
 def default_max_tokens(device) -> int:

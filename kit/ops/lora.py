@@ -77,10 +77,11 @@ def quantized(model: nn.Module) -> bool:
 def lora_merged(model):
     """``model`` with its LoRA weights folded into the frozen ones for the block, unfolded after.
 
-    Guarantees: the logits are the unmerged model's up to float round-off (2e-6 at most on SmolLM2's
-    402 held-out sides); the adapter's own tensors are untouched, so what is saved afterwards is
-    the trained adapter. Why: each adapted layer otherwise runs two extra small matmuls per call —
-    scoring SmolLM2 (LoRA on every layer, 200 rows, 2 CPU cores) took 12 % less time merged.
+    Guarantees: the logits are the unmerged model's up to float round-off (3e-6 at most on SmolLM2's
+    held-out rows); the adapter's own tensors are untouched, so what is saved afterwards is the
+    trained adapter. Why: each adapted layer otherwise runs two extra small matmuls per call —
+    scoring a trained SmolLM2 (LoRA on every layer, 100 rows, 2 CPU cores) took 29 s folded in
+    against 34 s unmerged (results/scoring_cpu.md, scripts/bench_scoring.py).
     A model without peft adapters, or a quantised one (:func:`quantized`), is used as it is."""
     merge = getattr(model, "merge_adapter", None)
     if merge is None or quantized(model):
