@@ -12,8 +12,8 @@ loaded on first use. The layers, bottom up (each imports only from the ones befo
 ``kit.members``    member types (joint, pairwise, lexical, zeroshot, yours) and their registry
 ``kit.ensemble``   blending, stacking, guardrails, evaluation, submission, report
 ``kit.stages``     tokenize -> train -> infer -> blend
-``kit.workflows``  cv, submit (Kaggle), pseudo-label, the main job
-``kit.cli``        ``python -m kit ...``
+``kit.workflows``  cv, submit (Kaggle), pseudo-label, the main job, and their settings
+``kit.cli``        ``python -m kit ...``; ``kit.params``: notebook parameters -> settings
 =================  ==========================================================================
 
 Example::
@@ -47,9 +47,9 @@ _API = {
     # settings and presets
     "TokenizeSettings": "kit.core.settings", "TrainSettings": "kit.core.settings", "TrainRun": "kit.core.settings",
     "PresetOverrides": "kit.core.settings", "InferSettings": "kit.core.settings", "BlendSettings": "kit.core.settings",
-    "CvSettings": "kit.core.settings", "SubmitSettings": "kit.core.settings",
-    "PseudoLabelSettings": "kit.core.settings", "MainSettings": "kit.core.settings",
-    "from_parameters": "kit.core.settings",
+    "CvSettings": "kit.workflows.settings", "SubmitSettings": "kit.workflows.settings",
+    "PseudoLabelSettings": "kit.workflows.settings", "MainSettings": "kit.workflows.settings",
+    "from_parameters": "kit.params",
     "Preset": "kit.core.presets", "PRESETS": "kit.core.presets", "resolve_preset": "kit.core.presets",
     "register_preset": "kit.core.presets",
     # data types and helpers

@@ -1,3 +1,4 @@
 from .cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # a spawned child (kit.stages.infer.infer_isolated) imports this too
+    raise SystemExit(main())

@@ -1,25 +1,25 @@
 """``python -m kit <stage> ...`` — the command line, generated from the settings dataclasses.
 
-Every sub-command's flags are the fields of its dataclasses in :mod:`kit.core.settings`, parsed
-by ``transformers.HfArgumentParser``: ``--max-length`` or ``--max_length``, ``--no-<flag>`` for a
-setting that defaults to true, lists separated by spaces or commas. Every kit error is printed as
+Every sub-command's flags are the fields of its settings dataclasses (:mod:`kit.core.settings`,
+:mod:`kit.workflows.settings`), added to :mod:`argparse` by :func:`add_settings`: ``--max-length``
+or ``--max_length``, ``--no-<flag>`` for a setting that defaults to true, lists separated by spaces
+or commas. Every kit error is printed as
 one line (``error: ...``) with exit status 2 — never a traceback.
 """
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import sys
 import types
+import typing
 from dataclasses import dataclass, fields
-
-from transformers import HfArgumentParser
 
 from .core.errors import KitError
 from .core.log import logger, show_progress
-from .core.settings import (BlendSettings, CvSettings, InferSettings, MainRun, MainSettings, PresetOverrides,
-                            PseudoLabelSettings, SubmitSettings, TokenizeSettings, TrainRun, TrainSettings, arg,
-                            comma_list)
+from .core.declare import arg, field_default
+from .core.settings import BlendSettings, InferSettings, PresetOverrides, TokenizeSettings, TrainRun, TrainSettings
+from .core.values import comma_list
 from .stages.blend import blend_stage
 from .stages.infer import infer_isolated, infer_stage
 from .stages.tokenize import tokenize_stage
@@ -27,6 +27,7 @@ from .stages.train import train_stage
 from .workflows.cv import cv_stage
 from .workflows.main import run_main
 from .workflows.pseudo_label import pseudo_label
+from .workflows.settings import CvSettings, MainRun, MainSettings, PseudoLabelSettings, SubmitSettings
 from .workflows.submit import submit
 
 
@@ -37,24 +38,54 @@ class InferCli:
     isolate: bool = arg(False, "each model in its own process (--model-dir takes several folders, comma-separated)")
 
 
-class KitArgumentParser(HfArgumentParser):
-    """HfArgumentParser that also reads the kit's field metadata: ``cli_type`` (how the command line's
-    text becomes the value) and ``notebook`` (ignored here: the notebook parameter's name)."""
+def _flag_type(hint):
+    """(value type, is list, is bool) of a field's type hint, None stripped from an Optional."""
+    args = [t for t in typing.get_args(hint) if t is not type(None)]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = args[0] if len(args) == 1 else hint
+    if typing.get_origin(hint) is list:
+        return (typing.get_args(hint) or (str,))[0], True, False
+    return hint, False, hint is bool
 
-    @staticmethod
-    def _parse_dataclass_field(parser, field):
-        meta = dict(field.metadata)
-        cli_type = meta.pop("cli_type", None)
-        meta.pop("notebook", None)
-        field = copy.copy(field)
-        field.metadata = types.MappingProxyType(meta)
-        HfArgumentParser._parse_dataclass_field(parser, field)
-        if cli_type is not None:
-            for action in parser._actions:
-                if action.dest == field.name and action.option_strings and not any(
-                        o.startswith(("--no_", "--no-")) for o in action.option_strings):
-                    action.type = cli_type
-                    action.nargs = None
+
+def _to_bool(text: str) -> bool:
+    if text.lower() in ("true", "yes", "1", "y"):
+        return True
+    if text.lower() in ("false", "no", "0", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: pass true or false")
+
+
+def add_settings(parser: argparse.ArgumentParser, cls) -> None:
+    """One flag per field of ``cls`` (``--max-length`` and ``--max_length``), with its help: a bool is
+    ``--flag`` / ``--flag false`` (``--no-flag`` when it defaults to true), a list takes spaces or
+    commas, ``cli_type`` reads the text where the field's type cannot, ``aliases`` add flags."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        meta = f.metadata
+        names = [f"--{f.name.replace('_', '-')}", f"--{f.name}"] + list(meta.get("aliases", ()))
+        names = list(dict.fromkeys(names))
+        kind, is_list, is_bool = _flag_type(hints[f.name])
+        default = field_default(f)
+        options = {"dest": f.name, "help": meta["help"].replace("%%", "%").replace("%", "%%")}
+        if default is dataclasses.MISSING:
+            options["required"] = True
+        else:
+            options["default"] = default
+        if "cli_type" in meta:
+            options["type"] = meta["cli_type"]
+        elif is_bool:
+            options.update(type=_to_bool, nargs="?", const=True)
+        elif is_list:
+            options.update(type=kind if kind in (int, float) else str, nargs="+")
+        elif kind in (int, float, str):
+            options["type"] = kind
+        else:
+            options["type"] = str
+        parser.add_argument(*names, **options)
+        if is_bool and default is True:
+            parser.add_argument(f"--no-{f.name.replace('_', '-')}", f"--no_{f.name}", dest=f.name,
+                                action="store_false", help=f"the opposite of --{f.name.replace('_', '-')}")
 
 
 STAGES = {
@@ -74,9 +105,11 @@ STAGES = {
 def build_parser() -> argparse.ArgumentParser:
     """``python -m kit``'s parser: one sub-command per entry of :data:`STAGES`, its flags the dataclasses' fields."""
     parser = argparse.ArgumentParser(prog="python -m kit", description=__doc__)
-    sub = parser.add_subparsers(dest="stage", required=True, parser_class=KitArgumentParser)
+    sub = parser.add_subparsers(dest="stage", required=True)
     for name, (what, groups) in STAGES.items():
-        sub.add_parser(name, help=what, description=what, dataclass_types=groups)
+        stage = sub.add_parser(name, help=what, description=what)
+        for cls in groups:
+            add_settings(stage, cls)
     return parser
 
 
@@ -86,7 +119,7 @@ def _settings(namespace: argparse.Namespace, cls):
 
 def _run(stage: str, a: argparse.Namespace) -> None:
     if stage == "tokenize":
-        res = tokenize_stage(_settings(a, TokenizeSettings))
+        res = tokenize_stage(**_settings(a, TokenizeSettings).to_dict())
         print(res.retention_summary().to_string(index=False))
         print(f"wrote {res.out_dir}")
     elif stage == "train":
@@ -107,19 +140,19 @@ def _run(stage: str, a: argparse.Namespace) -> None:
             else:
                 infer_stage(**one)
     elif stage == "blend":
-        res = blend_stage(_settings(a, BlendSettings))
+        res = blend_stage(**_settings(a, BlendSettings).to_dict())
         print(res.report)
         if res.table is not None:
             print(res.table.to_string(float_format=lambda x: f"{x:.4f}"))
     elif stage == "cv":
-        print(cv_stage(_settings(a, CvSettings))["markdown"])
+        print(cv_stage(**_settings(a, CvSettings).to_dict())["markdown"])
     elif stage == "main":
         run = _settings(a, MainRun)
         run_main(MainSettings.for_run(run), run.run_dir, run.publish_dir)
     elif stage == "submit":
-        submit(_settings(a, SubmitSettings))
+        submit(**_settings(a, SubmitSettings).to_dict())
     elif stage == "pseudo-label":
-        pseudo_label(_settings(a, PseudoLabelSettings))
+        pseudo_label(**_settings(a, PseudoLabelSettings).to_dict())
 
 
 def main(argv=None) -> int:

@@ -45,10 +45,8 @@ import kit, kit.core.env
 kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
-from kit.core.settings import TokenizeSettings, from_parameters
-
-settings = from_parameters(TokenizeSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
-result = kit.tokenize_stage(settings)
+settings = kit.from_parameters(kit.TokenizeSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
+result = kit.tokenize_stage(**settings.to_dict())
 result.retention_summary()
 
 # %% [markdown]

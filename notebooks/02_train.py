@@ -60,10 +60,8 @@ import kit, kit.core.env
 kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
-from kit.core.settings import PresetOverrides, TrainRun, TrainSettings, from_parameters
-
-run, overrides, settings = from_parameters([TrainRun, PresetOverrides, TrainSettings], globals(),
-                                           extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
+run, overrides, settings = kit.from_parameters([kit.TrainRun, kit.PresetOverrides, kit.TrainSettings], globals(),
+                                               extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
 result = kit.train_stage(**run.to_dict(), settings=settings, **overrides.given())
 import pandas as pd
 pd.Series(result.metrics, name=f"{run.model} fold {run.fold}").to_frame()

@@ -45,14 +45,12 @@ import kit, kit.core.env
 kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
-from kit.core.settings import InferSettings, from_parameters
 from kit.ops.devices import visible_devices
 from kit.stages.infer import infer_many
 
-options = from_parameters(InferSettings, globals(), extra=("MODEL_DIRS", "MODELS", "SPLITS", "ISOLATE", "KIT_DIR",
-                                                           "WHEELS"))  # a misspelt name fails here
+options = kit.from_parameters(kit.InferSettings, globals(), extra=("MODEL_DIRS", "MODELS", "SPLITS", "ISOLATE",
+                                                                   "KIT_DIR", "WHEELS"))  # a misspelt name fails here
 model_dirs = MODEL_DIRS or kit.trained_outputs(models=MODELS)
 print("devices:", options.devices or visible_devices(), "| models:", [str(m) for m in model_dirs])
-summary = infer_many(model_dirs, SPLITS, isolate=ISOLATE,
-                     **{k: v for k, v in options.to_dict().items() if k not in ("model_dir", "split")})
+summary = infer_many(model_dirs, SPLITS, isolate=ISOLATE, settings=options)
 summary

@@ -41,10 +41,8 @@ import kit, kit.core.env
 kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
-from kit.core.settings import BlendSettings, from_parameters
-
-settings = from_parameters(BlendSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
-result = kit.blend_stage(settings)
+settings = kit.from_parameters(kit.BlendSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
+result = kit.blend_stage(**settings.to_dict())
 result.report
 
 # %%

@@ -46,10 +46,8 @@ import kit, kit.core.env
 kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
-from kit.core.settings import SubmitSettings, from_parameters
-
-settings = from_parameters(SubmitSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
-result = kit.submit(settings)
+settings = kit.from_parameters(kit.SubmitSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
+result = kit.submit(**settings.to_dict())
 {"submission": str(result.submission), "minutes": round(result.seconds / 60, 1), "blend": result.weights,
  "members": {name: len(dirs) for name, dirs in result.members.items()}}
 

@@ -25,7 +25,7 @@ INPUT = "data/hh-rlhf/harmless-base-test.jsonl.gz"  # any --train format; its la
 MODEL_ROOTS = ["artifacts/models"]  # folders holding the teacher's trained models (+ a saved blend.json)
 OUT = "artifacts/pseudo_labels.csv"
 WEIGHTS = "auto"        # auto (the saved blend if found) | saved | paper | equal | [w1, ...]
-TEMPERATURE = 1.0       # < 1 sharpens the teacher's probabilities, > 1 softens them
+SHARPENING = 1.0        # < 1 sharpens the teacher's probabilities, > 1 softens them
 MIN_CONFIDENCE = 0.0    # leave out rows whose most likely outcome is below this
 OVERWRITE = False
 KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
@@ -38,10 +38,8 @@ import kit, kit.core.env
 kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
-from kit.core.settings import PseudoLabelSettings, from_parameters
-
-settings = from_parameters(PseudoLabelSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
-result = kit.pseudo_label(settings)
+settings = kit.from_parameters(kit.PseudoLabelSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
+result = kit.pseudo_label(**settings.to_dict())
 result.manifest["rows"]
 
 # %%

@@ -41,9 +41,7 @@ import kit, kit.core.env
 kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where needed
 
 # %%
-from kit.core.settings import MainSettings, from_parameters
-
-settings = from_parameters(MainSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
+settings = kit.from_parameters(kit.MainSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
 submission = kit.run_main(settings, wheels=WHEELS)
 submission
 

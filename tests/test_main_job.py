@@ -39,7 +39,7 @@ def test_main_job_quick_produces_a_valid_submission(tmp_path):
 def test_kit_main_runs_the_default_members_or_the_papers_pairing():
     """`kit main` runs Gemma-3-270M + MiniLM + lexical; `--paper` the paper's Gemma + Llama (SmolLM2)
     pairing; `--quick` keeps the members chosen at the toy recipes."""
-    from kit.core.settings import MainRun, MainSettings
+    from kit.workflows.settings import MainRun, MainSettings
 
     assert MainSettings.for_run(MainRun()).models == ["gemma3-270m", "minilm", "lexical"]
     paper = MainSettings.for_run(MainRun(paper=True))

@@ -33,7 +33,7 @@ def test_pseudo_labels_are_a_soft_training_table_that_trains_beside_pandalm(tmp_
     pool.write_text("\n".join(lines) + "\n")
     out = tmp_path / "pseudo.csv"
     assert main(["pseudo-label", "--input", str(pool), "--model-roots", str(teacher), "--out", str(out),
-                 "--work", str(tmp_path / "work"), "--temperature", "0.5", "--min-confidence", "0.5"]) == 0
+                 "--work", str(tmp_path / "work"), "--sharpening", "0.5", "--min-confidence", "0.5"]) == 0
     table = pd.read_csv(out, dtype={"id": str})
     manifest = json.loads(manifest_path(out).read_text())
     rows = manifest["rows"]

@@ -47,7 +47,8 @@ def test_the_kit_speaks_through_its_logger_not_print():
 
 def test_a_misspelt_setting_is_named_in_python_notebooks_and_the_cli(tmp_path):
     from kit.core.errors import SettingsError
-    from kit.core.settings import TokenizeSettings, TrainSettings, from_parameters
+    from kit.core.settings import TokenizeSettings, TrainSettings
+    from kit.params import from_parameters
     from kit.stages.tokenize import tokenize_stage
 
     with pytest.raises(SettingsError, match="unknown parameter 'max_lenght'.*did you mean 'max_length'"):
@@ -75,7 +76,7 @@ def test_the_cli_is_generated_from_the_settings():
     args = parser.parse_args(["cv", "--train", "a.csv,b.csv", "--models", "minilm", "lexical", "--out", "x",
                               "--max-train-rows", "smollm2=300,minilm=800", "--weights", "0.6,0.4"])
     from kit.cli import _settings
-    from kit.core.settings import CvSettings
+    from kit.workflows.settings import CvSettings
     cv = _settings(args, CvSettings)
     assert cv.train == ["a.csv", "b.csv"] and cv.models == ["minilm", "lexical"]
     assert cv.max_train_rows == {"smollm2": 300, "minilm": 800} and cv.weights == [0.6, 0.4]

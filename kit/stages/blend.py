@@ -17,7 +17,8 @@ import pandas as pd
 from ..core.env import work_dir
 from ..core.errors import BlendError
 from ..core.log import get_logger
-from ..core.settings import BlendSettings, settings_from
+from ..core.settings import BlendSettings
+from ..core.signature import settings_function
 from ..ensemble.combine import BlendResult, blend_members
 from ..ensemble.evaluation import evaluation_table
 from ..ensemble.guardrails import apply_guardrails
@@ -32,15 +33,24 @@ from ..store.predictions import MemberPredictions, load_member
 log = get_logger(__name__)
 
 
-def blend_stage(*args, **kwargs) -> BlendResult:
+@settings_function(BlendSettings)
+def blend_stage(
+        members: dict | None = None,
+        models: list[str] | None = None,
+        weights: str = "paper",
+        space: str = "prob",
+        temperature: bool = False,
+        out: str | None = None,
+        report_dir: str | None = None,
+        sample_submission: str | None = "auto",
+        guardrails: bool = True,
+        baselines: bool = True,
+        overwrite: bool = False,
+) -> BlendResult:
     """Stage 4: blend the members, write and validate submission.csv and the report.
 
-    Args:
-        *args, **kwargs: :class:`kit.core.settings.BlendSettings` fields (or one instance):
-            ``members`` ({preset: [model folders]}; None: every trained output under
-            <work>/models), ``weights`` (paper | equal | fit | stack | numbers), ``space``
-            (prob | log), ``temperature``, ``out`` (<work>/submission.csv), ``report_dir``
-            (<work>/report), ``sample_submission``, ``guardrails``, ``baselines``, ``overwrite``.
+    Every parameter is a field of :class:`kit.core.settings.BlendSettings`: its type and default are in the signature, its
+    meaning under Args (generated from the field's help).
 
     Returns:
         :class:`kit.ensemble.combine.BlendResult`: members, weights, the test probabilities, the
@@ -50,7 +60,7 @@ def blend_stage(*args, **kwargs) -> BlendResult:
         >>> result = blend_stage(weights="fit", space="log")  # doctest: +SKIP
         >>> result.table[["log_loss", "accuracy"]]             # doctest: +SKIP
     """
-    s = settings_from(BlendSettings, args, kwargs)
+    s = BlendSettings(**locals())
     groups = s.members if s.members is not None else discover_members(models=s.models)
     if not groups:
         raise BlendError(f"no trained models found under {work_dir() / 'models'}")

@@ -11,8 +11,8 @@ fresh process (every model's GPU memory returned when it exits).
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -25,10 +25,11 @@ import pandas as pd
 import torch
 
 from ..core.errors import KitError, PresetError, StaleOutput
-from ..core.log import get_logger
+from ..core.log import get_logger, logger, show_progress
 from ..core.presets import Preset
 from ..core.schema import PROB_COLUMNS, swap_probs
-from ..core.settings import InferSettings, settings_from
+from ..core.settings import InferSettings
+from ..core.signature import settings_function
 from ..members import get_member_type
 from ..ops.devices import (RuntimeProjection, check_devices, default_max_tokens, device_names, swap_average,
                            visible_devices)
@@ -53,14 +54,25 @@ class InferResult:
     seconds: float
 
 
-def infer_stage(*args, **kwargs) -> InferResult:
+@settings_function(InferSettings)
+def infer_stage(
+        model_dir: str | None = None,
+        split: str = "test",
+        tokenized: str | None = None,
+        out: str | None = None,
+        devices: list[str] | None = None,
+        cpu_workers: int = 1,
+        tta: bool = True,
+        max_tokens: int | None = None,
+        budget_hours: float | None = 9.0,
+        overwrite: bool = False,
+        base_model_dir: str | None = None,
+        reuse_train_scores: bool = True,
+) -> InferResult:
     """Stage 3 for one trained (model, fold) output.
 
-    Args:
-        *args, **kwargs: :class:`kit.core.settings.InferSettings` fields (or one instance):
-            ``model_dir``, ``split`` (test | oof), ``tokenized`` (default: the cache the model
-            trained on), ``out``, ``devices``, ``cpu_workers``, ``tta``, ``max_tokens``,
-            ``budget_hours``, ``overwrite``, ``base_model_dir``, ``reuse_train_scores``.
+    Every parameter is a field of :class:`kit.core.settings.InferSettings`: its type and default are in the signature, its
+    meaning under Args (generated from the field's help).
 
     For split="oof" with a single pass (a swap-equivariant member type or TTA off), the train
     stage already scored exactly these rows with exactly these weights (``oof.csv``, written with
@@ -74,7 +86,7 @@ def infer_stage(*args, **kwargs) -> InferResult:
     Example:
         >>> infer_stage("artifacts/models/lexical/fold0", "oof").predictions.head()  # doctest: +SKIP
     """
-    s = settings_from(InferSettings, args, kwargs)
+    s = InferSettings(**locals())
     if not s.model_dir:
         raise PresetError("which model? pass a train-stage output folder (--model-dir, model_dir=)")
     model_dir, split, tta = Path(s.model_dir), s.split, s.tta
@@ -215,47 +227,71 @@ def _train_stage_scores(model_dir: Path, frame: pd.DataFrame, cfg: dict, model_m
     return scored[PROB_COLUMNS].to_numpy(dtype=np.float64)
 
 
-def infer_isolated(model_dir: str | Path, split: str = "test", *, tokenized=None, out=None,
-                   devices: Sequence[str] | None = None, cpu_workers: int = 1, tta: bool = True,
-                   max_tokens: int | None = None, budget_hours: float | None = 9.0,
-                   overwrite: bool = False, reuse_train_scores: bool = True, base_model_dir: str | None = None) -> Path:
-    """:func:`infer_stage` in a fresh Python process: all its GPU memory is returned when
-    it exits, so the next model loads into empty devices."""
-    args = [sys.executable, "-m", "kit", "infer", "--model-dir", str(model_dir), "--split", split,
-            "--cpu-workers", str(cpu_workers)]
-    for flag, value in (("--tokenized", tokenized), ("--out", out), ("--max-tokens", max_tokens),
-                        ("--budget-hours", budget_hours), ("--base-model-dir", base_model_dir),
-                        ("--devices", ",".join(devices) if devices else None)):
-        if value is not None:
-            args += [flag, str(value)]
-    args += ([] if tta else ["--no-tta"]) + (["--overwrite"] if overwrite else []) \
-        + ([] if reuse_train_scores else ["--no-reuse-train-scores"])
-    child = subprocess.run(args, env=kit_importable_env())  # its progress and its error line go to our console
-    if child.returncode:
+@settings_function(InferSettings)
+def infer_isolated(
+        model_dir: str | None = None,
+        split: str = "test",
+        tokenized: str | None = None,
+        out: str | None = None,
+        devices: list[str] | None = None,
+        cpu_workers: int = 1,
+        tta: bool = True,
+        max_tokens: int | None = None,
+        budget_hours: float | None = 9.0,
+        overwrite: bool = False,
+        base_model_dir: str | None = None,
+        reuse_train_scores: bool = True,
+) -> Path:
+    """:func:`infer_stage` in a fresh (spawned) Python process: all its GPU memory is returned when
+    it exits, so the next model loads into empty devices. The child runs the same function with the
+    same parameters; its progress and its one-line error go to this process's console.
+
+    Returns:
+        Path: the predictions file written.
+
+    Raises:
+        KitError: the child failed (its error line is printed above).
+    """
+    settings = InferSettings(**locals())
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no CUDA state is inherited
+    child = context.Process(target=_infer_in_child, args=(settings.to_dict(), logger.getEffectiveLevel()), daemon=False)
+    child.start()
+    child.join()
+    if child.exitcode:
         raise KitError(f"kit infer for {model_dir} ({split}) failed in its own process (exit status "
-                       f"{child.returncode}; its error is printed above)")
+                       f"{child.exitcode}; its error is printed above)")
     return Path(out) if out else Path(model_dir) / "predictions" / f"{split}.csv"
 
 
-def kit_importable_env() -> dict:
-    """This process's environment with the folder that holds ``kit`` first on PYTHONPATH: a
-    notebook that found the kit through its own ``sys.path`` (an attached dataset, a clone
-    beside it) starts children that find it too."""
-    here = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return env
+def _infer_in_child(settings: dict, level: int) -> None:
+    """The spawned child of :func:`infer_isolated`: the stage, its errors as one line and an exit status.
+    Spawning hands the child its parent's ``sys.path``; the PYTHONPATH of now goes first, as for any
+    fresh interpreter (a plug-in member type installed there is found through its entry point)."""
+    sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+    show_progress(level)
+    try:
+        infer_stage(**settings)
+    except (ValueError, OSError, RuntimeError) as err:  # KitError is a ValueError
+        sys.stderr.write(f"error: {' '.join(str(err).split())}\n")
+        sys.stderr.flush()
+        sys.exit(2)
 
 
-def infer_many(model_dirs: Sequence[str | Path], splits: Sequence[str] = ("test",), *,
-               isolate: bool | None = None, **kwargs) -> pd.DataFrame:
+def infer_many(model_dirs: Sequence[str | Path], splits: Sequence[str] = ("test",), isolate: bool | None = None,
+               settings: InferSettings | None = None) -> pd.DataFrame:
     """Stage 3 for several trained outputs and splits; one summary row per predictions file.
 
     ``isolate=None`` runs each model in its own process when GPUs are in use (a second
-    model in the same process often runs out of GPU memory), in-process on CPU. Predictions that
-    this model's current run already made from the same table are kept (a rerun after training
-    another fold scores only what is new); ``overwrite=True`` scores everything again.
+    model in the same process often runs out of GPU memory), in-process on CPU. ``settings``
+    (:class:`kit.core.settings.InferSettings`; its ``model_dir`` and ``split`` are ignored) applies
+    to every model. Predictions that this model's current run already made from the same table are
+    kept (a rerun after training another fold scores only what is new); ``overwrite=True`` scores
+    everything again.
+
+    Returns:
+        DataFrame: model, fold, split, rows, flip_rate, kept, seconds, path — one row per file.
     """
+    kwargs = {k: v for k, v in (settings or InferSettings()).to_dict().items() if k not in ("model_dir", "split")}
     if isolate is None:
         isolate = torch.cuda.is_available()
     rows = []
@@ -272,9 +308,9 @@ def infer_many(model_dirs: Sequence[str | Path], splits: Sequence[str] = ("test"
                 log.info(f"[kit infer] {out}: already made by this model from this table, kept")
                 path, kept = out, True
             elif isolate:
-                path, kept = infer_isolated(model_dir, split, **kwargs), False
+                path, kept = infer_isolated(str(model_dir), split, **kwargs), False
             else:
-                path, kept = infer_stage(model_dir, split, **kwargs).path, False
+                path, kept = infer_stage(str(model_dir), split, **kwargs).path, False
             preds = read_csv_keeping_ids(path)
             rows.append({"model": cfg["preset"]["name"], "fold": cfg["fold"], "split": split,
                          "rows": len(preds), "flip_rate": flip_rate_of(preds),

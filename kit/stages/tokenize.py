@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,8 @@ from ..core.env import default_inputs, work_dir
 from ..core.errors import DataError
 from ..core.log import get_logger
 from ..core.schema import EXTRA_FOLD, FIELDS, TARGET_COLUMNS, is_soft
-from ..core.settings import TokenizeSettings, settings_from
+from ..core.settings import TokenizeSettings
+from ..core.signature import settings_function
 from ..data.dedup import dedup_extra
 from ..data.ingest import assign_folds, load_tables
 from ..members import get_member_type, resolve_member_preset
@@ -71,17 +73,30 @@ class TokenizeResult:
         return pd.DataFrame(rows)
 
 
-def tokenize_stage(*args, **kwargs) -> TokenizeResult:
+@settings_function(TokenizeSettings)
+def tokenize_stage(
+        model: str = "minilm",
+        train: list[str] | None = None,
+        test: str | None = None,
+        max_length: int | None = None,
+        out: str | None = None,
+        n_folds: int = 5,
+        seed: int = 42,
+        max_rows: int | None = None,
+        overwrite: bool = False,
+        pack: dict | None = None,
+        keep: str | None = None,
+        model_dir: str | None = None,
+        member: str | None = None,
+        extra: Sequence[str] = (),
+        dedup_similarity: float = 0.9,
+        no_train: bool = False,
+        no_test: bool = False,
+) -> TokenizeResult:
     """Run stage 1 for one preset (its member type decides the cache's columns).
 
-    Args:
-        *args, **kwargs: :class:`kit.core.settings.TokenizeSettings` fields (or one instance):
-            ``model``, ``train`` (tables; default: this environment's, ``[]``: none), ``test``
-            (``""``: none), ``max_length``, ``out`` (<work>/tokenized/<model>), ``n_folds``,
-            ``seed``, ``max_rows``, ``overwrite``, ``pack``, ``model_dir``, ``member``, ``extra``
-            (training-only tables, deduplicated against train and test prompts by
-            :func:`kit.data.dedup.dedup_extra` at ``dedup_similarity``; their fold is
-            ``EXTRA_FOLD``, never held out).
+    Every parameter is a field of :class:`kit.core.settings.TokenizeSettings`: its type and default are in the signature, its
+    meaning under Args (generated from the field's help).
 
     Returns:
         :class:`TokenizeResult`: the cache folder, its train and test tables and the skipped rows.
@@ -90,7 +105,7 @@ def tokenize_stage(*args, **kwargs) -> TokenizeResult:
         >>> result = tokenize_stage("lexical", ["data/pandalm/pandalm_kaggle.csv"], "", n_folds=5)  # doctest: +SKIP
         >>> result.retention_summary()                                                              # doctest: +SKIP
     """
-    s = settings_from(TokenizeSettings, args, kwargs)
+    s = TokenizeSettings(**locals())
     train, test, n_folds, seed, max_rows = s.train, s.test, s.n_folds, s.seed, s.max_rows
     extra, dedup_similarity, overwrite = s.extra, s.dedup_similarity, s.overwrite
     defaults = default_inputs()

@@ -30,7 +30,8 @@ from ..core.env import work_dir
 from ..core.errors import PresetError
 from ..core.metrics import log_loss
 from ..core.presets import Preset, resolve_preset
-from ..core.settings import PresetOverrides, TrainRun, TrainSettings, settings_from
+from ..core.settings import PresetOverrides, TrainRun, TrainSettings
+from ..core.signature import settings_function
 from ..members import FitContext, get_member_type, resolve_member_preset
 from ..ops.hf_training import is_rank_zero
 from ..store.cache import load_cache
@@ -88,29 +89,53 @@ def cache_preset(model: str, tokenized: Path, token_meta: dict, overrides: dict)
                                     "model_dir": packed_for.get("model_dir"), **overrides, "member": cache_member})
 
 
-def train_stage(*args, settings: TrainSettings | None = None, **kwargs) -> TrainResult:
+@settings_function(TrainRun, TrainSettings, PresetOverrides, hints={
+    "max_length": "max_length is fixed when tokenizing; re-run the tokenize stage to change it"})
+def train_stage(
+        model: str = "minilm",
+        fold: int | None = 0,
+        tokenized: str | None = None,
+        out: str | None = None,
+        overwrite: bool = False,
+        resume: bool = True,
+        settings: TrainSettings | None = None,
+        *,
+        model_dir: str | None = None,
+        member: str | None = None,
+        pooling: str | None = None,
+        load_in_4bit: bool | None = None,
+        lora_r: int | None = None,
+        lora_alpha: int | None = None,
+        lora_dropout: float | None = None,
+        target_modules: list[str] | None = None,
+        layers_to_transform: list[int] | None = None,
+        gradient_checkpointing: bool | None = None,
+) -> TrainResult:
     """Run stage 2 for one (model, fold).
 
-    Args:
-        *args, **kwargs: :class:`kit.core.settings.TrainRun` fields — ``model``, ``fold`` (None:
-            every row), ``tokenized``, ``out``, ``overwrite``, ``resume`` — and
-            :class:`kit.core.settings.PresetOverrides` fields (``member``, ``lora_r``,
-            ``load_in_4bit``, ...), by name.
-        settings: :class:`kit.core.settings.TrainSettings` (epochs, learning rate, steps, ...).
+    The first six parameters are :class:`kit.core.settings.TrainRun`'s fields (which model and
+    fold, where from and where to); ``settings`` holds the training knobs
+    (:class:`kit.core.settings.TrainSettings`: epochs, learning rate, steps, ...; None: the
+    defaults); the keyword-only ones are :class:`kit.core.settings.PresetOverrides`' fields
+    (per-run changes to the preset; None keeps the preset's value). All are listed below.
 
     Returns:
         :class:`TrainResult`: the model folder, its metrics and its out-of-fold predictions
         (empty on DDP ranks other than the first).
 
+    Raises:
+        PresetError: an unknown preset, a fold out of range, a cache tokenized for another member type.
+        DataError / KitError: a damaged or missing cache, a finished model in ``out`` without ``overwrite``.
+
     Example:
         >>> res = train_stage("lexical", 0, tokenized="artifacts/tokenized/lexical")  # doctest: +SKIP
         >>> res.metrics["log_loss"]                                                   # doctest: +SKIP
     """
-    run_names = {f for f in TrainRun.__dataclass_fields__}
-    run = settings_from(TrainRun, args, {k: v for k, v in kwargs.items() if k in run_names})
-    if "max_length" in kwargs:
-        raise PresetError("max_length is fixed when tokenizing; re-run the tokenize stage to change it")
-    overrides = settings_from(PresetOverrides, (), {k: v for k, v in kwargs.items() if k not in run_names}).given()
+    run = TrainRun(model=model, fold=fold, tokenized=tokenized, out=out, overwrite=overwrite, resume=resume)
+    overrides = PresetOverrides(
+        model_dir=model_dir, member=member, pooling=pooling, load_in_4bit=load_in_4bit, lora_r=lora_r,
+        lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
+        layers_to_transform=layers_to_transform, gradient_checkpointing=gradient_checkpointing).given()
     settings = settings or TrainSettings()
     name = resolve_member_preset(run.model, **overrides).name  # unknown preset / field: fail before any I/O
     tokenized = Path(run.tokenized) if run.tokenized else work_dir() / "tokenized" / name

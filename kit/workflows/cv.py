@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Sequence
 from dataclasses import asdict
 
 import pandas as pd
@@ -28,7 +29,9 @@ import pandas as pd
 from ..core.errors import BlendError, SettingsError, StaleOutput
 from ..core.log import get_logger
 from ..core.presets import Preset, member_order, resolve_preset
-from ..core.settings import CvSettings, TrainSettings, settings_from
+from ..core.settings import TrainSettings
+from ..core.signature import settings_function
+from .settings import CvSettings
 from ..ensemble.combine import blend_members, describe_weights
 from ..ensemble.evaluation import evaluation_table
 from ..ensemble.guardrails import apply_guardrails
@@ -93,19 +96,35 @@ def _fold_state(fold_dir: Path, settings: TrainSettings, preset, overwrite: bool
         return "trained"
 
 
-def cv_stage(*args, **kwargs) -> dict:
+@settings_function(CvSettings)
+def cv_stage(
+        train: list[str],
+        models: Sequence[str] = ("minilm", "smollm2", "lexical"),
+        folds: int = 5,
+        out: str | None = None,
+        max_length: int | None = None,
+        max_rows: int | None = None,
+        weights: str = "fit",
+        epochs: float | None = None,
+        max_train_rows: int | dict | None = None,
+        tta: bool = True,
+        seed: int = 42,
+        swap_augment: bool = True,
+        evals_per_run: int = 1,
+        member: str | None = None,
+        space: str = "log",
+        temperature: bool = False,
+        extra: Sequence[str] = (),
+        dedup_similarity: float = 0.9,
+        residual: dict | None = None,
+        judges: Sequence[str] = (),
+        judge_csv: dict | None = None,
+        overwrite: bool = False,
+) -> dict:
     """``kit cv``: the whole pipeline fold by fold on a labelled table, members blended and compared.
 
-    Args:
-        *args, **kwargs: :class:`kit.core.settings.CvSettings` fields (or one instance): ``train``,
-            ``models``, ``folds``, ``out`` (required; finished folds in it are reused),
-            ``max_length``, ``max_rows``, ``weights``, ``epochs``, ``max_train_rows`` (N, or
-            {model: N}), ``tta``, ``seed``, ``swap_augment``, ``evals_per_run``, ``member`` (every
-            neural model's member type; None: each preset's), ``space``, ``extra`` (training-only
-            tables, deduplicated), ``dedup_similarity``, ``residual`` ({member: [base]}: residual
-            training on the base's out-of-fold log-probabilities), ``judges`` (zero-shot judge
-            presets, scored beside the members, never blended), ``judge_csv`` ({name: [csv]}:
-            external judges' verdicts), ``overwrite``.
+    Every parameter is a field of :class:`kit.workflows.settings.CvSettings`: its type and default are in the signature, its
+    meaning under Args (generated from the field's help).
 
     Returns:
         dict: ``rows``, ``folds``, ``settings``, ``results`` ({method: log_loss, accuracy}),
@@ -115,7 +134,7 @@ def cv_stage(*args, **kwargs) -> dict:
     Example:
         >>> cv_stage(["data/pandalm/pandalm_kaggle.csv"], ["lexical"], 5, out="artifacts/cv")  # doctest: +SKIP
     """
-    s = settings_from(CvSettings, args, kwargs)
+    s = CvSettings(**locals())
     train, models, folds, out = s.train, s.models, s.folds, s.out
     max_length, max_rows, weights, epochs = s.max_length, s.max_rows, s.weights, s.epochs
     max_train_rows, tta, seed, swap_augment = s.max_train_rows, s.tta, s.seed, s.swap_augment

@@ -13,13 +13,16 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from ..core.env import REPO_ROOT, environment, work_dir
 from ..core.errors import SettingsError
+from ..core.declare import field_default, notebook_name
 from ..core.log import get_logger
-from ..core.settings import MainSettings, TrainSettings, to_parameters
+from ..core.settings import TrainSettings
 from ..store.io import publish
+from .settings import MainSettings
 
 log = get_logger(__name__)
 
@@ -29,6 +32,18 @@ SUBMISSIONS = REPO_ROOT / "submissions"
 
 # the folder holding this kit package: every notebook's kernel imports this very kit (its KIT_DIR)
 KIT_HOME = Path(__file__).resolve().parents[2]
+
+
+def to_parameters(settings) -> dict:
+    """The notebook parameters (upper-case names) of the fields of ``settings`` that differ from
+    their defaults: what the main job passes to papermill."""
+    out = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        name = notebook_name(f)
+        if name and value != field_default(f):
+            out[name] = value
+    return out
 
 
 def execute_notebook(name: str, run_dir: Path, parameters: dict, tag: str = "") -> Path:

@@ -30,7 +30,8 @@ from ..core.env import work_dir
 from ..core.errors import KitError
 from ..core.log import get_logger
 from ..core.schema import LABEL_COLUMNS, TEXT_COLUMNS
-from ..core.settings import PseudoLabelSettings, settings_from
+from ..core.signature import settings_function
+from .settings import PseudoLabelSettings
 from ..data.ingest import read_table
 from ..data.preference import READER_PROBLEM
 from ..store.io import check_free, manifest_path, read_csv_keeping_ids, write_csv, write_json
@@ -57,13 +58,23 @@ def sharpen(probs: np.ndarray, temperature: float) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
-def pseudo_label(*args, **kwargs) -> PseudoLabelResult:
+@settings_function(PseudoLabelSettings)
+def pseudo_label(
+        input_table: str,
+        model_roots: list[str],
+        out: str,
+        weights: str = "auto",
+        blend_json: str | None = None,
+        sharpening: float = 1.0,
+        min_confidence: float = 0.0,
+        work: str | None = None,
+        devices: list[str] | None = None,
+        overwrite: bool = False,
+) -> PseudoLabelResult:
     """Score an unlabelled table with trained models and write it back as soft-labelled rows.
 
-    Args:
-        *args, **kwargs: :class:`kit.core.settings.PseudoLabelSettings` fields (or one instance):
-            ``input_table``, ``model_roots``, ``out``, ``weights``, ``blend_json``, ``temperature``,
-            ``min_confidence``, ``work``, ``devices``, ``overwrite``.
+    Every parameter is a field of :class:`kit.workflows.settings.PseudoLabelSettings`: its type and default are in the signature, its
+    meaning under Args (generated from the field's help).
 
     Returns:
         :class:`PseudoLabelResult`: the written table, its path and its manifest.
@@ -71,8 +82,8 @@ def pseudo_label(*args, **kwargs) -> PseudoLabelResult:
     Example:
         >>> pseudo_label("pool.csv", ["artifacts/models"], "pseudo.csv", min_confidence=0.6)  # doctest: +SKIP
     """
-    s = settings_from(PseudoLabelSettings, args, kwargs)
-    input_table, out, temperature, min_confidence = s.input_table, s.out, s.temperature, s.min_confidence
+    s = PseudoLabelSettings(**locals())
+    input_table, out, temperature, min_confidence = s.input_table, s.out, s.sharpening, s.min_confidence
     model_roots, weights, blend_json, work, devices, overwrite = (s.model_roots, s.weights, s.blend_json, s.work,
                                                                   s.devices, s.overwrite)
     input_table, out = Path(input_table), Path(out)

@@ -33,7 +33,8 @@ from ..core.env import default_inputs, kaggle_input, work_dir
 from ..core.errors import StaleOutput, SubmitError
 from ..core.log import get_logger
 from ..core.presets import Preset
-from ..core.settings import SubmitSettings, settings_from
+from ..core.signature import settings_function
+from .settings import SubmitSettings
 from ..ensemble.combine import apply_saved_blend, blend_members
 from ..ensemble.guardrails import apply_saved_guardrails
 from ..ensemble.judges import split_judges
@@ -248,16 +249,27 @@ def _member_tokenization(name: str, dirs: list[Path]) -> tuple[dict, dict | None
     return first["preset"], first["tokenization"].get("pack")
 
 
-def submit(*args, **kwargs) -> SubmitResult:
+@settings_function(SubmitSettings)
+def submit(
+        model_roots: list[str] | None = None,
+        test: str | None = None,
+        weights: str = "auto",
+        blend_json: str | None = None,
+        space: str = "prob",
+        out: str | None = None,
+        work: str | None = None,
+        devices: list[str] | None = None,
+        isolate: bool | None = None,
+        tta: bool = True,
+        max_tokens: int | None = None,
+        budget_hours: float | None = 9.0,
+        base_model_dirs: dict | None = None,
+        sample_submission: str | None = "auto",
+) -> SubmitResult:
     """Tokenize -> score -> blend -> submission.csv for the test table (see the module docstring).
 
-    Args:
-        *args, **kwargs: :class:`kit.core.settings.SubmitSettings` fields (or one instance):
-            ``model_roots`` (default: every attached dataset, /kaggle/input on Kaggle), ``test``,
-            ``weights`` ("auto": the saved blend if one is found, else "paper"; "saved", "paper",
-            "equal" or numbers), ``blend_json``, ``out``, ``work``, ``devices``, ``isolate``, ``tta``,
-            ``max_tokens``, ``budget_hours``, ``base_model_dirs`` ({preset: folder} where a backbone is
-            attached elsewhere than at training time), ``sample_submission``.
+    Every parameter is a field of :class:`kit.workflows.settings.SubmitSettings`: its type and default are in the signature, its
+    meaning under Args (generated from the field's help).
 
     Returns:
         :class:`SubmitResult`: the published submission, the run folder, the members and the
@@ -266,7 +278,7 @@ def submit(*args, **kwargs) -> SubmitResult:
     Example:
         >>> submit(["artifacts/models"], "data/kaggle/test.csv", weights="equal")  # doctest: +SKIP
     """
-    s = settings_from(SubmitSettings, args, kwargs)
+    s = SubmitSettings(**locals())
     weights, blend_json, devices, tta, max_tokens = s.weights, s.blend_json, s.devices, s.tta, s.max_tokens
     budget_hours, sample_submission, out = s.budget_hours, s.sample_submission, s.out
     started = time.time()

@@ -1,0 +1,83 @@
+"""How a setting is declared: a dataclass field that carries its help text.
+
+Field metadata: ``help`` (required), ``notebook`` (the notebook parameter's name when it is not the
+field's upper-cased; None: no notebook parameter), ``aliases`` (more CLI flags), ``cli_type`` (how
+the CLI reads the text; the field's type otherwise). The CLI (:mod:`kit.cli`) and the notebooks'
+parameter cells (:mod:`kit.params`) read these; the stage functions take the same fields as their
+keyword parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import field
+
+from .values import comma_list
+
+__all__ = ["Settings", "arg", "field_default", "notebook_name", "same_as", "unknown_name"]
+
+
+def arg(default=dataclasses.MISSING, help: str = "", *, factory=None, **meta):
+    """A dataclass field with its help text (and CLI/notebook metadata)."""
+    if not help:
+        raise ValueError("every setting needs its help text")
+    meta = {"help": help, **meta}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def field_default(f: dataclasses.Field):
+    """A field's default value (a fresh one for a factory); ``dataclasses.MISSING`` when required."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def notebook_name(f: dataclasses.Field) -> str | None:
+    """The notebook parameter a field maps onto (None: the field has no notebook parameter)."""
+    return f.metadata.get("notebook", f.name.upper())
+
+
+def unknown_name(name: str, known, where: str) -> str:
+    """The one-line message for a misspelt parameter, with the closest known name."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return (f"unknown parameter {name!r} for {where}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; the parameters are {sorted(known)}")
+
+
+class Settings:
+    """What every settings dataclass shares: list fields normalised, values as a dict."""
+
+    _lists: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for name in self._lists:
+            setattr(self, name, comma_list(getattr(self, name)))
+
+    def to_dict(self) -> dict:
+        """The fields by name: ``stage(**settings.to_dict())`` runs the stage with these settings."""
+        return dataclasses.asdict(self)
+
+
+_KEEP = object()
+
+
+def same_as(cls, name: str, default=_KEEP, help: str | None = None):
+    """The field ``name`` of ``cls``, declared for a workflow that passes it on to that stage: the
+    same help text and CLI/notebook metadata (``help`` adds the workflow's own words). A different
+    ``default`` is the workflow's deliberate choice; :data:`kit.workflows.settings.WORKFLOW_DEFAULTS`
+    lists each one with its reason."""
+    source = cls.__dataclass_fields__[name]
+    meta = dict(source.metadata)
+    if help:
+        meta["help"] = help
+    if default is _KEEP:
+        if source.default_factory is not dataclasses.MISSING:
+            return field(default_factory=source.default_factory, metadata=meta)
+        return field(default=source.default, metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)

@@ -1,0 +1,83 @@
+"""How a setting's text becomes its value: the same rules for the CLI, the notebooks and Python.
+
+A value that is already of its type passes through unchanged, so each function can run on a
+parsed value again (settings are rebuilt from ``to_dict()`` without change).
+"""
+from __future__ import annotations
+
+from .errors import SettingsError
+
+__all__ = ["WEIGHT_SCHEMES", "comma_list", "parse_caps", "parse_fold", "parse_hours", "parse_members",
+           "parse_sample", "parse_weights"]
+
+WEIGHT_SCHEMES = ("paper", "equal", "fit", "stack", "auto", "saved")
+
+
+def comma_list(value) -> list[str] | None:
+    """A list of names or paths from a list, or from text separated by commas; None stays None."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    return [t for part in items for t in (s.strip() for s in str(part).split(",")) if t]
+
+
+def parse_fold(text) -> int | None:
+    """``'3'`` -> 3; ``'full'`` (or None) -> None: train on every row."""
+    if text is None or str(text).lower() in ("full", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise SettingsError(f"--fold {text!r}: pass a fold number (0, 1, ...) or 'full' (notebook FOLD = None)") from None
+
+
+def parse_weights(text):
+    """``paper`` | ``equal`` | ``fit`` | ``stack`` (| ``auto`` | ``saved``), or numbers separated by commas."""
+    if not isinstance(text, str):
+        return text
+    if text in WEIGHT_SCHEMES:
+        return text
+    try:
+        return [float(x) for x in comma_list(text)]
+    except ValueError:
+        raise SettingsError(f"--weights {text!r}: pass paper, equal, fit, stack or numbers like 0.7,0.3") from None
+
+
+def parse_members(text):
+    """``'name=dir1,dir2;name2=dir3'`` -> {name: [dirs]} (a dict is returned as it is)."""
+    if text is None or isinstance(text, dict):
+        return text
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, dirs = part.partition("=")
+        if not dirs:
+            raise SettingsError(f"--members entry {part!r} is not NAME=DIR[,DIR...]")
+        out[name.strip()] = comma_list(dirs)
+    return out
+
+
+def parse_caps(text):
+    """``'300'`` -> 300; ``'smollm2=300,minilm=800'`` -> {'smollm2': 300, 'minilm': 800}."""
+    if text is None or isinstance(text, (int, dict)):
+        return text
+    try:
+        if "=" not in text:
+            return int(text)
+        return {k.strip(): int(v) for k, v in (part.split("=", 1) for part in comma_list(text))}
+    except ValueError:
+        raise SettingsError(f"--max-train-rows {text!r}: pass N, or MODEL=N,MODEL=N") from None
+
+
+def parse_sample(text):
+    """A sample-submission path, ``auto``, or ``none`` (-> None: no check)."""
+    return None if text is None or str(text).lower() == "none" else text
+
+
+def parse_hours(text):
+    """``'9'`` -> 9.0; ``'none'`` (or None) -> None: no budget."""
+    if text is None or str(text).lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise SettingsError(f"--budget-hours {text!r}: pass hours (e.g. 9) or 'none'") from None

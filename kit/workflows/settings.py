@@ -1,0 +1,214 @@
+"""The workflows' settings: ``kit cv``, ``kit submit``, ``kit pseudo-label`` and the main job.
+
+A field a workflow passes on to a stage is that stage's field (:func:`kit.core.declare.same_as`):
+one name, one type, one help text. Where a workflow's default differs from the stage's,
+:data:`WORKFLOW_DEFAULTS` says why; a test holds every other name to one default.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from ..core.declare import Settings, arg, same_as
+from ..core.errors import SettingsError
+from ..core.settings import BlendSettings, InferSettings, TokenizeSettings, TrainSettings
+from ..core.values import parse_caps, parse_hours, parse_members, parse_sample, parse_weights
+
+__all__ = ["CvSettings", "MainRun", "MainSettings", "PseudoLabelSettings", "SubmitSettings", "WORKFLOW_DEFAULTS"]
+
+# (settings class, field) -> why its default differs from the stage field it passes on
+WORKFLOW_DEFAULTS = {
+    ("CvSettings", "weights"): "cv has every member's out-of-fold rows, so it fits the weights (cross-fitted)",
+    ("CvSettings", "space"): "cv blends log-probabilities, the space its comparisons were run in",
+    ("CvSettings", "evals_per_run"): "cv trains many folds: one held-out evaluation each keeps it quick",
+    ("CvSettings", "models"): "cv compares members: the embedded ones by default",
+    ("SubmitSettings", "weights"): "submit applies the blend saved with the models when there is one",
+    ("PseudoLabelSettings", "weights"): "pseudo-label applies the blend saved with the teacher when there is one",
+    ("MainSettings", "weights"): "the main job fits the weights on its out-of-fold rows",
+    ("MainSettings", "space"): "the main job blends log-probabilities, as kit cv does",
+    ("MainSettings", "models"): "the main job's members fit its time budget on 2 CPU cores",
+    ("MainSettings", "max_rows"): "the main job trains on a few hundred rows to fit its time budget",
+    ("MainSettings", "folds"): "the main job trains two folds (kit cv: five) to fit its time budget",
+}
+
+
+@dataclass
+class CvSettings(Settings):
+    """``kit cv``: tokenize -> train -> infer -> blend, fold by fold, on any labelled table."""
+
+    train: list[str] = arg(help="labelled tables (CSV/parquet, or chosen/rejected preference data)")
+    models: list[str] = arg(help="members: presets or local Hugging Face folders",
+                            factory=lambda: ["minilm", "smollm2", "lexical"])
+    folds: int = arg(5, "prompt-grouped, label-stratified folds (>= 2)")
+    out: str | None = arg(None, "working folder (required); finished folds in it are reused")
+    max_length: int | None = same_as(TokenizeSettings, "max_length")
+    max_rows: int | None = same_as(TokenizeSettings, "max_rows")
+    weights: str = same_as(BlendSettings, "weights", "fit")
+    epochs: float | None = same_as(TrainSettings, "epochs")
+    max_train_rows: int | dict | None = arg(None, "cap on training rows per fold: N for every model, or "
+                                                  "MODEL=N,MODEL=N", cli_type=parse_caps)
+    tta: bool = same_as(InferSettings, "tta")
+    seed: int = arg(42, "seed of the folds and of training")
+    swap_augment: bool = same_as(TrainSettings, "swap_augment")
+    evals_per_run: int = same_as(TrainSettings, "evals_per_run", 1)
+    member: str | None = same_as(TokenizeSettings, "member")
+    space: str = same_as(BlendSettings, "space", "log")
+    temperature: bool = same_as(BlendSettings, "temperature", help="fit a temperature on the blend (cross-fitted "
+                                "for the out-of-fold score); each member's row with its own cross-fitted "
+                                "temperature is reported either way")
+    extra: list[str] = same_as(TokenizeSettings, "extra")
+    dedup_similarity: float = same_as(TokenizeSettings, "dedup_similarity")
+    residual: dict | None = arg(None, "MEMBER=BASE;...: train MEMBER (pairwise) on top of BASE's out-of-fold "
+                                      "log-probabilities (residual training; BASE is another --models member)",
+                                cli_type=parse_members)
+    judges: list[str] = arg(help="zero-shot judges scored beside the members, never blended: presets of the "
+                                 "zeroshot member type (e.g. smollm2-zeroshot)", factory=list)
+    judge_csv: dict | None = arg(None, "NAME=CSV;...: external judges' verdicts by id (p_a,p_b,p_tie, or a verdict "
+                                       "column A/B/tie), scored on the same rows", cli_type=parse_members)
+    overwrite: bool = arg(False, "redo everything in --out instead of reusing it")
+
+    _lists = ("train", "models", "extra", "judges")
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.weights = parse_weights(self.weights)
+        self.max_train_rows = parse_caps(self.max_train_rows)
+        if not self.out:
+            raise SettingsError("kit cv needs a working folder: pass --out DIR (out= in Python)")
+
+
+@dataclass
+class SubmitSettings(Settings):
+    """``kit submit``: attached trained models + a test table -> submission.csv, in one call."""
+
+    model_roots: list[str] | None = arg(None, "folders holding trained outputs; default: every attached dataset "
+                                              "(/kaggle/input)")
+    test: str | None = same_as(TokenizeSettings, "test")
+    weights: str = same_as(BlendSettings, "weights", "auto", help="auto (the saved blend.json if found, else "
+                           "paper) | saved | paper | equal | fit (fitted on the held-out rows the members share: "
+                           "members trained apart on one fold) | w1,w2,...")
+    blend_json: str | None = arg(None, "the saved blend to apply (default: the one under the roots)")
+    space: str = same_as(BlendSettings, "space", help="with weights other than a saved blend's: average "
+                         "probabilities (prob) or log-probabilities (log)")
+    out: str | None = arg(None, "default <work>/submission.csv (an earlier one is moved aside)")
+    work: str | None = arg(None, "where caches and predictions go; default: the work dir (/kaggle/working on Kaggle)")
+    devices: list[str] | None = same_as(InferSettings, "devices")
+    isolate: bool | None = arg(None, "each model in its own process (default: on GPUs)", nargs="?", const=True)
+    tta: bool = same_as(InferSettings, "tta")
+    max_tokens: int | None = same_as(InferSettings, "max_tokens")
+    budget_hours: float | None = same_as(InferSettings, "budget_hours", help="preflight stops when the scoring "
+                                         "time projected from the models' recorded timings exceeds this (Kaggle: "
+                                         "9); none: go on")
+    base_model_dirs: dict | None = arg(None, "PRESET=FOLDER;...: backbones attached elsewhere than at training time",
+                                       cli_type=parse_members)
+    sample_submission: str | None = same_as(BlendSettings, "sample_submission")
+
+    _lists = ("model_roots", "devices")
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.weights = parse_weights(self.weights)
+        self.sample_submission = parse_sample(self.sample_submission)
+        self.budget_hours = parse_hours(self.budget_hours)
+        if self.base_model_dirs:
+            self.base_model_dirs = {k: v[0] if isinstance(v, list) else v
+                                    for k, v in parse_members(self.base_model_dirs).items()}
+
+
+@dataclass
+class PseudoLabelSettings(Settings):
+    """``kit pseudo-label``: score an unlabelled table and write it back as soft-labelled training rows."""
+
+    input_table: str = arg(help="the unlabelled table (any --train format; labels ignored)", aliases=["--input"],
+                           notebook="INPUT")
+    model_roots: list[str] = arg(help="folders holding the teacher's trained models")
+    out: str = arg(help="the soft-labelled table to write (CSV, the competition's columns)")
+    weights: str = same_as(BlendSettings, "weights", "auto", help="auto (the saved blend.json if found, else "
+                           "paper) | saved | paper | equal | w1,w2,...")
+    blend_json: str | None = same_as(SubmitSettings, "blend_json")
+    sharpening: float = arg(1.0, "sharpen (< 1) or soften (> 1) the teacher's probabilities: p ** (1/T), renormalised")
+    min_confidence: float = arg(0.0, "leave out rows whose most likely outcome is below this probability")
+    work: str | None = arg(None, "where the scoring runs; default: the work dir")
+    devices: list[str] | None = same_as(InferSettings, "devices")
+    overwrite: bool = arg(False, "replace an existing output instead of refusing")
+
+    _lists = ("model_roots", "devices")
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.weights = parse_weights(self.weights)
+
+
+@dataclass
+class MainSettings(Settings):
+    """The main job: the four notebooks on the embedded defaults, sized for 15 minutes on 2 CPU
+    cores. Every shipped test row is predicted; training uses a prompt-grouped K-fold split of the
+    shipped training rows (every member on every training row of its fold); the members are
+    blended with weights fitted out of fold, in log-probability space (the report's out-of-fold
+    blend figure cross-fitted on 5 parts).
+
+    The default members are Gemma-3-270M, MiniLM and the lexical model. :meth:`paper` (``kit main
+    --paper``) runs the paper's Gemma + Llama pairing instead (SmolLM2 is the Llama); the measured
+    run times and scores of both are in ``docs/results.md``."""
+
+    models: list[str] = arg(help="the members", factory=lambda: ["gemma3-270m", "minilm", "lexical"])
+    folds: int = arg(2, "prompt-grouped folds", notebook="N_FOLDS")
+    train_folds: list[int] | None = arg(None, "the folds trained; None: every fold. [0]: one fold, whose held-out "
+                                              "rows fit the weights (big members in one session)")
+    max_rows: int | None = same_as(TokenizeSettings, "max_rows", 400, help="training rows tokenized (the first "
+                                   "100 are the real Kaggle rows)")
+    max_length: dict = arg(help="tokens per side, per model", factory=lambda: {"minilm": 128, "smollm2": 128,
+                                                                           "gemma3-270m": 128})
+    # the presets' recipes as measured by scripts/sweep.py (results/sweep/); keys: TrainSettings fields
+    recipes: dict = arg(help="TrainSettings fields per model", factory=dict)
+    weights: str = same_as(BlendSettings, "weights", "fit")
+    space: str = same_as(BlendSettings, "space", "log")
+
+    _lists = ("models",)
+
+    def __post_init__(self):
+        super().__post_init__()
+        known = {f.name for f in fields(TrainSettings)}
+        for model, given in self.recipes.items():
+            unknown = sorted(set(given) - known)
+            if unknown:
+                raise SettingsError(f"MainSettings.recipes[{model!r}]: unknown training setting(s) {unknown}; "
+                                    f"the settings are {sorted(known)}")
+        if self.train_folds is not None:
+            self.train_folds = [int(k) for k in self.train_folds]
+            outside = [k for k in self.train_folds if not 0 <= k < self.folds]
+            if outside or not self.train_folds:
+                raise SettingsError(f"TRAIN_FOLDS {self.train_folds}: pass folds in 0..{self.folds - 1} (N_FOLDS = "
+                                    f"{self.folds}), or None for every fold")
+
+    @classmethod
+    def paper(cls) -> "MainSettings":
+        """The paper's pairing at the embedded scale: Gemma-3-270M and SmolLM2 (a Llama), with the
+        lexical member."""
+        return cls(models=["gemma3-270m", "smollm2", "lexical"])
+
+    @classmethod
+    def for_run(cls, run: "MainRun") -> "MainSettings":
+        """What ``kit main`` runs: the default members or the paper's pairing (``--paper``), at full or
+        toy scale (``--quick``: the members chosen, the quick recipes)."""
+        settings = cls.paper() if run.paper else cls()
+        return replace(cls.quick(), models=settings.models) if run.quick else settings
+
+    @classmethod
+    def quick(cls) -> "MainSettings":
+        """Toy scale for CI: the same notebooks and code paths in a couple of minutes."""
+        return cls(max_rows=48, recipes={
+            "minilm": {"max_steps": 3, "batch_size": 8, "max_eval_rows": 12},
+            "smollm2": {"max_steps": 2, "batch_size": 4, "max_eval_rows": 8},
+            "gemma3-270m": {"max_steps": 2, "batch_size": 4, "max_eval_rows": 8},
+        })
+
+
+@dataclass
+class MainRun(Settings):
+    """``kit main``'s command-line options."""
+
+    quick: bool = arg(False, "toy scale (CI): the same path in minutes")
+    paper: bool = arg(False, "the paper's pairing: Gemma-3-270M + SmolLM2 (a Llama) + lexical, instead of "
+                             "Gemma-3-270M + MiniLM + lexical (slower on CPU)")
+    run_dir: str | None = arg(None, "default: <work>/runs/<timestamp> (must not exist)")
+    publish_dir: str | None = arg(None, "where submission.csv goes; default submissions/ (/kaggle/working on Kaggle)")
