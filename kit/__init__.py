@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.2.0"
-
 # name -> the module that defines it
 _API = {
     # stages
@@ -65,6 +63,8 @@ __all__ = sorted(_API)
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # read from the repository's pyproject.toml (kit.core.provenance)
+        return importlib.import_module("kit.core.provenance").kit_version()
     if name not in _API:
         raise AttributeError(f"module 'kit' has no attribute {name!r}")
     value = getattr(importlib.import_module(_API[name]), name)

@@ -93,7 +93,7 @@ def main(argv=None):
     tmp = ROOT / "artifacts" / "bench_infer"
     for model_name in ("minilm", "smollm2"):
         # the joint head at 512 tokens, as first measured (the pairwise head scores each side once)
-        preset = resolve_preset(model_name, member="joint", max_length=512)
+        preset = resolve_preset(model_name, dict(member="joint", max_length=512))
         tok = tokenize_stage(model_name, [ROOT / "data/kaggle/train_sample.csv", ROOT / "data/pandalm/pandalm_kaggle.csv"],
                              "", out=tmp / model_name, n_folds=2, overwrite=True, member="joint", max_length=512)
         sample = tok.train.sample(n=min(args.rows, len(tok.train)), random_state=0)

@@ -59,7 +59,7 @@ def _one_config(model: str, mode: str, length: int, steps: int = 4) -> dict:
     # the joint head as first measured: LoRA on every layer, the presets' dropout at the time
     joint = {"head": "joint", "layers_to_transform": list(range(30)), "lora_dropout": 0.05} \
         if model == "smollm2" else {"head": "joint"}
-    preset = resolve_preset(model, max_length=length, **{**joint, **({"lora_dropout": 0.0} if mode == "lora-nodrop" else {})})
+    preset = resolve_preset(model, dict(max_length=length, **{**joint, **({"lora_dropout": 0.0} if mode == "lora-nodrop" else {})}))
     net, tok = build_lora_model(preset) if mode.startswith("lora") else load_base_classifier(preset)
     net.train()
     trainable, total = count_parameters(net)
@@ -100,7 +100,7 @@ def _pairwise_config(model: str, mode: str, length: int, steps: int) -> dict:
     from kit.core.presets import resolve_preset
 
     side = length // 2
-    preset = resolve_preset(model, max_length=side, member="pairwise")
+    preset = resolve_preset(model, dict(max_length=side, member="pairwise"))
     if mode == "pairwise-all-layers":  # LoRA on every layer (resolve_preset ignores None overrides)
         preset = dataclasses.replace(preset, layers_to_transform=None)
     net, tok = build_pairwise(preset)

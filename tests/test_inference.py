@@ -40,7 +40,7 @@ def test_shards_partition_the_rows(lengths, n):
 @pytest.fixture(scope="module")
 def model_and_rows(trained_minilm):
     model_dir, tok, _ = trained_minilm
-    model, tokenizer = load_trained(model_dir, resolve_preset("minilm", max_length=128))
+    model, tokenizer = load_trained(model_dir, resolve_preset("minilm", dict(max_length=128)))
     rows = list(pd.read_parquet(tok / "train.parquet")["input_ids"].head(40))
     return model, tokenizer, rows
 

@@ -17,7 +17,7 @@ from kit.ops.chat import chat_frame
 
 @pytest.fixture(scope="module")
 def judge():
-    preset = resolve_preset("smollm2-zeroshot", max_length=192)
+    preset = resolve_preset("smollm2-zeroshot", dict(max_length=192))
     model, tokenizer = load_judge(None, preset)
     return preset, model, tokenizer
 

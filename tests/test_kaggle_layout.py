@@ -3,7 +3,7 @@ each trained in its own GPU session on fold 0 of one shared split, each session'
 its own dataset, and one submission notebook (05_submit, WEIGHTS = "fit") that finds them among
 every attached dataset (the kit's own repository, with its results/, included), fits the weights on
 the held-out rows they share and writes the submission — only the parameters the README names,
-plus CI's scale (rows, tokens, steps)."""
+plus CI's scale (rows, tokens, steps); then 05_submit once more with its default parameters."""
 import warnings
 
 import pandas as pd
@@ -55,6 +55,17 @@ def test_members_trained_apart_then_one_submission_notebook(kaggle, tmp_path):
     assert "train: 100%" in text and "<progress" not in text and WIDGET not in kinds
     text, kinds = outputs_of(executed / "03_infer_two_t4.ipynb")
     assert "100%" in text and WIDGET not in kinds
+
+    # 05_submit with its default parameters, the whole repository (its results/ with their saved
+    # blends) attached: the kit's own reports are never candidates, the members are blended as asked
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_notebook("05_submit", executed, cwd, **common)
+    runs = sorted((working / "submit").iterdir())
+    record = pd.read_json(runs[-1] / "submit.json", typ="series")
+    assert len(runs) == 3 and set(record["models"]) == set(MEMBERS)
+    assert record["blend"]["weights_mode"] == "paper"  # "auto" without a saved blend of these members
+    validate_submission(pd.read_csv(working / "submission.csv"), pd.read_csv(KAGGLE_TEST)["id"].tolist(), SAMPLE_SUB)
 
 
 def test_submit_names_what_is_missing(tmp_path):

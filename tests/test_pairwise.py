@@ -72,7 +72,7 @@ def test_decoder_pairwise_head_is_swap_equivariant_with_padding(pair_cache):
     tokenize_stage("smollm2", [PANDALM], "", max_length=256, max_rows=16, n_folds=2,
                    out=pair_cache / "tok_smol", member="pairwise")
     frame = pd.read_parquet(pair_cache / "tok_smol" / "train.parquet")
-    model, tok = build_pairwise(resolve_preset("smollm2", max_length=256))
+    model, tok = build_pairwise(resolve_preset("smollm2", dict(max_length=256)))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.requires_grad:

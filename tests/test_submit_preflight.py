@@ -172,6 +172,7 @@ def test_a_projected_time_over_the_budget_fails_in_preflight(two_members, tmp_pa
 def test_rerunning_infer_after_another_fold_keeps_what_is_current(tmp_path):
     """03_infer_two_t4 rerun after training another fold: the first fold's predictions (same run,
     same table) are kept, the new fold is scored — no OutputExists; OVERWRITE scores both again."""
+    from kit.core.settings import InferSettings
     from kit.stages.infer import infer_many
     from kit.stages.tokenize import tokenize_stage
     from kit.stages.train import train_stage
@@ -181,7 +182,7 @@ def test_rerunning_infer_after_another_fold_keeps_what_is_current(tmp_path):
     second = train_stage("lexical", 1, tokenized=tmp_path / "tok", out=tmp_path / "m" / "fold1").out_dir
     again = infer_many([first, second], ["test", "oof"])
     assert again["kept"].tolist() == [True, True, False, False]
-    assert not infer_many([first, second], ["test"], overwrite=True)["kept"].any()
+    assert not infer_many([first, second], ["test"], settings=InferSettings(overwrite=True))["kept"].any()
     # predictions edited since: not current, so not silently kept
     edited = first / "predictions" / "test.csv"
     edited.chmod(0o644)

@@ -53,13 +53,13 @@ def test_few_steps_change_lora_and_head_and_lower_training_loss(tokenized, tmp_p
     set_seed(settings.seed)  # the same head initialisation as the run below
     # the joint recipe: LoRA on every layer (the SmolLM2 preset's top-8 layers are its pairwise recipe)
     recipe = {"layers_to_transform": list(range(30))} if model == "smollm2" else {}
-    initial, tok = build_lora_model(resolve_preset(model, max_length=128, member="joint", **recipe))
+    initial, tok = build_lora_model(resolve_preset(model, dict(max_length=128, member="joint", **recipe)))
     initial.eval()
     before = {n: p.detach().clone() for n, p in initial.named_parameters() if p.requires_grad}
     loss_before = _loss(initial, seen, tok.pad_token_id)
 
     res = train_stage(model, 0, tokenized=tokenized / model, out=tmp_path / "run", settings=settings, **recipe)
-    trained, _ = load_trained(res.out_dir, resolve_preset(model, max_length=128, member="joint", **recipe))
+    trained, _ = load_trained(res.out_dir, resolve_preset(model, dict(max_length=128, member="joint", **recipe)))
     after = dict(trained.named_parameters())
     lora_b = [n for n in before if "lora_B" in n]
     head = [n for n in before if "modules_to_save" in n]
@@ -81,7 +81,7 @@ from kit.members.joint import predict_logits
 from kit.members.joint import load_trained
 from kit.core.presets import resolve_preset
 from kit.core.metrics import softmax
-model, tok = load_trained(sys.argv[1], resolve_preset("minilm", max_length=128))
+model, tok = load_trained(sys.argv[1], resolve_preset("minilm", dict(max_length=128)))
 held = pd.read_parquet(sys.argv[2]).set_index("id").loc[pd.read_csv(sys.argv[1] + "/oof.csv", dtype={"id": str})["id"]]
 probs = softmax(predict_logits(model, list(held["input_ids"]), tok.pad_token_id, progress=False))
 np.save(sys.argv[3], probs)

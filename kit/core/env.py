@@ -42,7 +42,6 @@ def find_repo_root() -> Path:
 
 
 REPO_ROOT = find_repo_root()  # the repository (or the attached dataset) holding kit/, notebooks/, data/
-VERSION = "0.2.0"
 log = get_logger(__name__)
 COMPETITION = "lmsys-chatbot-arena"
 
@@ -131,8 +130,3 @@ def bootstrap(wheel_dir: str | Path) -> str:
     where = environment()
     log.info(f"environment: {where} | work dir: {work_dir()}")
     return where
-
-
-def kit_version() -> str:
-    """The kit's version (recorded in every manifest)."""
-    return VERSION

@@ -7,6 +7,9 @@ from __future__ import annotations
 class KitError(ValueError):
     """Base of the kit's own errors: bad input, a stale output, a bad setting."""
 
+    def __init__(self, message: str):
+        super().__init__(message)
+
 
 class DataError(KitError):
     """A table that cannot be used as given (missing columns, repeated ids, no usable row)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, Mapping
 
 from .errors import PresetError
 
@@ -140,9 +141,13 @@ def folder_preset(path: str | Path) -> Preset:
     return Preset(name=path.name, kind=kind, model_dir=str(path.resolve()), target_modules=("all-linear",))
 
 
-def resolve_preset(name: str, **overrides) -> Preset:
+def resolve_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Preset:
     """The named preset — or, for a local folder with a config.json, :func:`folder_preset` —
-    with `overrides` applied (None values are ignored)."""
+    with ``overrides`` ({Preset field: value}) applied; None values are ignored.
+
+    Raises:
+        PresetError: an unknown preset or field, or a trained model's folder passed as a backbone.
+    """
     if name in PRESETS:
         preset = PRESETS[name]
     elif (Path(name) / "adapter").is_dir() and (Path(name) / "manifest.json").is_file():
@@ -154,7 +159,7 @@ def resolve_preset(name: str, **overrides) -> Preset:
     else:
         raise PresetError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)} "
                           f"or a local Hugging Face folder (with config.json)")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = set(overrides) - set(Preset.__dataclass_fields__)
     if unknown:
         raise PresetError(f"unknown preset field(s) {sorted(unknown)}; the fields are {sorted(Preset.__dataclass_fields__)}")

@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -191,16 +191,16 @@ def get_member_type(name: str) -> MemberType:
     return _REGISTRY[name]
 
 
-def resolve_member_preset(name: str, **overrides) -> Preset:
+def resolve_member_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Preset:
     """:func:`kit.core.presets.resolve_preset`, after loading the entry points' member types when
     ``name`` is not a preset yet (a plug-in registers its presets when it loads)."""
     try:
-        return resolve_preset(name, **overrides)
+        return resolve_preset(name, overrides)
     except PresetError:
         if name in PRESETS:
             raise
         _load_entry_points()
-        return resolve_preset(name, **overrides)
+        return resolve_preset(name, overrides)
 
 
 def member_types() -> dict[str, MemberType]:

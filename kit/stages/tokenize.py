@@ -114,7 +114,7 @@ def tokenize_stage(
     if extra_paths and not train_paths:
         raise DataError("extra training data needs train tables to add it to (--train)")
     test_path = Path(defaults["test"]) if test is None else (Path(test) if test else None)
-    preset = resolve_member_preset(s.model, max_length=s.max_length, model_dir=s.model_dir, member=s.member)
+    preset = resolve_member_preset(s.model, dict(max_length=s.max_length, model_dir=s.model_dir, member=s.member))
     member = get_member_type(preset.member)
     if member.uses_backbone:
         check_max_length(preset)

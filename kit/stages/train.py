@@ -76,7 +76,7 @@ def cache_preset(model: str, tokenized: Path, token_meta: dict, overrides: dict)
     """The preset a tokenized cache was made for — backbone folder, max_length and member type —
     with ``overrides``; a member type other than the cache's is an error (the cache's columns differ)."""
     packed_for = Preset.from_dict(token_meta["preset"]).to_dict() if token_meta.get("preset") else {}
-    name = resolve_preset(model, **overrides).name
+    name = resolve_preset(model, overrides).name
     if packed_for.get("name", name) != name:
         raise PresetError(f"{tokenized} was tokenized for {packed_for['name']!r}, not {name!r}")
     cache_member = packed_for.get("member", "joint")
@@ -85,7 +85,7 @@ def cache_preset(model: str, tokenized: Path, token_meta: dict, overrides: dict)
         raise PresetError(f"{tokenized} was tokenized for the {cache_member!r} member type, not {wanted!r}: re-run "
                           f"the tokenize stage with --member {wanted} (notebook MEMBER = {wanted!r}), or train with "
                           f"--member {cache_member}")
-    return resolve_preset(model, **{"max_length": packed_for.get("max_length"),
+    return resolve_preset(model, {"max_length": packed_for.get("max_length"),
                                     "model_dir": packed_for.get("model_dir"), **overrides, "member": cache_member})
 
 
@@ -137,7 +137,7 @@ def train_stage(
         lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
         layers_to_transform=layers_to_transform, gradient_checkpointing=gradient_checkpointing).given()
     settings = settings or TrainSettings()
-    name = resolve_member_preset(run.model, **overrides).name  # unknown preset / field: fail before any I/O
+    name = resolve_member_preset(run.model, overrides).name  # unknown preset / field: fail before any I/O
     tokenized = Path(run.tokenized) if run.tokenized else work_dir() / "tokenized" / name
     frame, token_meta, cache_manifest = load_cache(tokenized, "train")
     preset = cache_preset(run.model, tokenized, token_meta, overrides)

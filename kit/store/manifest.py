@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.env import kit_version
+from ..core.provenance import provenance
 from ..core.errors import StaleOutput
 
 MANIFEST = "manifest.json"
@@ -63,10 +63,14 @@ def folds_fingerprint(frame: pd.DataFrame) -> str:
 
 
 def stage_manifest(stage: str, *, settings: dict | None = None, inputs: dict | None = None,
-                   outputs: dict | None = None, **extra) -> dict:
-    """A manifest dict; ``outputs`` maps a name to the path written (fingerprinted here)."""
+                   outputs: dict | None = None, started: float | None = None, **extra) -> dict:
+    """A manifest dict; ``outputs`` maps a name to the path written (fingerprinted here); the
+    provenance (:func:`kit.core.provenance.provenance`: version, commit, command, devices, and the
+    wall seconds since ``started``) is recorded with it."""
     fingerprints = {name: sha256_of(path) for name, path in (outputs or {}).items()}
-    return {"stage": stage, "kit_version": kit_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    record = provenance(started)
+    return {"stage": stage, "kit_version": record["kit_version"], "provenance": record,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "settings": settings or {}, "inputs": inputs or {}, "outputs": fingerprints, **extra, "complete": True}
 
 

@@ -61,7 +61,7 @@ def _reusable_cache(tok_dir: Path, wanted: dict, model: str, max_length, member,
     except StaleOutput as e:
         raise StaleOutput(f"cannot reuse {e}; or pass --overwrite to redo the whole cv") from None
     meta = cache_meta(tok_dir)
-    preset = resolve_preset(model, max_length=max_length, member=member)
+    preset = resolve_preset(model, dict(max_length=max_length, member=member))
     packed = Preset.from_dict(meta["preset"])  # reads older caches' "head" too
     have = {k: meta.get(k) for k in wanted} | {"max_length": packed.max_length, "member": packed.member}
     want = wanted | {"max_length": preset.max_length, "member": preset.member}
@@ -140,7 +140,7 @@ def cv_stage(
     max_train_rows, tta, seed, swap_augment = s.max_train_rows, s.tta, s.seed, s.swap_augment
     evals_per_run, member, space, overwrite = s.evals_per_run, s.member, s.space, s.overwrite
     for model in models:  # an unknown name fails here, before any work
-        resolve_preset(model, member=member)
+        resolve_preset(model, dict(member=member))
     for judge in s.judges:
         if not get_member_type(resolve_preset(judge).member).is_judge:
             raise SettingsError(f"--judges {judge}: not a judge preset (a member type that trains nothing, e.g. "

@@ -13,7 +13,7 @@ from ..core.errors import SettingsError
 from ..core.settings import BlendSettings, InferSettings, TokenizeSettings, TrainSettings
 from ..core.values import parse_caps, parse_hours, parse_members, parse_sample, parse_weights
 
-__all__ = ["CvSettings", "MainRun", "MainSettings", "PseudoLabelSettings", "SubmitSettings", "WORKFLOW_DEFAULTS"]
+__all__ = ["CvSettings", "MainRun", "MainSettings", "PseudoLabelSettings", "SubmitSettings", "PER_MODEL", "WORKFLOW_DEFAULTS"]
 
 # (settings class, field) -> why its default differs from the stage field it passes on
 WORKFLOW_DEFAULTS = {
@@ -29,6 +29,9 @@ WORKFLOW_DEFAULTS = {
     ("MainSettings", "max_rows"): "the main job trains on a few hundred rows to fit its time budget",
     ("MainSettings", "folds"): "the main job trains two folds (kit cv: five) to fit its time budget",
 }
+
+# (settings class, field) whose value may be per model ({preset: value}) where the stage takes one value
+PER_MODEL = {("CvSettings", "max_train_rows"), ("MainSettings", "max_length")}
 
 
 @dataclass
@@ -140,8 +143,8 @@ class PseudoLabelSettings(Settings):
 
 @dataclass
 class MainSettings(Settings):
-    """The main job: the four notebooks on the embedded defaults, sized for 15 minutes on 2 CPU
-    cores. Every shipped test row is predicted; training uses a prompt-grouped K-fold split of the
+    """The main job: the four notebooks on the embedded defaults, sized to the main job's time
+    budget on 2 CPU cores. Every shipped test row is predicted; training uses a prompt-grouped K-fold split of the
     shipped training rows (every member on every training row of its fold); the members are
     blended with weights fitted out of fold, in log-probability space (the report's out-of-fold
     blend figure cross-fitted on 5 parts).

@@ -66,25 +66,37 @@ class SubmitResult:
     seconds: float = 0.0
 
 
+def in_kit_results(path: Path) -> bool:
+    """True for a path inside the kit repository's own ``results/`` (the folder beside ``kit/``): its
+    committed reports are measurements, never trained outputs or blends to submit with — also when
+    the whole repository is attached as a dataset (``/kaggle/input/<kit>/results``)."""
+    return any(folder.name == "results" and (folder.parent / "kit" / "__init__.py").is_file()
+               for folder in path.parents)
+
+
 def find_trained_models(roots: Sequence[str | Path]) -> dict[str, list[Path]]:
     """Every finished train-stage output under ``roots`` (recognised by its train manifest, at any
-    depth), grouped by the preset it was trained from, stronger presets first; folds sorted."""
+    depth; the kit's own ``results/`` excepted: :func:`in_kit_results`), grouped by the preset it
+    was trained from, stronger presets first; folds sorted."""
     found = []
     for root in map(Path, roots):
         if not root.is_dir():
             raise SubmitError(f"model root {root} is not a folder: attach the trained models' dataset "
                               f"(MODEL_ROOTS in the notebook, --model-roots on the CLI)")
-        found += [cfg.parent for cfg in sorted(root.rglob("config.json"))
-                  if is_trained_output(cfg.parent) and finished_training(cfg.parent)]
+        found += [cfg.parent for cfg in sorted(root.rglob("config.json")) if not in_kit_results(cfg)
+                  and is_trained_output(cfg.parent) and finished_training(cfg.parent)]
     return group_by_preset(found)
 
 
 def find_saved_blends(roots: Sequence[str | Path]) -> list[Path]:
     """Every saved blend under ``roots``: a ``blend.json`` that a blend stage wrote — its folder's
-    complete manifest (stage ``blend``) vouches for its bytes. Anything else named blend.json (a
-    copy in the kit's own ``results/``, an example, an edited file) is not a candidate."""
+    complete manifest (stage ``blend``) vouches for its bytes. Anything else named blend.json (an
+    example, an edited file) is not a candidate, nor is any blend in the kit's own ``results/``
+    (:func:`in_kit_results`)."""
     found = []
     for path in sorted({p.resolve() for root in map(Path, roots) for p in root.rglob("blend.json")}):
+        if in_kit_results(path):
+            continue
         try:
             manifest = read_manifest(path.parent / MANIFEST, str(path.parent), "")
             if manifest.get("stage") == "blend":
