@@ -33,7 +33,7 @@ _API = {
     # stages
     "tokenize_stage": "kit.stages.tokenize", "TokenizeResult": "kit.stages.tokenize",
     "train_stage": "kit.stages.train", "TrainResult": "kit.stages.train",
-    "infer_stage": "kit.stages.infer", "infer_isolated": "kit.stages.infer", "InferResult": "kit.stages.infer",
+    "infer_stage": "kit.stages.infer", "infer_isolated": "kit.stages.infer_many", "infer_many": "kit.stages.infer_many", "InferResult": "kit.stages.infer",
     "blend_stage": "kit.stages.blend",
     # workflows
     "cv_stage": "kit.workflows.cv", "submit": "kit.workflows.submit", "SubmitResult": "kit.workflows.submit",

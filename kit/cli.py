@@ -21,7 +21,8 @@ from .core.declare import arg, field_default
 from .core.settings import BlendSettings, InferSettings, PresetOverrides, TokenizeSettings, TrainRun, TrainSettings
 from .core.values import comma_list
 from .stages.blend import blend_stage
-from .stages.infer import infer_isolated, infer_stage
+from .stages.infer import infer_stage
+from .stages.infer_many import infer_isolated
 from .stages.tokenize import tokenize_stage
 from .stages.train import train_stage
 from .workflows.cv import cv_stage

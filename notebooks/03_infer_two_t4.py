@@ -46,7 +46,7 @@ kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where 
 
 # %%
 from kit.ops.devices import visible_devices
-from kit.stages.infer import infer_many
+from kit.stages.infer_many import infer_many
 
 options = kit.from_parameters(kit.InferSettings, globals(), extra=("MODEL_DIRS", "MODELS", "SPLITS", "ISOLATE",
                                                                    "KIT_DIR", "WHEELS"))  # a misspelt name fails here

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from kit.core.metrics import log_loss  # noqa: E402
 from kit.ensemble.combine import _Fit, _cross_fitted, fit_weights, holdout_parts  # noqa: E402
-from kit.store.io import write_json  # noqa: E402
+from kit.store.io import write_results  # noqa: E402
 from kit.store.predictions import PROB_COLUMNS, load_member  # noqa: E402
 
 KAGGLE_ROWS = ROOT / "data" / "kaggle" / "train_sample.csv"
@@ -82,7 +82,7 @@ def main(argv=None) -> None:
         record[name] = {"run": folder, "schemes": rows, "by_source": sources}
         text += [f"## {name} (`{folder}`)\n", pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f"), "",
                  "By source (log loss):\n", pd.DataFrame(sources).to_markdown(index=False, floatfmt=".4f"), ""]
-    write_json(record, out.with_suffix(".json"), overwrite=True)
+    write_results(record, out.with_suffix(".json"))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -42,7 +42,15 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from kit.store.io import write_results  # noqa: E402
+
 OUT = ROOT / "results" / "distill"
+
+
+def relative_to_repo(path) -> str:
+    """A path as the results file records it: relative to the repository (no machine's absolute path)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
 
 
 def member_oof(cv: Path, name: str) -> pd.DataFrame:
@@ -234,7 +242,7 @@ def main() -> None:
         ratio = cost[headline] / cost["ensemble"]
         verdict = {"student": headline, "gain_kept": kept[headline], "cost_ratio": ratio,
                    "met": bool(kept[headline] >= 0.8 and ratio <= 0.5)}
-    payload = {"cv": str(args.cv), "rows": len(ids), "folds": int(len(np.unique(folds))),
+    payload = {"cv": relative_to_repo(args.cv), "rows": len(ids), "folds": int(len(np.unique(folds))),
                "teacher": {"members": teacher.members, "weights": teacher.weights, "space": "log",
                            "per_fold": teacher.report["per_fold"],
                            "nested_weights_per_outer_fold": nested_weights},
@@ -276,7 +284,7 @@ def main() -> None:
                       for rule, r in rails.report.items()) + ".\n"
           "\n![log loss and cost](distill.png)\n")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "distill.json").write_text(json.dumps(payload, indent=2) + "\n")
+    write_results(payload, OUT / "distill.json")
     (OUT / "distill.md").write_text(md)
 
     import matplotlib

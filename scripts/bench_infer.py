@@ -17,7 +17,6 @@ rows + 999 PandaLM rows, packed at each preset's max_length), for MiniLM and Smo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kit.core.metrics import softmax  # noqa: E402
+from kit.store.io import write_results  # noqa: E402
 from kit.ops.devices import DEFAULT_MAX_TOKENS  # noqa: E402
 from kit.ops.batching import length_sorted_batches, pad_batch
 from kit.members.joint import predict_logits
@@ -132,7 +132,7 @@ def main(argv=None):
     out = Path(args.out)
     out.parent.mkdir(exist_ok=True)
     out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(results, out.with_suffix(".json"))
     print(text)
 
 

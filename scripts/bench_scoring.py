@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from kit.core.presets import Preset  # noqa: E402
 from kit.members.pairwise import load_trained_pairwise, predict_pair_logits  # noqa: E402
-from kit.store.io import write_json  # noqa: E402
+from kit.store.io import write_results  # noqa: E402
 
 BUDGETS = (8192, 2048, 1024)
 
@@ -64,7 +64,7 @@ def main(argv=None) -> None:
     record = {"model_dir": str(model_dir), "preset": preset.name, "rows": len(rows), "mean_tokens_per_side": mean_tokens,
               "threads": torch.get_num_threads(), "results": results}
     out = Path(a.out)
-    write_json(record, out.with_suffix(".json"), overwrite=True)
+    write_results(record, out.with_suffix(".json"))
     table = pd.DataFrame(results).to_markdown(index=False, floatfmt=".2g")
     out.write_text(f"# Scoring on CPU: batch budget and LoRA folding\n\n`python scripts/bench_scoring.py --model-dir "
                    f"{model_dir} --rows {a.rows}`: {preset.name}, {len(rows)} held-out rows of fold {config['fold']} "

@@ -38,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from kit.store.io import write_results  # noqa: E402
+
 RESULTS = ROOT / "results"
 PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
 
@@ -203,7 +205,7 @@ def _write(name: str, rows: list[dict], header: str, keep_others: bool = False) 
     table = pd.DataFrame(rows)
     text = f"# {header}\n\n" + table.to_markdown(index=False, floatfmt=".4g") + "\n"
     (RESULTS / f"{name}.md").write_text(text)
-    (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_results(rows, RESULTS / f"{name}.json")
     print(text)
 
 

@@ -12,7 +12,6 @@ Writes ``OUT/compare.json`` and ``OUT/compare.md``; exits 1 when a bound is not 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -24,6 +23,9 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from kit.store.io import write_results  # noqa: E402
+
 PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
 TEST = ROOT / "data" / "kaggle" / "train_sample.csv"  # 100 real rows scored as a test table (labels ignored)
 PROBS = ["p_a", "p_b", "p_tie"]
@@ -86,7 +88,7 @@ def main() -> int:
     table = pd.DataFrame(rows)
     print(table.drop(columns=["seconds"]).to_string(index=False))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compare.json").write_text(json.dumps({"base": args.base, "rows": rows, "all_met": ok}, indent=2) + "\n")
+    write_results({"base": args.base, "rows": rows, "all_met": ok}, args.out / "compare.json")
     md = (f"# Before/after the layered kit (base commit `{args.base}` vs this checkout)\n\n"
           f"Same cache (made by the base kit), same seed. PandaLM, 2 prompt-grouped folds, fold 0 trained; "
           f"`oof` = its held-out rows, `test` = the 100 real Kaggle rows scored as a test table. MiniLM: pairwise "

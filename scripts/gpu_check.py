@@ -18,7 +18,6 @@ kernels): CI runs it, so the script cannot rot while no GPU is at hand.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from kit.store.io import write_results  # noqa: E402
+
 PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
 TEST = ROOT / "data" / "kaggle" / "train_sample.csv"  # 100 real rows scored as a test table
 
@@ -94,7 +95,7 @@ def main() -> int:
               "rows": rows}
     name = "gpu" if cuda else "gpu-dry-run"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    write_results(record, args.out / f"{name}.json", started)
     md = (f"# GPU check: {what}\n\ntorch {torch.__version__}"
           f"{f', CUDA {torch.version.cuda}' if cuda else ''}; tiny random-init Gemma-2 / Llama-3 at the GPU presets "
           f"(2 layers, hidden 64), joint member, {steps} training steps of 8 rows, 100 test rows; "

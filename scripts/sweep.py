@@ -225,6 +225,7 @@ def main() -> None:
     results = json.loads(path.read_text()) if path.exists() else {}
     only = set(a.only.split(",")) if a.only else None
 
+    from kit.core.provenance import provenance
     from kit.store.io import write_json
 
     if only is None or "lexical" in only:
@@ -233,7 +234,7 @@ def main() -> None:
     for name, spec in CONFIGS.items():
         if name in results or (only is not None and name not in only):
             continue
-        results[name] = run_config(name, spec, work)
+        results[name] = {**run_config(name, spec, work), "provenance": provenance()}
         print(name, {k: v for k, v in results[name].items() if k != "settings"}, flush=True)
         add_blends(results, work)
         write_json(results, path, overwrite=True)

@@ -86,7 +86,7 @@ def kill_when_checkpointed(args, out, checkpoint: str, timeout: float = 300, exp
     proc = subprocess.Popen([sys.executable, "-m", "kit", *map(str, args), "--out", str(out)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
-    ckpt = Path(out) / "checkpoints" / checkpoint / "trainer_state.json"
+    ckpt = Path(out) / "checkpoints" / checkpoint / "kit_files.json"  # the kit writes it last: the checkpoint is whole
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"

@@ -205,3 +205,19 @@ def test_members_scored_on_different_test_tables_are_not_blended(tmp_path):
     with pytest.raises(BlendError, match="made from another test table"):
         blend_stage({"lexical": dirs[:1], "lexical2": dirs[1:]}, weights="equal", out=tmp_path / "s.csv",
                     report_dir=tmp_path / "r", sample_submission=None)
+
+
+def test_a_kill_between_a_write_and_its_rename_leaves_the_previous_file(tmp_path):
+    """atomic_write writes into a temporary file and renames it into place: killed after writing half
+    the new content, the target still holds the previous content, whole."""
+    target = tmp_path / "out.json"
+    target.write_text('{"previous": true}\n')
+    code = ("import os, signal; from pathlib import Path; from kit.store.io import write_json\n"
+            "real = Path.write_text\n"
+            "def killed(self, text, *a, **k):\n"
+            "    real(self, text[: len(text) // 2]); os.kill(os.getpid(), signal.SIGKILL)\n"
+            "Path.write_text = killed\n"
+            f"write_json({{'new': list(range(100))}}, Path({str(target)!r}), overwrite=True)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert target.read_text() == '{"previous": true}\n'

@@ -65,3 +65,16 @@ def test_an_empty_id_is_a_clear_error(tmp_path):
     message = proc.stderr.strip().splitlines()[-1]
     assert str(tmp_path / "test.csv") in message and "empty id in 1 row(s) [1]" in message
     assert not (tmp_path / "tok" / "train.parquet").exists()  # nothing half-written is left to read
+
+
+def test_a_submission_in_another_order_than_the_sample_is_refused(tmp_path):
+    """Same ids, other order: the submission must follow the sample's rows (row by row, as Kaggle reads it)."""
+    from kit.core.errors import SubmissionError
+    from kit.ensemble.submission import validate_submission
+    sample = tmp_path / "sample.csv"
+    pd.DataFrame({"id": ["001", "7", "NA"], "winner_model_a": 1 / 3, "winner_model_b": 1 / 3,
+                  "winner_tie": 1 / 3}).to_csv(sample, index=False)
+    ours = pd.DataFrame({"id": ["7", "001", "NA"], "winner_model_a": 0.5, "winner_model_b": 0.25, "winner_tie": 0.25})
+    with pytest.raises(SubmissionError, match="id order differs from .*sample.csv: row 0 has id 7, the sample has 001"):
+        validate_submission(ours, ["7", "001", "NA"], sample)
+    validate_submission(ours.iloc[[1, 0, 2]], ["001", "7", "NA"], sample)  # the sample's order: accepted

@@ -11,14 +11,15 @@ import pandas as pd
 import pytest
 
 from conftest import KAGGLE_TEST, PANDALM, ROOT, SAMPLE_SUB, run_kit
-from kit.store.manifest import MANIFEST
+from kit.store.manifest import MANIFEST, sha256_of
 
 
 @pytest.mark.slow
 def test_random_kills_lose_nothing(tmp_path):
     """A seeded campaign: every stage of the lexical pipeline is SIGKILLed at random moments, then every
     reader is run (each output is whole and consistent, or refused as missing/stale — never read
-    half-written) and the stage is rerun to completion. Under 3 minutes on 2 cores."""
+    half-written) and the stage is rerun to completion. (Its run time is not asserted: speed is a
+    benchmark's business, not a correctness test's.)"""
     import random
     import signal
     rng = random.Random(20261126)
@@ -32,7 +33,7 @@ def test_random_kills_lose_nothing(tmp_path):
     stages += [["blend", "--members", f"lexical={models / 'fold0'},{models / 'fold1'}", "--weights", "fit",
                 "--out", tmp_path / "submission.csv", "--report-dir", tmp_path / "report", "--sample-submission",
                 SAMPLE_SUB, "--overwrite"]]
-    kills, started = 0, time.time()
+    kills = 0
     for args in stages:
         for _ in range(3):  # three random kills per stage, then a run to completion
             proc = subprocess.Popen([sys.executable, "-m", "kit", *map(str, args)], cwd=ROOT,
@@ -48,7 +49,7 @@ def test_random_kills_lose_nothing(tmp_path):
         _readers_see_whole_outputs(tok, models, tmp_path)
     sub = pd.read_csv(tmp_path / "submission.csv", dtype={"id": str})
     assert sub["id"].tolist() == pd.read_csv(KAGGLE_TEST, dtype={"id": str})["id"].tolist()
-    assert kills >= 5 and time.time() - started < 180
+    assert kills >= 5
     assert not list(tmp_path.rglob(".*.partial-*")) and not list(tmp_path.rglob(".*.old-*"))
 
 
@@ -72,5 +73,10 @@ def _readers_see_whole_outputs(tok: Path, models: Path, root: Path) -> None:
                 read_predictions(fold / "predictions" / f"{split}.csv", split, fold)
             except KitError:
                 pass
-    if (root / "report" / MANIFEST).exists():
-        json.loads((root / "report" / MANIFEST).read_text())["complete"]
+    if (root / "report" / MANIFEST).exists():  # the manifest is written last: once there, the report is whole
+        report = root / "report"
+        manifest = json.loads((report / MANIFEST).read_text())
+        assert manifest["complete"] is True
+        for name, digest in manifest["outputs"].items():
+            if name != "submission.csv":
+                assert sha256_of(report / name) == digest, name

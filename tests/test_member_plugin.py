@@ -78,7 +78,8 @@ register_preset(Preset(name="length", kind="none", member="length", max_length=0
 
 def test_a_member_type_of_ones_own_goes_through_every_stage(tmp_path, monkeypatch):
     from kit.stages.blend import blend_stage
-    from kit.stages.infer import infer_isolated, infer_stage
+    from kit.stages.infer import infer_stage
+    from kit.stages.infer_many import infer_isolated
     from kit.stages.tokenize import tokenize_stage
     from kit.stages.train import train_stage
     from kit.workflows.submit import submit

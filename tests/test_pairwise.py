@@ -214,7 +214,7 @@ def test_isolated_inference_finds_the_kit_where_the_notebook_found_it(trained_pa
                    "    open(_os.environ['KIT_TEST_IMPORT_MARKER'], 'a').write(str(_os.getpid()) + '\\n')\n")
     marker = tmp_path / "imported.txt"
     script = (f"import sys; sys.path.insert(0, {str(dataset)!r})\n"
-              "from kit.stages.infer import infer_isolated\n"
+              "from kit.stages.infer_many import infer_isolated\n"
               f"print(infer_isolated({str(trained_pair.out_dir)!r}, 'test', out={str(tmp_path / 'iso.csv')!r}))\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["KIT_TEST_IMPORT_MARKER"] = str(marker)

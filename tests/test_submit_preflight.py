@@ -12,7 +12,8 @@ import pytest
 from conftest import KAGGLE_TEST, PANDALM, ROOT, SAMPLE_SUB
 from kit.core.errors import SubmitError
 from kit.stages.blend import blend_stage
-from kit.workflows.submit import choose_saved_blend, find_saved_blends, submit
+from kit.workflows.discovery import choose_saved_blend, find_saved_blends
+from kit.workflows.submit import submit
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +156,7 @@ def test_the_cli_with_the_repository_among_the_roots_uses_the_matching_blend(two
 def test_a_projected_time_over_the_budget_fails_in_preflight(two_members, tmp_path):
     """Each model's infer stage recorded how fast it scored; preflight projects the test table's
     scoring time from it before any model loads, and stops when it exceeds BUDGET_HOURS."""
-    from kit.workflows.submit import project_scoring_hours, recorded_timing
+    from kit.workflows.preflight import project_scoring_hours, recorded_timing
     root, groups = two_members
     timing = recorded_timing(groups["lexical"][0])
     assert timing["rows"] > 0 and timing["seconds"] > 0 and timing["device_names"] == ["cpu"]
@@ -173,7 +174,7 @@ def test_rerunning_infer_after_another_fold_keeps_what_is_current(tmp_path):
     """03_infer_two_t4 rerun after training another fold: the first fold's predictions (same run,
     same table) are kept, the new fold is scored — no OutputExists; OVERWRITE scores both again."""
     from kit.core.settings import InferSettings
-    from kit.stages.infer import infer_many
+    from kit.stages.infer_many import infer_many
     from kit.stages.tokenize import tokenize_stage
     from kit.stages.train import train_stage
     tokenize_stage("lexical", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=100, out=tmp_path / "tok")

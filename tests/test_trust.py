@@ -15,7 +15,7 @@ import pytest
 
 from conftest import KAGGLE_TEST, PANDALM, SAMPLE_SUB, lexical_folds, run_kit
 from kit.cli import main
-from kit.store.manifest import MANIFEST, folder_sha256
+from kit.store.manifest import MANIFEST, file_records, sha256_of
 
 
 def _kit(capsys, *args) -> str:
@@ -33,9 +33,11 @@ def lexical_models(tmp_path):
 
 
 def _revouch(model_dir: Path) -> None:
-    """What a hostile author would do: recompute the manifest's adapter fingerprint after editing it."""
+    """What a hostile author would do: recompute every fingerprint in the manifest after editing."""
     manifest = json.loads((model_dir / MANIFEST).read_text())
-    manifest["outputs"]["adapter"] = folder_sha256(model_dir / "adapter")
+    for name in manifest["outputs"]:
+        manifest["outputs"][name] = sha256_of(model_dir / name)
+        manifest["files"][name] = file_records(model_dir / name)
     (model_dir / MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -122,13 +124,16 @@ def test_broken_records_are_one_line_naming_the_file(lexical_models, tmp_path, c
     fold0 = lexical_models[0]
     config = json.loads((fold0 / "config.json").read_text())
     (fold0 / "config.json").write_text(json.dumps({**config, "preset": "lexical"}))
+    _revouch(fold0)  # past the fingerprints: the record itself is checked
     line = _kit(capsys, "submit", "--model-roots", fold0.parent, "--test", KAGGLE_TEST, "--work", tmp_path / "w",
                 "--out", tmp_path / "s.csv", "--weights", "equal")
     assert "config.json does not describe a trained model" in line
     (fold0 / "config.json").write_text("{not json")
+    _revouch(fold0)
     line = _kit(capsys, "infer", "--model-dir", fold0, "--split", "test", "--overwrite")
     assert f"{fold0 / 'config.json'} is not readable JSON" in line
     (fold0 / "config.json").write_text(json.dumps(config))
+    _revouch(fold0)
     blend = tmp_path / "blend.json"
     for content, expected in ((json.dumps({"members": ["lexical"], "weights": [1.0]}), "field 'weights_mode'"),
                               ("[1, 2", "not a readable blend.json")):
@@ -280,3 +285,154 @@ def test_a_full_disk_below_the_kit_is_one_line_with_its_likely_cause(monkeypatch
     monkeypatch.setattr(kit.cli, "train_stage", failing)
     line = _kit(capsys, "train", "--model", "minilm", "--fold", "0")
     assert "is the disk full" in line and "rerun the same command" in line
+
+
+def _attached_copy(models: list[Path], root: Path) -> Path:
+    """The model folders as a Kaggle dataset attached read-only: ``root/lexical/fold<K>``."""
+    import shutil
+    from kaggle_sim import read_only
+    for m in models:
+        shutil.copytree(m, root / "lexical" / m.name)
+    read_only(root)
+    return root
+
+
+def _writable_again(root: Path) -> None:
+    import stat
+    for p in [root, *root.rglob("*")]:
+        p.chmod(p.stat().st_mode | stat.S_IWUSR)
+
+
+def test_an_edited_config_in_an_attached_model_stops_submit_in_preflight(lexical_models, tmp_path, capsys):
+    """The accident the fingerprints exist for: config.json edited after training (max_length 64 -> 40,
+    nothing recomputed). Every file the manifest fingerprints is compared when the folder is read."""
+    config = json.loads((lexical_models[0] / "config.json").read_text())
+    config["preset"]["max_length"] = 40
+    (lexical_models[0] / "config.json").write_text(json.dumps(config, indent=2))
+    attached = _attached_copy(lexical_models, tmp_path / "input")
+    try:
+        line = _kit(capsys, "submit", "--model-roots", attached, "--test", KAGGLE_TEST, "--work", tmp_path / "w",
+                    "--out", tmp_path / "s.csv", "--weights", "equal")
+    finally:
+        _writable_again(attached)
+    assert f"{attached / 'lexical' / 'fold0' / 'config.json'} changed after its stage wrote it" in line
+    assert "this attached dataset is damaged: re-create it in the session that trained it" in line
+    assert "--overwrite" not in line and not (tmp_path / "s.csv").exists()
+    # the same folder where it can be rewritten: the advice is the rerun
+    line = _kit(capsys, "infer", "--model-dir", lexical_models[0], "--split", "test", "--overwrite")
+    assert "config.json changed after its stage wrote it" in line and "rerun the train stage into it" in line
+
+
+def test_a_missing_file_is_named_missing_not_changed(lexical_models, capsys):
+    (lexical_models[0] / "adapter" / "lexical.npz").unlink()
+    line = _kit(capsys, "infer", "--model-dir", lexical_models[0], "--split", "test", "--overwrite")
+    assert f"{lexical_models[0] / 'adapter' / 'lexical.npz'} is missing although its stage wrote it" in line
+
+
+def test_an_incomplete_manifest_is_never_read(lexical_models, capsys):
+    manifest = json.loads((lexical_models[0] / MANIFEST).read_text())
+    (lexical_models[0] / MANIFEST).write_text(json.dumps({**manifest, "complete": False}))
+    line = _kit(capsys, "infer", "--model-dir", lexical_models[0], "--split", "test", "--overwrite")
+    assert "does not say complete" in line
+
+
+def test_an_object_array_in_the_lexical_npz_never_runs(lexical_models, tmp_path, capsys):
+    """The lexical member's arrays are loaded without pickle support: an object array (a pickle inside
+    the .npz) is refused, and its payload never runs."""
+    marker = tmp_path / "payload-ran"
+    model = lexical_models[0]
+    arrays = dict(np.load(model / "adapter" / "lexical.npz", allow_pickle=False))
+    planted = np.empty(1, dtype=object)
+    planted[0] = _Payload(marker)
+    np.savez(model / "adapter" / "lexical.npz", **arrays, planted=planted)
+    _revouch(model)
+    line = _kit(capsys, "infer", "--model-dir", model, "--split", "test", "--overwrite")
+    assert "the lexical model is unreadable" in line and not marker.exists()
+
+
+def _deep(depth: int = 200_000) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_a_deeply_nested_json_anywhere_is_one_line_naming_it(lexical_models, tmp_path, capsys):
+    model = lexical_models[0]
+    config = (model / "config.json").read_bytes()
+    (model / "config.json").write_text(_deep())
+    _revouch(model)
+    line = _kit(capsys, "infer", "--model-dir", model, "--split", "test", "--overwrite")
+    assert f"{model / 'config.json'} is not readable JSON (nested too deeply" in line
+    (model / "config.json").write_bytes(config)
+    (model / MANIFEST).write_text(_deep())
+    line = _kit(capsys, "infer", "--model-dir", model, "--split", "test", "--overwrite")
+    assert f"{model / MANIFEST} is not readable JSON (nested too deeply" in line
+    # discovery names the folder and leaves it out; the other fold is submitted
+    assert main(["submit", "--model-roots", str(model.parent), "--test", str(KAGGLE_TEST), "--work", str(tmp_path / "w"),
+                 "--out", str(tmp_path / "s.csv"), "--weights", "equal"]) == 0
+    assert f"{model}: skipped: {model}: {model / MANIFEST} is not readable JSON (nested too deeply" in capsys.readouterr().out
+    blend = tmp_path / "blend.json"
+    blend.write_text(_deep())
+    line = _kit(capsys, "submit", "--model-roots", lexical_models[1], "--test", KAGGLE_TEST, "--work", tmp_path / "w",
+                "--out", tmp_path / "s.csv", "--blend-json", blend)
+    assert f"{blend} is not a readable blend.json (nested too deeply" in line
+    (tmp_path / "big.json").write_bytes(b" " * (17 * 1024 * 1024))
+    line = _kit(capsys, "submit", "--model-roots", lexical_models[1], "--test", KAGGLE_TEST, "--work", tmp_path / "w",
+                "--out", tmp_path / "s.csv", "--blend-json", tmp_path / "big.json")
+    assert "big.json" in line and "more than the" in line
+
+
+def test_links_and_giant_files_in_a_model_folder_are_refused_before_hashing(lexical_models, tmp_path, capsys):
+    """The rule: the kit writes no symbolic links into its outputs and reads none (a link could lead
+    the pickle scan and the fingerprint outside the folder); a file whose size differs from the one
+    recorded is refused without being read (a 1 GiB sparse file costs no hashing)."""
+    model = lexical_models[0]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "payload.pkl").write_bytes(pickle.dumps(_Payload(tmp_path / "ran")))
+    (model / "adapter" / "more").symlink_to(outside, target_is_directory=True)
+    line = _kit(capsys, "infer", "--model-dir", model, "--split", "test", "--overwrite")
+    assert f"{model / 'adapter' / 'more'} is a symbolic link" in line
+    (model / "adapter" / "more").unlink()
+    giant = tmp_path / "giant.csv"
+    with open(giant, "wb") as f:
+        f.truncate(1 << 30)  # sparse: 1 GiB that would take ~30 s to hash
+    (model / "oof.csv").rename(tmp_path / "oof.csv")
+    (model / "oof.csv").symlink_to(giant)
+    line = _kit(capsys, "infer", "--model-dir", model, "--split", "oof", "--overwrite")
+    assert f"{model / 'oof.csv'} is a symbolic link" in line
+    (model / "oof.csv").unlink()
+    import shutil
+    shutil.copyfile(tmp_path / "oof.csv", model / "oof.csv")
+    with open(model / "oof.csv", "r+b") as f:
+        f.truncate(1 << 30)
+    line = _kit(capsys, "infer", "--model-dir", model, "--split", "oof", "--overwrite")
+    assert f"{model / 'oof.csv'} changed after its stage wrote it" in line and f"{1 << 30} now" in line
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_payload_planted_in_a_killed_runs_checkpoint_never_runs(tmp_path):
+    """The Trainer's checkpoint files are pickles a resume unpickles: the kit fingerprints each
+    checkpoint when it is saved and resumes it only as saved — a planted or replaced file is one
+    line naming it, before anything in the checkpoint is loaded."""
+    from conftest import kill_when_checkpointed
+    from kit.stages.tokenize import tokenize_stage
+    tok = tmp_path / "tok"
+    tokenize_stage("minilm", [PANDALM], "", max_rows=80, n_folds=2, max_length=48, out=tok)
+    out = tmp_path / "model"
+    args = ["train", "--model", "minilm", "--fold", "0", "--tokenized", tok, "--max-steps", "8", "--eval-steps", "2",
+            "--batch-size", "4", "--max-train-rows", "24", "--max-eval-rows", "8"]
+    kill_when_checkpointed(args, out, "checkpoint-4")
+    checkpoint = out / "checkpoints" / "checkpoint-4"
+    marker = tmp_path / "payload-ran"
+    rng_state = next(checkpoint.glob("rng_state*.pth"))
+    saved = rng_state.read_bytes()
+    for planted, state in ((checkpoint / "extra.pt", "was added"), (rng_state, "changed")):
+        planted.write_bytes(pickle.dumps(_Payload(marker)))
+        proc = run_kit(*args, "--out", out)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert f"{planted} {state} since the kit saved this checkpoint" in proc.stderr
+        assert "--no-resume" in proc.stderr and not marker.exists()
+        (checkpoint / "extra.pt").unlink(missing_ok=True)
+    rng_state.write_bytes(saved)
+    resumed = run_kit(*args, "--out", out)  # restored as saved: it resumes
+    assert resumed.returncode == 0 and "(checkpoint-4)" in resumed.stdout, resumed.stderr[-2000:]
+    assert not marker.exists()

@@ -16,12 +16,12 @@ Every field can be overridden with :func:`resolve_preset` (``model_dir=...``, ``
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import PresetError
+from .files import read_json
 
 # stronger presets first: the paper's 0.7 goes to the first of two members
 MEMBER_ORDER = ("gemma2-9b", "llama3-8b", "gemma3-270m", "smollm2", "minilm", "lexical")
@@ -136,7 +136,7 @@ def folder_preset(path: str | Path) -> Preset:
     """A preset for any local Hugging Face folder: LoRA on every linear layer ("all-linear"),
     named after the folder; everything else at the defaults (override as for any preset)."""
     path = Path(path)
-    config = json.loads((path / "config.json").read_text())
+    config = read_json(path / "config.json", "pass a Hugging Face model folder", PresetError)
     kind = "encoder" if config.get("model_type") in _ENCODER_TYPES else "decoder"
     return Preset(name=path.name, kind=kind, model_dir=str(path.resolve()), target_modules=("all-linear",))
 

@@ -3,10 +3,14 @@
 :func:`provenance` gives the kit's version (read from the repository's ``pyproject.toml``, or the
 installed distribution's metadata), the git commit and whether the tree had uncommitted changes
 (None outside a git checkout: an attached dataset, a wheel), the command line, the Python
-version, the devices, and the wall time since a given start.
+version, the devices, and the wall time since a given start — by default since the outermost
+kit call in progress began (:func:`timed_call`, which every stage and workflow function enters), so
+a manifest written by a stage records how long that call had run.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 import platform
@@ -16,7 +20,22 @@ import time
 
 from .env import DISTRIBUTION, REPO_ROOT
 
-__all__ = ["git_state", "kit_version", "provenance"]
+__all__ = ["git_state", "kit_version", "provenance", "timed_call"]
+
+# when the outermost kit call in progress (a stage, a workflow) began; None outside any
+_CALL_STARTED: contextvars.ContextVar[float | None] = contextvars.ContextVar("kit_call_started", default=None)
+
+
+@contextlib.contextmanager
+def timed_call():
+    """Mark the start of a kit call (nested calls keep the outer start): :func:`provenance`
+    reports the wall seconds since then."""
+    token = _CALL_STARTED.set(time.time()) if _CALL_STARTED.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _CALL_STARTED.reset(token)
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,8 +78,9 @@ def _devices() -> list[str]:
 
 
 def provenance(started: float | None = None) -> dict:
-    """The record: version, commit, dirty, command, python, devices and (with ``started``, a
-    ``time.time()``) the wall seconds since then."""
+    """The record: version, commit, dirty, command, python, devices and the wall seconds since
+    ``started`` (a ``time.time()``; default: the start of the kit call in progress, if any)."""
+    started = started if started is not None else _CALL_STARTED.get()
     record = {"kit_version": kit_version(), **git_state(), "command": " ".join(sys.argv),
               "python": platform.python_version(), "devices": _devices()}
     if started is not None:

@@ -3,7 +3,8 @@
 :func:`settings_function` ties a function to its settings dataclass(es): a test holds the
 function's parameters to the fields (same names, order and defaults), the docstring gains a
 ``Args`` section generated from the fields' help texts (what ``help()`` shows), and a
-misspelt keyword is a :class:`~kit.core.errors.SettingsError` naming the closest parameter.
+misspelt keyword is a :class:`~kit.core.errors.SettingsError` naming the closest parameter, and the
+call's start is marked for the manifests it writes (:func:`kit.core.provenance.timed_call`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable, ParamSpec, TypeVar
 
 from .declare import unknown_name
 from .errors import SettingsError
+from .provenance import timed_call
 
 __all__ = ["settings_function"]
 
@@ -51,7 +53,8 @@ def settings_function(*classes, hints: dict[str, str] | None = None) -> Callable
             if len(args) > len(names):
                 raise SettingsError(f"{func.__name__} takes at most {len(names)} positional parameters, got "
                                     f"{len(args)}")
-            return func(*args, **kwargs)
+            with timed_call():
+                return func(*args, **kwargs)
 
         call.__doc__ = inspect.cleandoc(func.__doc__ or "") + "\n" + _parameters_section(classes)
         call.settings_classes = classes

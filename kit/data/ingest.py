@@ -77,6 +77,8 @@ def parse_turns(cell) -> list[str]:
             items = json.loads(cell)
         except json.JSONDecodeError as err:
             raise ValueError(f"bad JSON ({err.msg} at char {err.pos})") from None
+        except RecursionError:
+            raise ValueError("JSON nested too deeply to be a list of turns") from None
         if items is None:
             return []
         if not isinstance(items, list):

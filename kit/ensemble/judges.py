@@ -17,7 +17,6 @@ score are counted in the log, not silently used.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from ..members import get_member_type
 from ..store.io import read_csv_keeping_ids
 from ..store.models import read_model_config
 from ..store.predictions import MemberPredictions, check_predictions
+from ..core.files import read_json
 
 log = get_logger(__name__)
 VERDICT_CLASSES = {"a": 0, "model_a": 0, "b": 1, "model_b": 1, "tie": 2}
@@ -61,7 +61,10 @@ def split_judges(groups: dict[str, list[Path]]) -> tuple[dict[str, list[Path]], 
 def params_of(model_dir: Path) -> int | None:
     """The parameter count a model's train stage recorded (``total_params``), if any."""
     path = Path(model_dir) / "metrics.json"
-    return json.loads(path.read_text()).get("total_params") if path.is_file() else None
+    if not path.is_file():
+        return None
+    metrics = read_json(path, "rerun the train stage there")
+    return metrics.get("total_params") if isinstance(metrics, dict) else None
 
 
 def held_out_judge(predictions: MemberPredictions, oof_ids, params: int | None) -> JudgeRow:

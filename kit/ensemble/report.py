@@ -20,6 +20,7 @@ from ..store.manifest import stage_manifest
 from ..store.predictions import MemberPredictions
 from .combine import BlendResult, describe_weights
 from .submission import PreparedSubmission
+from ..core.files import read_json
 
 REPORT_FILES = ("report.md", "evaluation.csv", "blend.json", "methods.png", "reliability.png", "confusion.png",
                 "manifest.json")
@@ -69,8 +70,9 @@ def read_saved_blend(path: str | Path) -> dict:
     BlendError naming the file and the field otherwise."""
     path = Path(path)
     try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        saved = read_json(path, "pass the blend.json a blend report wrote (BLEND_JSON / --blend-json), or "
+                                "weights='paper' / 'equal'", BlendError, kind="a readable blend.json")
+    except OSError as e:
         raise BlendError(f"{path}: not a readable blend.json ({type(e).__name__}: {e}): pass the blend.json a blend "
                          f"report wrote (BLEND_JSON / --blend-json), or weights='paper' / 'equal'") from None
     fix = "rerun the blend stage that wrote it, or pass weights='paper' / 'equal' / [w1, ...]"

@@ -23,7 +23,7 @@ from ..core.schema import LABELS, SWAP_INDEX, swap_labels
 from ..ops.backbones import check_preset_runtime, load_tokenizer, loading_kwargs, model_path
 from ..ops.batching import batched_forward
 from ..ops.losses import soft_targets
-from ..ops.lora import attach_trained_adapter, lora_config, lora_targets, prepare_4bit
+from ..ops.lora import attach_trained_adapter, lora_config, lora_targets, prepare_4bit, with_lora
 from ..ops.packing import Packer, encoded_rows
 from .backbone import BackboneMember
 from .base import register
@@ -79,12 +79,12 @@ def head_module_names(model) -> list[str]:
 
 def build_lora_model(preset: Preset, device_map=None):
     """(peft model, tokenizer): backbone frozen, LoRA on `target_modules`, head trainable."""
-    from peft import TaskType, get_peft_model
+    from peft import TaskType
 
     model, tokenizer = load_base_classifier(preset, device_map)
     model = prepare_4bit(model, preset)
     config = lora_config(preset, lora_targets(preset, model), head_module_names(model), TaskType.SEQ_CLS)
-    return get_peft_model(model, config), tokenizer
+    return with_lora(model, config), tokenizer
 
 
 def load_trained(model_dir: str | Path, preset: Preset, device_map=None):

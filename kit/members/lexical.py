@@ -35,6 +35,7 @@ from ..core.schema import SWAP, SWAP_INDEX, TEXT_COLUMNS
 from ..core.settings import TrainSettings
 from ..ops.losses import soft_targets
 from .base import Encoder, FitContext, Fitted, MemberType, Predictor, register
+from ..core.files import read_json
 
 SAVED_FORMAT = "kit-lexical/1"  # lexical.json + lexical.npz: data only, no pickle
 _REFUSAL = re.compile(r"\b(i'm sorry|i am sorry|i apologi[sz]e|as an ai|i cannot|i can't|i'm not able|"
@@ -163,7 +164,7 @@ class LexicalModel:
             raise PresetError(f"no fitted lexical model at {folder} (lexical.json + lexical.npz): run the train stage "
                               f"for 'lexical' (a model saved by an older kit as a pickle is not loaded: retrain it)")
         try:
-            record = json.loads(record_path.read_text())
+            record = read_json(record_path, "retrain it", PresetError)
             arrays = dict(np.load(arrays_path, allow_pickle=False))
         except (ValueError, OSError) as e:
             raise PresetError(f"{folder}: the lexical model is unreadable ({type(e).__name__}: {e}): retrain it") from None

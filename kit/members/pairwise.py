@@ -35,7 +35,7 @@ from ..core.presets import Preset
 from ..ops.backbones import check_preset_runtime, load_tokenizer, loading_kwargs, model_path
 from ..ops.batching import batched_forward, pad_batch
 from ..ops.losses import soft_targets
-from ..ops.lora import attach_trained_adapter, lora_config, lora_targets, prepare_4bit
+from ..ops.lora import attach_trained_adapter, lora_config, lora_targets, prepare_4bit, with_lora
 from ..ops.packing import encoded_rows
 from .backbone import BackboneMember
 from .base import register
@@ -77,6 +77,10 @@ class PairwiseRewardModel(nn.Module):
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
         self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
+        self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=activation_checkpointing_kwargs,
+                                                      **kwargs)
 
     def enable_input_require_grads(self):
         self.backbone.enable_input_require_grads()
@@ -203,11 +207,9 @@ def load_base_pairwise(preset, device_map=None):
 
 def build_pairwise(preset, device_map=None):
     """(peft model, tokenizer): backbone frozen with LoRA on its targets, both heads trainable."""
-    from peft import get_peft_model
-
     model, tokenizer = load_base_pairwise(preset, device_map)
     targets = lora_targets(preset, model.backbone, expand_all_linear=True)
-    return get_peft_model(model, lora_config(preset, targets, list(PAIR_HEADS))), tokenizer
+    return with_lora(model, lora_config(preset, targets, list(PAIR_HEADS))), tokenizer
 
 
 def load_trained_pairwise(model_dir, preset, device_map=None):

@@ -34,6 +34,7 @@ from ..ops.hf_training import count_parameters
 from ..ops.packing import PackConfig, Packer
 from .base import Encoder, FitContext, Fitted, MemberType, Predictor, backbone_predictor, register
 from .joint import pack_frame
+from ..core.files import read_json
 
 JUDGE_FILE = "judge.json"
 VERDICTS = {"A": ("A", " A"), "B": ("B", " B"), "tie": ("tie", " tie", "Tie", " Tie", "TIE")}
@@ -143,7 +144,7 @@ class ZeroShotMember(MemberType):
         return Fitted(save, held_probs, metrics)
 
     def load(self, model_dir: Path, preset: Preset, devices: Sequence[str] = ("cpu",)) -> Predictor:
-        saved = json.loads((Path(model_dir) / "adapter" / JUDGE_FILE).read_text())
+        saved = read_json(Path(model_dir) / "adapter" / JUDGE_FILE, "rerun the train stage for this judge")
         verdicts = {k: [int(i) for i in v] for k, v in saved["verdict_token_ids"].items()}
 
         def score(model, frame, pad_id, swap=False, **options):

@@ -11,7 +11,6 @@ the token budget it allows.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import time
@@ -25,6 +24,7 @@ from ..core.errors import PresetError
 from ..core.log import get_logger
 from ..core.presets import Preset
 from .devices import gpu_dtype
+from ..core.files import read_json
 
 log = get_logger(__name__)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -141,7 +141,8 @@ def check_max_length(preset: Preset) -> None:
     config = Path(model_path(preset)) / "config.json"
     if not config.exists():
         return
-    positions = json.loads(config.read_text()).get("max_position_embeddings")
+    record = read_json(config, "pass a Hugging Face model folder (MODEL_DIR / --model-dir)", PresetError)
+    positions = record.get("max_position_embeddings") if isinstance(record, dict) else None
     if positions and preset.max_length > positions:
         raise PresetError(f"max_length {preset.max_length} exceeds {preset.name}'s {positions} positions "
                           f"({config}): pass --max-length {positions} or less (notebook MAX_LENGTH)")

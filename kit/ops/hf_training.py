@@ -40,10 +40,12 @@ from ..core.presets import Preset
 from ..core.settings import TrainSettings
 from .devices import gpu_dtype
 from .losses import soft_cross_entropy
+from ..core.files import read_json
 
 log = get_logger(__name__)
 RUN_RECIPE = "run.json"  # in checkpoints/: what the run that wrote them was asked to do
 PROGRESS = "kit_progress.json"  # in each checkpoint: training seconds so far
+CHECKPOINT_FILES = "kit_files.json"  # in each checkpoint, last: every file's size and sha256
 FINISHED = "finished.json"  # in checkpoints/: they belong to a run that was published (kept checkpoints)
 
 
@@ -108,8 +110,7 @@ def training_arguments(preset: Preset, settings: TrainSettings, out: Path, n_tra
         logging_steps=settings.logging_steps, logging_first_step=True, report_to=[],
         seed=settings.seed, data_seed=settings.seed,
         bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda,
-        gradient_checkpointing=preset.gradient_checkpointing and not preset.load_in_4bit,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        **_checkpointing_arguments(preset.gradient_checkpointing and not preset.load_in_4bit),
         train_sampling_strategy="group_by_length" if grouped else "random",
         dataloader_num_workers=0, remove_unused_columns=False,
         ddp_find_unused_parameters=find_unused_parameters, ddp_backend="gloo" if world > 1 and not cuda else None,
@@ -117,25 +118,78 @@ def training_arguments(preset: Preset, settings: TrainSettings, out: Path, n_tra
     )
 
 
+def _checkpointing_arguments(enabled: bool) -> dict:
+    """Activation (a.k.a. gradient) checkpointing under the name this transformers takes: since 5.x
+    ``activation_checkpointing`` (the old name warns of its removal in v6, even when False)."""
+    from dataclasses import fields
+    from transformers import TrainingArguments
+
+    name = "activation" if "activation_checkpointing" in {f.name for f in fields(TrainingArguments)} else "gradient"
+    return {f"{name}_checkpointing": enabled, f"{name}_checkpointing_kwargs": {"use_reentrant": False}}
+
+
 def complete_checkpoints(checkpoints: Path) -> list[Path]:
-    """checkpoint-N folders the Trainer finished writing (trainer_state.json is written last),
-    by step; an incomplete one — a run killed while saving — is reported and never resumed."""
+    """checkpoint-N folders the kit finished fingerprinting (:data:`CHECKPOINT_FILES`, written
+    after the Trainer's own files), by step; an incomplete one — a run killed while saving, or a
+    checkpoint from an older kit — is reported and never resumed."""
     if not checkpoints.is_dir():
         return []
     found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
                    key=lambda p: int(p.name.split("-")[-1]))
-    complete = [p for p in found if (p / "trainer_state.json").is_file()]
+    complete = [p for p in found if (p / CHECKPOINT_FILES).is_file() and (p / "trainer_state.json").is_file()]
     for p in found:
         if p not in complete:
-            log.info(f"[kit train] {p} is incomplete (killed while saving?): skipped")
+            log.info(f"[kit train] {p} is incomplete (killed while saving?) or unfingerprinted: skipped")
     return complete
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint_checkpoint(folder: Path) -> None:
+    """Write :data:`CHECKPOINT_FILES` into a checkpoint the Trainer saved: every file's size and
+    sha256. The Trainer's checkpoint files are pickles (optimizer, scheduler, RNG state) that a
+    resume unpickles, so a resume loads them only as they were saved (:func:`verify_checkpoint`)."""
+    files = {f.relative_to(folder).as_posix(): [f.stat().st_size, _file_sha256(f)]
+             for f in sorted(folder.rglob("*")) if f.is_file() and f.name != CHECKPOINT_FILES}
+    tmp = folder / f".{CHECKPOINT_FILES}.tmp"
+    tmp.write_text(json.dumps(files, indent=1))
+    os.replace(tmp, folder / CHECKPOINT_FILES)  # last: the checkpoint is complete
+
+
+def verify_checkpoint(folder: Path) -> None:
+    """Nothing when every file in ``folder`` is, byte for byte, what :func:`fingerprint_checkpoint`
+    recorded — no file missing, added, changed or linked; else a PresetError naming the file,
+    before anything in it is unpickled. Sizes are compared before contents are hashed."""
+    fix = (f"a checkpoint is resumed only as this kit saved it: delete {folder.parent} (or pass --no-resume, "
+           f"notebook RESUME = False) to train this fold afresh")
+    recorded = read_json(folder / CHECKPOINT_FILES, fix, PresetError)
+    if not isinstance(recorded, dict):
+        raise PresetError(f"{folder / CHECKPOINT_FILES}: not a checkpoint fingerprint: {fix}")
+    links = [p for p in folder.rglob("*") if p.is_symlink()]
+    if links:
+        raise PresetError(f"{links[0]} is a symbolic link in a checkpoint (the Trainer writes none): {fix}")
+    now = {f.relative_to(folder).as_posix(): f for f in folder.rglob("*") if f.is_file() and f.name != CHECKPOINT_FILES}
+    for name in sorted(set(recorded) ^ set(now)):
+        state = "is missing" if name in recorded else "was added"
+        raise PresetError(f"{folder / name} {state} since the kit saved this checkpoint: {fix}")
+    for name, record in sorted(recorded.items()):
+        size, digest = record if isinstance(record, list) and len(record) == 2 else (None, None)
+        if now[name].stat().st_size != size or _file_sha256(now[name]) != digest:
+            raise PresetError(f"{folder / name} changed since the kit saved this checkpoint: {fix}")
 
 
 def check_same_run(checkpoints: Path, recipe: dict) -> None:
     """Nothing, when ``checkpoints`` were written by a run of this ``recipe``; else a PresetError
     naming every difference."""
     saved = checkpoints / RUN_RECIPE
-    was = json.loads(saved.read_text()) if saved.is_file() else None
+    was = read_json(saved, "start afresh with --no-resume (notebook RESUME = False)", PresetError) \
+        if saved.is_file() else None
     if was == recipe:
         return
     if was is None:
@@ -177,8 +231,11 @@ def _callbacks(before_seconds: float):
 
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.barrier()  # every rank's files (rng_state_<rank>.pth) are in before the fingerprint
             if state.is_world_process_zero and folder.is_dir():
                 (folder / PROGRESS).write_text(json.dumps({"seconds": self.seconds(), "step": state.global_step}))
+                fingerprint_checkpoint(folder)
             return control
 
     class LogAtSaves(TrainerCallback):
@@ -299,6 +356,7 @@ def run_trainer(preset: Preset, settings: TrainSettings, *, out: Path, recipe: d
     resuming = bool(complete)
     if resuming:
         check_same_run(checkpoints, recipe)
+        verify_checkpoint(complete[-1])  # before the Trainer unpickles anything in it
     elif checkpoints.exists() and is_rank_zero():
         shutil.rmtree(checkpoints)  # --no-resume, or only incomplete checkpoints: none may be resumed later
 

@@ -2,6 +2,7 @@
 trained adapter attached for inference. Shared by every member type that has a backbone."""
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,6 +42,24 @@ def lora_config(preset: Preset, targets, modules_to_save: list[str], task_type=N
                       modules_to_save=modules_to_save)
 
 
+@contextmanager
+def old_checkpointing_names_quiet():
+    """peft calls transformers' old names for activation checkpointing (``gradient_checkpointing*``,
+    ``is_gradient_checkpointing``), which warn of their removal in v6: a message for peft's
+    developers, not the kit's users, so it is not shown inside this block."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated", category=FutureWarning)
+        yield
+
+
+def with_lora(model, config):
+    """peft's ``get_peft_model(model, config)``, without the old-name warning (see above)."""
+    from peft import get_peft_model
+
+    with old_checkpointing_names_quiet():
+        return get_peft_model(model, config)
+
+
 def prepare_4bit(model, preset: Preset):
     """A 4-bit backbone made trainable for QLoRA (peft ``prepare_model_for_kbit_training``);
     other backbones unchanged."""
@@ -48,8 +67,9 @@ def prepare_4bit(model, preset: Preset):
         return model
     from peft import prepare_model_for_kbit_training
 
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=preset.gradient_checkpointing,
-                                           gradient_checkpointing_kwargs={"use_reentrant": False})
+    with old_checkpointing_names_quiet():
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=preset.gradient_checkpointing,
+                                               gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def attach_trained_adapter(model, model_dir: str | Path):
@@ -60,7 +80,8 @@ def attach_trained_adapter(model, model_dir: str | Path):
     if not (adapter / "adapter_config.json").exists():
         raise PresetError(f"no trained adapter in {model_dir} (expected {adapter}/adapter_config.json): rerun the "
                           f"train stage there")
-    model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+    with old_checkpointing_names_quiet():
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
     model.eval()
     if not quantized(model):  # an inference-only model: fold LoRA in once (see lora_merged)
         model.merge_adapter()

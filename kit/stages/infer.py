@@ -6,26 +6,21 @@ label]; with swap TTA also the direct and swapped passes' columns) and its manif
 (:mod:`kit.store.predictions`). The member type's predictor scores the rows
 (:meth:`kit.members.MemberType.load`): on every visible GPU (both T4s on Kaggle), one replica per
 device, rows sorted by length and batched under a token budget, a run-time projection against the
-budget after the first batches (:mod:`kit.ops.devices`). :func:`infer_isolated` runs the stage in a
-fresh process (every model's GPU memory returned when it exits).
+budget after the first batches (:mod:`kit.ops.devices`). Several models, each in its own process on
+GPUs, are :mod:`kit.stages.infer_many`'s job.
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
-from ..core.errors import KitError, PresetError, StaleOutput
-from ..core.log import get_logger, logger, show_progress
+from ..core.errors import PresetError, StaleOutput
+from ..core.log import get_logger
 from ..core.presets import Preset
 from ..core.schema import PROB_COLUMNS, swap_probs
 from ..core.settings import InferSettings
@@ -37,7 +32,7 @@ from ..store.cache import cache_meta, check_cache
 from ..store.io import check_free, output_lock, read_csv_keeping_ids, read_parquet_keeping_ids
 from ..store.manifest import check_output, input_record
 from ..store.models import check_trained, read_model_config
-from ..store.predictions import flip_rate_of, is_current, write_predictions
+from ..store.predictions import write_predictions
 
 log = get_logger(__name__)
 
@@ -225,94 +220,3 @@ def _train_stage_scores(model_dir: Path, frame: pd.DataFrame, cfg: dict, model_m
     if scored["id"].tolist() != frame["id"].tolist():  # both text (read_parquet_keeping_ids)
         return None  # e.g. the train stage scored a capped share of the fold
     return scored[PROB_COLUMNS].to_numpy(dtype=np.float64)
-
-
-@settings_function(InferSettings)
-def infer_isolated(
-        model_dir: str | None = None,
-        split: str = "test",
-        tokenized: str | None = None,
-        out: str | None = None,
-        devices: list[str] | None = None,
-        cpu_workers: int = 1,
-        tta: bool = True,
-        max_tokens: int | None = None,
-        budget_hours: float | None = 9.0,
-        overwrite: bool = False,
-        base_model_dir: str | None = None,
-        reuse_train_scores: bool = True,
-) -> Path:
-    """:func:`infer_stage` in a fresh (spawned) Python process: all its GPU memory is returned when
-    it exits, so the next model loads into empty devices. The child runs the same function with the
-    same parameters; its progress and its one-line error go to this process's console.
-
-    Returns:
-        Path: the predictions file written.
-
-    Raises:
-        KitError: the child failed (its error line is printed above).
-    """
-    settings = InferSettings(**locals())
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no CUDA state is inherited
-    child = context.Process(target=_infer_in_child, args=(settings.to_dict(), logger.getEffectiveLevel()), daemon=False)
-    child.start()
-    child.join()
-    if child.exitcode:
-        raise KitError(f"kit infer for {model_dir} ({split}) failed in its own process (exit status "
-                       f"{child.exitcode}; its error is printed above)")
-    return Path(out) if out else Path(model_dir) / "predictions" / f"{split}.csv"
-
-
-def _infer_in_child(settings: dict, level: int) -> None:
-    """The spawned child of :func:`infer_isolated`: the stage, its errors as one line and an exit status.
-    Spawning hands the child its parent's ``sys.path``; the PYTHONPATH of now goes first, as for any
-    fresh interpreter (a plug-in member type installed there is found through its entry point)."""
-    sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
-    show_progress(level)
-    try:
-        infer_stage(**settings)
-    except (ValueError, OSError, RuntimeError) as err:  # KitError is a ValueError
-        sys.stderr.write(f"error: {' '.join(str(err).split())}\n")
-        sys.stderr.flush()
-        sys.exit(2)
-
-
-def infer_many(model_dirs: Sequence[str | Path], splits: Sequence[str] = ("test",), isolate: bool | None = None,
-               settings: InferSettings | None = None) -> pd.DataFrame:
-    """Stage 3 for several trained outputs and splits; one summary row per predictions file.
-
-    ``isolate=None`` runs each model in its own process when GPUs are in use (a second
-    model in the same process often runs out of GPU memory), in-process on CPU. ``settings``
-    (:class:`kit.core.settings.InferSettings`; its ``model_dir`` and ``split`` are ignored) applies
-    to every model. Predictions that this model's current run already made from the same table are
-    kept (a rerun after training another fold scores only what is new); ``overwrite=True`` scores
-    everything again.
-
-    Returns:
-        DataFrame: model, fold, split, rows, flip_rate, kept, seconds, path — one row per file.
-    """
-    kwargs = {k: v for k, v in (settings or InferSettings()).to_dict().items() if k not in ("model_dir", "split")}
-    if isolate is None:
-        isolate = torch.cuda.is_available()
-    rows = []
-    for model_dir in map(Path, model_dirs):
-        cfg = read_model_config(model_dir)
-        for split in splits:
-            if split == "oof" and cfg["fold"] is None:
-                continue
-            started = time.time()
-            out = model_dir / "predictions" / f"{split}.csv"
-            table = Path(kwargs.get("tokenized") or cfg["tokenized"]) / f"{'test' if split == 'test' else 'train'}.parquet"
-            if not kwargs.get("overwrite") and not kwargs.get("out") and is_current(out, model_dir, table):
-                # a rerun after another fold was trained: this model's scores are already there
-                log.info(f"[kit infer] {out}: already made by this model from this table, kept")
-                path, kept = out, True
-            elif isolate:
-                path, kept = infer_isolated(str(model_dir), split, **kwargs), False
-            else:
-                path, kept = infer_stage(str(model_dir), split, **kwargs).path, False
-            preds = read_csv_keeping_ids(path)
-            rows.append({"model": cfg["preset"]["name"], "fold": cfg["fold"], "split": split,
-                         "rows": len(preds), "flip_rate": flip_rate_of(preds),
-                         "kept": kept, "seconds": time.time() - started, "path": str(path)})
-    return pd.DataFrame(rows)

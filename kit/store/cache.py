@@ -8,7 +8,6 @@ complete and the table's bytes are the ones the stage fingerprinted.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +16,9 @@ from ..core.errors import StaleOutput
 from ..core.log import get_logger
 from .figures import plot_retention
 from .io import read_parquet_keeping_ids, staged_folder, write_csv, write_json, write_parquet
-from .manifest import MANIFEST, check_output, file_sha256, folds_fingerprint, read_manifest, stage_manifest
+from .manifest import (MANIFEST, check_output, file_sha256, folds_fingerprint, read_manifest,
+                       rerun_advice, stage_manifest)
+from ..core.files import read_json
 
 log = get_logger(__name__)
 
@@ -27,15 +28,17 @@ CACHE_OUTPUTS = ("train.parquet", "test.parquet", "skipped_rows.csv", "meta.json
 
 
 def check_cache(tokenized: str | Path, split: str) -> dict:
-    """The cache's manifest, once its ``<split>`` table is checked to be the one the tokenize
-    stage wrote (complete manifest, same content fingerprint); else a StaleOutput saying how to
-    remake it."""
+    """The cache's manifest, once its ``<split>`` table and ``meta.json`` (read with it) are checked to
+    be the ones the tokenize stage wrote (complete manifest, same content fingerprints); else a
+    StaleOutput saying how to remake it. (The other table is checked when it is read.)"""
     tokenized = Path(tokenized)
-    rerun = (f"rerun the tokenize stage into it (`python -m kit tokenize ... --out {tokenized} --overwrite`, "
-             f"notebook 01_tokenize with OVERWRITE = True)")
+    rerun = rerun_advice(tokenized, f"rerun the tokenize stage into it (`python -m kit tokenize ... --out {tokenized} "
+                                    f"--overwrite`, notebook 01_tokenize with OVERWRITE = True)")
     manifest = read_manifest(tokenized / MANIFEST, f"tokenized cache {tokenized}", rerun)
     name = CACHE_FILES[split]
     check_output(manifest, name, tokenized / name, f"tokenized cache {tokenized}", rerun)
+    if "meta.json" in manifest.get("outputs", {}):  # read with every table (caches of older kits did not record it)
+        check_output(manifest, "meta.json", tokenized / "meta.json", f"tokenized cache {tokenized}", rerun)
     return manifest
 
 
@@ -43,12 +46,13 @@ def cache_meta(tokenized: str | Path) -> dict:
     """The cache's ``meta.json`` (preset, packing, sources, fold settings, counts)."""
     path = Path(tokenized) / "meta.json"
     try:
-        return json.loads(path.read_text())
+        meta = read_json(path, rerun_advice(path.parent, "rerun the tokenize stage"))
     except FileNotFoundError:
         raise StaleOutput(f"no tokenized cache at {path.parent} (no meta.json): run `python -m kit tokenize` "
                           f"first (notebook 01_tokenize)") from None
-    except ValueError as e:
-        raise StaleOutput(f"{path} is unreadable ({e}): rerun the tokenize stage") from None
+    if not isinstance(meta, dict):
+        raise StaleOutput(f"{path} is not a tokenize stage's meta.json: rerun the tokenize stage")
+    return meta
 
 
 def load_cache(tokenized: str | Path, split: str = "train") -> tuple[pd.DataFrame, dict, dict]:
@@ -80,7 +84,8 @@ def write_cache(out_dir: Path, train: pd.DataFrame | None, test: pd.DataFrame | 
         if len(shown) and meta.get("pack") and "n_tokens" in shown:
             plot_retention(shown, meta["pack"]["max_length"], stage / "retention.png",
                            title=f"{meta['preset']['name']}: {len(shown)} rows packed")
-        written = {n: stage / n for n in CACHE_FILES.values() if (stage / n).exists()}
+        written = {n: stage / n for n in (*CACHE_FILES.values(), "meta.json", "skipped_rows.csv", "dedup_removed.csv")
+                   if (stage / n).exists()}
         write_json(stage_manifest("tokenize", settings=settings, inputs=inputs, outputs=written,
                                   folds=folds_fingerprint(train) if train is not None else None),
                    stage / MANIFEST)  # last: the cache is complete

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..core.errors import DataError, KitError, OutputExists
 from ..core.log import get_logger
+from ..core.provenance import provenance
 
 log = get_logger(__name__)
 
@@ -221,6 +222,14 @@ def write_json(obj, path, overwrite: bool = False) -> Path:
                         overwrite)
 
 
+def write_results(record: dict | list, path, started: float | None = None) -> Path:
+    """A benchmark's results JSON, replaced atomically, with the provenance of the code and run that
+    made it (:func:`kit.core.provenance.provenance`; the wall seconds since ``started``); a list of
+    rows is written as ``{"rows": [...], "provenance": {...}}``."""
+    body = dict(record) if isinstance(record, dict) else {"rows": list(record)}
+    return write_json({**body, "provenance": provenance(started)}, path, overwrite=True)
+
+
 def write_text(text: str, path, overwrite: bool = False) -> Path:
     return atomic_write(path, lambda p: p.write_text(text), overwrite)
 
@@ -229,7 +238,8 @@ def write_text(text: str, path, overwrite: bool = False) -> Path:
 def output_lock(target) -> Iterator[Path]:
     """One writer per output: an exclusive lock on ``.<name>.lock`` beside ``target`` (a folder or a
     file) for the duration. A second writer fails at once with a KitError naming the holder's pid.
-    The lock is the kernel's (``flock``): a run that was killed leaves no stale lock behind."""
+    The lock is the kernel's (``flock``): a run that was killed leaves no stale lock behind (the
+    empty lock file stays, as it must for ``flock`` to exclude every writer)."""
     from filelock import FileLock, Timeout
 
     target = Path(target)
@@ -248,7 +258,6 @@ def output_lock(target) -> Iterator[Path]:
         yield target
     finally:
         holder.unlink(missing_ok=True)
-        # no lock file is left beside the output. (A second writer never waits — timeout 0 — so the
-        # classic race of unlinking a lock file someone is blocked on does not arise.)
-        lock_path.unlink(missing_ok=True)
+        # the lock file stays: removing it before (or after) the release would let a writer that
+        # opened the old file and one that creates a new one both hold "the" lock
         lock.release()

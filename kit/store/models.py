@@ -10,7 +10,6 @@ shipped inside the kit's repository are never taken for a model.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -20,12 +19,14 @@ import pandas as pd
 
 from ..core.env import work_dir
 from ..core.errors import KitError, StaleOutput
+from ..core.files import read_json
 from ..core.log import get_logger
 from ..core.presets import Preset, member_order
 from ..core.settings import TrainSettings
 from .figures import plot_training
 from .io import new_run_id, staged_folder, write_csv, write_json
-from .manifest import MANIFEST, check_output, read_manifest, stage_manifest
+from .manifest import (MANIFEST, check_output, check_outputs, links_under, read_manifest, rerun_advice,
+                       stage_manifest)
 
 log = get_logger(__name__)
 
@@ -95,9 +96,15 @@ def check_trained(model_dir: str | Path) -> dict:
     """The model folder's manifest, once its adapter is checked to be the one its train stage
     wrote and to hold nothing that runs code when read; else an error saying to retrain."""
     model_dir = Path(model_dir)
-    refuse_executable_files(model_dir / "adapter")
-    rerun = f"rerun the train stage into it (`python -m kit train ... --out {model_dir} --overwrite`)"
+    rerun = rerun_advice(model_dir, f"rerun the train stage into it (`python -m kit train ... --out {model_dir} "
+                                    f"--overwrite`)")
     manifest = read_manifest(model_dir / MANIFEST, f"trained model {model_dir}", rerun)
+    # links first (a link could lead the pickle scan elsewhere), then pickles, then every fingerprint
+    links = links_under(model_dir / "adapter")
+    if links:
+        raise StaleOutput(f"trained model {model_dir}: {links[0]} is a symbolic link; the kit writes none into a model "
+                          f"folder and reads none: {rerun}")
+    refuse_executable_files(model_dir / "adapter")
     check_output(manifest, "adapter", model_dir / "adapter", f"trained model {model_dir}", rerun)
     # the identity triple: config.json, the manifest and (through the manifest's fingerprint) the
     # adapter must describe one training run — files swapped between folds or runs do not
@@ -110,6 +117,9 @@ def check_trained(model_dir: str | Path) -> dict:
     if differ:
         raise StaleOutput(f"trained model {model_dir}: its files come from different training runs ({'; '.join(differ)}): "
                           f"{rerun}")
+    # then every other file the manifest fingerprints; oof.csv is compared where it is read (the infer
+    # stage's reuse of the train stage's scores, whose message offers scoring afresh instead)
+    check_outputs(manifest, model_dir, f"trained model {model_dir}", rerun, skip=("adapter", "oof.csv"))
     return manifest
 
 
@@ -120,25 +130,24 @@ def read_model_config(model_dir: str | Path) -> dict:
     if not path.is_file():
         raise StaleOutput(f"{model_dir} is not a train-stage output (no config.json): pass a folder the train stage "
                           f"wrote (models/<preset>/fold<K>)")
-    try:
-        config = json.loads(path.read_text())
-    except ValueError as e:
-        raise StaleOutput(f"{path} is not readable JSON ({e}): rerun the train stage there") from None
+    rerun = rerun_advice(model_dir, "rerun the train stage there")
+    config = read_json(path, rerun)
     if not isinstance(config, dict) or not isinstance(config.get("preset"), dict) or "fold" not in config:
-        raise StaleOutput(f"{path} does not describe a trained model (no preset record or fold): rerun the train "
-                          f"stage there")
+        raise StaleOutput(f"{path} does not describe a trained model (no preset record or fold): {rerun}")
     return config
 
 
 def finished_training(folder: Path) -> bool:
     """True when the train stage finished in ``folder`` (a complete manifest.json, written last);
     otherwise says so on the console."""
+    manifest = Path(folder) / MANIFEST
     try:
-        read_manifest(Path(folder) / MANIFEST, str(folder), "")
+        read_manifest(manifest, str(folder), "")
         return True
-    except StaleOutput:
-        log.warning(f"[kit] {folder}: no complete manifest.json, a training run that did not finish (or made by an "
-                 f"older kit): skipped (rerun the train stage there)")
+    except StaleOutput as e:
+        why = ("no complete manifest.json, a training run that did not finish (or made by an older kit)"
+               if not manifest.is_file() or "does not say complete" in str(e) else str(e).rstrip(": "))
+        log.warning(f"[kit] {folder}: skipped: {why} ({rerun_advice(folder, 'rerun the train stage there')})")
         return False
 
 
@@ -152,9 +161,10 @@ def is_trained_output(folder: Path) -> bool:
     if (folder / "adapter").is_dir():
         return True
     try:
-        return json.loads((folder / MANIFEST).read_text()).get("stage") == "train"
-    except (OSError, ValueError):
+        manifest = read_json(folder / MANIFEST, "")
+    except (OSError, StaleOutput):
         return False
+    return isinstance(manifest, dict) and manifest.get("stage") == "train"
 
 
 def trained_outputs(root: str | Path | None = None, models: Sequence[str] | None = None) -> list[Path]:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from ..core.errors import BlendError, SettingsError, StaleOutput
 from ..core.log import get_logger
+from ..core.provenance import provenance
 from ..core.presets import Preset, member_order, resolve_preset
 from ..core.settings import TrainSettings
 from ..core.signature import settings_function
@@ -46,6 +47,7 @@ from ..store.predictions import load_member, read_predictions
 from ..stages.infer import infer_stage
 from ..stages.tokenize import tokenize_stage
 from ..stages.train import cache_preset, train_stage
+from ..core.files import read_json
 
 log = get_logger(__name__)
 
@@ -190,7 +192,8 @@ def cv_stage(
             dirs.append(fold_dir)
         (judged if is_judge else members).append(load_member(model, dirs, need_test=False))
         # training minutes as recorded by each fold (also for folds reused from an earlier call)
-        timings[model] = sum(json.loads((d / "metrics.json").read_text())["train_seconds"] for d in dirs) / 60
+        timings[model] = sum(read_json(d / "metrics.json", "rerun the train stage there")["train_seconds"]
+                             for d in dirs) / 60
         params[model] = params_of(dirs[0])
     members = sorted(members, key=lambda m: models.index(m.name))  # the blend's order: stronger first
     result = blend_members(members, weights, space, s.temperature)
@@ -216,7 +219,7 @@ def cv_stage(
                           "per_fold": result.report["per_fold"], "stacker": result.report.get("stacker"),
                           "guardrails": result.report.get("guardrails")},
                 "train_minutes": timings, "wall_minutes_this_call": (time.time() - started) / 60}
-    payload = {"rows": len(result.oof_ids), "folds": folds, "settings": settings,
+    payload = {"rows": len(result.oof_ids), "folds": folds, "settings": settings, "provenance": provenance(started),
                "results": {name: {"log_loss": float(r["log_loss"]), "accuracy": float(r["accuracy"])}
                            for name, r in table.iterrows()}}
     md = (f"# kit cv: {', '.join(Path(p).name for p in train)}\n\n"

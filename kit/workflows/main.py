@@ -47,16 +47,20 @@ def to_parameters(settings) -> dict:
 
 
 def execute_notebook(name: str, run_dir: Path, parameters: dict, tag: str = "") -> Path:
-    """Execute notebooks/<name>.ipynb with papermill; the executed copy lands in run_dir. The
-    notebook imports the kit that runs this (``KIT_DIR``), not whichever one its kernel finds."""
+    """Execute notebooks/<name>.ipynb with papermill; the executed copy lands in run_dir, and what its
+    cells print streams to this process's console while it runs. The notebook imports the kit that
+    runs this (``KIT_DIR``), not whichever one its kernel finds."""
     import papermill  # only the main job needs it
 
     out = run_dir / "notebooks" / f"{name}{'-' + tag if tag else ''}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     log.info(f"[kit main] {name} {tag} {parameters}")
+    # the notebook's own lines (the kit's progress, tqdm's text bars) stream to this console as they come;
+    # the kernel's start-up warnings (plain-TCP transport on localhost) concern no user and are not shown
     papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out),
                                parameters={"KIT_DIR": str(KIT_HOME), **parameters},
-                               cwd=str(run_dir), progress_bar=sys.stderr.isatty())  # a bar only on a terminal
+                               cwd=str(run_dir), progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
+                               extra_arguments=["--IPKernelApp.log_level=ERROR"])
     return out
 
 
