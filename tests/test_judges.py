@@ -83,6 +83,17 @@ def test_cv_reports_zero_shot_and_external_judges_beside_the_members(tmp_path):
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert list(saved["settings"]["blend"]["weights"]) == ["lexical"]  # judges are compared, never blended
     assert "judge: smollm2-zeroshot-192" in saved["results"] and "| zero-shot" in result["markdown"]
+    # a judge known by its verdicts is scored on them: accuracy and macro-F1, no log loss
+    assert saved["results"]["judge: truthful"] == {"log_loss": None, "accuracy": 1.0, "macro_f1": 1.0}
+    assert "not comparable" in result["markdown"]
+    # every difference on the same rows carries its paired bootstrap interval (prompts resampled)
+    comparisons = {(c["a"], c["b"], c["metric"]): c for c in saved["comparisons"]}
+    truthful = comparisons[("blend", "judge: truthful", "accuracy")]
+    assert truthful["difference"] < 0 and truthful["low"] <= truthful["difference"] <= truthful["high"] <= 0
+    assert ("blend", "judge: truthful", "log_loss") not in comparisons
+    assert {("blend", "judge: flat", "log_loss"), ("blend", "judge: smollm2-zeroshot-192", "accuracy"),
+            ("blend", "lexical", "accuracy"), ("blend", "tfidf", "log_loss")} <= set(comparisons)
+    assert truthful["groups"] == frame["prompt"].nunique() and "paired bootstrap 95 % intervals" in result["markdown"]
 
 
 def test_an_external_judge_must_cover_every_scored_row(tmp_path):

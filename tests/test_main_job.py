@@ -34,6 +34,12 @@ def test_main_job_quick_produces_a_valid_submission(tmp_path):
             "gemma3-270m + temperature", "blend without minilm"} <= set(table.index)
     assert "gemma3-270m+tta" not in table.index  # the pairwise head needs no swap TTA
     assert (run_dir / "report" / "reliability.png").stat().st_size > 1000
+    # each difference on the same rows with its paired bootstrap interval: blend vs members, ablations, TF-IDF
+    compared = {(c["a"], c["b"], c["metric"]): c for c in blend["comparisons"]}
+    assert {("blend", "gemma3-270m", "log_loss"), ("blend", "blend without minilm", "accuracy"),
+            ("blend", "tfidf", "log_loss"), ("gemma3-270m", "minilm", "accuracy")} <= set(compared)
+    assert all(c["low"] <= c["high"] and c["rows"] == blend["oof_rows"] for c in compared.values())
+    assert "paired bootstrap 95 % intervals" in report and "| blend − blend without minilm | log loss |" in report
 
 
 def test_kit_main_runs_the_default_members_or_the_papers_pairing():

@@ -247,9 +247,27 @@ def test_two_writers_of_one_output_never_clobber_each_other(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def _planted_checkpoint_payloads_never_run(checkpoint: Path, command: list, tmp_path: Path) -> None:
+    """The Trainer's checkpoint files are pickles a resume unpickles: the kit fingerprints each
+    checkpoint when it is saved and resumes it only as saved — a planted or replaced file is one line
+    naming it, before anything in the checkpoint is loaded. Left as it was saved."""
+    marker = tmp_path / "payload-ran"
+    rng_state = next(checkpoint.glob("rng_state*.pth"))
+    saved = rng_state.read_bytes()
+    for planted, state in ((checkpoint / "extra.pt", "was added"), (rng_state, "changed")):
+        planted.write_bytes(pickle.dumps(_Payload(marker)))
+        proc = run_kit(*command)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert f"{planted} {state} since the kit saved this checkpoint" in proc.stderr
+        assert "--no-resume" in proc.stderr and not marker.exists()
+        (checkpoint / "extra.pt").unlink(missing_ok=True)
+    rng_state.write_bytes(saved)
+
+
 def test_a_killed_retrain_over_a_finished_model_resumes(tmp_path):
-    """``train --overwrite`` over a finished model, killed midway: the old model stays whole, and the
-    same command resumes from the new run's checkpoints instead of starting again."""
+    """``train --overwrite`` over a finished model, killed midway: the old model stays whole, payloads
+    planted in its checkpoint are refused by name, and the same command resumes from the new run's
+    checkpoints (as saved) instead of starting again."""
     from conftest import kill_when_checkpointed
     from kit.stages.tokenize import tokenize_stage
     tok = tmp_path / "tok"
@@ -262,6 +280,7 @@ def test_a_killed_retrain_over_a_finished_model_resumes(tmp_path):
     retrain = [*args, "--seed", "9", "--overwrite"]
     kill_when_checkpointed(retrain, out, "checkpoint-4", expect_no_metrics=False)
     assert json.loads((out / "config.json").read_text())["run_id"] == old  # the old model, whole
+    _planted_checkpoint_payloads_never_run(out / "checkpoints" / "checkpoint-4", [*retrain, "--out", out], tmp_path)
     resumed = run_kit(*retrain, "--out", out)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from the last checkpoint" in resumed.stdout and "(checkpoint-4)" in resumed.stdout
@@ -409,30 +428,34 @@ def test_links_and_giant_files_in_a_model_folder_are_refused_before_hashing(lexi
     assert not (tmp_path / "ran").exists()
 
 
-def test_a_payload_planted_in_a_killed_runs_checkpoint_never_runs(tmp_path):
-    """The Trainer's checkpoint files are pickles a resume unpickles: the kit fingerprints each
-    checkpoint when it is saved and resumes it only as saved — a planted or replaced file is one
-    line naming it, before anything in the checkpoint is loaded."""
-    from conftest import kill_when_checkpointed
-    from kit.stages.tokenize import tokenize_stage
-    tok = tmp_path / "tok"
-    tokenize_stage("minilm", [PANDALM], "", max_rows=80, n_folds=2, max_length=48, out=tok)
-    out = tmp_path / "model"
-    args = ["train", "--model", "minilm", "--fold", "0", "--tokenized", tok, "--max-steps", "8", "--eval-steps", "2",
-            "--batch-size", "4", "--max-train-rows", "24", "--max-eval-rows", "8"]
-    kill_when_checkpointed(args, out, "checkpoint-4")
-    checkpoint = out / "checkpoints" / "checkpoint-4"
+def test_pickle_bytes_under_a_safetensors_name_are_named_not_blamed_on_the_disk(lexical_models, tmp_path, capsys):
     marker = tmp_path / "payload-ran"
-    rng_state = next(checkpoint.glob("rng_state*.pth"))
-    saved = rng_state.read_bytes()
-    for planted, state in ((checkpoint / "extra.pt", "was added"), (rng_state, "changed")):
-        planted.write_bytes(pickle.dumps(_Payload(marker)))
-        proc = run_kit(*args, "--out", out)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-        assert f"{planted} {state} since the kit saved this checkpoint" in proc.stderr
-        assert "--no-resume" in proc.stderr and not marker.exists()
-        (checkpoint / "extra.pt").unlink(missing_ok=True)
-    rng_state.write_bytes(saved)
-    resumed = run_kit(*args, "--out", out)  # restored as saved: it resumes
-    assert resumed.returncode == 0 and "(checkpoint-4)" in resumed.stdout, resumed.stderr[-2000:]
-    assert not marker.exists()
+    model = lexical_models[0]
+    (model / "adapter" / "adapter_model.safetensors").write_bytes(pickle.dumps(_Payload(marker)))
+    _revouch(model)
+    line = _kit(capsys, "infer", "--model-dir", model, "--split", "test", "--overwrite")
+    assert f"{model / 'adapter' / 'adapter_model.safetensors'} is not a safetensors file" in line
+    assert "disk full" not in line and not marker.exists()
+
+
+def test_a_failed_write_names_the_file_and_the_likely_cause(tmp_path):
+    import errno
+    from kit.core.errors import KitError
+    from kit.store.io import atomic_write
+
+    def full(path):
+        path.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(KitError, match=f"writing {tmp_path / 'out.csv'} failed .*No space left.*is the disk full"):
+        atomic_write(tmp_path / "out.csv", full)
+    assert not (tmp_path / "out.csv").exists() and not list(tmp_path.glob(".out.csv.*"))
+
+
+def test_a_table_over_its_size_cap_is_named_before_it_is_read(tmp_path, capsys):
+    from kit.core.errors import DataError
+    from kit.store.io import read_csv_keeping_ids
+    table = tmp_path / "verdicts.csv"
+    table.write_text("id,verdict\n" + "".join(f"{i},A\n" for i in range(100)))
+    with pytest.raises(DataError, match=f"{table}: \\d+ bytes, more than the 100"):
+        read_csv_keeping_ids(table, max_bytes=100)
+    assert len(read_csv_keeping_ids(table)) == 100

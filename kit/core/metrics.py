@@ -1,5 +1,5 @@
 """Metrics of three-way probabilities (pure numpy): softmax, the competition's log loss,
-accuracy and per-class recall."""
+accuracy, macro-F1 and per-class recall."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,11 +26,25 @@ def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(-np.log(p).mean())
 
 
+def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """The mean of F1 = 2·TP / (2·TP + FP + FN) over the classes that occur among the labels or the
+    predictions (scikit-learn's ``f1_score(average="macro")``): a class absent from both does not
+    count."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    scores = []
+    for k in np.union1d(labels, predicted):
+        tp = np.sum((predicted == k) & (labels == k))
+        wrong = np.sum((predicted == k) != (labels == k))  # FP + FN
+        scores.append(2 * tp / (2 * tp + wrong))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
 def metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
-    """log loss, accuracy and per-class recall."""
+    """log loss, accuracy, macro-F1 and per-class recall."""
     labels = np.asarray(labels)
     pred = np.asarray(probs).argmax(axis=1)
-    out = {"log_loss": log_loss(labels, probs), "accuracy": float((pred == labels).mean())}
+    out = {"log_loss": log_loss(labels, probs), "accuracy": float((pred == labels).mean()),
+           "macro_f1": macro_f1(labels, pred)}
     for k, name in enumerate(CLASS_NAMES):
         mask = labels == k
         out[f"recall_{name}"] = float((pred[mask] == k).mean()) if mask.any() else float("nan")

@@ -155,6 +155,8 @@ class BlendResult:
     oof_labels: np.ndarray | None = None
     oof_blend: np.ndarray | None = None
     oof_folds: np.ndarray | None = None
+    oof_methods: dict = field(default_factory=dict)  # table row -> its (n, 3) out-of-fold probabilities
+    oof_groups: list | None = None  # each out-of-fold row's prompt (evaluation_table): bootstrap groups
 
 
 def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[float] = "paper", space: str = "prob",
@@ -220,34 +222,37 @@ def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[
     if chosen.stacker is not None:
         result.report["stacker"] = chosen.stacker.describe(names)
     if oof:
-        rows = {}
+        rows, methods = {}, result.oof_methods
+
+        def row(name: str, probs: np.ndarray) -> dict:  # the table's row and, for paired comparisons, its rows
+            methods[name] = np.asarray(probs, dtype=np.float64)
+            rows[name] = metrics(labels, probs)
+            return rows[name]
+
         for m, o in zip(members, oof):
             # the direct-pass row only where every fold was scored with swap TTA (a mix of TTA and
             # no-TTA folds has no direct pass for some rows; the blended columns are complete either way)
             if "p_a_direct" in o and o[[f"{c}_direct" for c in PROB_COLUMNS]].notna().all().all():
-                rows[m.name] = metrics(labels, o[[f"{c}_direct" for c in PROB_COLUMNS]].to_numpy())
-                rows[f"{m.name}+tta"] = metrics(labels, o[PROB_COLUMNS].to_numpy())
-                rows[f"{m.name}+tta"]["flip_rate"] = flip_rate_of(o)
+                row(m.name, o[[f"{c}_direct" for c in PROB_COLUMNS]].to_numpy())
+                row(f"{m.name}+tta", o[PROB_COLUMNS].to_numpy())["flip_rate"] = flip_rate_of(o)
             else:
-                rows[m.name] = metrics(labels, o[PROB_COLUMNS].to_numpy())
+                row(m.name, o[PROB_COLUMNS].to_numpy())
         if needs_oof or len(np.unique(oof_folds)) >= 2:
             # a member's calibration alone: its temperature cross-fitted as the blend is (an
             # overconfident member shows here what blending with a temperature can recover)
             def calibrate(p, y) -> _Fit:
                 return _Fit(np.ones(1), "fit", fit_temperature(p[0], y))
             for m, p in zip(members, oof_p):
-                rows[f"{m.name} + temperature"] = metrics(labels, _cross_fitted(calibrate, [p], labels, cross_folds,
-                                                                               space)[0])
+                row(f"{m.name} + temperature", _cross_fitted(calibrate, [p], labels, cross_folds, space)[0])
         result.oof_ids, result.oof_labels, result.oof_blend, result.oof_folds = common, labels, cross, oof_folds
-        rows["blend"] = metrics(labels, result.oof_blend)
+        row("blend", result.oof_blend)
         if fold_fits:  # what scoring the fit on its own rows would claim
-            rows["blend (in-sample fit)"] = metrics(labels, chosen.apply(oof_p, space))
+            row("blend (in-sample fit)", chosen.apply(oof_p, space))
         if fold_fits and weights in ("fit", "stack") and len(members) >= 3:
             # what each member adds: the same blend refitted (cross-fitted alike) without it, same rows
             for j, name in enumerate(names):
                 rest = [p for i, p in enumerate(oof_p) if i != j]
-                rows[f"blend without {name}"] = metrics(labels, _cross_fitted(choose, rest, labels, cross_folds,
-                                                                              space)[0])
+                row(f"blend without {name}", _cross_fitted(choose, rest, labels, cross_folds, space)[0])
         result.table = pd.DataFrame(rows).T
     return result
 

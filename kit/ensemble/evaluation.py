@@ -92,7 +92,10 @@ def evaluation_table(result: BlendResult, tokenized_train: str | Path) -> pd.Dat
                          f"train and infer stages on it")
     needed = set(all_folds[where])
     labels = result.oof_labels
-    base = {"uniform": metrics(labels, uniform_probs(len(labels))),
-            "prior": metrics(labels, prior_probs(all_labels, all_folds)[where]),
-            "tfidf": metrics(labels, tfidf_probs(text, all_labels, all_folds, only_folds=needed)[where])}
+    probs = {"uniform": uniform_probs(len(labels)), "prior": prior_probs(all_labels, all_folds)[where],
+             "tfidf": tfidf_probs(text, all_labels, all_folds, only_folds=needed)[where]}
+    result.oof_methods.update(probs)
+    # the prompt of each out-of-fold row: rows of one prompt are resampled together (kit.ensemble.intervals)
+    result.oof_groups = ["\x1e".join(turns) for turns in text["prompt"].iloc[where]]
+    base = {name: metrics(labels, p) for name, p in probs.items()}
     return pd.concat([pd.DataFrame(base).T, result.table])

@@ -26,15 +26,15 @@ import pandas as pd
 from ..core.errors import BlendError
 from ..core.log import get_logger
 from ..core.metrics import metrics
-from ..core.presets import Preset
 from ..core.schema import PROB_COLUMNS
 from ..members import get_member_type
 from ..store.io import read_csv_keeping_ids
-from ..store.models import read_model_config
+from ..store.models import read_trained
 from ..store.predictions import MemberPredictions, check_predictions
 from ..core.files import read_json
 
 log = get_logger(__name__)
+SMALL_CSV_BYTES = 512 * 1024 ** 2  # a judge's verdicts or probabilities for the competition's rows: a few MB
 VERDICT_CLASSES = {"a": 0, "model_a": 0, "b": 1, "model_b": 1, "tie": 2}
 
 
@@ -45,7 +45,8 @@ class JudgeRow:
     name: str
     probs: np.ndarray  # (n, 3), in the blend's out-of-fold row order
     params: int | None  # parameter count, when known
-    kind: str  # "zero-shot" | "external (probabilities)" | "external (verdicts, cross-fitted confusion)"
+    kind: str  # "zero-shot" | "external (probabilities)" | "external (verdicts)"
+    verdicts: np.ndarray | None = None  # an external judge's own verdict per row (0 A, 1 B, 2 tie), if so given
 
 
 def split_judges(groups: dict[str, list[Path]]) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
@@ -53,7 +54,7 @@ def split_judges(groups: dict[str, list[Path]]) -> tuple[dict[str, list[Path]], 
     (``is_judge``); it is compared with the members, never blended or scored for a submission."""
     members, judges = {}, {}
     for name, dirs in groups.items():
-        member = Preset.from_dict(read_model_config(dirs[0])["preset"]).member
+        member = read_trained(dirs[0]).member
         (judges if get_member_type(member).is_judge else members)[name] = dirs
     return members, judges
 
@@ -83,7 +84,7 @@ def read_judge_csv(name: str, path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise BlendError(f"judge {name}: {path} not found (--judge-csv NAME=CSV)")
-    frame = read_csv_keeping_ids(path)
+    frame = read_csv_keeping_ids(path, max_bytes=SMALL_CSV_BYTES)
     if "id" not in frame.columns:
         raise BlendError(f"judge {name}: {path} has no id column (found {list(frame.columns)}): give each verdict "
                          f"the id of its row")
@@ -119,8 +120,8 @@ def external_judge(name: str, path: str | Path, oof_ids, labels: np.ndarray, fol
         row = int(np.flatnonzero(verdicts.isna().to_numpy())[0])
         raise BlendError(f"judge {name}: {path} row with id {rows['id'].iloc[row]}: verdict "
                          f"{rows['verdict'].iloc[row]!r} is not A, B or tie")
-    return JudgeRow(name, confusion_probs(verdicts.to_numpy(dtype=np.int64), labels, folds), params,
-                    "external (verdicts, cross-fitted confusion)")
+    said = verdicts.to_numpy(dtype=np.int64)
+    return JudgeRow(name, confusion_probs(said, labels, folds), params, "external (verdicts)", said)
 
 
 def confusion_probs(verdicts: np.ndarray, labels: np.ndarray, folds: np.ndarray, smoothing: float = 1.0) -> np.ndarray:
@@ -136,18 +137,33 @@ def confusion_probs(verdicts: np.ndarray, labels: np.ndarray, folds: np.ndarray,
 
 
 def judge_table(judges: list[JudgeRow], labels: np.ndarray) -> pd.DataFrame:
-    """The judges' rows for the out-of-fold table: log loss, accuracy (and recalls), params, kind."""
-    rows = {f"judge: {j.name}": {**metrics(labels, j.probs), "params": j.params, "kind": j.kind} for j in judges}
+    """The judges' rows for the out-of-fold table: log loss, accuracy, macro-F1 (and recalls), params,
+    kind. A judge known by its verdicts is scored on its verdicts (accuracy, macro-F1, recalls) and
+    has no log loss: probabilities made from its verdicts would be a mapping fitted on the labels,
+    not the judge's confidence."""
+    rows = {}
+    for j in judges:
+        if j.verdicts is not None:
+            said = np.eye(3)[j.verdicts]  # one-hot: the metrics of the verdicts themselves
+            rows[f"judge: {j.name}"] = {**metrics(labels, said), "log_loss": float("nan"), "params": j.params,
+                                        "kind": j.kind}
+        else:
+            rows[f"judge: {j.name}"] = {**metrics(labels, j.probs), "params": j.params, "kind": j.kind}
     return pd.DataFrame(rows).T
 
 
 def comparison_markdown(table: pd.DataFrame, recalls: bool = False) -> str:
     """log loss, accuracy (and per-class recall), parameter counts (M), judges' kind: the paper's
     comparison, in one table."""
-    shown = table[["log_loss", "accuracy", *(c for c in table.columns if recalls and c.startswith("recall_"))]].copy()
+    scores = ["log_loss", "accuracy", *(["macro_f1"] if "macro_f1" in table else []),
+              *(c for c in table.columns if recalls and c.startswith("recall_"))]
+    shown = table[scores].copy().astype(object)
+    for column in scores:  # a judge known by its verdicts has no log loss: a dash, not "nan"
+        shown[column] = [f"{v:.4f}" if isinstance(v, (int, float)) and v == v else "—" for v in table[column]]
     if "params" in table:
         shown["params (M)"] = [f"{p / 1e6:.0f}" if isinstance(p, (int, float)) and p == p and p else "—"
                                for p in table["params"]]
     if "kind" in table:
         shown["judge"] = table["kind"].fillna("")
-    return shown.to_markdown(floatfmt=".4f")
+    return shown.to_markdown(colalign=("left",) + ("right",) * len(scores) + ("left",) * (len(shown.columns) - len(scores)),
+                             disable_numparse=True)  # the figures as formatted above (4 decimals)

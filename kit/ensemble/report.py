@@ -7,7 +7,6 @@ recognisable.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,7 @@ from ..store.io import write_csv, write_json, write_text, staged_folder
 from ..store.manifest import stage_manifest
 from ..store.predictions import MemberPredictions
 from .combine import BlendResult, describe_weights
+from .intervals import N_DRAWS, Difference, MethodScores, compare, differences_markdown
 from .submission import PreparedSubmission
 from ..core.files import read_json
 
@@ -26,7 +26,7 @@ REPORT_FILES = ("report.md", "evaluation.csv", "blend.json", "methods.png", "rel
                 "manifest.json")
 
 
-def render_report(result: BlendResult) -> str:
+def render_report(result: BlendResult, differences: Sequence[Difference] = ()) -> str:
     lines = [f"# LoRA-LiteE blend report ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
              f"- members: {', '.join(result.members)}",
              f"- weights: {describe_weights(result)}",
@@ -36,10 +36,26 @@ def render_report(result: BlendResult) -> str:
              + "".join(f"; {'fold' if 'per fold' in result.report.get('oof_score', '') else 'part'} {k}: weights [{', '.join(f'{x:.3f}' for x in v['weights'])}], "
                        f"temperature {v['temperature']:.3f}" for k, v in result.report.get("per_fold", {}).items()),
              f"- out-of-fold rows: {result.oof_rows}; submission: {result.report.get('submission', '-')}", "",
-             "## Out-of-fold evaluation", "", comparison_markdown(result.table, recalls=True), "",
-             "![log loss per method](methods.png)", "",
-             "![reliability](reliability.png)", "", "![confusion](confusion.png)", ""]
+             "## Out-of-fold evaluation", "", comparison_markdown(result.table, recalls=True), ""]
+    if differences:
+        lines += ["## Differences on the same rows, with paired bootstrap 95 % intervals", "",
+                  f"The first method's figure minus the second's on the {result.oof_rows} out-of-fold rows; the "
+                  f"interval resamples whole prompts ({differences[0].groups} of them, {N_DRAWS} draws). Log loss: "
+                  f"negative favours the first; accuracy: positive favours the first.", "",
+                  differences_markdown(differences)]
+    lines += ["![log loss per method](methods.png)", "",
+              "![reliability](reliability.png)", "", "![confusion](confusion.png)", ""]
     return "\n".join(lines)
+
+
+def blend_comparisons(result: BlendResult) -> list[Difference]:
+    """The blend against each member, each ``blend without X`` and TF-IDF, and member against member,
+    each with its interval (:mod:`kit.ensemble.intervals`); none when the rows' prompts are unknown
+    (no baselines were computed)."""
+    if result.oof_groups is None or "blend" not in result.oof_methods:
+        return []
+    methods = {name: MethodScores.from_probs(name, p) for name, p in result.oof_methods.items()}
+    return compare(methods, result.oof_labels, result.oof_groups, list(result.members))
 
 
 def write_report(result: BlendResult, submission: PreparedSubmission, report_dir: Path,
@@ -50,8 +66,9 @@ def write_report(result: BlendResult, submission: PreparedSubmission, report_dir
         plot_confusion(result.oof_labels, result.oof_blend, stage / "confusion.png", "blend, out-of-fold")
         plot_methods(result.table, stage / "methods.png", f"{result.oof_rows} out-of-fold rows")
         write_csv(result.table.reset_index(names="method"), stage / "evaluation.csv")
-        write_json(result.report, stage / "blend.json")
-        write_text(render_report(result), stage / "report.md")
+        differences = blend_comparisons(result)
+        write_json({**result.report, "comparisons": [d.to_dict() for d in differences]}, stage / "blend.json")
+        write_text(render_report(result, differences), stage / "report.md")
         write_csv(submission.frame, stage / ".submission.csv", float_format="%.10g")  # its exact bytes
         write_json(stage_manifest(
             "blend", settings={"weights": result.weights_mode, "space": space},

@@ -41,6 +41,7 @@ from ..core.settings import TrainSettings
 from .devices import gpu_dtype
 from .losses import soft_cross_entropy
 from ..core.files import read_json
+from ..store.io import writing
 
 log = get_logger(__name__)
 RUN_RECIPE = "run.json"  # in checkpoints/: what the run that wrote them was asked to do
@@ -384,7 +385,8 @@ def run_trainer(preset: Preset, settings: TrainSettings, *, out: Path, recipe: d
     elif is_rank_zero():
         checkpoints.mkdir(parents=True, exist_ok=True)
         (checkpoints / RUN_RECIPE).write_text(json.dumps(recipe, indent=2) + "\n")
-    output = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    with writing(checkpoints):  # a checkpoint that cannot be saved: one line naming the folder
+        output = trainer.train(resume_from_checkpoint=str(last) if last else None)
     seconds = seconds_cb.seconds()
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # DDP check: every rank's weights

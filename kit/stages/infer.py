@@ -21,17 +21,16 @@ import pandas as pd
 
 from ..core.errors import PresetError, StaleOutput
 from ..core.log import get_logger
-from ..core.presets import Preset
 from ..core.schema import PROB_COLUMNS, swap_probs
 from ..core.settings import InferSettings
 from ..core.signature import settings_function
 from ..members import get_member_type
 from ..ops.devices import (RuntimeProjection, check_devices, default_max_tokens, device_names, swap_average,
                            visible_devices)
-from ..store.cache import cache_meta, check_cache
+from ..store.cache import cache_meta, check_cache, packed_preset
 from ..store.io import check_free, output_lock, read_csv_keeping_ids, read_parquet_keeping_ids
 from ..store.manifest import check_output, input_record
-from ..store.models import check_trained, read_model_config
+from ..store.models import check_trained, read_model_config, read_trained
 from ..store.predictions import write_predictions
 
 log = get_logger(__name__)
@@ -85,9 +84,10 @@ def infer_stage(
     if not s.model_dir:
         raise PresetError("which model? pass a train-stage output folder (--model-dir, model_dir=)")
     model_dir, split, tta = Path(s.model_dir), s.split, s.tta
+    trained = read_trained(model_dir)
     cfg = read_model_config(model_dir)
     model_manifest = check_trained(model_dir)
-    preset = Preset.from_dict(cfg["preset"])  # exactly what the model was trained with
+    preset = trained.preset  # exactly what the model was trained with
     if s.base_model_dir:
         preset = replace(preset, model_dir=s.base_model_dir)
     member = get_member_type(preset.member)
@@ -108,7 +108,7 @@ def infer_stage(
         cache_manifest = check_cache(tokenized, split)
         # the member check comes before the fold check: a cache of another member type is wrong whatever its folds
         meta = cache_meta(tokenized)
-        packed_for = Preset.from_dict(meta["preset"]) if meta.get("preset") else None
+        packed_for = packed_preset(meta)
         if packed_for is not None and packed_for.member != preset.member:
             raise PresetError(f"{tokenized} was tokenized for the {packed_for.member!r} member type, but {model_dir} was "
                               f"trained as {preset.member!r}: re-run the tokenize stage with --model {preset.name} "

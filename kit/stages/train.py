@@ -34,7 +34,7 @@ from ..core.settings import PresetOverrides, TrainRun, TrainSettings
 from ..core.signature import settings_function
 from ..members import FitContext, get_member_type, resolve_member_preset
 from ..ops.hf_training import is_rank_zero
-from ..store.cache import load_cache
+from ..store.cache import load_cache, packed_preset
 from ..store.io import check_free, output_lock, recover_staged
 from ..store.models import FINAL_FILES, default_model_out, publish_training
 
@@ -75,7 +75,8 @@ def split_rows(frame: pd.DataFrame, fold: int | None, settings: TrainSettings):
 def cache_preset(model: str, tokenized: Path, token_meta: dict, overrides: dict) -> Preset:
     """The preset a tokenized cache was made for — backbone folder, max_length and member type —
     with ``overrides``; a member type other than the cache's is an error (the cache's columns differ)."""
-    packed_for = Preset.from_dict(token_meta["preset"]).to_dict() if token_meta.get("preset") else {}
+    packed = packed_preset(token_meta)
+    packed_for = packed.to_dict() if packed else {}
     name = resolve_preset(model, overrides).name
     if packed_for.get("name", name) != name:
         raise PresetError(f"{tokenized} was tokenized for {packed_for['name']!r}, not {name!r}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.errors import StaleOutput
+from ..core.presets import Preset
 from ..core.log import get_logger
 from .figures import plot_retention
 from .io import read_parquet_keeping_ids, staged_folder, write_csv, write_json, write_parquet
@@ -53,6 +54,12 @@ def cache_meta(tokenized: str | Path) -> dict:
     if not isinstance(meta, dict):
         raise StaleOutput(f"{path} is not a tokenize stage's meta.json: rerun the tokenize stage")
     return meta
+
+
+def packed_preset(meta: dict) -> Preset | None:
+    """The preset a cache was packed for (its ``meta.json``'s record, older kits' included), typed;
+    None for a cache that records none."""
+    return Preset.from_dict(meta["preset"]) if meta.get("preset") else None
 
 
 def load_cache(tokenized: str | Path, split: str = "train") -> tuple[pd.DataFrame, dict, dict]:

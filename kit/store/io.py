@@ -50,13 +50,39 @@ def atomic_write(path, write: Callable[[Path], None], overwrite: bool = False) -
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        write(Path(tmp))
+        with writing(path):
+            write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are for others to read too
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def write_failed(path, err: BaseException) -> KitError:
+    """A failed write below the kit (the OS, torch's zip writer, safetensors) as one error naming
+    ``path`` and the likely cause."""
+    cause = " ".join(str(err).split())
+    return KitError(f"writing {path} failed ({type(err).__name__}: {cause}): is the disk full or the folder "
+                    f"read-only? Free space or write elsewhere (--out), then rerun the same command (a killed or "
+                    f"failed training run resumes from its last complete checkpoint)")
+
+
+@contextmanager
+def writing(path) -> Iterator[None]:
+    """Whatever fails while ``path`` is written (no space, a read-only folder, a library's own
+    writer) is re-raised as :func:`write_failed` naming ``path``; the kit's own errors pass."""
+    try:
+        yield
+    except KitError:
+        raise
+    except (OSError, RuntimeError) as err:
+        raise write_failed(path, err) from err
+    except Exception as err:  # noqa: BLE001 - safetensors' SafetensorError derives from Exception only
+        if type(err).__module__.startswith("safetensors"):
+            raise write_failed(path, err) from err
+        raise
 
 
 def new_run_id() -> str:
@@ -93,9 +119,18 @@ _MISSING = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan"
             "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
 
 
-def read_csv_keeping_ids(path, **kwargs) -> pd.DataFrame:
+# the largest CSV the kit reads without being told otherwise: the competition's train.csv is ~180 MB
+MAX_CSV_BYTES = 2 * 1024 ** 3
+
+
+def read_csv_keeping_ids(path, max_bytes: int = MAX_CSV_BYTES, **kwargs) -> pd.DataFrame:
     """Read a CSV whose ``id`` column is text exactly as written: ``001`` stays ``001``, ``NA``
-    stays ``NA``; the other columns parse as pandas would."""
+    stays ``NA``; the other columns parse as pandas would. A file over ``max_bytes`` is a DataError
+    naming it, before it is read."""
+    size = Path(path).stat().st_size
+    if size > max_bytes:
+        raise DataError(f"{path}: {size} bytes, more than the {max_bytes} this table may have: pass the file meant "
+                        f"here")
     columns = pd.read_csv(path, nrows=0).columns
     return pd.read_csv(path, dtype={"id": str}, keep_default_na=False,
                        na_values={c: _MISSING for c in columns if c != "id"}, **kwargs)

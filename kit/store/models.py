@@ -10,7 +10,7 @@ shipped inside the kit's repository are never taken for a model.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +24,7 @@ from ..core.log import get_logger
 from ..core.presets import Preset, member_order
 from ..core.settings import TrainSettings
 from .figures import plot_training
-from .io import new_run_id, staged_folder, write_csv, write_json
+from .io import new_run_id, staged_folder, write_csv, write_json, writing
 from .manifest import (MANIFEST, check_output, check_outputs, links_under, read_manifest, rerun_advice,
                        stage_manifest)
 
@@ -62,7 +62,8 @@ def publish_training(out: Path, preset: Preset, fold, settings: TrainSettings, t
     config = {"preset": preset.to_dict(), "member": preset.member, "fold": fold, "train": asdict(settings),
               "tokenized": str(tokenized), "tokenization": token_meta, "torch": _version("torch"), "run_id": run_id}
     with staged_folder(out, FINAL_FILES) as stage:
-        save_adapter(stage / "adapter")
+        with writing(out / "adapter"):
+            save_adapter(stage / "adapter")
         write_json(config, stage / "config.json")
         if log is not None:
             write_csv(log, stage / "train_log.csv")
@@ -92,6 +93,21 @@ def refuse_executable_files(folder: Path) -> None:
                            f"this kit, or remove the file")
 
 
+def check_safetensors(folder: Path, rerun: str) -> None:
+    """Every ``*.safetensors`` under ``folder`` starts as the format says — an 8-byte header length
+    within the file, then a JSON object — else a StaleOutput naming the file (a pickle or any other
+    bytes under that name are not a damaged disk, and are never handed to a loader)."""
+    for path in sorted(Path(folder).rglob("*.safetensors")):
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else -1
+            start = f.read(1) if 0 < length <= size - 8 else b""
+        if start != b"{":
+            raise StaleOutput(f"{path} is not a safetensors file (its first bytes are not a safetensors header): "
+                              f"{rerun}")
+
+
 def check_trained(model_dir: str | Path) -> dict:
     """The model folder's manifest, once its adapter is checked to be the one its train stage
     wrote and to hold nothing that runs code when read; else an error saying to retrain."""
@@ -106,13 +122,14 @@ def check_trained(model_dir: str | Path) -> dict:
                           f"folder and reads none: {rerun}")
     refuse_executable_files(model_dir / "adapter")
     check_output(manifest, "adapter", model_dir / "adapter", f"trained model {model_dir}", rerun)
+    check_safetensors(model_dir / "adapter", rerun)
     # the identity triple: config.json, the manifest and (through the manifest's fingerprint) the
     # adapter must describe one training run — files swapped between folds or runs do not
-    config = read_model_config(model_dir)
+    trained = read_trained(model_dir)
     settings = manifest.get("settings", {})
-    member = Preset.from_dict(config["preset"]).member
+    member = trained.member
     then = {"run id": manifest.get("run_id"), "fold": settings.get("fold"), "member type": settings.get("member", member)}
-    now = {"run id": config.get("run_id"), "fold": config.get("fold"), "member type": member}
+    now = {"run id": trained.run_id, "fold": trained.fold, "member type": member}
     differ = [f"{k} {then[k]!r} in {MANIFEST}, {now[k]!r} in config.json" for k in then if then[k] != now[k]]
     if differ:
         raise StaleOutput(f"trained model {model_dir}: its files come from different training runs ({'; '.join(differ)}): "
@@ -121,6 +138,45 @@ def check_trained(model_dir: str | Path) -> dict:
     # stage's reuse of the train stage's scores, whose message offers scoring afresh instead)
     check_outputs(manifest, model_dir, f"trained model {model_dir}", rerun, skip=("adapter", "oof.csv"))
     return manifest
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained output's record (its ``config.json``), read once and typed: the preset it was
+    trained from (older kits' records included), its fold, run id, the cache it trained on and how
+    that cache was packed. Readers take the token budget and packing from here, never from JSON."""
+
+    folder: Path
+    preset: Preset
+    fold: int | None
+    run_id: str | None
+    tokenized: Path
+    tokenization: dict  # the cache's meta.json at training time (pack, sources, fold settings)
+    train: dict  # the train stage's settings
+
+    @property
+    def member(self) -> str:
+        return self.preset.member
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per sequence (per side for a pairwise member) the model was trained with."""
+        return self.preset.max_length
+
+    @property
+    def pack_options(self) -> dict | None:
+        """The packing options beyond the token budget (``kit tokenize --pack``): the budget is
+        :attr:`max_length`, stated once."""
+        pack = self.tokenization.get("pack")
+        return {k: v for k, v in pack.items() if k != "max_length"} if pack else None
+
+
+def read_trained(model_dir: str | Path) -> TrainedModel:
+    """The typed record of a trained output (see :class:`TrainedModel`); a StaleOutput naming the file
+    when its config.json is not a trained model's."""
+    config = read_model_config(model_dir)
+    return TrainedModel(Path(model_dir), Preset.from_dict(config["preset"]), config["fold"], config.get("run_id"),
+                        Path(config.get("tokenized") or ""), config.get("tokenization") or {}, config.get("train") or {})
 
 
 def read_model_config(model_dir: str | Path) -> dict:
@@ -183,7 +239,7 @@ def group_by_preset(folders: Sequence[Path]) -> dict[str, list[Path]]:
     stronger presets first (:data:`kit.core.presets.MEMBER_ORDER`), folds in name order."""
     groups: dict[str, list[Path]] = {}
     for folder in folders:
-        name = read_model_config(folder)["preset"].get("name") or folder.parent.name
+        name = read_trained(folder).preset.name or folder.parent.name
         groups.setdefault(name, []).append(folder)
     return {n: sorted(groups[n]) for n in member_order(groups)}
 

@@ -29,16 +29,17 @@ import pandas as pd
 from ..core.errors import BlendError, SettingsError, StaleOutput
 from ..core.log import get_logger
 from ..core.provenance import provenance
-from ..core.presets import Preset, member_order, resolve_preset
+from ..core.presets import member_order, resolve_preset
 from ..core.settings import TrainSettings
 from ..core.signature import settings_function
 from .settings import CvSettings
 from ..ensemble.combine import blend_members, describe_weights
 from ..ensemble.evaluation import evaluation_table
 from ..ensemble.guardrails import apply_guardrails
+from ..ensemble.intervals import N_DRAWS, MethodScores, compare, differences_markdown
 from ..ensemble.judges import (comparison_markdown, external_judge, held_out_judge, judge_table, params_of,
                                read_judge_csv)
-from ..store.cache import cache_meta, check_cache
+from ..store.cache import cache_meta, check_cache, packed_preset
 from ..store.figures import plot_methods
 from ..store.io import write_json, write_text
 from ..store.models import check_trained, read_model_config
@@ -64,7 +65,7 @@ def _reusable_cache(tok_dir: Path, wanted: dict, model: str, max_length, member,
         raise StaleOutput(f"cannot reuse {e}; or pass --overwrite to redo the whole cv") from None
     meta = cache_meta(tok_dir)
     preset = resolve_preset(model, dict(max_length=max_length, member=member))
-    packed = Preset.from_dict(meta["preset"])  # reads older caches' "head" too
+    packed = packed_preset(meta)  # reads older caches' "head" too
     have = {k: meta.get(k) for k in wanted} | {"max_length": packed.max_length, "member": packed.member}
     want = wanted | {"max_length": preset.max_length, "member": preset.member}
     if have != want:
@@ -96,6 +97,19 @@ def _fold_state(fold_dir: Path, settings: TrainSettings, preset, overwrite: bool
         return "predicted"
     except BlendError:
         return "trained"
+
+
+def _comparisons(result, judges, models) -> list:
+    """The blend against every judge, ablation, member and TF-IDF, and member against member, on the
+    same out-of-fold rows, each with its paired bootstrap interval over prompts."""
+    if result.oof_groups is None:
+        return []
+    methods = {name: MethodScores.from_probs(name, probs) for name, probs in result.oof_methods.items()}
+    for j in judges:
+        name = f"judge: {j.name}"
+        methods[name] = (MethodScores(name, None, j.verdicts) if j.verdicts is not None
+                         else MethodScores.from_probs(name, j.probs))
+    return compare(methods, result.oof_labels, result.oof_groups, list(models))
 
 
 @settings_function(CvSettings)
@@ -206,6 +220,7 @@ def cv_stage(
     table["params"] = [params.get(name) for name in table.index]
     if judges:
         table = result.table = pd.concat([table, judge_table(judges, result.oof_labels)])
+    differences = _comparisons(result, judges, models)
     extra_meta = cache_meta(out / "tokenized" / models[0]).get("extra_rows") or {}
     settings = {"train": [str(p) for p in train], "extra": [str(p) for p in s.extra], "residual": residual,
                 "extra_rows": extra_meta.get("kept"),
@@ -220,8 +235,9 @@ def cv_stage(
                           "guardrails": result.report.get("guardrails")},
                 "train_minutes": timings, "wall_minutes_this_call": (time.time() - started) / 60}
     payload = {"rows": len(result.oof_ids), "folds": folds, "settings": settings, "provenance": provenance(started),
-               "results": {name: {"log_loss": float(r["log_loss"]), "accuracy": float(r["accuracy"])}
-                           for name, r in table.iterrows()}}
+               "results": {name: {k: (float(r[k]) if r.get(k) == r.get(k) and r.get(k) is not None else None)
+                                  for k in ("log_loss", "accuracy", "macro_f1")} for name, r in table.iterrows()},
+               "comparisons": [d.to_dict() for d in differences]}
     md = (f"# kit cv: {', '.join(Path(p).name for p in train)}\n\n"
           f"{payload['rows']} out-of-fold rows, {folds} folds (grouped by prompt, stratified by label); "
           + (f"extra training rows in every fold: {settings['extra_rows']} from "
@@ -235,7 +251,14 @@ def cv_stage(
           + (f", temperature {result.temperature:.2f}" if s.temperature else "")
           + f" (test), the `blend` row {result.report['oof_score']}; "
           f"training minutes summed over folds: {', '.join(f'{m} {t:.1f}' for m, t in timings.items())}.\n\n"
-          + comparison_markdown(table) + "\n")
+          + comparison_markdown(table) + "\n"
+          + ("\nA judge known by its verdicts is scored on them (accuracy, macro-F1); its log loss is not "
+             "comparable and not shown.\n" if any(j.verdicts is not None for j in judges) else "")
+          + (f"\n## Differences on the same rows, with paired bootstrap 95 % intervals\n\nEach row: the first "
+             f"method's figure minus the second's, on the {payload['rows']} out-of-fold rows; the interval resamples "
+             f"whole prompts ({differences[0].groups} of them, {N_DRAWS} draws). Log loss: negative favours the first; "
+             f"accuracy: positive favours the first. 'sign holds': the interval leaves out 0.\n\n"
+             + differences_markdown(differences) if differences else ""))
     # derived from the folds above, which were all checked or made by this call
     plot_methods(table, out / "cv.png", title=f"kit cv: {payload['rows']} out-of-fold rows, {folds} folds",
                  overwrite=True)

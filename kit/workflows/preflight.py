@@ -13,13 +13,12 @@ from typing import Sequence
 
 from ..core.errors import StaleOutput, SubmitError
 from ..core.log import get_logger
-from ..core.presets import Preset
 from ..data.ingest import load_conversations
 from ..members import get_member_type
 from ..ops.devices import check_devices, device_names, visible_devices
 from ..store.io import read_csv_keeping_ids
 from ..store.manifest import read_manifest
-from ..store.models import check_trained, read_model_config
+from ..store.models import TrainedModel, check_trained, read_trained
 
 log = get_logger(__name__)
 
@@ -50,7 +49,7 @@ def project_scoring_hours(groups: dict[str, list[Path]], test_rows: int, devices
     now = device_names(devices)
     total, per_model, untimed = 0.0, [], []
     for name, dirs in groups.items():
-        member = get_member_type(Preset.from_dict(read_model_config(dirs[0])["preset"]).member)
+        member = get_member_type(read_trained(dirs[0]).member)
         passes = 2 if tta and member.uses_tta else 1
         for d in dirs:
             timing = recorded_timing(d)
@@ -88,10 +87,10 @@ def preflight(groups: dict[str, list[Path]], test_path: Path, sample_submission,
     for name, dirs in groups.items():
         for d in dirs:
             manifests[d] = check_trained(d)
-            config = read_model_config(d)
-            get_member_type(Preset.from_dict(config["preset"]).member)
-            if (config.get("train") or {}).get("residual_on"):
-                raise SubmitError(f"{d} is a residual member (trained on {config['train']['residual_on']}'s "
+            trained = read_trained(d)
+            get_member_type(trained.member)
+            if trained.train.get("residual_on"):
+                raise SubmitError(f"{d} is a residual member (trained on {trained.train['residual_on']}'s "
                                   f"out-of-fold logits): kit submit cannot score its base on the hidden test yet; "
                                   f"submit the member trained plainly, blended with the base")
     test_ids = load_conversations(test_path, labelled=False).frame["id"].tolist()
@@ -119,16 +118,15 @@ def preflight(groups: dict[str, list[Path]], test_path: Path, sample_submission,
     return manifests
 
 
-def member_tokenization(name: str, dirs: list[Path]) -> tuple[dict, dict | None]:
-    """(preset, pack config) every fold of a member was tokenized with — they must agree."""
-    records = [read_model_config(d) for d in dirs]
-    for rec in records:  # records of older kits name the member type "head"
-        rec["preset"] = Preset.from_dict(rec["preset"]).to_dict()
+def member_tokenization(name: str, dirs: list[Path]) -> TrainedModel:
+    """The record of the member's first fold, once every fold is checked to have been tokenized alike
+    (backbone, member type, token budget, packing): how the hidden test rows must be packed."""
+    records = [read_trained(d) for d in dirs]
     keys = ("name", "kind", "model_dir", "max_length", "member")
     first = records[0]
     for d, rec in zip(dirs[1:], records[1:]):
-        same_preset = all(rec["preset"].get(k) == first["preset"].get(k) for k in keys)
-        if not same_preset or rec["tokenization"].get("pack") != first["tokenization"].get("pack"):
+        same_preset = all(getattr(rec.preset, k) == getattr(first.preset, k) for k in keys)
+        if not same_preset or rec.tokenization.get("pack") != first.tokenization.get("pack"):
             raise SubmitError(f"member {name}: {d} was tokenized differently from {dirs[0]} (backbone, member type or "
                               f"token budget): submit them as separate members or retrain alike")
-    return first["preset"], first["tokenization"].get("pack")
+    return first

@@ -39,7 +39,7 @@ from ..ensemble.judges import split_judges
 from ..ensemble.report import read_saved_blend
 from ..ensemble.submission import resolve_sample_submission, write_blended_submission
 from ..store.io import publish, write_json
-from ..store.models import read_model_config
+from ..store.models import read_trained
 from ..store.predictions import MemberPredictions, load_member, mean_test_predictions
 from ..stages.infer import infer_stage
 from ..stages.infer_many import infer_isolated
@@ -79,7 +79,7 @@ def shared_holdout(groups: dict[str, list[Path]], manifests: dict[Path, dict]) -
                           f"--train, --folds and --seed (TRAIN, N_FOLDS, SEED), or pass fixed weights (paper / equal)")
     holdout = {}
     for name, dirs in groups.items():
-        held = [d for d in dirs if read_model_config(d)["fold"] is not None]
+        held = [d for d in dirs if read_trained(d).fold is not None]
         if not held:
             raise SubmitError(f"member {name}: its models were trained on every row (fold 'full'), so none has held-out "
                               f"predictions to fit weights on: train one fold (FOLD = 0) and run 03_infer with SPLITS "
@@ -163,12 +163,11 @@ def submit(
              + ", ".join(f"{n} ({len(d)} model(s))" for n, d in groups.items()) + f"; work folder {run_dir}")
     members = []
     for name, dirs in groups.items():
-        preset, pack = member_tokenization(name, dirs)
+        trained = member_tokenization(name, dirs)
         base = base_model_dirs.get(name)
         tokenized = run_dir / "tokenized" / name
-        tokenize_stage(name, [], test_path, out=tokenized, max_length=preset.get("max_length") or None,
-                       model_dir=base or preset.get("model_dir"), member=preset["member"],
-                       pack={k: v for k, v in pack.items() if k != "max_length"} if pack else None)
+        tokenize_stage(name, [], test_path, out=tokenized, max_length=trained.max_length or None,
+                       model_dir=base or trained.preset.model_dir, member=trained.member, pack=trained.pack_options)
         files = []
         for i, model_dir in enumerate(dirs):
             pred = run_dir / "predictions" / name / f"{i}-{model_dir.name}.csv"
