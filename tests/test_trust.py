@@ -459,3 +459,15 @@ def test_a_table_over_its_size_cap_is_named_before_it_is_read(tmp_path, capsys):
     with pytest.raises(DataError, match=f"{table}: \\d+ bytes, more than the 100"):
         read_csv_keeping_ids(table, max_bytes=100)
     assert len(read_csv_keeping_ids(table)) == 100
+
+
+def test_only_write_failures_are_reported_as_write_failures(tmp_path):
+    """Out of GPU memory (a RuntimeError) inside a training run is not a full disk: it passes as it is."""
+    from kit.core.errors import KitError
+    from kit.store.io import writing
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        with writing(tmp_path / "checkpoints"):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    with pytest.raises(KitError, match=f"writing {tmp_path / 'checkpoints'} failed .*enforce fail"):
+        with writing(tmp_path / "checkpoints"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 320 vs 248")

@@ -69,6 +69,10 @@ def write_failed(path, err: BaseException) -> KitError:
                     f"failed training run resumes from its last complete checkpoint)")
 
 
+# how torch's checkpoint writer reports a failed write (a full disk, mostly)
+_WRITER_FAILURES = ("enforce fail", "inline_container", "PytorchStreamWriter", "No space left")
+
+
 @contextmanager
 def writing(path) -> Iterator[None]:
     """Whatever fails while ``path`` is written (no space, a read-only folder, a library's own
@@ -77,7 +81,11 @@ def writing(path) -> Iterator[None]:
         yield
     except KitError:
         raise
-    except (OSError, RuntimeError) as err:
+    except OSError as err:
+        raise write_failed(path, err) from err
+    except RuntimeError as err:  # torch's zip writer; anything else (out of GPU memory, a bug) is not a write
+        if not any(mark in str(err) for mark in _WRITER_FAILURES):
+            raise
         raise write_failed(path, err) from err
     except Exception as err:  # noqa: BLE001 - safetensors' SafetensorError derives from Exception only
         if type(err).__module__.startswith("safetensors"):
