@@ -28,7 +28,8 @@ def numbers_in(paths: list[Path]) -> list[float]:
     for path in paths:
         for f in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
             if f.suffix in TEXT_SUFFIXES:
-                values.update(float(m) for m in NUMBER.findall(f.read_text(errors="ignore")))
+                # a quoted figure carries no sign of its own here ("−0.0570", "+0.0184"): compare magnitudes
+                values.update(abs(float(m)) for m in NUMBER.findall(f.read_text(errors="ignore")))
     return sorted(values)
 
 

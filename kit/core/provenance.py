@@ -77,11 +77,20 @@ def _devices() -> list[str]:
     return [f"cpu ({platform.machine()}, {os.cpu_count()} cores)"]
 
 
+def _command() -> str:
+    """The command line without the machine's paths: ``python -m kit ...`` for the kit's own entry
+    point, the script's name otherwise."""
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    if program == "__main__.py" and os.path.basename(os.path.dirname(sys.argv[0])) == "kit":
+        program = "python -m kit"
+    return " ".join([program, *sys.argv[1:]])
+
+
 def provenance(started: float | None = None) -> dict:
     """The record: version, commit, dirty, command, python, devices and the wall seconds since
     ``started`` (a ``time.time()``; default: the start of the kit call in progress, if any)."""
     started = started if started is not None else _CALL_STARTED.get()
-    record = {"kit_version": kit_version(), **git_state(), "command": " ".join(sys.argv),
+    record = {"kit_version": kit_version(), **git_state(), "command": _command(),
               "python": platform.python_version(), "devices": _devices()}
     if started is not None:
         record["wall_seconds"] = round(time.time() - started, 2)
