@@ -30,7 +30,7 @@ from ..ops.devices import (RuntimeProjection, check_devices, default_max_tokens,
 from ..store.cache import cache_meta, check_cache, packed_preset
 from ..store.io import check_free, output_lock, read_csv_keeping_ids, read_parquet_keeping_ids
 from ..store.manifest import check_output, input_record
-from ..store.models import check_trained, read_model_config, read_trained
+from ..store.models import TrainedModel, check_trained, read_trained
 from ..store.predictions import write_predictions
 
 log = get_logger(__name__)
@@ -84,19 +84,18 @@ def infer_stage(
     if not s.model_dir:
         raise PresetError("which model? pass a train-stage output folder (--model-dir, model_dir=)")
     model_dir, split, tta = Path(s.model_dir), s.split, s.tta
-    trained = read_trained(model_dir)
-    cfg = read_model_config(model_dir)
+    trained = read_trained(model_dir)  # config.json, read once
     model_manifest = check_trained(model_dir)
     preset = trained.preset  # exactly what the model was trained with
     if s.base_model_dir:
         preset = replace(preset, model_dir=s.base_model_dir)
     member = get_member_type(preset.member)
-    tokenized = Path(s.tokenized or cfg["tokenized"])
+    tokenized = Path(s.tokenized or trained.tokenized)
     if split == "test":
         table = tokenized / "test.parquet"
     elif split == "oof":
         table = tokenized / "train.parquet"
-        if cfg["fold"] is None:
+        if trained.fold is None:
             raise PresetError(f"{model_dir} was trained on every row: it has no out-of-fold split")
     else:
         raise PresetError(f"split must be 'test' or 'oof', got {split!r}")
@@ -119,13 +118,13 @@ def infer_stage(
                           f"{preset.max_length}", RuntimeWarning, stacklevel=2)
         frame = read_parquet_keeping_ids(table)
         if split == "oof":
-            _check_same_folds(model_dir, cfg, tokenized, model_manifest, cache_manifest)
-            frame = frame[frame["fold"] == cfg["fold"]]
+            _check_same_folds(model_dir, trained, tokenized, model_manifest, cache_manifest)
+            frame = frame[frame["fold"] == trained.fold]
         member.check_cache(frame, table)
 
         started = time.time()
         projection = None
-        reused = _train_stage_scores(model_dir, frame, cfg, model_manifest, member, split, tta, tokenized,
+        reused = _train_stage_scores(model_dir, frame, trained, model_manifest, member, split, tta, tokenized,
                                      s.reuse_train_scores and not s.base_model_dir)
         if reused is not None:
             probs, tta = {"direct": reused}, False
@@ -171,10 +170,10 @@ def infer_stage(
         test_source = cache_manifest.get("inputs", {}).get("test", {}).get("sha256") if split == "test" else None
         write_predictions(result, out, s.overwrite, manifest=dict(
             settings={"split": split, "tta": bool(tta), "rows": len(result)}, timing=timing,
-            inputs={"model": {"path": str(model_dir), "run_id": cfg.get("run_id"),
+            inputs={"model": {"path": str(model_dir), "run_id": trained.run_id,
                               "adapter": model_manifest["outputs"]["adapter"]},
                     "table": {**input_record(table), "test_source": test_source}},
-            run_id=cfg.get("run_id"), model_dir=str(model_dir), split=split, tokenized=str(tokenized)))
+            run_id=trained.run_id, model_dir=str(model_dir), split=split, tokenized=str(tokenized)))
         log.info(f"[kit infer] {len(result)} rows, {seconds:.1f} s ({len(result) * len(passes) / max(seconds, 1e-9):.2f} "
                  f"passes/s){f', flip rate {flip:.3f}' if flip is not None else ''} -> {out}")
         projected = None if projection is None or projection.projected_s is None else projection.projected_s / 3600
@@ -184,12 +183,12 @@ def infer_stage(
 FOLD_KEYS = ("train_sources", "n_folds", "seed", "max_rows", "extra_sources", "dedup_similarity")
 
 
-def _check_same_folds(model_dir: Path, cfg: dict, tokenized: Path, model_manifest: dict,
+def _check_same_folds(model_dir: Path, model: TrainedModel, tokenized: Path, model_manifest: dict,
                       cache_manifest: dict) -> None:
     """Out-of-fold rows are only held out if the cache puts the same rows (ids, labels) in the
     same folds as the cache the model was trained on: the fold fingerprints must agree; the
     settings that differ are named."""
-    trained = cfg.get("tokenization") or {}
+    trained = model.tokenization
     now = cache_meta(tokenized)
     differ = [k for k in FOLD_KEYS if k in trained and now.get(k) != trained.get(k)]
     then_folds = model_manifest.get("inputs", {}).get("cache", {}).get("folds")
@@ -201,12 +200,12 @@ def _check_same_folds(model_dir: Path, cfg: dict, tokenized: Path, model_manifes
                          f"the cache the model was trained on")
 
 
-def _train_stage_scores(model_dir: Path, frame: pd.DataFrame, cfg: dict, model_manifest: dict, member, split: str,
+def _train_stage_scores(model_dir: Path, frame: pd.DataFrame, model: TrainedModel, model_manifest: dict, member, split: str,
                         tta: bool, tokenized: Path, allowed: bool) -> np.ndarray | None:
     """The train stage's probabilities of ``frame``'s rows, if they are exactly what scoring
     would give (see :func:`infer_stage`) and ``oof.csv`` is what the train stage wrote (its
     manifest's fingerprint; a StaleOutput otherwise); None when they are not reusable."""
-    if not allowed or split != "oof" or Path(cfg["tokenized"]).resolve() != tokenized.resolve():
+    if not allowed or split != "oof" or model.tokenized.resolve() != tokenized.resolve():
         return None
     if tta and member.uses_tta:
         return None  # the train stage scored the direct pass only
