@@ -42,6 +42,7 @@ from .devices import gpu_dtype
 from .losses import soft_cross_entropy
 from ..core.files import read_json
 from ..store.io import writing
+from ..store.manifest import file_sha256
 
 log = get_logger(__name__)
 RUN_RECIPE = "run.json"  # in checkpoints/: what the run that wrote them was asked to do
@@ -144,19 +145,11 @@ def complete_checkpoints(checkpoints: Path) -> list[Path]:
     return complete
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fingerprint_checkpoint(folder: Path) -> None:
     """Write :data:`CHECKPOINT_FILES` into a checkpoint the Trainer saved: every file's size and
     sha256. The Trainer's checkpoint files are pickles (optimizer, scheduler, RNG state) that a
     resume unpickles, so a resume loads them only as they were saved (:func:`verify_checkpoint`)."""
-    files = {f.relative_to(folder).as_posix(): [f.stat().st_size, _file_sha256(f)]
+    files = {f.relative_to(folder).as_posix(): [f.stat().st_size, file_sha256(f)]
              for f in sorted(folder.rglob("*")) if f.is_file() and f.name != CHECKPOINT_FILES}
     tmp = folder / f".{CHECKPOINT_FILES}.tmp"
     tmp.write_text(json.dumps(files, indent=1))
@@ -181,7 +174,7 @@ def verify_checkpoint(folder: Path) -> None:
         raise PresetError(f"{folder / name} {state} since the kit saved this checkpoint: {fix}")
     for name, record in sorted(recorded.items()):
         size, digest = record if isinstance(record, list) and len(record) == 2 else (None, None)
-        if now[name].stat().st_size != size or _file_sha256(now[name]) != digest:
+        if now[name].stat().st_size != size or file_sha256(now[name]) != digest:
             raise PresetError(f"{folder / name} changed since the kit saved this checkpoint: {fix}")
 
 
