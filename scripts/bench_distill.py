@@ -42,6 +42,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from kit.store.cache import read_cache  # noqa: E402
 from kit.store.io import write_results  # noqa: E402
 
 OUT = ROOT / "results" / "distill"
@@ -87,9 +88,9 @@ def nested_neural(cv: Path, name: str, ids: np.ndarray, folds: np.ndarray, work:
         except StaleOutput:
             return False
 
-    source = json.loads((cv / "tokenized" / name / "meta.json").read_text())
-    table = pd.concat([read_csv_keeping_ids(p) for p in source["train_sources"]]).set_index("id").loc[ids]
-    max_length = str(source["pack"]["max_length"])
+    source = read_cache(cv / "tokenized" / name)
+    table = pd.concat([read_csv_keeping_ids(p) for p in source.train_sources]).set_index("id").loc[ids]
+    max_length = str(source.max_length)
     kit = [sys.executable, "-m", "kit"]
     out: dict[tuple, np.ndarray] = {}
     pairs = list(itertools.combinations(sorted(np.unique(folds).tolist()), 2))
@@ -154,7 +155,8 @@ def main() -> None:
     ensemble = teacher.oof_blend  # cross-fitted: weights fitted on the other folds
     text = read_parquet_keeping_ids(args.cv / "tokenized" / "lexical" / "train.parquet").set_index("id").loc[ids]
     text = text.reset_index()
-    extra = resolve_preset("lexical").extra
+    lexical = resolve_preset("lexical")
+    extra = dict(C=lexical.lexical_c, dense_scale=lexical.lexical_dense_scale)
 
     onehot = np.eye(3)[labels]
 
@@ -212,7 +214,7 @@ def main() -> None:
     from kit.data.ingest import load_conversations
     from kit.ensemble.guardrails import fit_guardrails
 
-    source = json.loads((args.cv / "tokenized" / "lexical" / "meta.json").read_text())["train_sources"]
+    source = read_cache(args.cv / "tokenized" / "lexical").train_sources
     conv = pd.concat([load_conversations(p).frame for p in source]).set_index("id").loc[ids].reset_index()
     rails, railed = fit_guardrails(conv, labels, folds, ensemble)
 

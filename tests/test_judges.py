@@ -70,28 +70,32 @@ def test_cv_reports_zero_shot_and_external_judges_beside_the_members(tmp_path):
     probs.to_csv(tmp_path / "probs.csv", index=False)
     from dataclasses import replace
     from kit.core.presets import PRESETS, register_preset
-    register_preset(replace(PRESETS["smollm2-zeroshot"], name="smollm2-zeroshot-192", max_length=192))  # CI's scale
+    register_preset(replace(PRESETS["smollm2-zeroshot"], name="smollm2-zeroshot-128", max_length=128))  # CI's scale
     result = cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv", max_rows=30, max_length=None,
-                      judges=["smollm2-zeroshot-192"],
+                      judges=["smollm2-zeroshot-128"],
                       judge_csv={"truthful": [str(tmp_path / "verdicts.csv")], "flat": [str(tmp_path / "probs.csv")]})
     table = result["table"]
-    assert {"judge: smollm2-zeroshot-192", "judge: truthful", "judge: flat"} <= set(table.index)
-    assert table.loc["judge: smollm2-zeroshot-192", "params"] == 134515008  # SmolLM2-135M, untouched
+    assert {"judge: smollm2-zeroshot-128", "judge: truthful", "judge: flat"} <= set(table.index)
+    assert table.loc["judge: smollm2-zeroshot-128", "params"] == 134515008  # SmolLM2-135M, untouched
     assert table.loc["judge: truthful", "accuracy"] == 1.0  # verdicts equal to the labels
     assert table.loc["judge: flat", "log_loss"] == pytest.approx(
         -np.mean(np.log(np.where(truth == "tie", 0.2, 0.4))), rel=1e-6)
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert list(saved["settings"]["blend"]["weights"]) == ["lexical"]  # judges are compared, never blended
-    assert "judge: smollm2-zeroshot-192" in saved["results"] and "| zero-shot" in result["markdown"]
+    assert "judge: smollm2-zeroshot-128" in saved["results"] and "| zero-shot" in result["markdown"]
     # a judge known by its verdicts is scored on them: accuracy and macro-F1, no log loss
     assert saved["results"]["judge: truthful"] == {"log_loss": None, "accuracy": 1.0, "macro_f1": 1.0}
     assert "not comparable" in result["markdown"]
+    # each member's and judge's cut rate beside its figures: the lexical member packs no tokens
+    rates = saved["settings"]["cut_rates"]
+    assert rates["lexical"] is None and 0 <= rates["smollm2-zeroshot-128"] <= 1
+    assert "rows cut" in result["markdown"] and f"{rates['smollm2-zeroshot-128']:.1%}" in result["markdown"]
     # every difference on the same rows carries its paired bootstrap interval (prompts resampled)
     comparisons = {(c["a"], c["b"], c["metric"]): c for c in saved["comparisons"]}
     truthful = comparisons[("blend", "judge: truthful", "accuracy")]
     assert truthful["difference"] < 0 and truthful["low"] <= truthful["difference"] <= truthful["high"] <= 0
     assert ("blend", "judge: truthful", "log_loss") not in comparisons
-    assert {("blend", "judge: flat", "log_loss"), ("blend", "judge: smollm2-zeroshot-192", "accuracy"),
+    assert {("blend", "judge: flat", "log_loss"), ("blend", "judge: smollm2-zeroshot-128", "accuracy"),
             ("blend", "lexical", "accuracy"), ("blend", "tfidf", "log_loss")} <= set(comparisons)
     assert truthful["groups"] == frame["prompt"].nunique() and "paired bootstrap 95 % intervals" in result["markdown"]
 

@@ -47,6 +47,25 @@ def test_lexical_member_round_trips_train_infer_blend(tmp_path):
     assert set(report["per_fold"]) == {"0", "1", "2", "3", "4"}
 
 
+def test_a_member_type_hyperparameter_is_a_typed_setting_recorded_with_the_model(tmp_path):
+    """The lexical member's C is a preset field like lora_r: set on the train stage (CLI, notebook,
+    Python), recorded in config.json, and it changes the fitted model; older records' untyped
+    ``extra`` dict reads into the same fields."""
+    from kit.core.presets import Preset, resolve_preset
+    from kit.store.models import read_trained
+    tok = tokenize_stage("lexical", [PANDALM], None, n_folds=2, max_rows=120, out=tmp_path / "tok")
+    default = train_stage("lexical", 0, tokenized=tok.out_dir, out=tmp_path / "default")
+    loose = train_stage("lexical", 0, tokenized=tok.out_dir, out=tmp_path / "loose", lexical_c=10.0)
+    assert read_trained(default.out_dir).preset.lexical_c == resolve_preset("lexical").lexical_c
+    assert read_trained(loose.out_dir).preset.lexical_c == 10.0
+    a, b = (r.oof[["p_a", "p_b", "p_tie"]].to_numpy() for r in (default, loose))
+    assert np.abs(a - b).max() > 1e-3  # less regularised: other probabilities
+    old = Preset.from_dict({"name": "lexical", "kind": "lexical", "member": "lexical",
+                            "extra": {"C": 0.5, "dense_scale": 2.0}})
+    assert (old.kind, old.lexical_c, old.lexical_dense_scale) == ("none", 0.5, 2.0)
+    assert "--lexical-c" in run_kit("train", "--help").stdout
+
+
 def test_lexical_predictions_are_mirrored_for_mirrored_rows():
     frame = pd.DataFrame({"prompt": [["Say hi"], ["Name a prime"], ["2+2?"], ["Write a list"]] * 6,
                           "response_a": [["hi!"], ["7"], ["4"], ["- a\n- b\n- c"]] * 6,

@@ -67,12 +67,16 @@ def test_swapped_rows_get_mirrored_probabilities(trained_pair, pair_cache):
 
 
 def test_decoder_pairwise_head_is_swap_equivariant_with_padding(pair_cache):
-    """SmolLM2 (last-token pooling, right padding in mixed-length batches), random heads and LoRA."""
+    """A Llama decoder (last-token pooling, right padding in mixed-length batches), random heads and
+    LoRA: SmolLM2's preset and tokenizer on a tiny random-init Llama (kit.ops.tiny) — the property is
+    the architecture's and the padding's, not the weights'."""
+    from kit.ops.tiny import make_tiny_backbone
     torch.manual_seed(0)
     tokenize_stage("smollm2", [PANDALM], "", max_length=256, max_rows=16, n_folds=2,
                    out=pair_cache / "tok_smol", member="pairwise")
     frame = pd.read_parquet(pair_cache / "tok_smol" / "train.parquet")
-    model, tok = build_pairwise(resolve_preset("smollm2", dict(max_length=256)))
+    tiny = make_tiny_backbone("llama", pair_cache / "tiny_llama")
+    model, tok = build_pairwise(resolve_preset("smollm2", dict(max_length=256, model_dir=str(tiny))))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.requires_grad:

@@ -89,7 +89,7 @@ def test_gemma3_270m_real_weights_qlora_on_cpu(tmp_path):
     nf4 load with eager attention, LoRA + pairwise head steps, save, reload onto a fresh 4-bit base,
     the held-out rows scored again as trained."""
     tok = tmp_path / "tok"
-    tokenize_stage("gemma3-270m", [PANDALM], "", max_length=64, max_rows=24, n_folds=2, out=tok)
+    tokenize_stage("gemma3-270m", [PANDALM], "", max_length=64, max_rows=16, n_folds=2, out=tok)
     with pytest.warns(RuntimeWarning, match="saves memory, not time"):
         res = train_stage("gemma3-270m", 0, tokenized=tok, out=tmp_path / "model", load_in_4bit=True,
                           settings=TrainSettings(max_steps=2, batch_size=2, learning_rate=1e-3, max_train_rows=4,

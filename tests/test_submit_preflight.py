@@ -24,7 +24,7 @@ def two_members(tmp_path_factory):
     from kit.stages.infer import infer_stage
     from kit.stages.tokenize import tokenize_stage
     from kit.stages.train import train_stage
-    register_preset(replace(PRESETS["lexical"], name="lexical-wide", extra={"C": 0.3, "dense_scale": 0.3}))
+    register_preset(replace(PRESETS["lexical"], name="lexical-wide", lexical_c=0.3))
     root = tmp_path_factory.mktemp("members")
     groups = {}
     for name in ("lexical", "lexical-wide"):

@@ -87,6 +87,12 @@ def test_chat_template_packing_from_the_command_line(tmp_path, smollm2_tokenizer
         assert text.startswith("<|im_start|>system") and text.endswith("<|im_end|>\n")
         assert "<|im_start|>assistant" in text and "How good is this response?" not in text
     assert json.loads((out / "meta.json").read_text())["pack"]["chat_template"] is True
+    # the token budget is recorded once: the preset's max_length, read typed
+    from kit.store.cache import read_cache
+    cache = read_cache(out)
+    assert cache.max_length == 256 and cache.pack_options["chat_template"] is True
+    assert "max_length" not in cache.record["pack"]
+    assert "max_length" not in json.loads((out / "manifest.json").read_text())["settings"]
     proc = run_kit("tokenize", "--model", "minilm", "--train", KAGGLE_TRAIN, "--no-test", "--folds", "2",
                    "--pack", '{"chat_template": true}', "--out", tmp_path / "bert")
     assert proc.returncode == 2 and "no chat template" in proc.stderr and "Traceback" not in proc.stderr

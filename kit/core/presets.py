@@ -16,7 +16,7 @@ Every field can be overridden with :func:`resolve_preset` (``model_dir=...``, ``
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -60,7 +60,10 @@ class Preset:
     head_lr_scale: float = 1.0  # the fresh head's learning rate as a multiple of learning_rate
     group_by_length: bool = True  # length-grouped batches (less padding); False: plain shuffling
     gradient_checkpointing: bool = False
-    extra: dict = field(default_factory=dict)
+    # member-type hyperparameters, typed like the rest (a run changes them as it changes lora_r)
+    backbone: str | None = None  # the embedded backbone (minilm | smollm2 | gemma3); None: the preset's name
+    lexical_c: float = 0.1  # lexical member: the logistic regression's inverse L2 strength
+    lexical_dense_scale: float = 0.3  # lexical member: the structure features' scale beside the TF-IDF block
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preset":
@@ -69,6 +72,10 @@ class Preset:
         if "head" in d and "member" not in d:  # records written before member types had a name of their own
             d["member"] = d.pop("head")
         d["kind"] = _OLD_KINDS.get(d.get("kind"), d.get("kind"))
+        old = d.pop("extra", None) or {}  # records of older kits: member hyperparameters in an untyped dict
+        for old_key, key in (("backbone", "backbone"), ("C", "lexical_c"), ("dense_scale", "lexical_dense_scale")):
+            if old_key in old and key not in d:
+                d[key] = old[old_key]
         d["target_modules"] = tuple(d.get("target_modules") or ())
         if d.get("layers_to_transform") is not None:
             d["layers_to_transform"] = tuple(d["layers_to_transform"])
@@ -109,17 +116,16 @@ PRESETS: dict[str, Preset] = {
         name="gemma3-270m", kind="decoder", max_length=256, member="pairwise", pooling="last",
         lora_r=16, lora_alpha=32, lora_dropout=0.0, target_modules=_LLAMA_MODULES,
         layers_to_transform=None, attn_implementation="eager",
-        learning_rate=5e-4, epochs=1.0, batch_size=4, grad_accum=2, extra={"backbone": "gemma3"},
+        learning_rate=5e-4, epochs=1.0, batch_size=4, grad_accum=2, backbone="gemma3",
     ),
     # the paper's comparison: the un-finetuned decoders as zero-shot judges (kit.members.zeroshot)
     "smollm2-zeroshot": Preset(name="smollm2-zeroshot", kind="decoder", member="zeroshot", max_length=512,
-                               extra={"backbone": "smollm2"}),
+                               backbone="smollm2"),
     "gemma3-270m-zeroshot": Preset(name="gemma3-270m-zeroshot", kind="decoder", member="zeroshot", max_length=512,
-                                   attn_implementation="eager", extra={"backbone": "gemma3"}),
+                                   attn_implementation="eager", backbone="gemma3"),
     # no backbone: TF-IDF differences + structure features, logistic regression (kit.members.lexical);
-    # C and dense_scale from the grid in results/sweep.md
-    "lexical": Preset(name="lexical", kind="none", member="lexical", max_length=0,
-                      extra={"C": 0.1, "dense_scale": 0.3}),
+    # lexical_c and lexical_dense_scale (the field defaults) from the grid in results/sweep/sweep.md
+    "lexical": Preset(name="lexical", kind="none", member="lexical", max_length=0),
     # the paper's members, on a GPU: a 4-bit (QLoRA) decoder, one recipe
     "gemma2-9b": Preset(name="gemma2-9b", model_dir="/kaggle/input/gemma-2/transformers/gemma-2-9b-it/2",
                         attn_implementation="eager", **_GPU_DECODER),  # eager: Gemma-2's logit soft-capping

@@ -39,6 +39,10 @@ class PresetOverrides(Settings):
     gradient_checkpointing: bool | None = arg(None, "recompute activations in the backward pass: less memory, "
                                                     "more time (default: the preset's)",
                                               nargs="?", const=True)
+    lexical_c: float | None = arg(None, "lexical member: the logistic regression's inverse L2 strength (larger: "
+                                        "less regularised; default: the preset's)")
+    lexical_dense_scale: float | None = arg(None, "lexical member: the structure features' scale beside the TF-IDF "
+                                                  "block (default: the preset's)")
 
     _lists = ("target_modules",)
 

@@ -163,6 +163,8 @@ def comparison_markdown(table: pd.DataFrame, recalls: bool = False) -> str:
     if "params" in table:
         shown["params (M)"] = [f"{p / 1e6:.0f}" if isinstance(p, (int, float)) and p == p and p else "—"
                                for p in table["params"]]
+    if "cut" in table:
+        shown["rows cut"] = [f"{c:.1%}" if isinstance(c, float) and c == c else "—" for c in table["cut"]]
     if "kind" in table:
         shown["judge"] = table["kind"].fillna("")
     return shown.to_markdown(colalign=("left",) + ("right",) * len(scores) + ("left",) * (len(shown.columns) - len(scores)),

@@ -19,7 +19,7 @@ import pandas as pd
 from ..core.env import default_inputs
 from ..core.errors import BlendError, SubmissionError
 from ..core.schema import PROB_COLUMNS, SUBMISSION_COLUMNS
-from ..store.cache import cache_meta, check_cache
+from ..store.cache import check_cache, read_cache
 from ..store.io import ids_as_text, read_csv_keeping_ids, read_parquet_keeping_ids, write_csv
 
 PROB_TARGETS = SUBMISSION_COLUMNS[1:]
@@ -133,7 +133,7 @@ def prepare_blended_submission(blended: pd.DataFrame, tokenized: str | Path,
     environment's sample, when the cache's test table is the environment's own test table."""
     tokenized = Path(tokenized)
     check_cache(tokenized, "test")
-    sample_submission = resolve_sample_submission(sample_submission, cache_meta(tokenized).get("test_source") or "-")
+    sample_submission = resolve_sample_submission(sample_submission, read_cache(tokenized).test_source or "-")
     test_ids = read_parquet_keeping_ids(tokenized / "test.parquet", columns=["id"])["id"].tolist()
     if test_ids != blended["id"].tolist():
         raise BlendError(f"predictions do not cover the test table {tokenized / 'test.parquet'} in order")

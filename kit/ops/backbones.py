@@ -120,7 +120,7 @@ def gemma3_dir() -> Path:
 def model_path(preset: Preset) -> Path:
     """The local Hugging Face folder of the preset's backbone; a clear error if absent."""
     if preset.model_dir is None:
-        embedded = preset.extra.get("backbone", preset.name)  # e.g. the smollm2 judge: smollm2's backbone
+        embedded = preset.backbone or preset.name  # e.g. the smollm2 judge: smollm2's backbone
         if embedded == "minilm":
             return minilm_dir()
         if embedded == "smollm2":

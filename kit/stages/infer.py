@@ -27,7 +27,7 @@ from ..core.signature import settings_function
 from ..members import get_member_type
 from ..ops.devices import (RuntimeProjection, check_devices, default_max_tokens, device_names, swap_average,
                            visible_devices)
-from ..store.cache import cache_meta, check_cache, packed_preset
+from ..store.cache import FOLD_KEYS, check_cache, read_cache
 from ..store.io import check_free, output_lock, read_csv_keeping_ids, read_parquet_keeping_ids
 from ..store.manifest import check_output, input_record
 from ..store.models import TrainedModel, check_trained, read_trained
@@ -106,13 +106,12 @@ def infer_stage(
         check_free([out], s.overwrite)
         cache_manifest = check_cache(tokenized, split)
         # the member check comes before the fold check: a cache of another member type is wrong whatever its folds
-        meta = cache_meta(tokenized)
-        packed_for = packed_preset(meta)
+        packed_for = read_cache(tokenized).preset
         if packed_for is not None and packed_for.member != preset.member:
             raise PresetError(f"{tokenized} was tokenized for the {packed_for.member!r} member type, but {model_dir} was "
                               f"trained as {preset.member!r}: re-run the tokenize stage with --model {preset.name} "
                               f"--member {preset.member} (notebook MEMBER = {preset.member!r})")
-        packed_len = (meta.get("pack") or {}).get("max_length")
+        packed_len = packed_for.max_length if packed_for is not None else None
         if packed_len is not None and packed_len != preset.max_length:
             warnings.warn(f"{tokenized} was packed at max_length={packed_len}, the model was trained at "
                           f"{preset.max_length}", RuntimeWarning, stacklevel=2)
@@ -180,7 +179,6 @@ def infer_stage(
         return InferResult(out, result, flip, projected, seconds)
 
 
-FOLD_KEYS = ("train_sources", "n_folds", "seed", "max_rows", "extra_sources", "dedup_similarity")
 
 
 def _check_same_folds(model_dir: Path, model: TrainedModel, tokenized: Path, model_manifest: dict,
@@ -189,7 +187,7 @@ def _check_same_folds(model_dir: Path, model: TrainedModel, tokenized: Path, mod
     same folds as the cache the model was trained on: the fold fingerprints must agree; the
     settings that differ are named."""
     trained = model.tokenization
-    now = cache_meta(tokenized)
+    now = read_cache(tokenized).record
     differ = [k for k in FOLD_KEYS if k in trained and now.get(k) != trained.get(k)]
     then_folds = model_manifest.get("inputs", {}).get("cache", {}).get("folds")
     if differ or then_folds != cache_manifest.get("folds"):

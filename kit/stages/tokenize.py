@@ -36,7 +36,7 @@ from ..data.dedup import dedup_extra
 from ..data.ingest import assign_folds, load_tables
 from ..members import get_member_type, resolve_member_preset
 from ..ops.backbones import check_max_length
-from ..store.cache import CACHE_OUTPUTS, write_cache
+from ..store.cache import CACHE_OUTPUTS, pack_options, write_cache
 from ..store.io import check_free, output_lock, recover_staged
 from ..store.manifest import input_record
 
@@ -189,7 +189,8 @@ def tokenize_stage(
 
         skipped_df = (pd.concat(skipped, ignore_index=True) if skipped
                       else pd.DataFrame(columns=["row", "id", "column", "problem", "source", "split"]))
-        meta = {"preset": preset.to_dict(), "pack": pack_config.to_dict() if pack_config else None,
+        # the token budget is the preset's max_length, recorded once (not again in the packing or the manifest)
+        meta = {"preset": preset.to_dict(), "pack": pack_options(pack_config.to_dict()) if pack_config else None,
                 "train_sources": [str(p) for p in train_paths], "test_source": str(test_path or ""),
                 "extra_sources": [str(p) for p in extra_paths],
                 "dedup_similarity": dedup_similarity if extra_paths else None,
@@ -204,8 +205,7 @@ def tokenize_stage(
                          "train_skipped": len(skipped_df.query("split != 'test'")[["source", "row"]]
                                               .drop_duplicates()) if len(skipped_df) else 0}}
         write_cache(out_dir, train_df, test_df, skipped_df, removed, meta,
-                    settings={"preset": preset.name, "member": preset.member, "max_length": preset.max_length,
-                              "n_folds": n_folds, "seed": seed, "max_rows": max_rows},
+                    settings={"preset": preset.name, "member": preset.member, "n_folds": n_folds, "seed": seed, "max_rows": max_rows},
                     inputs={**{f"train:{p}": input_record(p) for p in train_paths},
                             **{f"extra:{p}": input_record(p) for p in extra_paths},
                             **({"test": input_record(test_path)} if test_path else {})})

@@ -34,7 +34,7 @@ from ..core.settings import PresetOverrides, TrainRun, TrainSettings
 from ..core.signature import settings_function
 from ..members import FitContext, get_member_type, resolve_member_preset
 from ..ops.hf_training import is_rank_zero
-from ..store.cache import load_cache, packed_preset
+from ..store.cache import TokenizedCache, load_cache
 from ..store.io import check_free, output_lock, recover_staged
 from ..store.models import FINAL_FILES, default_model_out, publish_training
 
@@ -72,22 +72,20 @@ def split_rows(frame: pd.DataFrame, fold: int | None, settings: TrainSettings):
     return train, held
 
 
-def cache_preset(model: str, tokenized: Path, token_meta: dict, overrides: dict) -> Preset:
+def cache_preset(model: str, cache: TokenizedCache, overrides: dict) -> Preset:
     """The preset a tokenized cache was made for — backbone folder, max_length and member type —
     with ``overrides``; a member type other than the cache's is an error (the cache's columns differ)."""
-    packed = packed_preset(token_meta)
-    packed_for = packed.to_dict() if packed else {}
+    packed = cache.preset
     name = resolve_preset(model, overrides).name
-    if packed_for.get("name", name) != name:
-        raise PresetError(f"{tokenized} was tokenized for {packed_for['name']!r}, not {name!r}")
-    cache_member = packed_for.get("member", "joint")
+    if packed is not None and packed.name != name:
+        raise PresetError(f"{cache.path} was tokenized for {packed.name!r}, not {name!r}")
     wanted = overrides.get("member")
-    if wanted not in (None, cache_member):
-        raise PresetError(f"{tokenized} was tokenized for the {cache_member!r} member type, not {wanted!r}: re-run "
+    if wanted not in (None, cache.member):
+        raise PresetError(f"{cache.path} was tokenized for the {cache.member!r} member type, not {wanted!r}: re-run "
                           f"the tokenize stage with --member {wanted} (notebook MEMBER = {wanted!r}), or train with "
-                          f"--member {cache_member}")
-    return resolve_preset(model, {"max_length": packed_for.get("max_length"),
-                                    "model_dir": packed_for.get("model_dir"), **overrides, "member": cache_member})
+                          f"--member {cache.member}")
+    return resolve_preset(model, {"max_length": cache.max_length, "model_dir": packed.model_dir if packed else None,
+                                  **overrides, "member": cache.member})
 
 
 @settings_function(TrainRun, TrainSettings, PresetOverrides, hints={
@@ -111,6 +109,8 @@ def train_stage(
         target_modules: list[str] | None = None,
         layers_to_transform: list[int] | None = None,
         gradient_checkpointing: bool | None = None,
+        lexical_c: float | None = None,
+        lexical_dense_scale: float | None = None,
 ) -> TrainResult:
     """Run stage 2 for one (model, fold).
 
@@ -136,12 +136,13 @@ def train_stage(
     overrides = PresetOverrides(
         model_dir=model_dir, member=member, pooling=pooling, load_in_4bit=load_in_4bit, lora_r=lora_r,
         lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
-        layers_to_transform=layers_to_transform, gradient_checkpointing=gradient_checkpointing).given()
+        layers_to_transform=layers_to_transform, gradient_checkpointing=gradient_checkpointing, lexical_c=lexical_c,
+        lexical_dense_scale=lexical_dense_scale).given()
     settings = settings or TrainSettings()
     name = resolve_member_preset(run.model, overrides).name  # unknown preset / field: fail before any I/O
     tokenized = Path(run.tokenized) if run.tokenized else work_dir() / "tokenized" / name
-    frame, token_meta, cache_manifest = load_cache(tokenized, "train")
-    preset = cache_preset(run.model, tokenized, token_meta, overrides)
+    frame, cache, cache_manifest = load_cache(tokenized, "train")
+    preset = cache_preset(run.model, cache, overrides)
     member = get_member_type(preset.member)
     train_rows, held = split_rows(frame, run.fold, settings)
     out = Path(run.out) if run.out else default_model_out(preset.name, run.fold)
@@ -166,7 +167,7 @@ def train_stage(
             metrics.update(log_loss=log_loss(labels, probs), accuracy=float((probs.argmax(1) == labels).mean()))
             oof = pd.DataFrame({"id": held["id"].to_numpy(), "p_a": probs[:, 0], "p_b": probs[:, 1],
                                 "p_tie": probs[:, 2], "label": labels})
-        publish_training(out, preset, run.fold, settings, tokenized, token_meta, cache_manifest, metrics, oof,
+        publish_training(out, preset, run.fold, settings, tokenized, cache.record, cache_manifest, metrics, oof,
                          fitted.save, fitted.log)
         if fitted.cleanup is not None:
             fitted.cleanup()

@@ -8,8 +8,10 @@ complete and the table's bytes are the ones the stage fingerprinted.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..core.errors import StaleOutput
@@ -44,7 +46,8 @@ def check_cache(tokenized: str | Path, split: str) -> dict:
 
 
 def cache_meta(tokenized: str | Path) -> dict:
-    """The cache's ``meta.json`` (preset, packing, sources, fold settings, counts)."""
+    """The cache's ``meta.json`` as written (preset, packing, sources, fold settings, counts); read it
+    typed with :func:`read_cache`."""
     path = Path(tokenized) / "meta.json"
     try:
         meta = read_json(path, rerun_advice(path.parent, "rerun the tokenize stage"))
@@ -56,21 +59,78 @@ def cache_meta(tokenized: str | Path) -> dict:
     return meta
 
 
-def packed_preset(meta: dict) -> Preset | None:
-    """The preset a cache was packed for (its ``meta.json``'s record, older kits' included), typed;
-    None for a cache that records none."""
-    return Preset.from_dict(meta["preset"]) if meta.get("preset") else None
+# the settings that decide which rows sit in which fold: a model's held-out fold is only held out
+# on a cache that agrees with the one it was trained on in all of them
+FOLD_KEYS = ("train_sources", "n_folds", "seed", "max_rows", "extra_sources", "dedup_similarity")
 
 
-def load_cache(tokenized: str | Path, split: str = "train") -> tuple[pd.DataFrame, dict, dict]:
-    """(table, meta, manifest) of a checked cache split (``train`` or ``test``); ids as text."""
+@dataclass(frozen=True)
+class TokenizedCache:
+    """A tokenized cache's record (its ``meta.json``), typed and read once (:func:`read_cache`).
+
+    The token budget is stated once, as ``preset.max_length`` (per side for a pairwise member);
+    ``pack_options`` are the packing options beyond it (``kit tokenize --pack``)."""
+
+    path: Path
+    preset: Preset | None  # None: a cache of an older kit that recorded no preset
+    pack_options: dict | None
+    train_sources: list[str]
+    extra_sources: list[str]
+    test_source: str | None
+    extra_rows: dict
+    record: dict  # meta.json as written: a trained model's config.json keeps it as its tokenization
+
+    @property
+    def max_length(self) -> int | None:
+        return self.preset.max_length if self.preset else None
+
+    @property
+    def member(self) -> str:
+        """The member type the cache was packed for (older caches without a preset: joint)."""
+        return self.preset.member if self.preset else "joint"
+
+    def fold_settings(self) -> dict:
+        """The settings that place rows in folds (:data:`FOLD_KEYS`), as recorded."""
+        return {k: self.record[k] for k in FOLD_KEYS if k in self.record}
+
+
+def pack_options(pack: dict | None) -> dict | None:
+    """A recorded packing without its token budget (older kits recorded it there too)."""
+    return {k: v for k, v in pack.items() if k != "max_length"} if pack else None
+
+
+def read_cache(tokenized: str | Path) -> TokenizedCache:
+    """The typed record of a tokenized cache (its ``meta.json``; older kits' records included)."""
+    meta = cache_meta(tokenized)
+    return TokenizedCache(Path(tokenized), Preset.from_dict(meta["preset"]) if meta.get("preset") else None,
+                          pack_options(meta.get("pack")), list(meta.get("train_sources") or []),
+                          list(meta.get("extra_sources") or []), meta.get("test_source") or None,
+                          dict(meta.get("extra_rows") or {}), meta)
+
+
+def load_cache(tokenized: str | Path, split: str = "train") -> tuple[pd.DataFrame, TokenizedCache, dict]:
+    """(table, record, manifest) of a checked cache split (``train`` or ``test``); ids as text."""
     tokenized = Path(tokenized)
     path = tokenized / CACHE_FILES[split]
     if not path.exists():
         raise StaleOutput(f"no tokenized {split} table at {path}: run `python -m kit tokenize` first "
                           f"(notebook 01_tokenize)")
     manifest = check_cache(tokenized, split)
-    return read_parquet_keeping_ids(path), cache_meta(tokenized), manifest
+    return read_parquet_keeping_ids(path), read_cache(tokenized), manifest
+
+
+def cut_rate(tokenized: str | Path) -> float | None:
+    """The share of a cache's training rows of which the packing cut some text (a turn, the prompt or
+    a response shortened or dropped) to fit the token budget; None for a member type that packs no
+    tokens (lexical) or a cache without training rows."""
+    table, _, _ = load_cache(tokenized, "train")
+    parts = [c.removesuffix("_kept") for c in table.columns if c.endswith("_kept") and c != "turns_kept"]
+    if not parts or not len(table):
+        return None
+    cut = np.zeros(len(table), bool)
+    for part in parts:
+        cut |= table[f"{part}_kept"].to_numpy() < table[f"{part}_total"].to_numpy()
+    return float(cut.mean())
 
 
 def write_cache(out_dir: Path, train: pd.DataFrame | None, test: pd.DataFrame | None, skipped: pd.DataFrame,
@@ -88,8 +148,8 @@ def write_cache(out_dir: Path, train: pd.DataFrame | None, test: pd.DataFrame | 
             write_csv(removed, stage / "dedup_removed.csv")
         write_json(meta, stage / "meta.json")
         shown = pd.concat([d for d in (train, test) if d is not None], ignore_index=True)
-        if len(shown) and meta.get("pack") and "n_tokens" in shown:
-            plot_retention(shown, meta["pack"]["max_length"], stage / "retention.png",
+        if len(shown) and meta["preset"]["max_length"] and "n_tokens" in shown:
+            plot_retention(shown, meta["preset"]["max_length"], stage / "retention.png",
                            title=f"{meta['preset']['name']}: {len(shown)} rows packed")
         written = {n: stage / n for n in (*CACHE_FILES.values(), "meta.json", "skipped_rows.csv", "dedup_removed.csv")
                    if (stage / n).exists()}
@@ -104,12 +164,12 @@ def cache_sources(tokenized: str | Path, split: str) -> list[Path] | None:
     fingerprints): a changed one is a StaleOutput naming it. None (said on the console) when a
     table is not here (e.g. on Kaggle, where only the models were attached)."""
     tokenized = Path(tokenized)
-    meta = cache_meta(tokenized)
+    cache = read_cache(tokenized)
     manifest = read_manifest(tokenized / MANIFEST, f"tokenized cache {tokenized}", "rerun the tokenize stage")
     if split == "train":
-        named = {f"train:{p}": p for p in meta["train_sources"]} | {f"extra:{p}": p for p in meta.get("extra_sources", [])}
+        named = {f"train:{p}": p for p in cache.train_sources} | {f"extra:{p}": p for p in cache.extra_sources}
     else:
-        named = {"test": meta.get("test_source")} if meta.get("test_source") else {}
+        named = {"test": cache.test_source} if cache.test_source else {}
     missing = [p for p in named.values() if not Path(p).is_file()]
     if missing or not named:
         log.info(f"[kit] the {split} source table(s) {missing} of {tokenized} are not here: figures that re-read them "

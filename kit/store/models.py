@@ -23,6 +23,7 @@ from ..core.files import read_json
 from ..core.log import get_logger
 from ..core.presets import Preset, member_order
 from ..core.settings import TrainSettings
+from .cache import pack_options
 from .figures import plot_training
 from .io import new_run_id, staged_folder, write_csv, write_json, writing
 from .manifest import (MANIFEST, check_output, check_outputs, links_under, read_manifest, rerun_advice,
@@ -167,8 +168,7 @@ class TrainedModel:
     def pack_options(self) -> dict | None:
         """The packing options beyond the token budget (``kit tokenize --pack``): the budget is
         :attr:`max_length`, stated once."""
-        pack = self.tokenization.get("pack")
-        return {k: v for k, v in pack.items() if k != "max_length"} if pack else None
+        return pack_options(self.tokenization.get("pack"))
 
 
 def read_trained(model_dir: str | Path) -> TrainedModel:

@@ -22,7 +22,7 @@ import json
 import time
 from pathlib import Path
 from typing import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pandas as pd
 
@@ -39,10 +39,10 @@ from ..ensemble.guardrails import apply_guardrails
 from ..ensemble.intervals import N_DRAWS, MethodScores, compare, differences_markdown
 from ..ensemble.judges import (comparison_markdown, external_judge, held_out_judge, judge_table, params_of,
                                read_judge_csv)
-from ..store.cache import cache_meta, check_cache, packed_preset
+from ..store.cache import check_cache, cut_rate, read_cache
 from ..store.figures import plot_methods
 from ..store.io import write_json, write_text
-from ..store.models import check_trained, read_model_config
+from ..store.models import check_trained, read_trained
 from ..members import get_member_type
 from ..store.predictions import load_member, read_predictions
 from ..stages.infer import infer_stage
@@ -63,10 +63,9 @@ def _reusable_cache(tok_dir: Path, wanted: dict, model: str, max_length, member,
         check_cache(tok_dir, "train")
     except StaleOutput as e:
         raise StaleOutput(f"cannot reuse {e}; or pass --overwrite to redo the whole cv") from None
-    meta = cache_meta(tok_dir)
+    cache = read_cache(tok_dir)  # reads older caches' "head" too
     preset = resolve_preset(model, dict(max_length=max_length, member=member))
-    packed = packed_preset(meta)  # reads older caches' "head" too
-    have = {k: meta.get(k) for k in wanted} | {"max_length": packed.max_length, "member": packed.member}
+    have = {k: cache.record.get(k) for k in wanted} | {"max_length": cache.max_length, "member": cache.member}
     want = wanted | {"max_length": preset.max_length, "member": preset.member}
     if have != want:
         diff = {k: (have[k], want[k]) for k in want if have[k] != want[k]}
@@ -86,10 +85,9 @@ def _fold_state(fold_dir: Path, settings: TrainSettings, preset, overwrite: bool
         check_trained(fold_dir)
     except StaleOutput:
         return "none"
-    config = read_model_config(fold_dir)
-    recipe = {k: v for k, v in preset.to_dict().items() if k != "model_dir"}
-    was = {k: v for k, v in config["preset"].items() if k != "model_dir"}
-    if config["train"] != json.loads(json.dumps(asdict(settings))) or was != json.loads(json.dumps(recipe)):
+    trained = read_trained(fold_dir)  # typed: older records read into the same fields
+    same_recipe = replace(trained.preset, model_dir=None) == replace(preset, model_dir=None)
+    if trained.train != json.loads(json.dumps(asdict(settings))) or not same_recipe:
         raise SettingsError(f"{fold_dir} was trained with other settings or another recipe: pass --overwrite to "
                          f"redo the whole cv, or choose another --out")
     try:
@@ -172,7 +170,7 @@ def cv_stage(
     caps = max_train_rows if isinstance(max_train_rows, dict) else {m: max_train_rows for m in models}
     out = Path(out)
     models = member_order(models)  # the stronger member gets 0.7
-    started, timings, members, judged, params = time.time(), {}, [], [], {}
+    started, timings, members, judged, params, cut = time.time(), {}, [], [], {}, {}
     # a residual member's base is trained (and scored out of fold) first
     for model in sorted(models, key=lambda m: m in residual) + list(s.judges):
         is_judge = model in s.judges and model not in models
@@ -188,13 +186,14 @@ def cv_stage(
             tokenize_stage(model, list(train), "", max_length=None if is_judge else max_length, n_folds=folds,
                            seed=seed, max_rows=max_rows, out=tok_dir, overwrite=overwrite, member=kind,
                            extra=extra, dedup_similarity=s.dedup_similarity)
+        cut[model] = cut_rate(tok_dir)
         dirs = []
         for k in range(folds):
             settings = TrainSettings(epochs=epochs, max_train_rows=caps.get(model), seed=seed,
                                      swap_augment=swap_augment, evals_per_run=evals_per_run,
                                      residual_on=str(out / "models" / residual[model]) if model in residual else None)
             fold_dir = out / "models" / model / f"fold{k}"
-            recipe = cache_preset(model, tok_dir, cache_meta(tok_dir), {})
+            recipe = cache_preset(model, read_cache(tok_dir), {})
             state = _fold_state(fold_dir, settings, recipe, overwrite)  # a killed or extended cv run goes on
             if state == "predicted":
                 log.info(f"[kit cv] reusing {fold_dir}")
@@ -220,8 +219,9 @@ def cv_stage(
     table["params"] = [params.get(name) for name in table.index]
     if judges:
         table = result.table = pd.concat([table, judge_table(judges, result.oof_labels)])
+    table["cut"] = [cut.get(name.removeprefix("judge: ")) for name in table.index]
     differences = _comparisons(result, judges, models)
-    extra_meta = cache_meta(out / "tokenized" / models[0]).get("extra_rows") or {}
+    extra_meta = read_cache(out / "tokenized" / models[0]).extra_rows
     settings = {"train": [str(p) for p in train], "extra": [str(p) for p in s.extra], "residual": residual,
                 "extra_rows": extra_meta.get("kept"),
                 "extra_removed": extra_meta.get("removed_exact", 0) + extra_meta.get("removed_near", 0),
@@ -233,7 +233,7 @@ def cv_stage(
                           "temperature": result.temperature, "oof_score": result.report["oof_score"],
                           "per_fold": result.report["per_fold"], "stacker": result.report.get("stacker"),
                           "guardrails": result.report.get("guardrails")},
-                "train_minutes": timings, "wall_minutes_this_call": (time.time() - started) / 60}
+                "cut_rates": cut, "train_minutes": timings, "wall_minutes_this_call": (time.time() - started) / 60}
     payload = {"rows": len(result.oof_ids), "folds": folds, "settings": settings, "provenance": provenance(started),
                "results": {name: {k: (float(r[k]) if r.get(k) == r.get(k) and r.get(k) is not None else None)
                                   for k in ("log_loss", "accuracy", "macro_f1")} for name, r in table.iterrows()},
@@ -252,6 +252,8 @@ def cv_stage(
           + f" (test), the `blend` row {result.report['oof_score']}; "
           f"training minutes summed over folds: {', '.join(f'{m} {t:.1f}' for m, t in timings.items())}.\n\n"
           + comparison_markdown(table) + "\n"
+          + ("\n'rows cut': the share of rows of which the packing cut some text (a turn, the prompt or a "
+             "response) to fit the member's token budget.\n" if any(v is not None for v in cut.values()) else "")
           + ("\nA judge known by its verdicts is scored on them (accuracy, macro-F1); its log loss is not "
              "comparable and not shown.\n" if any(j.verdicts is not None for j in judges) else "")
           + (f"\n## Differences on the same rows, with paired bootstrap 95 % intervals\n\nEach row: the first "

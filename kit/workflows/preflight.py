@@ -126,7 +126,7 @@ def member_tokenization(name: str, dirs: list[Path]) -> TrainedModel:
     first = records[0]
     for d, rec in zip(dirs[1:], records[1:]):
         same_preset = all(getattr(rec.preset, k) == getattr(first.preset, k) for k in keys)
-        if not same_preset or rec.tokenization.get("pack") != first.tokenization.get("pack"):
+        if not same_preset or rec.pack_options != first.pack_options:
             raise SubmitError(f"member {name}: {d} was tokenized differently from {dirs[0]} (backbone, member type or "
                               f"token budget): submit them as separate members or retrain alike")
     return first
