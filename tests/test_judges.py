@@ -98,6 +98,13 @@ def test_cv_reports_zero_shot_and_external_judges_beside_the_members(tmp_path):
     assert {("blend", "judge: flat", "log_loss"), ("blend", "judge: smollm2-zeroshot-128", "accuracy"),
             ("blend", "lexical", "accuracy"), ("blend", "tfidf", "log_loss")} <= set(comparisons)
     assert truthful["groups"] == frame["prompt"].nunique() and "paired bootstrap 95 % intervals" in result["markdown"]
+    # --blend-judges (a measurement): the same folds, reused; the judge is a blended member and still a judge row
+    again = cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv", max_rows=30, max_length=None,
+                     judges=["smollm2-zeroshot-128"], blend_judges=True)
+    saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert list(saved["settings"]["blend"]["weights"]) == ["lexical", "smollm2-zeroshot-128"]
+    assert {"smollm2-zeroshot-128", "judge: smollm2-zeroshot-128"} <= set(again["table"].index)
+    assert "blended as members too" in again["markdown"]
 
 
 def test_an_external_judge_must_cover_every_scored_row(tmp_path):

@@ -132,6 +132,7 @@ def cv_stage(
         dedup_similarity: float = 0.9,
         residual: dict | None = None,
         judges: Sequence[str] = (),
+        blend_judges: bool = False,
         judge_csv: dict | None = None,
         overwrite: bool = False,
 ) -> dict:
@@ -209,7 +210,8 @@ def cv_stage(
                              for d in dirs) / 60
         params[model] = params_of(dirs[0])
     members = sorted(members, key=lambda m: models.index(m.name))  # the blend's order: stronger first
-    result = blend_members(members, weights, space, s.temperature)
+    # --blend-judges: the judges' held-out log-probabilities as features too (each keeps its judge row)
+    result = blend_members(members + (judged if s.blend_judges else []), weights, space, s.temperature)
     result.table = evaluation_table(result, out / "tokenized" / models[0])
     apply_guardrails(result, out / "tokenized" / models[0])  # its own row: "blend + guardrails"
     judges = [held_out_judge(j, result.oof_ids, params[j.name]) for j in judged]
@@ -228,7 +230,7 @@ def cv_stage(
                 "models": list(models), "folds": folds, "member": member,
                 "max_length": max_length, "max_rows": max_rows, "epochs": epochs,
                 "max_train_rows": max_train_rows, "tta": tta, "seed": seed, "swap_augment": swap_augment,
-                "evals_per_run": evals_per_run,
+                "evals_per_run": evals_per_run, "blend_judges": s.blend_judges,
                 "blend": {"space": space, "weights_mode": result.weights_mode, "weights": dict(zip(result.members, result.weights)),
                           "temperature": result.temperature, "oof_score": result.report["oof_score"],
                           "per_fold": result.report["per_fold"], "stacker": result.report.get("stacker"),
@@ -248,6 +250,7 @@ def cv_stage(
           f"epochs {epochs or 'preset'}; training rows per fold {max_train_rows or 'all'}; "
           f"swap augmentation {swap_augment} (joint head only); swap TTA {tta} (joint head only); blend weights "
           f"{describe_weights(result)} in {space} space"
+          + (f" (the judges {', '.join(s.judges)} blended as members too)" if s.blend_judges and s.judges else "")
           + (f", temperature {result.temperature:.2f}" if s.temperature else "")
           + f" (test), the `blend` row {result.report['oof_score']}; "
           f"training minutes summed over folds: {', '.join(f'{m} {t:.1f}' for m, t in timings.items())}.\n\n"

@@ -65,6 +65,9 @@ class CvSettings(Settings):
                                 cli_type=parse_members)
     judges: list[str] = arg(help="zero-shot judges scored beside the members, never blended: presets of the "
                                  "zeroshot member type (e.g. smollm2-zeroshot)", factory=list)
+    blend_judges: bool = arg(False, "also blend the --judges as members: their verdict-token log-probabilities "
+                                    "enter the fitted weights or the stacker (a measurement: they stay compared as "
+                                    "judges too, and kit blend / kit submit never blend them)")
     judge_csv: dict | None = arg(None, "NAME=CSV;...: external judges' verdicts by id (p_a,p_b,p_tie, or a verdict "
                                        "column A/B/tie), scored on the same rows", cli_type=parse_members)
     overwrite: bool = arg(False, "redo everything in --out instead of reusing it")
