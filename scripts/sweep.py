@@ -60,6 +60,10 @@ CONFIGS = {
         dict(learning_rate=5e-4, epochs=1, group_by_length=False, head_lr_scale=20.0)),
     # Gemma-3-270M, pairwise, last token, lr 5e-4, 256 per side, 200 training rows: one knob at a time from the
     # first recipe (LoRA on the top 6 of 18 layers); all layers won and is the preset since
+    # issue 29's first lever: every training row of the fold at a lower rate (lr5e-4 on all rows overfit:
+    # results/cv_pandalm_gemma_all/)
+    "gemma3-270m pairwise last all-layers lr2e-4 all-rows": (
+        "gemma3-270m", "pairwise", 256, {"layers_to_transform": list(range(18))}, dict(learning_rate=2e-4)),
     "gemma3-270m pairwise last top6 lr5e-4 200rows": (
         "gemma3-270m", "pairwise", 256, {"layers_to_transform": _GEMMA_TOP6}, dict(max_train_rows=200)),
     "gemma3-270m pairwise last all-layers lr5e-4 200rows": (
