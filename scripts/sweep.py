@@ -64,6 +64,11 @@ CONFIGS = {
     # results/cv_pandalm_gemma_all/)
     "gemma3-270m pairwise last all-layers lr2e-4 all-rows": (
         "gemma3-270m", "pairwise", 256, {"layers_to_transform": list(range(18))}, dict(learning_rate=2e-4)),
+    # the headline recipe (all layers, 200 rows, lr 5e-4) with other training seeds: its spread on fold 0
+    "gemma3-270m pairwise last all-layers lr5e-4 200rows seed7": (
+        "gemma3-270m", "pairwise", 256, {"layers_to_transform": list(range(18))}, dict(max_train_rows=200, seed=7)),
+    "gemma3-270m pairwise last all-layers lr5e-4 200rows seed13": (
+        "gemma3-270m", "pairwise", 256, {"layers_to_transform": list(range(18))}, dict(max_train_rows=200, seed=13)),
     "gemma3-270m pairwise last top6 lr5e-4 200rows": (
         "gemma3-270m", "pairwise", 256, {"layers_to_transform": _GEMMA_TOP6}, dict(max_train_rows=200)),
     "gemma3-270m pairwise last all-layers lr5e-4 200rows": (
