@@ -217,7 +217,8 @@ class LexicalMember(MemberType):
         self.check_cache(train_rows, context.tokenized)
         started = time.time()
         targets = soft_targets(train_rows)
-        model = LexicalModel(C=preset.lexical_c, dense_scale=preset.lexical_dense_scale, seed=settings.seed).fit(train_rows, train_rows["label"], targets)
+        model = LexicalModel(C=preset.lexical_c, dense_scale=preset.lexical_dense_scale, seed=settings.seed)
+        model.fit(train_rows, train_rows["label"], targets)
         metrics = {"train_rows": len(train_rows), "train_seconds": time.time() - started,
                    "soft_labels": targets is not None,
                    "trainable_params": int(model.classifier.coef_.size + model.classifier.intercept_.size)}

@@ -27,7 +27,7 @@ from ..core.signature import settings_function
 from ..members import get_member_type
 from ..ops.devices import (RuntimeProjection, check_devices, default_max_tokens, device_names, swap_average,
                            visible_devices)
-from ..store.cache import FOLD_KEYS, check_cache, read_cache
+from ..store.cache import FOLD_KEYS, TokenizedCache, check_cache, read_cache
 from ..store.io import check_free, output_lock, read_csv_keeping_ids, read_parquet_keeping_ids
 from ..store.manifest import check_output, input_record
 from ..store.models import TrainedModel, check_trained, read_trained
@@ -106,7 +106,8 @@ def infer_stage(
         check_free([out], s.overwrite)
         cache_manifest = check_cache(tokenized, split)
         # the member check comes before the fold check: a cache of another member type is wrong whatever its folds
-        packed_for = read_cache(tokenized).preset
+        cache = read_cache(tokenized)  # meta.json, read once for the member, budget and fold checks
+        packed_for = cache.preset
         if packed_for is not None and packed_for.member != preset.member:
             raise PresetError(f"{tokenized} was tokenized for the {packed_for.member!r} member type, but {model_dir} was "
                               f"trained as {preset.member!r}: re-run the tokenize stage with --model {preset.name} "
@@ -117,7 +118,7 @@ def infer_stage(
                           f"{preset.max_length}", RuntimeWarning, stacklevel=2)
         frame = read_parquet_keeping_ids(table)
         if split == "oof":
-            _check_same_folds(model_dir, trained, tokenized, model_manifest, cache_manifest)
+            _check_same_folds(model_dir, trained, cache, model_manifest, cache_manifest)
             frame = frame[frame["fold"] == trained.fold]
         member.check_cache(frame, table)
 
@@ -179,15 +180,13 @@ def infer_stage(
         return InferResult(out, result, flip, projected, seconds)
 
 
-
-
-def _check_same_folds(model_dir: Path, model: TrainedModel, tokenized: Path, model_manifest: dict,
+def _check_same_folds(model_dir: Path, model: TrainedModel, cache: TokenizedCache, model_manifest: dict,
                       cache_manifest: dict) -> None:
     """Out-of-fold rows are only held out if the cache puts the same rows (ids, labels) in the
     same folds as the cache the model was trained on: the fold fingerprints must agree; the
     settings that differ are named."""
     trained = model.tokenization
-    now = read_cache(tokenized).record
+    tokenized, now = cache.path, cache.fold_settings()
     differ = [k for k in FOLD_KEYS if k in trained and now.get(k) != trained.get(k)]
     then_folds = model_manifest.get("inputs", {}).get("cache", {}).get("folds")
     if differ or then_folds != cache_manifest.get("folds"):

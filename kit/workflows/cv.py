@@ -188,13 +188,13 @@ def cv_stage(
                            seed=seed, max_rows=max_rows, out=tok_dir, overwrite=overwrite, member=kind,
                            extra=extra, dedup_similarity=s.dedup_similarity)
         cut[model] = cut_rate(tok_dir)
+        recipe = cache_preset(model, read_cache(tok_dir), {})  # the cache's recipe, the same for every fold
         dirs = []
         for k in range(folds):
             settings = TrainSettings(epochs=epochs, max_train_rows=caps.get(model), seed=seed,
                                      swap_augment=swap_augment, evals_per_run=evals_per_run,
                                      residual_on=str(out / "models" / residual[model]) if model in residual else None)
             fold_dir = out / "models" / model / f"fold{k}"
-            recipe = cache_preset(model, read_cache(tok_dir), {})
             state = _fold_state(fold_dir, settings, recipe, overwrite)  # a killed or extended cv run goes on
             if state == "predicted":
                 log.info(f"[kit cv] reusing {fold_dir}")
