@@ -117,3 +117,16 @@ def test_tokenize_notebook_executes_headless(tmp_path, model):
                                progress_bar=False)
     assert pd.read_parquet(out / "test.parquet")["id"].tolist() == ["136060", "211333", "1233961"]
     assert len(pd.read_parquet(out / "train.parquet")) == 1099
+
+
+def test_the_cut_rate_counts_the_rows_the_token_budget_shortened(tmp_path):
+    """kit cv's 'rows cut': none of PandaLM's short rows is cut at a generous budget, every row at a
+    budget below the packing's framing plus one word; the lexical member packs no tokens."""
+    from kit.store.cache import cut_rate
+    rates = {}
+    for budget in (40, 512):
+        tokenize_stage("minilm", [PANDALM], "", max_length=budget, max_rows=40, n_folds=2, out=tmp_path / str(budget))
+        rates[budget] = cut_rate(tmp_path / str(budget))
+    assert rates[40] > 0.9 and rates[512] < 0.2
+    tokenize_stage("lexical", [PANDALM], "", max_rows=40, n_folds=2, out=tmp_path / "lexical")
+    assert cut_rate(tmp_path / "lexical") is None
