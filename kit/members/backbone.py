@@ -68,7 +68,7 @@ class BackboneMember(MemberType):
     work_columns: tuple[str, ...] = ()
 
     def encoder(self, preset: Preset, pack: dict | None = None) -> Encoder:
-        config = replace(PackConfig(max_length=preset.max_length), **(pack or {}))
+        config = replace(PackConfig(max_length=preset.max_length, chat_template=preset.chat_template), **(pack or {}))
         packer = Packer(load_tokenizer(preset), config, side=self.side_packing)
         return Encoder(lambda frame, desc: self.pack(packer, frame, desc), config)
 
