@@ -28,6 +28,7 @@ WEIGHTS = "paper"       # "paper" (0.7/0.3) | "equal" | "fit" | "stack" (both fi
 SPACE = "prob"          # "prob" (arithmetic mean) | "log" (geometric mean)
 TEMPERATURE = False     # fit temperature scaling on out-of-fold rows
 GUARDRAILS = True       # fitted rules for identical / one-empty responses, kept only where they help out of fold
+JUDGE_CSV = None        # {"gpt-3.5-turbo": "verdicts.csv", ...}: external judges compared on the rows they judged
 OUT = None              # None: the work dir: submission.csv
 REPORT_DIR = None       # None: the work dir: report/ folder
 OVERWRITE = False

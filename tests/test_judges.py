@@ -158,3 +158,41 @@ def test_the_blend_report_shows_a_judge_and_submit_skips_it(tmp_path):
     done = submit([tmp_path / "models"], KAGGLE_TEST, weights="equal", work=tmp_path / "w", out=tmp_path / "sub.csv",
                   sample_submission=SAMPLE_SUB)
     assert list(done.members) == ["lexical"]
+
+
+def test_the_blend_report_compares_external_judges_on_the_rows_they_judged(tmp_path):
+    """The main job's case: training rows from Kaggle and PandaLM, judges' verdicts for PandaLM's
+    only. The report compares the blend with each judge on the judged rows, with the interval; the
+    judge's accuracy is its verdicts' on those rows (computed here from the file)."""
+    from conftest import KAGGLE_TEST, KAGGLE_TRAIN, lexical_folds
+    from kit.core.env import default_judges
+    from kit.core.metrics import macro_f1
+    from kit.stages.blend import blend_stage
+    dirs = lexical_folds(tmp_path, train=(KAGGLE_TRAIN, PANDALM), max_rows=160)
+    judges = default_judges()
+    assert sorted(judges) == ["gpt-3.5-turbo", "pandalm-7b"]
+    result = blend_stage({"lexical": [str(d) for d in dirs]}, weights="fit", space="log", out=tmp_path / "sub.csv",
+                         report_dir=tmp_path / "report", judge_csv=judges)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Against external judges, on the 60 of the 160 out-of-fold rows they judged" in report
+    saved = json.loads((tmp_path / "report" / "blend.json").read_text())["external_judges"]
+    assert saved["rows"] == 60 and saved["of_rows"] == 160
+    # golden: the judge's accuracy and macro-F1 are its verdicts' on the PandaLM rows trained here
+    pandalm = pd.read_csv(PANDALM, dtype={"id": str}).head(60)
+    truth = np.select([pandalm["winner_model_a"] == 1, pandalm["winner_model_b"] == 1], [0, 1], 2)
+    said = pd.read_csv(judges["gpt-3.5-turbo"], dtype={"id": str}).set_index("id").loc[pandalm["id"], "verdict"]
+    said = said.str.lower().map({"a": 0, "b": 1, "tie": 2}).to_numpy()
+    assert saved["results"]["judge: gpt-3.5-turbo"]["accuracy"] == pytest.approx((said == truth).mean())
+    assert saved["results"]["judge: gpt-3.5-turbo"]["macro_f1"] == pytest.approx(macro_f1(truth, said))
+    assert saved["results"]["judge: gpt-3.5-turbo"]["log_loss"] is None  # verdicts: not comparable
+    blend_rows = result.judged.table.loc["blend"]
+    diff = {(d["b"], d["metric"]): d for d in saved["comparisons"]}[("judge: gpt-3.5-turbo", "accuracy")]
+    assert diff["difference"] == pytest.approx(blend_rows["accuracy"] - (said == truth).mean())
+    assert diff["low"] <= diff["difference"] <= diff["high"] and diff["rows"] == 60
+    # judges of other rows only: one line, before anything is written
+    other = tmp_path / "other.csv"
+    pd.DataFrame({"id": ["x1", "x2"], "verdict": ["A", "B"]}).to_csv(other, index=False)
+    with pytest.raises(BlendError, match="none of the 160 out-of-fold rows has a verdict"):
+        blend_stage({"lexical": [str(d) for d in dirs]}, weights="fit", out=tmp_path / "sub2.csv",
+                    report_dir=tmp_path / "report2", judge_csv={"elsewhere": str(other)})
+    assert not (tmp_path / "sub2.csv").exists()

@@ -73,12 +73,13 @@ def test_cli_errors_are_clear(tmp_path):
 
 
 def test_chat_template_packing_from_the_command_line(tmp_path, smollm2_tokenizer):
-    """--pack '{"chat_template": true}': each pairwise side is the backbone's own chat rendering
-    (system, user turns, assistant turns), recorded in meta.json for the test set's packing; a backbone
-    without a chat template is refused in one line."""
+    """SmolLM2's preset packs each pairwise side as the backbone's own chat rendering (system, user
+    turns, assistant turns) by default, recorded in meta.json for the test set's packing; --pack
+    '{"chat_template": false}' packs plain text instead; a backbone without a chat template is refused
+    in one line."""
     out = tmp_path / "chat"
     proc = run_kit("tokenize", "--model", "smollm2", "--train", KAGGLE_TRAIN, "--no-test", "--folds", "2",
-                   "--max-length", "256", "--pack", '{"chat_template": true}', "--out", out)
+                   "--max-length", "256", "--out", out)
     assert proc.returncode == 0, proc.stderr
     train = pd.read_parquet(out / "train.parquet")
     assert len(train) == 100 and train["side_a_ids"].map(len).le(256).all()
@@ -93,6 +94,14 @@ def test_chat_template_packing_from_the_command_line(tmp_path, smollm2_tokenizer
     assert cache.max_length == 256 and cache.pack_options["chat_template"] is True
     assert "max_length" not in cache.record["pack"]
     assert "max_length" not in json.loads((out / "manifest.json").read_text())["settings"]
+    plain = tmp_path / "plain"
+    proc = run_kit("tokenize", "--model", "smollm2", "--train", KAGGLE_TRAIN, "--no-test", "--folds", "2",
+                   "--max-rows", "10", "--pack", '{"chat_template": false}', "--out", plain)
+    assert proc.returncode == 0, proc.stderr
+    for ids in pd.read_parquet(plain / "train.parquet")["side_b_ids"]:
+        text = smollm2_tokenizer.decode(list(ids))
+        assert "<|im_start|>" not in text and "How good is this response?" in text
+    assert read_cache(plain).pack_options["chat_template"] is False
     proc = run_kit("tokenize", "--model", "minilm", "--train", KAGGLE_TRAIN, "--no-test", "--folds", "2",
                    "--pack", '{"chat_template": true}', "--out", tmp_path / "bert")
     assert proc.returncode == 2 and "no chat template" in proc.stderr and "Traceback" not in proc.stderr

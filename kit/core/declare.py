@@ -65,15 +65,18 @@ class Settings:
 _KEEP = object()
 
 
-def same_as(cls, name: str, default=_KEEP, help: str | None = None):
+def same_as(cls, name: str, default=_KEEP, help: str | None = None, factory=None):
     """The field ``name`` of ``cls``, declared for a workflow that passes it on to that stage: the
     same help text and CLI/notebook metadata (``help`` adds the workflow's own words). A different
     ``default`` is the workflow's deliberate choice; :data:`kit.workflows.settings.WORKFLOW_DEFAULTS`
-    lists each one with its reason."""
+    lists each one with its reason; ``factory`` makes that default when the field is made (e.g. a path
+    found at run time)."""
     source = cls.__dataclass_fields__[name]
     meta = dict(source.metadata)
     if help:
         meta["help"] = help
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
     if default is _KEEP:
         if source.default_factory is not dataclasses.MISSING:
             return field(default_factory=source.default_factory, metadata=meta)

@@ -110,6 +110,16 @@ def default_inputs() -> dict[str, list[Path] | Path]:
             "sample_submission": data / "kaggle" / "sample_submission.csv"}
 
 
+def default_judges() -> dict[str, str]:
+    """External judges' verdicts shipped beside the default training rows (``{name: csv}``):
+    gpt-3.5-turbo's and PandaLM-7B's on the PandaLM rows (data/PROVENANCE.md). None on Kaggle,
+    whose rows no shipped judge has seen."""
+    if environment() == "kaggle":
+        return {}
+    folder = REPO_ROOT / "data" / "pandalm" / "judges"
+    return {p.stem: str(p) for p in sorted(folder.glob("*.csv"))}
+
+
 def install_offline(wheel_dir: str | Path, requirements: str | Path | None = None) -> bool:
     """On Kaggle/Colab with internet off: pip-install requirements-kaggle.txt from an
     attached folder of wheels. Returns False (and does nothing) when the folder is absent,

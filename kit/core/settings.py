@@ -189,6 +189,9 @@ class BlendSettings(Settings):
                                         cli_type=parse_sample)
     guardrails: bool = arg(True, "fit the guardrails (identical / one empty response: kit.ensemble.guardrails)")
     baselines: bool = arg(True, "add the uniform / prior / TF-IDF rows to the out-of-fold report")
+    judge_csv: dict | None = arg(None, "NAME=CSV;...: external judges' verdicts by id (a verdict column A/B/tie, or "
+                                       "p_a,p_b,p_tie), compared with the blend in the report on the out-of-fold rows "
+                                       "they judged; never blended", cli_type=parse_members)
     overwrite: bool = arg(False, "replace an existing submission and report instead of refusing")
 
     _lists = ("models",)

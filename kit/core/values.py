@@ -5,10 +5,12 @@ parsed value again (settings are rebuilt from ``to_dict()`` without change).
 """
 from __future__ import annotations
 
+import os
+
 from .errors import SettingsError
 
-__all__ = ["WEIGHT_SCHEMES", "comma_list", "parse_caps", "parse_fold", "parse_hours", "parse_members",
-           "parse_sample", "parse_weights"]
+__all__ = ["WEIGHT_SCHEMES", "comma_list", "one_path_each", "parse_caps", "parse_fold", "parse_hours", "parse_members",
+           "parse_seeds", "parse_sample", "parse_weights"]
 
 WEIGHT_SCHEMES = ("paper", "equal", "fit", "stack", "auto", "saved")
 
@@ -54,6 +56,26 @@ def parse_members(text):
             raise SettingsError(f"--members entry {part!r} is not NAME=DIR[,DIR...]")
         out[name.strip()] = comma_list(dirs)
     return out
+
+
+def one_path_each(members: dict | None) -> dict:
+    """``{name: [path]}`` or ``{name: path}`` (Python callers) -> ``{name: path}``."""
+    return {name: (paths if isinstance(paths, (str, os.PathLike)) else paths[0])
+            for name, paths in (members or {}).items()}
+
+
+def parse_seeds(text):
+    """``'gemma3-270m=42,7,13;minilm=1,2'`` -> {'gemma3-270m': [42, 7, 13], 'minilm': [1, 2]}: distinct ints."""
+    out = {}
+    for name, seeds in (parse_members(text) or {}).items():
+        try:
+            seeds = [int(x) for x in (seeds if isinstance(seeds, (list, tuple)) else comma_list(str(seeds)))]
+        except ValueError:
+            raise SettingsError(f"--bag-seeds {name}={seeds}: seeds are whole numbers, e.g. {name}=42,7,13") from None
+        if len(set(seeds)) != len(seeds) or not seeds:
+            raise SettingsError(f"--bag-seeds {name}={seeds}: give distinct seeds")
+        out[name] = seeds
+    return out or None
 
 
 def parse_caps(text):

@@ -157,6 +157,7 @@ class BlendResult:
     oof_folds: np.ndarray | None = None
     oof_methods: dict = field(default_factory=dict)  # table row -> its (n, 3) out-of-fold probabilities
     oof_groups: list | None = None  # each out-of-fold row's prompt (evaluation_table): bootstrap groups
+    judged: object | None = None  # external judges on the rows they judged (kit.ensemble.judges.JudgedRows)
 
 
 def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[float] = "paper", space: str = "prob",

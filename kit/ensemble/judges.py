@@ -13,7 +13,9 @@ blended:
   rows the mapping did not see).
 
 Every blend row must have a verdict (a missing id is an error naming it); ids the blend does not
-score are counted in the log, not silently used.
+score are counted in the log, not silently used. Where judges judged only some of the blend's rows
+(the main job trains on Kaggle rows and PandaLM rows; the judges' files cover PandaLM's),
+:func:`external_comparison` compares them on those rows alone, said as such.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from ..core.errors import BlendError
 from ..core.log import get_logger
 from ..core.metrics import metrics
 from ..core.schema import PROB_COLUMNS
+from .intervals import MethodScores, paired_difference
 from ..members import get_member_type
 from ..store.io import read_csv_keeping_ids
 from ..store.models import read_trained
@@ -122,6 +125,49 @@ def external_judge(name: str, path: str | Path, oof_ids, labels: np.ndarray, fol
                          f"{rows['verdict'].iloc[row]!r} is not A, B or tie")
     said = verdicts.to_numpy(dtype=np.int64)
     return JudgeRow(name, confusion_probs(said, labels, folds), params, "external (verdicts)", said)
+
+
+@dataclass
+class JudgedRows:
+    """The blend, its members and the external judges on the out-of-fold rows every judge judged:
+    their figures (``table``) and the blend minus each judge with its paired bootstrap interval."""
+
+    rows: int  # the rows compared
+    of_rows: int  # the blend's out-of-fold rows
+    table: pd.DataFrame
+    differences: list
+
+
+def external_comparison(result, judge_csv: dict[str, str | Path]) -> JudgedRows:
+    """External judges (``{name: csv}``) against the blend of ``result`` (a
+    :class:`kit.ensemble.combine.BlendResult` with out-of-fold rows and their prompts) on the rows
+    every judge has a verdict for; a BlendError when no row has. Each member's row is its final
+    probabilities (after swap TTA where it ran)."""
+    ids = list(result.oof_ids)
+    covered = set(ids)
+    for name, path in judge_csv.items():
+        covered &= set(read_judge_csv(name, path)["id"])
+    if not covered:
+        raise BlendError(f"judges {', '.join(judge_csv)}: none of the {len(ids)} out-of-fold rows has a verdict from "
+                         f"every judge (their files' ids are other rows'): pass judges of these rows")
+    keep = np.array([i in covered for i in ids])
+    rows = [i for i in ids if i in covered]
+    labels, folds = result.oof_labels[keep], result.oof_folds[keep]
+    judges = [external_judge(name, path, rows, labels, folds) for name, path in judge_csv.items()]
+    methods = {"blend": result.oof_methods["blend"]}
+    for m in result.members:
+        methods[m] = result.oof_methods.get(f"{m}+tta", result.oof_methods[m])
+    table = pd.concat([pd.DataFrame({n: metrics(labels, p[keep]) for n, p in methods.items()}).T,
+                       judge_table(judges, labels)])
+    differences = []
+    if result.oof_groups is not None:
+        groups = [g for g, k in zip(result.oof_groups, keep) if k]
+        blend = MethodScores.from_probs("blend", methods["blend"][keep])
+        for j in judges:
+            other = (MethodScores(f"judge: {j.name}", None, j.verdicts) if j.verdicts is not None
+                     else MethodScores.from_probs(f"judge: {j.name}", j.probs))
+            differences += paired_difference(blend, other, labels, groups)
+    return JudgedRows(len(rows), len(ids), table, differences)
 
 
 def confusion_probs(verdicts: np.ndarray, labels: np.ndarray, folds: np.ndarray, smoothing: float = 1.0) -> np.ndarray:

@@ -43,6 +43,12 @@ def render_report(result: BlendResult, differences: Sequence[Difference] = ()) -
                   f"interval resamples whole prompts ({differences[0].groups} of them, {N_DRAWS} draws). Log loss: "
                   f"negative favours the first; accuracy: positive favours the first.", "",
                   differences_markdown(differences)]
+    judged = result.judged
+    if judged is not None:
+        lines += [f"## Against external judges, on the {judged.rows} of the {judged.of_rows} out-of-fold rows they judged",
+                  "", "The blend and its members on the rows every judge gave a verdict for, the judges beside them "
+                  "(a judge known by its verdicts: accuracy and macro-F1; its log loss is not comparable).", "",
+                  comparison_markdown(judged.table), "", differences_markdown(judged.differences)]
     lines += ["![log loss per method](methods.png)", "",
               "![reliability](reliability.png)", "", "![confusion](confusion.png)", ""]
     return "\n".join(lines)
@@ -67,7 +73,14 @@ def write_report(result: BlendResult, submission: PreparedSubmission, report_dir
         plot_methods(result.table, stage / "methods.png", f"{result.oof_rows} out-of-fold rows")
         write_csv(result.table.reset_index(names="method"), stage / "evaluation.csv")
         differences = blend_comparisons(result)
-        write_json({**result.report, "comparisons": [d.to_dict() for d in differences]}, stage / "blend.json")
+        judged = result.judged
+        external = None if judged is None else {
+            "rows": judged.rows, "of_rows": judged.of_rows,
+            "results": {n: {k: (None if r[k] != r[k] else float(r[k])) for k in ("log_loss", "accuracy", "macro_f1")}
+                        for n, r in judged.table.iterrows()},
+            "comparisons": [d.to_dict() for d in judged.differences]}
+        write_json({**result.report, "comparisons": [d.to_dict() for d in differences],
+                    **({"external_judges": external} if external else {})}, stage / "blend.json")
         write_text(render_report(result, differences), stage / "report.md")
         write_csv(submission.frame, stage / ".submission.csv", float_format="%.10g")  # its exact bytes
         write_json(stage_manifest(

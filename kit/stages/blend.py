@@ -19,10 +19,12 @@ from ..core.errors import BlendError
 from ..core.log import get_logger
 from ..core.settings import BlendSettings
 from ..core.signature import settings_function
+from ..core.values import one_path_each
 from ..ensemble.combine import BlendResult, blend_members
 from ..ensemble.evaluation import evaluation_table
 from ..ensemble.guardrails import apply_guardrails
-from ..ensemble.judges import held_out_judge, judge_table, params_of, split_judges
+from ..ensemble.judges import (external_comparison, held_out_judge, judge_table, params_of, read_judge_csv,
+                              split_judges)
 from ..ensemble.report import REPORT_FILES, write_report
 from ..ensemble.submission import prepare_blended_submission
 from ..store.cache import check_cache
@@ -45,6 +47,7 @@ def blend_stage(
         sample_submission: str | None = "auto",
         guardrails: bool = True,
         baselines: bool = True,
+        judge_csv: dict | None = None,
         overwrite: bool = False,
 ) -> BlendResult:
     """Stage 4: blend the members, write and validate submission.csv and the report.
@@ -67,6 +70,9 @@ def blend_stage(
     if s.sample_submission not in (None, "auto") and not Path(s.sample_submission).is_file():
         raise BlendError(f"no sample submission at {s.sample_submission}: pass an existing file, or 'none' to skip "
                          f"the check (--sample-submission)")
+    judge_csv = one_path_each(s.judge_csv)
+    for name, path in judge_csv.items():  # a wrong file fails now, before anything is blended
+        read_judge_csv(name, path)
     groups, judge_groups = split_judges(groups)  # judges are compared with the members, never blended
     if not groups:
         raise BlendError(f"only judges among the trained models ({', '.join(judge_groups)}): train a member to blend")
@@ -95,6 +101,8 @@ def blend_stage(
             if judged:  # the paper's comparison: un-finetuned judges on the same rows
                 rows = [held_out_judge(j, result.oof_ids, params_of(j.model_dirs[0])) for j in judged]
                 result.table = pd.concat([result.table, judge_table(rows, result.oof_labels)])
+            if judge_csv:  # the paper's comparison with external judges, on the rows they judged
+                result.judged = external_comparison(result, judge_csv)
         # validated before anything is written; written last, once the report is in place: a failure
         # anywhere before leaves the previous submission (and report) as they were
         submission = prepare_blended_submission(result.test, tokenized, s.sample_submission)

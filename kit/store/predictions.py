@@ -115,18 +115,44 @@ def mean_test_predictions(files: Sequence[str | Path], model_dirs: Sequence[Path
 
 def load_member(name: str, model_dirs: Sequence[str | Path], need_oof: bool = True,
                 need_test: bool = True) -> MemberPredictions:
-    """Average a member's test predictions over its models; concatenate its OOF folds."""
+    """Average a member's test predictions over its models; concatenate its OOF folds.
+
+    A fold trained by several models (a seed-bagged member: the same rows, other training seeds)
+    contributes the mean of their held-out probabilities, row by row; its models must hold out the
+    same ids, and every fold must have as many models as the others (a BlendError otherwise)."""
     dirs = [Path(d) for d in model_dirs]
     test = mean_test_predictions([d / "predictions" / "test.csv" for d in dirs], dirs) if need_test else None
     oof = None
     folds = [read_model_config(d)["fold"] for d in dirs]
     with_oof = [d for d, f in zip(dirs, folds) if f is not None]
     if need_oof and with_oof:
-        parts = [read_predictions(d / "predictions" / "oof.csv", "out-of-fold", d).assign(fold=f)
-                 for d, f in zip(dirs, folds) if f is not None]
+        by_fold: dict[int, list[tuple[Path, pd.DataFrame]]] = {}
+        for d, f in zip(dirs, folds):
+            if f is not None:
+                by_fold.setdefault(f, []).append((d, read_predictions(d / "predictions" / "oof.csv", "out-of-fold", d)))
+        counts = {f: len(v) for f, v in sorted(by_fold.items())}
+        if len(set(counts.values())) > 1:
+            raise BlendError(f"member {name}: its folds have {counts} models (fold: count): train every fold with "
+                             f"the same seeds, or leave the extra models out")
+        parts = []
+        for f, models in by_fold.items():
+            (first_dir, first), rest = models[0], models[1:]
+            for d, other in rest:
+                if sorted(other["id"]) != sorted(first["id"]):
+                    raise BlendError(f"member {name}: {d} and {first_dir} both hold out fold {f} but score other "
+                                     f"rows: they were trained on other fold assignments; retrain one of them")
+            if rest:  # seed bagging: each row's mean over the fold's models (probability space, as the test rows)
+                frames = [first.set_index("id")] + [o.set_index("id").loc[first["id"]] for _, o in rest]
+                shared = [c for c in frames[0].columns if all(c in fr.columns for fr in frames)
+                          and pd.api.types.is_float_dtype(frames[0][c])]
+                mean = frames[0].copy()
+                mean[shared] = sum(fr[shared].to_numpy() for fr in frames) / len(frames)
+                first = mean.reset_index()
+            parts.append(first.assign(fold=f))
         oof = pd.concat(parts, ignore_index=True)
         if oof["id"].duplicated().any():
-            raise BlendError(f"member {name}: an id is out-of-fold in two models (same fold trained twice?)")
+            raise BlendError(f"member {name}: an id is out-of-fold in two folds' models (trained on other fold "
+                             f"assignments?)")
     sources = frozenset(test.attrs.get("test_sources", ())) if test is not None else frozenset()
     return MemberPredictions(name, dirs, test, oof, sources)
 

@@ -28,10 +28,12 @@ import pandas as pd
 
 from ..core.errors import BlendError, SettingsError, StaleOutput
 from ..core.log import get_logger
+from ..core.metrics import metrics
 from ..core.provenance import provenance
 from ..core.presets import member_order, resolve_preset
 from ..core.settings import TrainSettings
 from ..core.signature import settings_function
+from ..core.values import one_path_each
 from .settings import CvSettings
 from ..ensemble.combine import blend_members, describe_weights
 from ..ensemble.evaluation import evaluation_table
@@ -97,6 +99,30 @@ def _fold_state(fold_dir: Path, settings: TrainSettings, preset, overwrite: bool
         return "trained"
 
 
+def _single_seed_rows(members, bagged, result, weights, space, temperature) -> pd.DataFrame:
+    """For each seed-bagged member and each of its seeds: the blend with that seed's models alone in
+    the member's place, fitted and cross-fitted as the bagged blend (the spread a single seed gives)."""
+    rows = {}
+    for name, by_seed in bagged.items():
+        for seed, alone in by_seed.items():
+            swapped = blend_members([alone if m.name == name else m for m in members], weights, space, temperature)
+            where = [swapped.oof_ids.index(i) for i in result.oof_ids]  # the bagged blend's row order
+            rows[f"blend, {name} seed {seed} alone"] = metrics(swapped.oof_labels[where], swapped.oof_blend[where])
+    return pd.DataFrame.from_dict(rows, orient="index")[["log_loss", "accuracy", "macro_f1"]]
+
+
+def _seed_spread_line(table: pd.DataFrame, bagged: dict) -> str:
+    """One markdown line per bagged member: the blend's range over its single seeds beside the bag's."""
+    lines = []
+    for name, by_seed in bagged.items():
+        alone = table.loc[[f"blend, {name} seed {sd} alone" for sd in by_seed]]
+        lines.append(f"\nSeed spread ({name}, {len(by_seed)} seeds): the blend with one seed's models scores "
+                     f"{alone['log_loss'].min():.4f}–{alone['log_loss'].max():.4f} log loss and "
+                     f"{alone['accuracy'].min():.4f}–{alone['accuracy'].max():.4f} accuracy; bagged, "
+                     f"{table.loc['blend', 'log_loss']:.4f} and {table.loc['blend', 'accuracy']:.4f}.\n")
+    return "".join(lines)
+
+
 def _comparisons(result, judges, models) -> list:
     """The blend against every judge, ablation, member and TF-IDF, and member against member, on the
     same out-of-fold rows, each with its paired bootstrap interval over prompts."""
@@ -123,6 +149,8 @@ def cv_stage(
         max_train_rows: int | dict | None = None,
         tta: bool = True,
         seed: int = 42,
+        train_seed: int | None = None,
+        bag_seeds: dict | None = None,
         swap_augment: bool = True,
         evals_per_run: int = 1,
         member: str | None = None,
@@ -154,13 +182,14 @@ def cv_stage(
     max_length, max_rows, weights, epochs = s.max_length, s.max_rows, s.weights, s.epochs
     max_train_rows, tta, seed, swap_augment = s.max_train_rows, s.tta, s.seed, s.swap_augment
     evals_per_run, member, space, overwrite = s.evals_per_run, s.member, s.space, s.overwrite
+    train_seed = seed if s.train_seed is None else s.train_seed
     for model in models:  # an unknown name fails here, before any work
         resolve_preset(model, dict(member=member))
     for judge in s.judges:
         if not get_member_type(resolve_preset(judge).member).is_judge:
             raise SettingsError(f"--judges {judge}: not a judge preset (a member type that trains nothing, e.g. "
                                 f"smollm2-zeroshot); trained members go in --models")
-    judge_csv = {name: paths[0] for name, paths in (s.judge_csv or {}).items()}
+    judge_csv = one_path_each(s.judge_csv)
     for name, path in judge_csv.items():  # a wrong file fails now, not after the training
         read_judge_csv(name, path)
     residual = {name: bases[0] for name, bases in (s.residual or {}).items()}
@@ -169,9 +198,13 @@ def cv_stage(
             raise SettingsError(f"--residual {name}={base}: both must be --models members, and the base not itself "
                                 f"residual")
     caps = max_train_rows if isinstance(max_train_rows, dict) else {m: max_train_rows for m in models}
+    bags = s.bag_seeds or {}
+    for name in bags:
+        if name not in models:
+            raise SettingsError(f"--bag-seeds {name}=...: not one of the --models {list(models)}")
     out = Path(out)
     models = member_order(models)  # the stronger member gets 0.7
-    started, timings, members, judged, params, cut = time.time(), {}, [], [], {}, {}
+    started, timings, members, judged, params, cut, bagged = time.time(), {}, [], [], {}, {}, {}
     # a residual member's base is trained (and scored out of fold) first
     for model in sorted(models, key=lambda m: m in residual) + list(s.judges):
         is_judge = model in s.judges and model not in models
@@ -189,12 +222,14 @@ def cv_stage(
                            extra=extra, dedup_similarity=s.dedup_similarity)
         cut[model] = cut_rate(tok_dir)
         recipe = cache_preset(model, read_cache(tok_dir), {})  # the cache's recipe, the same for every fold
-        dirs = []
-        for k in range(folds):
-            settings = TrainSettings(epochs=epochs, max_train_rows=caps.get(model), seed=seed,
+        dirs, seed_dirs = [], {}
+        for k, model_seed in ((k, sd) for k in range(folds) for sd in bags.get(model, [train_seed])):
+            settings = TrainSettings(epochs=epochs, max_train_rows=caps.get(model), seed=model_seed,
                                      swap_augment=swap_augment, evals_per_run=evals_per_run,
                                      residual_on=str(out / "models" / residual[model]) if model in residual else None)
-            fold_dir = out / "models" / model / f"fold{k}"
+            # the training seed's own folder, so a bag reuses the folds trained before it with --train-seed
+            fold_dir = out / "models" / model / (f"fold{k}" if model_seed == train_seed else f"fold{k}-seed{model_seed}")
+            seed_dirs.setdefault(model_seed, []).append(fold_dir)
             state = _fold_state(fold_dir, settings, recipe, overwrite)  # a killed or extended cv run goes on
             if state == "predicted":
                 log.info(f"[kit cv] reusing {fold_dir}")
@@ -205,6 +240,8 @@ def cv_stage(
                 infer_stage(fold_dir, "oof", tta=tta, overwrite=True)
             dirs.append(fold_dir)
         (judged if is_judge else members).append(load_member(model, dirs, need_test=False))
+        if model in bags:
+            bagged[model] = {sd: load_member(model, d, need_test=False) for sd, d in seed_dirs.items()}
         # training minutes as recorded by each fold (also for folds reused from an earlier call)
         timings[model] = sum(read_json(d / "metrics.json", "rerun the train stage there")["train_seconds"]
                              for d in dirs) / 60
@@ -222,6 +259,9 @@ def cv_stage(
     if judges:
         table = result.table = pd.concat([table, judge_table(judges, result.oof_labels)])
     table["cut"] = [cut.get(name.removeprefix("judge: ")) for name in table.index]
+    if bagged:
+        seed_rows = _single_seed_rows(members, bagged, result, weights, space, s.temperature)
+        table = result.table = pd.concat([table, seed_rows])
     differences = _comparisons(result, judges, models)
     extra_meta = read_cache(out / "tokenized" / models[0]).extra_rows
     settings = {"train": [str(p) for p in train], "extra": [str(p) for p in s.extra], "residual": residual,
@@ -229,7 +269,8 @@ def cv_stage(
                 "extra_removed": extra_meta.get("removed_exact", 0) + extra_meta.get("removed_near", 0),
                 "models": list(models), "folds": folds, "member": member,
                 "max_length": max_length, "max_rows": max_rows, "epochs": epochs,
-                "max_train_rows": max_train_rows, "tta": tta, "seed": seed, "swap_augment": swap_augment,
+                "max_train_rows": max_train_rows, "tta": tta, "seed": seed, "train_seed": train_seed,
+                "bag_seeds": bags or None, "swap_augment": swap_augment,
                 "evals_per_run": evals_per_run, "blend_judges": s.blend_judges,
                 "blend": {"space": space, "weights_mode": result.weights_mode, "weights": dict(zip(result.members, result.weights)),
                           "temperature": result.temperature, "oof_score": result.report["oof_score"],
@@ -247,7 +288,11 @@ def cv_stage(
              f"train prompts); " if s.extra else "")
           + (f"residual members: {', '.join(f'{m} on {b}' for m, b in residual.items())}; " if residual else "")
           + f"models {', '.join(models)}; member type {member or 'preset'}; max_length {max_length or 'preset'}; "
-          f"epochs {epochs or 'preset'}; training rows per fold {max_train_rows or 'all'}; "
+          f"epochs {epochs or 'preset'}; "
+          + (f"folds seeded {seed}, training seeded {train_seed}; " if train_seed != seed else "")
+          + (f"seed-bagged (each fold's models averaged): {', '.join(f'{m} over seeds {bags[m]}' for m in bags)}; "
+             if bags else "")
+          + f"training rows per fold {max_train_rows or 'all'}; "
           f"swap augmentation {swap_augment} (joint head only); swap TTA {tta} (joint head only); blend weights "
           f"{describe_weights(result)} in {space} space"
           + (f" (the judges {', '.join(s.judges)} blended as members too)" if s.blend_judges and s.judges else "")
@@ -257,6 +302,7 @@ def cv_stage(
           + comparison_markdown(table) + "\n"
           + ("\n'rows cut': the share of rows of which the packing cut some text (a turn, the prompt or a "
              "response) to fit the member's token budget.\n" if any(v is not None for v in cut.values()) else "")
+          + (_seed_spread_line(table, bagged) if bagged else "")
           + ("\nA judge known by its verdicts is scored on them (accuracy, macro-F1); its log loss is not "
              "comparable and not shown.\n" if any(j.verdicts is not None for j in judges) else "")
           + (f"\n## Differences on the same rows, with paired bootstrap 95 % intervals\n\nEach row: the first "

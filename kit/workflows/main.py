@@ -121,7 +121,8 @@ def _run_notebooks(settings: MainSettings, run_dir: Path, publish_dir: Path, com
             params = {"MODEL": model, "FOLD": fold, **to_parameters(recipe), **common}
             execute_notebook("02_train", run_dir, params, f"{model}-fold{fold}")
     execute_notebook("03_infer_two_t4", run_dir, {"SPLITS": ["test", "oof"], **common})
-    execute_notebook("04_blend", run_dir, {"WEIGHTS": settings.weights, "SPACE": settings.space, **common})
+    execute_notebook("04_blend", run_dir, {"WEIGHTS": settings.weights, "SPACE": settings.space,
+                                           **({"JUDGE_CSV": settings.judge_csv} if settings.judge_csv else {}), **common})
     published = publish(run_dir / "submission.csv", Path(publish_dir) / "submission.csv", "kit main")
     log.info(f"[kit main] done in {(time.time() - started) / 60:.1f} min: {published} "
              f"(report: {run_dir / 'report' / 'report.md'}, executed notebooks: {run_dir / 'notebooks'})")

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from ..core.declare import Settings, arg, same_as
+from ..core.env import default_judges
 from ..core.errors import SettingsError
 from ..core.settings import BlendSettings, InferSettings, TokenizeSettings, TrainSettings
-from ..core.values import parse_caps, parse_hours, parse_members, parse_sample, parse_weights
+from ..core.values import parse_caps, parse_hours, parse_members, parse_sample, parse_seeds, parse_weights
 
 __all__ = ["CvSettings", "MainRun", "MainSettings", "PseudoLabelSettings", "SubmitSettings", "PER_MODEL", "WORKFLOW_DEFAULTS"]
 
@@ -28,6 +29,7 @@ WORKFLOW_DEFAULTS = {
     ("MainSettings", "models"): "the main job's members fit its time budget on 2 CPU cores",
     ("MainSettings", "max_rows"): "the main job trains on a few hundred rows to fit its time budget",
     ("MainSettings", "folds"): "the main job trains two folds (kit cv: five) to fit its time budget",
+    ("MainSettings", "judge_csv"): "the main job compares its blend with the shipped judges of its PandaLM rows",
 }
 
 # (settings class, field) whose value may be per model ({preset: value}) where the stage takes one value
@@ -51,6 +53,13 @@ class CvSettings(Settings):
                                                   "MODEL=N,MODEL=N", cli_type=parse_caps)
     tta: bool = same_as(InferSettings, "tta")
     seed: int = arg(42, "seed of the folds and of training")
+    train_seed: int | None = arg(None, "seed of training alone (initial LoRA and head weights, batch order, dropout); "
+                                       "None: --seed. The folds stay --seed's, so runs that differ only here "
+                                       "measure the training-seed spread on the same rows")
+    bag_seeds: dict | None = arg(None, "MODEL=S1,S2,...;...: seed bagging — train each fold of MODEL once per seed "
+                                       "and average the models' probabilities (held-out rows and test rows); the "
+                                       "report adds a blend row per seed with that seed's models alone (the "
+                                       "single-seed spread). Other members train once", cli_type=parse_members)
     swap_augment: bool = same_as(TrainSettings, "swap_augment")
     evals_per_run: int = same_as(TrainSettings, "evals_per_run", 1)
     member: str | None = same_as(TokenizeSettings, "member")
@@ -78,6 +87,7 @@ class CvSettings(Settings):
         super().__post_init__()
         self.weights = parse_weights(self.weights)
         self.max_train_rows = parse_caps(self.max_train_rows)
+        self.bag_seeds = parse_seeds(self.bag_seeds)
         if not self.out:
             raise SettingsError("kit cv needs a working folder: pass --out DIR (out= in Python)")
 
@@ -168,6 +178,7 @@ class MainSettings(Settings):
     recipes: dict = arg(help="TrainSettings fields per model", factory=dict)
     weights: str = same_as(BlendSettings, "weights", "fit")
     space: str = same_as(BlendSettings, "space", "log")
+    judge_csv: dict | None = same_as(BlendSettings, "judge_csv", factory=default_judges)
 
     _lists = ("models",)
 

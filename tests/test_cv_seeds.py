@@ -1,0 +1,84 @@
+"""kit cv's training seed apart from its fold seed: runs that differ only in --train-seed are scored
+on the same folds (the seed spread of a recipe), and a finished fold is never reused for another seed."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit.core.errors import SettingsError
+from kit.workflows.cv import cv_stage
+from conftest import PANDALM
+
+
+def _fold_column(out):
+    return pd.read_parquet(out / "tokenized" / "lexical" / "train.parquet", columns=["id", "fold"])
+
+
+def test_a_training_seed_keeps_the_folds_and_changes_the_training(tmp_path):
+    common = dict(max_rows=120, max_length=None)
+    base = cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "s42", **common)
+    other = cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "t7", train_seed=7, **common)
+    pd.testing.assert_frame_equal(_fold_column(tmp_path / "s42"), _fold_column(tmp_path / "t7"))  # same folds
+    for k in range(2):
+        cfg = json.loads((tmp_path / "t7" / "models" / "lexical" / f"fold{k}" / "config.json").read_text())
+        assert cfg["train"]["seed"] == 7
+    saved = json.loads((tmp_path / "t7" / "cv.json").read_text())
+    assert saved["settings"]["seed"] == 42 and saved["settings"]["train_seed"] == 7
+    assert "folds seeded 42, training seeded 7" in other["markdown"]
+    # the lexical member's training is deterministic: the same folds give the same scores
+    assert base["results"]["lexical"] == other["results"]["lexical"]
+    # --seed alone moves the folds too
+    cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "s7", seed=7, **common)
+    assert not _fold_column(tmp_path / "s7")["fold"].equals(_fold_column(tmp_path / "s42")["fold"])
+    # the seed-42 folds are not taken for seed 7's
+    with pytest.raises(SettingsError, match="trained with other settings"):
+        cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "s42", train_seed=7, **common)
+
+
+def test_a_fold_trained_by_several_models_is_their_mean_and_uneven_bags_are_refused(tmp_path):
+    """Seed bagging as load_member reads it: two models that hold out the same fold give each row
+    the mean of their probabilities (held-out and test rows alike); a fold with fewer models than
+    the others is a one-line error."""
+    from kit.core.errors import BlendError
+    from kit.stages.infer import infer_stage
+    from kit.stages.train import train_stage
+    from kit.store.predictions import load_member
+    from conftest import lexical_folds
+    plain = lexical_folds(tmp_path, max_rows=120)
+    # a second model per fold, really different (another regularisation), on the same rows
+    strong = []
+    for k in range(2):
+        run = train_stage("lexical", k, tokenized=tmp_path / "tok", out=tmp_path / "strong" / f"fold{k}",
+                          lexical_c=10.0)
+        infer_stage(run.out_dir, "oof")
+        infer_stage(run.out_dir, "test")
+        strong.append(run.out_dir)
+    cols = ["p_a", "p_b", "p_tie"]
+    a, b = (load_member("lexical", d) for d in (plain, strong))
+    bag = load_member("lexical", plain + strong)
+    by_id = lambda m: m.oof.set_index("id").sort_index()  # noqa: E731
+    assert not np.allclose(by_id(a)[cols], by_id(b)[cols])
+    np.testing.assert_allclose(by_id(bag)[cols], (by_id(a)[cols] + by_id(b)[cols]) / 2)
+    assert by_id(bag)["fold"].equals(by_id(a)["fold"]) and len(bag.oof) == len(a.oof)
+    np.testing.assert_allclose(bag.test[cols], (a.test[cols] + b.test[cols]) / 2)
+    with pytest.raises(BlendError, match=r"its folds have \{0: 2, 1: 1\} models"):
+        load_member("lexical", plain + strong[:1])
+
+
+def test_cv_bags_a_member_over_seeds_and_reports_each_seed_alone(tmp_path):
+    common = dict(max_rows=120, max_length=None)
+    result = cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv", bag_seeds="lexical=42,7", **common)
+    assert sorted(p.name for p in (tmp_path / "cv" / "models" / "lexical").iterdir() if p.is_dir()) == [
+        "fold0", "fold0-seed7", "fold1", "fold1-seed7"]  # seed 42's folders are the unbagged run's
+    saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert saved["settings"]["bag_seeds"] == {"lexical": [42, 7]}
+    assert "lexical over seeds [42, 7]" in result["markdown"] and "Seed spread (lexical, 2 seeds)" in result["markdown"]
+    # the lexical member is deterministic: each seed alone blends to the bagged blend's figures
+    for seed in (42, 7):
+        assert saved["results"][f"blend, lexical seed {seed} alone"]["log_loss"] == pytest.approx(
+            saved["results"]["blend"]["log_loss"])
+    with pytest.raises(SettingsError, match="not one of the --models"):
+        cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv2", bag_seeds="minilm=1,2", **common)
+    with pytest.raises(SettingsError, match="distinct seeds"):
+        cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv2", bag_seeds="lexical=1,1", **common)
