@@ -53,3 +53,6 @@ def test_kit_main_runs_the_default_members_or_the_papers_pairing():
     quick_paper = MainSettings.for_run(MainRun(paper=True, quick=True))
     assert quick_paper.models == paper.models and quick_paper.max_rows == MainSettings.quick().max_rows
     assert quick_paper.recipes == MainSettings.quick().recipes
+    # the full job compares its blend with the shipped PandaLM judges; the toy job's Kaggle rows have none
+    assert sorted(MainSettings().judge_csv) == ["gpt-3.5-turbo", "pandalm-7b"]
+    assert MainSettings.quick().judge_csv == {}
