@@ -106,7 +106,8 @@ def _single_seed_rows(members, bagged, result, weights, space, temperature) -> p
     for name, by_seed in bagged.items():
         for seed, alone in by_seed.items():
             swapped = blend_members([alone if m.name == name else m for m in members], weights, space, temperature)
-            where = [swapped.oof_ids.index(i) for i in result.oof_ids]  # the bagged blend's row order
+            position = {i: n for n, i in enumerate(swapped.oof_ids)}
+            where = [position[i] for i in result.oof_ids]  # the bagged blend's row order
             rows[f"blend, {name} seed {seed} alone"] = metrics(swapped.oof_labels[where], swapped.oof_blend[where])
     return pd.DataFrame.from_dict(rows, orient="index")[["log_loss", "accuracy", "macro_f1"]]
 
