@@ -82,3 +82,45 @@ def test_cv_bags_a_member_over_seeds_and_reports_each_seed_alone(tmp_path):
         cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv2", bag_seeds="minilm=1,2", **common)
     with pytest.raises(SettingsError, match="distinct seeds"):
         cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv2", bag_seeds="lexical=1,1", **common)
+
+
+def test_a_row_bag_trains_each_seed_on_its_own_block_of_rows(tmp_path):
+    """--bag-rows: the i-th seed of a bag trains on rows i*N..(i+1)*N of each fold's training rows
+    (disjoint blocks, the first the plain run's rows), and the report says so."""
+    from kit.core.errors import PresetError
+    from kit.core.settings import TrainSettings
+    from kit.stages.train import split_rows
+    common = dict(max_rows=120, max_length=None, max_train_rows={"lexical": 25})
+    result = cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv", bag_seeds="lexical=42,7", bag_rows=True,
+                      **common)
+    models = tmp_path / "cv" / "models" / "lexical"
+    assert sorted(p.name for p in models.iterdir() if p.is_dir()) == [
+        "fold0", "fold0-seed7-skip25", "fold1", "fold1-seed7-skip25"]
+    frame = pd.read_parquet(tmp_path / "cv" / "tokenized" / "lexical" / "train.parquet")
+    for k in range(2):
+        first = json.loads((models / f"fold{k}" / "config.json").read_text())["train"]
+        second = json.loads((models / f"fold{k}-seed7-skip25" / "config.json").read_text())["train"]
+        assert (first["skip_train_rows"], second["skip_train_rows"]) == (0, 25) and second["seed"] == 7
+        blocks = [split_rows(frame, k, TrainSettings(max_train_rows=25, skip_train_rows=skip))[0]["id"]
+                  for skip in (0, 25)]
+        rest = frame.loc[frame["fold"] != k, "id"]
+        assert list(blocks[0]) == list(rest.iloc[:25]) and list(blocks[1]) == list(rest.iloc[25:50])
+        assert not set(blocks[0]) & set(blocks[1])
+        for name in (f"fold{k}", f"fold{k}-seed7-skip25"):
+            assert json.loads((models / name / "metrics.json").read_text())["train_rows"] == 25
+    saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert saved["settings"]["bag_rows"] is True
+    assert "the i-th seed on the i-th block" in result["markdown"] and "each on its own block of rows" in result["markdown"]
+    # the lexical member is deterministic, so the two seeds differ only by their rows: other scores
+    alone = [saved["results"][f"blend, lexical seed {sd} alone"]["log_loss"] for sd in (42, 7)]
+    assert alone[0] != pytest.approx(alone[1])
+    # a plain seed bag in the same folder keeps its own folders (same rows), not the row bag's
+    cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv", bag_seeds="lexical=42,7", **common)
+    assert (models / "fold0-seed7").is_dir()
+    with pytest.raises(SettingsError, match="pass --max-train-rows lexical=N"):
+        cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv3", bag_seeds="lexical=42,7", bag_rows=True,
+                 max_rows=120, max_length=None)
+    with pytest.raises(SettingsError, match="pass --bag-seeds"):
+        cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv3", bag_rows=True, **common)
+    with pytest.raises(PresetError, match="none is left"):
+        split_rows(frame, 0, TrainSettings(max_train_rows=30, skip_train_rows=len(frame)))

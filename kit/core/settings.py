@@ -133,6 +133,8 @@ class TrainSettings(Settings):
     swap_augment: bool = arg(True, "joint member: also train on every row with A and B exchanged")
     seed: int = arg(42, "seed of initialisation and shuffling")
     max_train_rows: int | None = arg(None, "train on the first N rows of the other folds")
+    skip_train_rows: int = arg(0, "skip the first N rows of the other folds before --max-train-rows takes its rows "
+                                  "(disjoint row blocks: kit cv --bag-rows)")
     max_eval_rows: int | None = arg(None, "evaluate on the first N held-out rows")
     keep_checkpoints: bool = arg(False, "keep checkpoints/ after a finished run")
     logging_steps: int = arg(5, "log the training loss every N updates")

@@ -20,6 +20,7 @@ splits the rows, calls :meth:`kit.members.MemberType.fit`, and publishes what it
 """
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ from ..store.cache import TokenizedCache, load_cache
 from ..store.io import check_free, output_lock, recover_staged
 from ..store.models import FINAL_FILES, default_model_out, publish_training
 
+log = logging.getLogger(__name__)
+
 __all__ = ["TrainResult", "TrainSettings", "cache_preset", "split_rows", "train_stage"]
 
 
@@ -53,7 +56,9 @@ class TrainResult:
 
 def split_rows(frame: pd.DataFrame, fold: int | None, settings: TrainSettings):
     """(training rows, held-out rows) of the tokenized table for ``fold`` (None: all rows train).
-    Extra and soft-labelled rows (fold -2) always train, never held out."""
+    Extra and soft-labelled rows (fold -2) always train, never held out. The training rows are
+    rows ``skip_train_rows`` to ``skip_train_rows + max_train_rows`` of the rest, in table order: runs
+    that differ only in the skip train on disjoint rows."""
     if fold is None:
         train, held = frame, frame.iloc[:0]
     else:
@@ -65,7 +70,16 @@ def split_rows(frame: pd.DataFrame, fold: int | None, settings: TrainSettings):
             raise PresetError(f"fold {fold} holds every row of the tokenized data (tokenized with --folds 1?), "
                               f"so nothing is left to train on: train with --fold full (notebook FOLD = None), "
                               f"or re-tokenize with --folds 2 or more")
+    if settings.skip_train_rows:
+        if settings.skip_train_rows >= len(train):
+            raise PresetError(f"--skip-train-rows {settings.skip_train_rows}: the other folds have only {len(train)} "
+                              f"training rows, so none is left; skip fewer (a row bag: fewer seeds or a smaller "
+                              f"--max-train-rows)")
+        train = train.iloc[settings.skip_train_rows:]
     if settings.max_train_rows:
+        if len(train) < settings.max_train_rows:
+            log.warning(f"fold {fold}: {len(train)} training rows left for --max-train-rows "
+                        f"{settings.max_train_rows} (after skipping {settings.skip_train_rows})")
         train = train.head(settings.max_train_rows)
     if settings.max_eval_rows:
         held = held.head(settings.max_eval_rows)

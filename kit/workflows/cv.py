@@ -89,7 +89,9 @@ def _fold_state(fold_dir: Path, settings: TrainSettings, preset, overwrite: bool
         return "none"
     trained = read_trained(fold_dir)  # typed: older records read into the same fields
     same_recipe = replace(trained.preset, model_dir=None) == replace(preset, model_dir=None)
-    if trained.train != json.loads(json.dumps(asdict(settings))) or not same_recipe:
+    # a record older than a setting reads as that setting's default (skip_train_rows came later)
+    recorded = {**json.loads(json.dumps(asdict(TrainSettings()))), **trained.train}
+    if recorded != json.loads(json.dumps(asdict(settings))) or not same_recipe:
         raise SettingsError(f"{fold_dir} was trained with other settings or another recipe: pass --overwrite to "
                          f"redo the whole cv, or choose another --out")
     try:
@@ -112,12 +114,14 @@ def _single_seed_rows(members, bagged, result, weights, space, temperature) -> p
     return pd.DataFrame.from_dict(rows, orient="index")[["log_loss", "accuracy", "macro_f1"]]
 
 
-def _seed_spread_line(table: pd.DataFrame, bagged: dict) -> str:
+def _seed_spread_line(table: pd.DataFrame, bagged: dict, bag_rows: bool = False) -> str:
     """One markdown line per bagged member: the blend's range over its single seeds beside the bag's."""
     lines = []
     for name, by_seed in bagged.items():
         alone = table.loc[[f"blend, {name} seed {sd} alone" for sd in by_seed]]
-        lines.append(f"\nSeed spread ({name}, {len(by_seed)} seeds): the blend with one seed's models scores "
+        lines.append(f"\nSeed spread ({name}, {len(by_seed)} seeds"
+                     + (", each on its own block of rows" if bag_rows else "")
+                     + f"): the blend with one seed's models scores "
                      f"{alone['log_loss'].min():.4f}–{alone['log_loss'].max():.4f} log loss and "
                      f"{alone['accuracy'].min():.4f}–{alone['accuracy'].max():.4f} accuracy; bagged, "
                      f"{table.loc['blend', 'log_loss']:.4f} and {table.loc['blend', 'accuracy']:.4f}.\n")
@@ -152,6 +156,7 @@ def cv_stage(
         seed: int = 42,
         train_seed: int | None = None,
         bag_seeds: dict | None = None,
+        bag_rows: bool = False,
         swap_augment: bool = True,
         evals_per_run: int = 1,
         member: str | None = None,
@@ -203,6 +208,11 @@ def cv_stage(
     for name in bags:
         if name not in models:
             raise SettingsError(f"--bag-seeds {name}=...: not one of the --models {list(models)}")
+        if s.bag_rows and not caps.get(name):
+            raise SettingsError(f"--bag-rows: {name}'s blocks are --max-train-rows rows each; pass --max-train-rows "
+                                f"{name}=N")
+    if s.bag_rows and not bags:
+        raise SettingsError("--bag-rows splits the rows of a seed bag: pass --bag-seeds MODEL=S1,S2,... too")
     out = Path(out)
     models = member_order(models)  # the stronger member gets 0.7
     started, timings, members, judged, params, cut, bagged = time.time(), {}, [], [], {}, {}, {}
@@ -224,12 +234,15 @@ def cv_stage(
         cut[model] = cut_rate(tok_dir)
         recipe = cache_preset(model, read_cache(tok_dir), {})  # the cache's recipe, the same for every fold
         dirs, seed_dirs = [], {}
-        for k, model_seed in ((k, sd) for k in range(folds) for sd in bags.get(model, [train_seed])):
-            settings = TrainSettings(epochs=epochs, max_train_rows=caps.get(model), seed=model_seed,
-                                     swap_augment=swap_augment, evals_per_run=evals_per_run,
+        for k, (block, model_seed) in ((k, b) for k in range(folds)
+                                       for b in enumerate(bags.get(model, [train_seed]))):
+            skip = block * caps[model] if s.bag_rows and model in bags else 0  # a row bag's i-th block
+            settings = TrainSettings(epochs=epochs, max_train_rows=caps.get(model), skip_train_rows=skip,
+                                     seed=model_seed, swap_augment=swap_augment, evals_per_run=evals_per_run,
                                      residual_on=str(out / "models" / residual[model]) if model in residual else None)
-            # the training seed's own folder, so a bag reuses the folds trained before it with --train-seed
-            fold_dir = out / "models" / model / (f"fold{k}" if model_seed == train_seed else f"fold{k}-seed{model_seed}")
+            # the training seed's own folder on the first rows, so a bag reuses the folds trained before it
+            fold_dir = out / "models" / model / (f"fold{k}" if model_seed == train_seed and not skip
+                                                 else f"fold{k}-seed{model_seed}" + (f"-skip{skip}" if skip else ""))
             seed_dirs.setdefault(model_seed, []).append(fold_dir)
             state = _fold_state(fold_dir, settings, recipe, overwrite)  # a killed or extended cv run goes on
             if state == "predicted":
@@ -271,7 +284,7 @@ def cv_stage(
                 "models": list(models), "folds": folds, "member": member,
                 "max_length": max_length, "max_rows": max_rows, "epochs": epochs,
                 "max_train_rows": max_train_rows, "tta": tta, "seed": seed, "train_seed": train_seed,
-                "bag_seeds": bags or None, "swap_augment": swap_augment,
+                "bag_seeds": bags or None, "bag_rows": s.bag_rows, "swap_augment": swap_augment,
                 "evals_per_run": evals_per_run, "blend_judges": s.blend_judges,
                 "blend": {"space": space, "weights_mode": result.weights_mode, "weights": dict(zip(result.members, result.weights)),
                           "temperature": result.temperature, "oof_score": result.report["oof_score"],
@@ -291,8 +304,9 @@ def cv_stage(
           + f"models {', '.join(models)}; member type {member or 'preset'}; max_length {max_length or 'preset'}; "
           f"epochs {epochs or 'preset'}; "
           + (f"folds seeded {seed}, training seeded {train_seed}; " if train_seed != seed else "")
-          + (f"seed-bagged (each fold's models averaged): {', '.join(f'{m} over seeds {bags[m]}' for m in bags)}; "
-             if bags else "")
+          + (f"seed-bagged (each fold's models averaged): {', '.join(f'{m} over seeds {bags[m]}' for m in bags)}"
+             + (f", the i-th seed on the i-th block of the fold's training rows (disjoint rows); " if s.bag_rows
+                else "; ") if bags else "")
           + f"training rows per fold {max_train_rows or 'all'}; "
           f"swap augmentation {swap_augment} (joint head only); swap TTA {tta} (joint head only); blend weights "
           f"{describe_weights(result)} in {space} space"
@@ -303,7 +317,7 @@ def cv_stage(
           + comparison_markdown(table) + "\n"
           + ("\n'rows cut': the share of rows of which the packing cut some text (a turn, the prompt or a "
              "response) to fit the member's token budget.\n" if any(v is not None for v in cut.values()) else "")
-          + (_seed_spread_line(table, bagged) if bagged else "")
+          + (_seed_spread_line(table, bagged, s.bag_rows) if bagged else "")
           + ("\nA judge known by its verdicts is scored on them (accuracy, macro-F1); its log loss is not "
              "comparable and not shown.\n" if any(j.verdicts is not None for j in judges) else "")
           + (f"\n## Differences on the same rows, with paired bootstrap 95 % intervals\n\nEach row: the first "

@@ -60,6 +60,10 @@ class CvSettings(Settings):
                                        "and average the models' probabilities (held-out rows and test rows); the "
                                        "report adds a blend row per seed with that seed's models alone (the "
                                        "single-seed spread). Other members train once", cli_type=parse_members)
+    bag_rows: bool = arg(False, "with --bag-seeds: a row bag — the i-th seed of MODEL's bag trains on the i-th "
+                                "block of its --max-train-rows N rows (rows i*N to (i+1)*N of each fold's training "
+                                "rows), so the bag's models see disjoint rows; the first seed's block is the rows a "
+                                "plain run takes")
     swap_augment: bool = same_as(TrainSettings, "swap_augment")
     evals_per_run: int = same_as(TrainSettings, "evals_per_run", 1)
     member: str | None = same_as(TokenizeSettings, "member")
