@@ -48,6 +48,7 @@ SWAP_AUGMENT = True     # joint head: also train on every row with A and B excha
 GROUP_BY_LENGTH = None  # batches of similar length (True) or shuffled (False); None: the preset's
 HEAD_LR_SCALE = None    # the new heads' learning rate as a multiple of LR; None: the preset's
 MAX_TRAIN_ROWS = None
+SKIP_TRAIN_ROWS = 0     # skip this many training rows first (a row bag: each model its own block)
 MAX_EVAL_ROWS = None
 SEED = 42
 OVERWRITE = False       # an existing trained output is an error unless True
