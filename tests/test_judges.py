@@ -82,6 +82,10 @@ def test_cv_reports_zero_shot_and_external_judges_beside_the_members(tmp_path):
         -np.mean(np.log(np.where(truth == "tie", 0.2, 0.4))), rel=1e-6)
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert list(saved["settings"]["blend"]["weights"]) == ["lexical"]  # judges are compared, never blended
+    # the report names its judges, so a rerun (scripts/bag_spread.py) can pass them on
+    assert saved["settings"]["judges"] == ["smollm2-zeroshot-128"]
+    assert saved["settings"]["judge_csv"] == {"truthful": str(tmp_path / "verdicts.csv"),
+                                              "flat": str(tmp_path / "probs.csv")}
     assert "judge: smollm2-zeroshot-128" in saved["results"] and "| zero-shot" in result["markdown"]
     # a judge known by its verdicts is scored on them: accuracy and macro-F1, no log loss
     assert saved["results"]["judge: truthful"] == {"log_loss": None, "accuracy": 1.0, "macro_f1": 1.0}

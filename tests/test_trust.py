@@ -471,3 +471,30 @@ def test_only_write_failures_are_reported_as_write_failures(tmp_path):
     with pytest.raises(KitError, match=f"writing {tmp_path / 'checkpoints'} failed .*enforce fail"):
         with writing(tmp_path / "checkpoints"):
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 320 vs 248")
+
+
+def test_a_record_names_the_commit_its_call_started_from(tmp_path, monkeypatch):
+    """A long kit call records the commit it started from, even when a commit lands while it runs
+    (its code is the code of that start) — not the commit of its first record."""
+    import subprocess
+    from kit.core import provenance as prov
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("1")
+    git("add", "a.txt")
+    git("commit", "-qm", "first")
+    first = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    monkeypatch.setattr(prov, "REPO_ROOT", tmp_path)
+    prov.git_state.cache_clear()
+    try:
+        with prov.timed_call():
+            (tmp_path / "a.txt").write_text("2")
+            git("commit", "-qam", "second, made while the call runs")
+            record = prov.provenance()
+        assert record["commit"] == first and record["dirty"] is False
+    finally:
+        prov.git_state.cache_clear()

@@ -31,6 +31,8 @@ def timed_call():
     """Mark the start of a kit call (nested calls keep the outer start): :func:`provenance`
     reports the wall seconds since then."""
     token = _CALL_STARTED.set(time.time()) if _CALL_STARTED.get() is None else None
+    if token is not None:
+        git_state()  # the commit the call starts from (cached): a commit made while it runs is not its code
     try:
         yield
     finally:
