@@ -71,6 +71,9 @@ def main() -> None:
     judges = args.judges if args.judges is not None else recorded.get("judges") or []
     judge_csv = args.judge_csv or ";".join(f"{n}={p}" for n, p in (recorded.get("judge_csv") or {}).items()) or None
     seeds = list((saved["settings"].get("bag_seeds") or {}).get(args.model) or [])
+    if recorded.get("bag_rows"):
+        raise SystemExit(f"{cv_dir}/cv.json is a row bag (--bag-rows): a sub-bag would move the seeds' row blocks; "
+                         f"pass a seed bag's run")
     if len(seeds) <= args.size:
         raise SystemExit(f"{cv_dir}/cv.json bags {args.model} over {seeds}: need more than --size {args.size} seeds")
     rows = []
