@@ -20,7 +20,6 @@ splits the rows, calls :meth:`kit.members.MemberType.fit`, and publishes what it
 """
 from __future__ import annotations
 
-import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import pandas as pd
 
 from ..core.env import work_dir
 from ..core.errors import PresetError
+from ..core.log import get_logger
 from ..core.metrics import log_loss
 from ..core.presets import Preset, resolve_preset
 from ..core.settings import PresetOverrides, TrainRun, TrainSettings
@@ -39,7 +39,7 @@ from ..store.cache import TokenizedCache, load_cache
 from ..store.io import check_free, output_lock, recover_staged
 from ..store.models import FINAL_FILES, default_model_out, publish_training
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["TrainResult", "TrainSettings", "cache_preset", "split_rows", "train_stage"]
 
