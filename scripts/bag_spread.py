@@ -7,8 +7,8 @@ blended and scored on the same out-of-fold rows.
 A bag of 3 seeds is one draw of the recipe "Gemma bagged over 3 seeds"; how much its figures move from one
 draw to the next is the recipe's seed spread. With more seeds trained (say 5), each 3-seed subset is such a
 draw (they share models, so the range is a lower bound of the spread of independent bags). Nothing is
-trained: each subset reruns ``kit cv`` with the run's own settings and ``--bag-seeds MODEL=subset``, every
-fold reused; the blend's weights are fitted (and cross-fitted) per subset as in the run. The run's full
+trained: each subset reruns ``kit cv`` with the run's own settings (``given`` in its cv.json) and
+``--bag-seeds MODEL=subset``, every fold reused; the blend's weights are fitted (and cross-fitted) per subset as in the run. The run's full
 report is rewritten last, so ``--cv`` ends as it began. Writes ``OUT/bag_spread.json`` (with the commit and
 command), ``bag_spread.md`` and ``bag_spread.png``.
 """
@@ -24,26 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# the cv settings a rerun passes on as they were (the rest are derived or reported, not settings)
-PASSED_ON = ("models", "folds", "member", "max_length", "max_rows", "epochs", "max_train_rows", "tta", "seed",
-             "train_seed", "swap_augment", "evals_per_run", "blend_judges")
-
-
-def rerun(cv_dir: Path, saved: dict, model: str, seeds: list[int], judges: list[str], judge_csv: str | None) -> dict:
-    """``kit cv`` on ``cv_dir`` with the saved settings and ``model`` bagged over ``seeds`` (every fold reused)."""
-    from kit.core.values import parse_members
+def rerun(cv_dir: Path, given: dict, model: str, seeds: list[int]) -> dict:
+    """``kit cv`` on ``cv_dir`` with the run's own settings and ``model`` bagged over ``seeds`` (every fold reused)."""
     from kit.workflows.cv import cv_stage
-    s = saved["settings"]
-    judge_csv = parse_members(judge_csv) if judge_csv else None
-    settings = {k: s[k] for k in PASSED_ON if k in s}
-    return cv_stage(s["train"], out=str(cv_dir), extra=s.get("extra") or (), residual=s.get("residual"),
-                    weights=s["blend"]["weights_mode"], space=s["blend"]["space"], judges=judges,
-                    judge_csv=judge_csv, bag_seeds={**(s.get("bag_seeds") or {}), model: seeds}, **settings)
+    return cv_stage(**{**given, "out": str(cv_dir), "bag_seeds": {**(given.get("bag_seeds") or {}), model: seeds}})
 
 
 def figures(result: dict, model: str) -> dict:
     """The blend's and the bagged member's figures, and the blend minus each external judge's accuracy."""
-    res = result["results"] if "results" in result else result
+    res = result["results"]
     out = {"blend": res["blend"], model: res[model]}
     for c in result.get("comparisons", []):
         if c["a"] == "blend" and c["b"].startswith("judge: ") and c["metric"] == "accuracy":
@@ -57,19 +46,17 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="the bagged member")
     parser.add_argument("--size", type=int, default=3, help="seeds per sub-bag")
     parser.add_argument("--out", required=True, help="where bag_spread.json/.md/.png go")
-    parser.add_argument("--judges", nargs="*", default=None, help="the run's --judges (zero-shot presets); "
-                        "default: as recorded in its cv.json")
-    parser.add_argument("--judge-csv", default=None, help="the run's --judge-csv (NAME=CSV;...); default: as "
-                        "recorded in its cv.json")
     args = parser.parse_args()
     from kit.core.provenance import provenance
     from kit.store.io import write_json
     started = time.time()
     cv_dir, out = Path(args.cv), Path(args.out)
     saved = json.loads((cv_dir / "cv.json").read_text())
+    given = saved["settings"].get("given")
+    if given is None:
+        raise SystemExit(f"{cv_dir}/cv.json does not record its settings (an older kit's report): rerun its kit cv "
+                         f"command (the finished folds are reused) and try again")
     recorded = saved["settings"]
-    judges = args.judges if args.judges is not None else recorded.get("judges") or []
-    judge_csv = args.judge_csv or ";".join(f"{n}={p}" for n, p in (recorded.get("judge_csv") or {}).items()) or None
     seeds = list((saved["settings"].get("bag_seeds") or {}).get(args.model) or [])
     if recorded.get("bag_rows"):
         raise SystemExit(f"{cv_dir}/cv.json is a row bag (--bag-rows): a sub-bag would move the seeds' row blocks; "
@@ -78,11 +65,11 @@ def main() -> None:
         raise SystemExit(f"{cv_dir}/cv.json bags {args.model} over {seeds}: need more than --size {args.size} seeds")
     rows = []
     for subset in itertools.combinations(seeds, args.size):
-        result = rerun(cv_dir, saved, args.model, list(subset), judges, judge_csv)
+        result = rerun(cv_dir, given, args.model, list(subset))
         rows.append({"seeds": list(subset), **figures(result, args.model)})
         print(f"seeds {list(subset)}: blend {rows[-1]['blend']['log_loss']:.4f} / {rows[-1]['blend']['accuracy']:.4f}",
               flush=True)
-    full = rerun(cv_dir, saved, args.model, seeds, judges, judge_csv)  # the run's own report back in place
+    full = rerun(cv_dir, given, args.model, seeds)  # the run's own report back in place
     whole = {"seeds": seeds, **figures(full, args.model)}
     blend_ll = [r["blend"]["log_loss"] for r in rows]
     blend_acc = [r["blend"]["accuracy"] for r in rows]

@@ -73,6 +73,9 @@ def test_cv_bags_a_member_over_seeds_and_reports_each_seed_alone(tmp_path):
         "fold0", "fold0-seed7", "fold1", "fold1-seed7"]  # seed 42's folders are the unbagged run's
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert saved["settings"]["bag_seeds"] == {"lexical": [42, 7]}
+    # the report records its settings as given: they redo it (scripts/bag_spread.py reruns sub-bags this way)
+    again = cv_stage(**saved["settings"]["given"])
+    assert again["results"]["blend"] == saved["results"]["blend"] and again["settings"]["bag_seeds"] == {"lexical": [42, 7]}
     assert "lexical over seeds [42, 7]" in result["markdown"] and "Seed spread (lexical, 2 seeds)" in result["markdown"]
     # the lexical member is deterministic: each seed alone blends to the bagged blend's figures
     for seed in (42, 7):

@@ -10,6 +10,7 @@ shipped inside the kit's repository are never taken for a model.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -153,7 +154,7 @@ class TrainedModel:
     run_id: str | None
     tokenized: Path
     tokenization: dict  # the cache's meta.json at training time (pack, sources, fold settings)
-    train: dict  # the train stage's settings
+    train: dict  # the train stage's settings (every TrainSettings field; older records: its default)
 
     @property
     def member(self) -> str:
@@ -175,8 +176,10 @@ def read_trained(model_dir: str | Path) -> TrainedModel:
     """The typed record of a trained output (see :class:`TrainedModel`); a StaleOutput naming the file
     when its config.json is not a trained model's."""
     config = read_model_config(model_dir)
+    # a record older than a training setting reads as that setting's default (as its preset does)
+    train = {**json.loads(json.dumps(asdict(TrainSettings()))), **(config.get("train") or {})}
     return TrainedModel(Path(model_dir), Preset.from_dict(config["preset"]), config["fold"], config.get("run_id"),
-                        Path(config.get("tokenized") or ""), config.get("tokenization") or {}, config.get("train") or {})
+                        Path(config.get("tokenized") or ""), config.get("tokenization") or {}, train)
 
 
 def read_model_config(model_dir: str | Path) -> dict:

@@ -89,9 +89,7 @@ def _fold_state(fold_dir: Path, settings: TrainSettings, preset, overwrite: bool
         return "none"
     trained = read_trained(fold_dir)  # typed: older records read into the same fields
     same_recipe = replace(trained.preset, model_dir=None) == replace(preset, model_dir=None)
-    # a record older than a setting reads as that setting's default (skip_train_rows came later)
-    recorded = {**json.loads(json.dumps(asdict(TrainSettings()))), **trained.train}
-    if recorded != json.loads(json.dumps(asdict(settings))) or not same_recipe:
+    if trained.train != json.loads(json.dumps(asdict(settings))) or not same_recipe:
         raise SettingsError(f"{fold_dir} was trained with other settings or another recipe: pass --overwrite to "
                          f"redo the whole cv, or choose another --out")
     try:
@@ -288,6 +286,8 @@ def cv_stage(
                 "evals_per_run": evals_per_run, "judges": list(s.judges),
                 "judge_csv": {name: str(path) for name, path in judge_csv.items()} or None,
                 "blend_judges": s.blend_judges,
+                # every setting as given: cv_stage(**given) redoes this report (scripts/bag_spread.py)
+                "given": json.loads(json.dumps(s.to_dict(), default=str)),
                 "blend": {"space": space, "weights_mode": result.weights_mode, "weights": dict(zip(result.members, result.weights)),
                           "temperature": result.temperature, "oof_score": result.report["oof_score"],
                           "per_fold": result.report["per_fold"], "stacker": result.report.get("stacker"),
