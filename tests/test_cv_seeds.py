@@ -125,5 +125,9 @@ def test_a_row_bag_trains_each_seed_on_its_own_block_of_rows(tmp_path):
                  max_rows=120, max_length=None)
     with pytest.raises(SettingsError, match="pass --bag-seeds"):
         cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv3", bag_rows=True, **common)
+    with pytest.raises(SettingsError, match="a fold has only"):  # before any training
+        cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv4", bag_seeds="lexical=42,7,13", bag_rows=True,
+                 max_rows=120, max_length=None, max_train_rows={"lexical": 40})
+    assert not (tmp_path / "cv4" / "models").exists()
     with pytest.raises(PresetError, match="none is left"):
         split_rows(frame, 0, TrainSettings(max_train_rows=30, skip_train_rows=len(frame)))

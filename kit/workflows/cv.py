@@ -231,6 +231,12 @@ def cv_stage(
                            extra=extra, dedup_similarity=s.dedup_similarity)
         cut[model] = cut_rate(tok_dir)
         recipe = cache_preset(model, read_cache(tok_dir), {})  # the cache's recipe, the same for every fold
+        if s.bag_rows and model in bags:  # every block must hold rows in every fold: say so before any training
+            fold_of = pd.read_parquet(tok_dir / "train.parquet", columns=["fold"])["fold"]
+            fewest = min(int((fold_of != k).sum()) for k in range(folds))
+            if (len(bags[model]) - 1) * caps[model] >= fewest:
+                raise SettingsError(f"--bag-rows: {len(bags[model])} blocks of {caps[model]} rows for {model}, but a "
+                                    f"fold has only {fewest} training rows: fewer seeds or a smaller --max-train-rows")
         dirs, seed_dirs = [], {}
         for k, (block, model_seed) in ((k, b) for k in range(folds)
                                        for b in enumerate(bags.get(model, [train_seed]))):
