@@ -27,6 +27,7 @@ MODELS = None           # with MEMBERS:None: only these presets
 WEIGHTS = "paper"       # "paper" (0.7/0.3) | "equal" | "fit" | "stack" (both fitted out of fold, their OOF score cross-fitted) | [w1, ...]
 SPACE = "prob"          # "prob" (arithmetic mean) | "log" (geometric mean)
 TEMPERATURE = False     # fit temperature scaling on out-of-fold rows
+TIE_OFFSET = False      # fit an offset on the tie's log-probability (with the weights and temperature): sharp members under-predict ties
 GUARDRAILS = True       # fitted rules for identical / one-empty responses, kept only where they help out of fold
 JUDGE_CSV = None        # {"gpt-3.5-turbo": "verdicts.csv", ...}: external judges compared on the rows they judged
 OUT = None              # None: the work dir: submission.csv

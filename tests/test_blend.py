@@ -112,6 +112,47 @@ def _member(name, ids, probs, labels):
     return MemberPredictions(name, [], test=frame.copy(), oof=frame.assign(label=labels))
 
 
+def test_tie_offset_gives_back_the_ties_a_sharp_member_withholds(pandalm_oof):
+    """A member whose tie probability is cut to a fifth (what sharp members do) gets it back from the
+    fitted offset: cross-fitted it beats the same blend without one, the held-out blend stays symmetric
+    in A and B, and kit submit's re-application of the report reproduces the test probabilities."""
+    from kit.ensemble.combine import apply_saved_blend
+    labels, tfidf, prior = pandalm_oof
+    folds = assign_folds(load_conversations(PANDALM).frame, 5, seed=0)
+    starved = tfidf * np.array([1.0, 1.0, 0.2])
+    starved /= starved.sum(axis=1, keepdims=True)
+    ids = np.arange(len(labels))
+
+    def member(name, probs):
+        frame = pd.DataFrame({"id": ids, "p_a": probs[:, 0], "p_b": probs[:, 1], "p_tie": probs[:, 2]})
+        return MemberPredictions(name, [], test=frame.copy(), oof=frame.assign(label=labels, fold=folds))
+
+    members = [member("starved", starved), member("prior", prior)]
+    plain = blend_members(members, "fit", "log")
+    res = blend_members(members, "fit", "log", tie_offset=True)
+    assert res.report["tie_offset_fitted"] and res.report["oof_score"] == "cross-fitted per fold"
+    assert 0.8 < res.tie_offset < 2.5  # log(5) = 1.61 undoes the cut; the prior member carries some ties too
+    assert all(0.5 < f["tie_offset"] < 2.5 for f in res.report["per_fold"].values())
+    assert res.table.loc["blend", "log_loss"] < plain.table.loc["blend", "log_loss"] - 0.01
+    # its own comparison row: the same blend, fitted without the offset on the same rows
+    assert res.table.loc["blend without tie offset", "log_loss"] == pytest.approx(plain.table.loc["blend", "log_loss"])
+    assert res.oof_blend[:, 2].mean() > 2 * plain.oof_blend[:, 2].mean()
+    # A <-> B: the mirrored members give the mirrored blend (the offset touches the tie only)
+    mirrored = [member(m.name, p[:, [1, 0, 2]]) for m, p in zip(members, (starved, prior))]
+    swapped = apply_saved_blend(mirrored, res.report)
+    np.testing.assert_allclose(swapped[["p_b", "p_a", "p_tie"]].to_numpy(),
+                               res.test[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-12)
+    np.testing.assert_allclose(apply_saved_blend(members, res.report)[["p_a", "p_b", "p_tie"]].to_numpy(),
+                               res.test[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-12)
+    # a report written before the offset existed re-applies as none
+    older = {k: v for k, v in res.report.items() if k != "tie_offset"}
+    np.testing.assert_allclose(apply_saved_blend(members, older)[["p_a", "p_b", "p_tie"]].to_numpy(),
+                               combine([starved, prior], res.weights, "log"), atol=1e-12)
+    # fixed weights: only the offset is fitted, the weights stay as given
+    fixed = blend_members(members, [0.7, 0.3], "log", tie_offset=True)
+    assert fixed.weights == pytest.approx([0.7, 0.3]) and fixed.tie_offset > 0.5
+
+
 def test_paper_weights_are_the_default_for_two_members(pandalm_oof):
     labels, tfidf, prior = pandalm_oof
     ids = np.arange(len(labels))

@@ -76,6 +76,13 @@ def test_cv_bags_a_member_over_seeds_and_reports_each_seed_alone(tmp_path):
     # the report records its settings as given: they redo it (scripts/bag_spread.py reruns sub-bags this way)
     again = cv_stage(**saved["settings"]["given"])
     assert again["results"]["blend"] == saved["results"]["blend"] and again["settings"]["bag_seeds"] == {"lexical": [42, 7]}
+    # --tie-offset on the same folds: fitted per part and recorded, and compared with the blend without it
+    tied = cv_stage(**{**saved["settings"]["given"], "tie_offset": True})
+    fitted = tied["settings"]["blend"]
+    assert fitted["tie_offset"] != 0 and all("tie_offset" in part for part in fitted["per_fold"].values())
+    assert tied["results"]["blend without tie offset"]["log_loss"] == pytest.approx(saved["results"]["blend"]["log_loss"])
+    assert any(c["b"] == "blend without tie offset" and c["a"] == "blend" for c in tied["comparisons"])
+    assert "tie offset" in tied["markdown"] and tied["settings"]["given"]["tie_offset"] is True
     assert "lexical over seeds [42, 7]" in result["markdown"] and "Seed spread (lexical, 2 seeds)" in result["markdown"]
     # the lexical member is deterministic: each seed alone blends to the bagged blend's figures
     for seed in (42, 7):

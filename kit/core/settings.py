@@ -185,6 +185,9 @@ class BlendSettings(Settings):
                        cli_type=parse_weights)
     space: str = arg("prob", "average probabilities (prob: the paper's) or log-probabilities (log)")
     temperature: bool = arg(False, "fit temperature scaling on out-of-fold rows")
+    tie_offset: bool = arg(False, "fit an offset on the blend's tie log-probability on out-of-fold rows, together "
+                                  "with the weights (fit) and the temperature (--temperature): sharp members give "
+                                  "ties too little mass; symmetric in A and B")
     out: str | None = arg(None, "default <work>/submission.csv")
     report_dir: str | None = arg(None, "default <work>/report")
     sample_submission: str | None = arg("auto", "path, 'auto' (this environment's, for its own test table) or 'none'",

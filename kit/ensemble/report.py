@@ -31,10 +31,13 @@ def render_report(result: BlendResult, differences: Sequence[Difference] = ()) -
              f"- members: {', '.join(result.members)}",
              f"- weights: {describe_weights(result)}",
              f"- blending space: {result.space}; temperature: {result.temperature:.3f}"
-             f"{' (fitted)' if result.report.get('temperature_fitted') else ''}",
+             f"{' (fitted)' if result.report.get('temperature_fitted') else ''}"
+             + (f"; tie offset {result.tie_offset:+.3f} (fitted)" if result.report.get("tie_offset_fitted") else ""),
              f"- out-of-fold `blend` score: {result.report.get('oof_score', '-')}"
              + "".join(f"; {'fold' if 'per fold' in result.report.get('oof_score', '') else 'part'} {k}: weights [{', '.join(f'{x:.3f}' for x in v['weights'])}], "
-                       f"temperature {v['temperature']:.3f}" for k, v in result.report.get("per_fold", {}).items()),
+                       f"temperature {v['temperature']:.3f}"
+                       + (f", tie offset {v['tie_offset']:+.3f}" if result.report.get("tie_offset_fitted") else "")
+                       for k, v in result.report.get("per_fold", {}).items()),
              f"- out-of-fold rows: {result.oof_rows}; submission: {result.report.get('submission', '-')}", "",
              "## Out-of-fold evaluation", "", comparison_markdown(result.table, recalls=True), ""]
     if differences:

@@ -42,6 +42,7 @@ def blend_stage(
         weights: str = "paper",
         space: str = "prob",
         temperature: bool = False,
+        tie_offset: bool = False,
         out: str | None = None,
         report_dir: str | None = None,
         sample_submission: str | None = "auto",
@@ -78,7 +79,7 @@ def blend_stage(
         raise BlendError(f"only judges among the trained models ({', '.join(judge_groups)}): train a member to blend")
     loaded = [load_member(name, dirs) for name, dirs in groups.items()]
     judged = [load_member(name, dirs, need_test=False) for name, dirs in judge_groups.items()]
-    result = blend_members(loaded, s.weights, s.space, s.temperature)
+    result = blend_members(loaded, s.weights, s.space, s.temperature, s.tie_offset)
 
     with output_lock(Path(s.report_dir) if s.report_dir else work_dir() / "report"):  # one blend per report
         out = Path(s.out) if s.out else work_dir() / "submission.csv"

@@ -99,13 +99,14 @@ def _fold_state(fold_dir: Path, settings: TrainSettings, preset, overwrite: bool
         return "trained"
 
 
-def _single_seed_rows(members, bagged, result, weights, space, temperature) -> pd.DataFrame:
+def _single_seed_rows(members, bagged, result, weights, space, temperature, tie_offset) -> pd.DataFrame:
     """For each seed-bagged member and each of its seeds: the blend with that seed's models alone in
     the member's place, fitted and cross-fitted as the bagged blend (the spread a single seed gives)."""
     rows = {}
     for name, by_seed in bagged.items():
         for seed, alone in by_seed.items():
-            swapped = blend_members([alone if m.name == name else m for m in members], weights, space, temperature)
+            swapped = blend_members([alone if m.name == name else m for m in members], weights, space, temperature,
+                                    tie_offset)
             position = {i: n for n, i in enumerate(swapped.oof_ids)}
             where = [position[i] for i in result.oof_ids]  # the bagged blend's row order
             rows[f"blend, {name} seed {seed} alone"] = metrics(swapped.oof_labels[where], swapped.oof_blend[where])
@@ -160,6 +161,7 @@ def cv_stage(
         member: str | None = None,
         space: str = "log",
         temperature: bool = False,
+        tie_offset: bool = False,
         extra: Sequence[str] = (),
         dedup_similarity: float = 0.9,
         residual: dict | None = None,
@@ -266,7 +268,7 @@ def cv_stage(
         params[model] = params_of(dirs[0])
     members = sorted(members, key=lambda m: models.index(m.name))  # the blend's order: stronger first
     # --blend-judges: the judges' held-out log-probabilities as features too (each keeps its judge row)
-    result = blend_members(members + (judged if s.blend_judges else []), weights, space, s.temperature)
+    result = blend_members(members + (judged if s.blend_judges else []), weights, space, s.temperature, s.tie_offset)
     result.table = evaluation_table(result, out / "tokenized" / models[0])
     apply_guardrails(result, out / "tokenized" / models[0])  # its own row: "blend + guardrails"
     judges = [held_out_judge(j, result.oof_ids, params[j.name]) for j in judged]
@@ -278,7 +280,7 @@ def cv_stage(
         table = result.table = pd.concat([table, judge_table(judges, result.oof_labels)])
     table["cut"] = [cut.get(name.removeprefix("judge: ")) for name in table.index]
     if bagged:
-        seed_rows = _single_seed_rows(members, bagged, result, weights, space, s.temperature)
+        seed_rows = _single_seed_rows(members, bagged, result, weights, space, s.temperature, s.tie_offset)
         table = result.table = pd.concat([table, seed_rows])
     differences = _comparisons(result, judges, models)
     extra_meta = read_cache(out / "tokenized" / models[0]).extra_rows
@@ -295,7 +297,8 @@ def cv_stage(
                 # every setting as given: cv_stage(**given) redoes this report (scripts/bag_spread.py)
                 "given": json.loads(json.dumps(s.to_dict(), default=str)),
                 "blend": {"space": space, "weights_mode": result.weights_mode, "weights": dict(zip(result.members, result.weights)),
-                          "temperature": result.temperature, "oof_score": result.report["oof_score"],
+                          "temperature": result.temperature, "tie_offset": result.tie_offset,
+                          "oof_score": result.report["oof_score"],
                           "per_fold": result.report["per_fold"], "stacker": result.report.get("stacker"),
                           "guardrails": result.report.get("guardrails")},
                 "cut_rates": cut, "train_minutes": timings, "wall_minutes_this_call": (time.time() - started) / 60}
@@ -320,6 +323,7 @@ def cv_stage(
           f"{describe_weights(result)} in {space} space"
           + (f" (the judges {', '.join(s.judges)} blended as members too)" if s.blend_judges and s.judges else "")
           + (f", temperature {result.temperature:.2f}" if s.temperature else "")
+          + (f", tie offset {result.tie_offset:+.2f} (fitted with them)" if s.tie_offset else "")
           + f" (test), the `blend` row {result.report['oof_score']}; "
           f"training minutes summed over folds: {', '.join(f'{m} {t:.1f}' for m, t in timings.items())}.\n\n"
           + comparison_markdown(table) + "\n"

@@ -71,6 +71,7 @@ class CvSettings(Settings):
     temperature: bool = same_as(BlendSettings, "temperature", help="fit a temperature on the blend (cross-fitted "
                                 "for the out-of-fold score); each member's row with its own cross-fitted "
                                 "temperature is reported either way")
+    tie_offset: bool = same_as(BlendSettings, "tie_offset")
     extra: list[str] = same_as(TokenizeSettings, "extra")
     dedup_similarity: float = same_as(TokenizeSettings, "dedup_similarity")
     residual: dict | None = arg(None, "MEMBER=BASE;...: train MEMBER (pairwise) on top of BASE's out-of-fold "

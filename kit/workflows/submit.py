@@ -183,13 +183,14 @@ def submit(
     if saved is not None:
         blended = apply_saved_blend(members, saved)
         blended, touched = apply_saved_guardrails(blended, saved, run_dir / "tokenized" / members[0].name)
-        applied = {k: saved.get(k) for k in ("members", "weights_mode", "weights", "space", "temperature", "stacker",
-                                             "guardrails")} | {"guardrail_rows_touched": touched}
+        applied = {k: saved.get(k) for k in ("members", "weights_mode", "weights", "space", "temperature",
+                                             "tie_offset", "stacker", "guardrails")} | {"guardrail_rows_touched": touched}
     else:
         result = blend_members(members, weights, s.space)
         blended = result.test
         applied = {"members": result.members, "weights_mode": result.weights_mode, "weights": result.weights,
-                   "space": result.space, "temperature": result.temperature, "oof_rows": result.oof_rows,
+                   "space": result.space, "temperature": result.temperature, "tie_offset": result.tie_offset,
+                   "oof_rows": result.oof_rows,
                    "oof_score": result.report["oof_score"],
                    "oof": None if result.table is None else result.table[["log_loss", "accuracy"]].to_dict("index")}
     local = write_blended_submission(blended, run_dir / "tokenized" / members[0].name, run_dir / "submission.csv",
