@@ -80,7 +80,8 @@ def test_cv_bags_a_member_over_seeds_and_reports_each_seed_alone(tmp_path):
     tied = cv_stage(**{**saved["settings"]["given"], "tie_offset": True})
     fitted = tied["settings"]["blend"]
     assert fitted["tie_offset"] != 0 and all("tie_offset" in part for part in fitted["per_fold"].values())
-    assert tied["results"]["blend without tie offset"]["log_loss"] == pytest.approx(saved["results"]["blend"]["log_loss"])
+    without = tied["results"]["blend without tie offset"]
+    assert without["log_loss"] == pytest.approx(saved["results"]["blend"]["log_loss"])
     assert any(c["b"] == "blend without tie offset" and c["a"] == "blend" for c in tied["comparisons"])
     assert "tie offset" in tied["markdown"] and tied["settings"]["given"]["tie_offset"] is True
     assert "lexical over seeds [42, 7]" in result["markdown"] and "Seed spread (lexical, 2 seeds)" in result["markdown"]
@@ -88,6 +89,24 @@ def test_cv_bags_a_member_over_seeds_and_reports_each_seed_alone(tmp_path):
     for seed in (42, 7):
         assert saved["results"][f"blend, lexical seed {seed} alone"]["log_loss"] == pytest.approx(
             saved["results"]["blend"]["log_loss"])
+    # scripts/bag_spread.py: each one-seed sub-bag rerun with the run's last settings (--tie-offset; a
+    # deterministic member: the same figures), the curve's files written, the run's own report put back
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bag_spread.py"
+    run = subprocess.run([sys.executable, str(script), "--cv", str(tmp_path / "cv"), "--model", "lexical", "--size", "1",
+                          "--out", str(tmp_path / "spread")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    spread = json.loads((tmp_path / "spread" / "bag_spread.json").read_text())
+    assert [r["seeds"] for r in spread["subsets"]] == [[42], [7]] and spread["sizes"] == [1]
+    assert spread["range"]["1"]["blend_log_loss"] == pytest.approx([tied["results"]["blend"]["log_loss"]] * 2)
+    assert (tmp_path / "spread" / "bag_spread.png").stat().st_size > 0
+    assert json.loads((tmp_path / "cv" / "cv.json").read_text())["settings"]["bag_seeds"] == {"lexical": [42, 7]}
+    refused = subprocess.run([sys.executable, str(script), "--cv", str(tmp_path / "cv"), "--model", "lexical",
+                              "--size", "2", "--out", str(tmp_path / "spread2")], capture_output=True, text=True)
+    assert refused.returncode != 0 and "every --size must be 1 to 1" in refused.stderr
+    assert "Traceback" not in refused.stderr
     with pytest.raises(SettingsError, match="not one of the --models"):
         cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "cv2", bag_seeds="minilm=1,2", **common)
     with pytest.raises(SettingsError, match="distinct seeds"):
