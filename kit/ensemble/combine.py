@@ -11,9 +11,10 @@ of every fold's held-out predictions. The blend is a weighted mean of the member
 * optional temperature scaling fitted on the blended OOF predictions;
 * optional **tie offset**: a number added to the blend's tie log-probability, fitted on the
   OOF rows together with whatever else is fitted (the weights when fitted, the temperature when
-  asked). Members trained to be sharp put too little mass on ties: on PandaLM's five folds the
-  three-seed Gemma bag gave ties 6 % on average where the rows hold 10.5 % (results/cv_pandalm_bag).
-  The offset moves p_A and p_B alike, so the blend stays symmetric under A<->B.
+  asked). Members trained to be sharp can put too little mass on ties (on PandaLM's five-seed Gemma
+  bag the fitted offset is +1.11: results/cv_pandalm_bag5/tie_offset/, where it did not lower the
+  cross-fitted log loss beyond the seed spread). The offset moves p_A and p_B alike, so the blend
+  stays symmetric under A<->B.
 
 **Honest figures.** Whatever is fitted (weights, temperature) is *cross-fitted* for the
 out-of-fold score: the OOF rows are split into parts, and each part is blended by what was
@@ -136,9 +137,8 @@ def fit_with_tie_offset(probs: Sequence[np.ndarray], labels: np.ndarray, space: 
     the tie offset, fitted *together* to minimise the log loss of ``combine(probs, w, space, t, offset)``
     (SLSQP: weights non-negative summing to 1, temperature in [0.05, 20], |offset| <= TIE_OFFSET_BOUND).
 
-    Together, because the offset and the temperature trade off: on the three-seed PandaLM bag a
-    temperature fitted after the weights and offset undid part of the offset (0.7703 log loss
-    cross-fitted, against 0.7603 fitted together and 0.7669 for the weights alone)."""
+    Together, because they trade off: a temperature fitted afterwards divides the offset too, and
+    weights fitted without it pick whichever member's ties happen to be least starved."""
     from scipy.optimize import minimize
 
     m = len(probs)
@@ -226,7 +226,7 @@ def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[
         common = [i for i in members[0].oof["id"] if i in shared]  # first member's order
     needs_oof = weights in ("fit", "stack") or temperature or tie_offset
     if needs_oof and not common:
-        raise BlendError("fitted weights / temperature need out-of-fold predictions shared by every member")
+        raise BlendError("fitted weights / temperature / tie offset need out-of-fold predictions shared by every member")
     oof = [m.oof.set_index("id").loc[common] for m in members] if common else None
     oof_p = [o[PROB_COLUMNS].to_numpy() for o in oof] if oof else None
     labels = oof[0]["label"].to_numpy().astype(int) if oof else None
