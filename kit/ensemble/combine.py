@@ -100,6 +100,11 @@ def combine(probs: Sequence[np.ndarray], weights: Sequence[float], space: str = 
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _weight_starts(m: int) -> list[np.ndarray]:
+    """Where the weight searches start: equal weights, then each member leading in turn."""
+    return [np.full(m, 1 / m)] + [np.eye(m)[i] * 0.8 + 0.2 / m for i in range(m)]
+
+
 def fit_weights(probs: Sequence[np.ndarray], labels: np.ndarray, space: str = "prob") -> np.ndarray:
     """Non-negative weights summing to 1 that minimise OOF log loss (SLSQP, several starts)."""
     from scipy.optimize import minimize
@@ -108,8 +113,7 @@ def fit_weights(probs: Sequence[np.ndarray], labels: np.ndarray, space: str = "p
     if m == 1:
         return np.ones(1)
     best = None
-    starts = [np.full(m, 1 / m)] + [np.eye(m)[i] * 0.8 + 0.2 / m for i in range(m)]
-    for x0 in starts:
+    for x0 in _weight_starts(m):
         res = minimize(lambda w: log_loss(labels, combine(probs, w, space)), x0, method="SLSQP",
                        bounds=[(0.0, 1.0)] * m, constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
         if best is None or res.fun < best.fun:
@@ -158,8 +162,7 @@ def fit_with_tie_offset(probs: Sequence[np.ndarray], labels: np.ndarray, space: 
     bounds = [(0.0, 1.0)] * n_w + ([(np.log(0.05), np.log(20.0))] if temperature else []) \
         + [(-TIE_OFFSET_BOUND, TIE_OFFSET_BOUND)]
     constraints = [{"type": "eq", "fun": lambda x: x[:n_w].sum() - 1}] if fit_w and m > 1 else []
-    starts = [np.full(m, 1 / m)] + [np.eye(m)[i] * 0.8 + 0.2 / m for i in range(m)] if fit_w and m > 1 else \
-        [np.full(n_w, 1.0)]
+    starts = _weight_starts(m) if fit_w and m > 1 else [np.full(n_w, 1.0)]
     best = None
     for w0 in starts:
         x0 = np.concatenate([w0, [0.0] if temperature else [], [0.0]])
