@@ -41,7 +41,8 @@ def member_dirs(specs: list[str]) -> dict[str, list[Path]]:
         found = sorted(Path(p) for p in glob.glob(pattern) if (Path(p) / "config.json").exists())
         if not found:
             raise SystemExit(f"--member {spec!r}: no trained model folder (with a config.json) matches {pattern!r}")
-        dirs.setdefault(name, []).extend(d for d in found if d not in dirs.get(name, []))
+        known = dirs.setdefault(name, [])
+        known.extend(d for d in found if d not in known)  # a folder two patterns match counts once
     return dirs
 
 
@@ -71,11 +72,20 @@ def main() -> None:
     parser.add_argument("--judge-csv", nargs="*", default=[], help="NAME=CSV external judges' verdicts, scored beside")
     parser.add_argument("--out", required=True, help="where blend_runs.json/.md/.png go")
     args = parser.parse_args()
+    from kit.core.errors import KitError
+    try:
+        run(args)
+    except (KitError, OSError) as err:  # a bad table, judge file or member folder: one line, no traceback
+        raise SystemExit(f"blend_runs: {err}")
+
+
+def run(args) -> None:
     from kit.core.provenance import provenance
     from kit.ensemble.combine import blend_members, describe_weights
-    from kit.ensemble.evaluation import evaluation_table
-    from kit.ensemble.intervals import N_DRAWS, MethodScores, compare, differences_markdown
+    from kit.ensemble.evaluation import evaluation_table, table_scores
+    from kit.ensemble.intervals import N_DRAWS, differences_markdown
     from kit.ensemble.judges import comparison_markdown, external_judge, judge_table
+    from kit.ensemble.report import blend_comparisons
     from kit.store.figures import plot_methods
     from kit.store.io import write_json, write_text
     from kit.store.predictions import load_member
@@ -85,34 +95,33 @@ def main() -> None:
     dirs = member_dirs(args.member)
     members = [load_member(name, d, need_test=False) for name, d in dirs.items()]
     check_same_folds(members)
-    weights = args.weights if args.weights in ("fit", "stack", "equal", "paper") else [
-        float(w) for w in args.weights.split(",")]
+    try:
+        weights = args.weights if args.weights in ("fit", "stack", "equal", "paper") else [
+            float(w) for w in args.weights.split(",")]
+    except ValueError:
+        raise SystemExit(f"--weights {args.weights!r}: fit, stack, equal, paper or one number per member")
     result = blend_members(members, weights, args.space, args.temperature)
     table = evaluation_table(result, args.tokenized)
     judges = []
     for spec in args.judge_csv:
-        name, _, path = spec.partition("=")
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--judge-csv {spec!r}: expected NAME=CSV")
         judges.append(external_judge(name, path, result.oof_ids, result.oof_labels, result.oof_folds))
     if judges:
         table = pd.concat([table, judge_table(judges, result.oof_labels)])
-    methods = {n: MethodScores.from_probs(n, p) for n, p in result.oof_methods.items()}
-    for j in judges:
-        methods[f"judge: {j.name}"] = (MethodScores(f"judge: {j.name}", None, j.verdicts) if j.verdicts is not None
-                                       else MethodScores.from_probs(f"judge: {j.name}", j.probs))
-    differences = compare(methods, result.oof_labels, result.oof_groups, list(result.members))
+    differences = blend_comparisons(result, judges)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"rows": len(result.oof_ids), "members": {n: [str(p) for p in d] for n, d in dirs.items()},
                "tokenized": args.tokenized, "weights_mode": result.weights_mode, "space": args.space,
                "weights": dict(zip(result.members, result.weights)), "temperature": result.temperature,
                "per_fold": result.report["per_fold"], "oof_score": result.report["oof_score"],
-               "results": {name: {k: (float(r[k]) if r.get(k) == r.get(k) and r.get(k) is not None else None)
-                                  for k in ("log_loss", "accuracy", "macro_f1")} for name, r in table.iterrows()},
+               "results": table_scores(table),
                "comparisons": [d.to_dict() for d in differences], "provenance": provenance(started)}
     md = (f"# Blend of members from several kit cv runs\n\n{payload['rows']} out-of-fold rows (every member's "
           f"folds agree); members: "
-          + "; ".join(f"**{n}** ({len(d)} model folders: {', '.join(sorted({p.parent.parent.parent.name + '/' + p.parent.name + '/' + p.name for p in d})[:3])}"
-                      f"{', …' if len(d) > 3 else ''})" for n, d in dirs.items())
+          + "; ".join(f"**{n}** ({len(d)} model folders, the first {d[0]})" for n, d in dirs.items())
           + f"; blend weights {describe_weights(result)} in {args.space} space"
           + (f", temperature {result.temperature:.2f}" if args.temperature else "")
           + f", the `blend` row {result.report['oof_score']}.\n\n" + comparison_markdown(table)

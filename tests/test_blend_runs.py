@@ -23,13 +23,18 @@ def test_blend_runs_scores_members_of_finished_runs_as_kit_cv_does(tmp_path):
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
     models, tokenized = tmp_path / "cv" / "models" / "lexical", tmp_path / "cv" / "tokenized" / "lexical"
     # the bag as one member (both patterns under one name) is kit cv's bagged member, row for row
+    judge = PANDALM.parent / "judges" / "pandalm-7b.csv"  # real verdicts on these rows
     run = _blend_runs("--tokenized", tokenized, "--member", f"bag={models}/fold?", f"bag={models}/fold?-seed7-skip25",
-                      "--out", tmp_path / "one")
+                      "--judge-csv", f"pandalm-7b={judge}", "--out", tmp_path / "one")
     assert run.returncode == 0, run.stderr[-2000:]
     one = json.loads((tmp_path / "one" / "blend_runs.json").read_text())
     assert one["rows"] == saved["rows"] and len(one["members"]["bag"]) == 4
     assert one["results"]["bag"] == pytest.approx(saved["results"]["lexical"])
     assert one["results"]["blend"] == pytest.approx(saved["results"]["blend"])
+    # the external judge scored on its verdicts beside the blend (no log loss), the difference with its interval
+    assert one["results"]["judge: pandalm-7b"]["log_loss"] is None and one["results"]["judge: pandalm-7b"]["accuracy"]
+    assert any(c["a"] == "blend" and c["b"] == "judge: pandalm-7b" and c["metric"] == "accuracy"
+               for c in one["comparisons"])
     # the two blocks' models as two members: each is kit cv's "seed alone", and the weights are fitted
     run = _blend_runs("--tokenized", tokenized, "--member", f"first={models}/fold?",
                       "--member", f"second={models}/fold?-seed7-skip25", "--temperature", "--out", tmp_path / "two")
@@ -50,4 +55,7 @@ def test_blend_runs_scores_members_of_finished_runs_as_kit_cv_does(tmp_path):
     assert refused.returncode != 0 and "in another fold than first" in refused.stderr
     nothing = _blend_runs("--tokenized", tokenized, "--member", f"none={models}/nope?", "--out", tmp_path / "x")
     assert nothing.returncode != 0 and "no trained model folder" in nothing.stderr
-    assert "Traceback" not in refused.stderr + nothing.stderr and not (tmp_path / "x").exists()
+    missing = _blend_runs("--tokenized", tokenized, "--member", f"first={models}/fold?", "--judge-csv",
+                          f"j={tmp_path / 'no_such.csv'}", "--out", tmp_path / "x")
+    assert missing.returncode != 0 and "no_such.csv" in missing.stderr
+    assert "Traceback" not in refused.stderr + nothing.stderr + missing.stderr and not (tmp_path / "x").exists()

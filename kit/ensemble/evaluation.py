@@ -99,3 +99,12 @@ def evaluation_table(result: BlendResult, tokenized_train: str | Path) -> pd.Dat
     result.oof_groups = ["\x1e".join(turns) for turns in text["prompt"].iloc[where]]
     base = {name: metrics(labels, p) for name, p in probs.items()}
     return pd.concat([pd.DataFrame(base).T, result.table])
+
+
+def table_scores(table: pd.DataFrame) -> dict:
+    """A comparison table as JSON-ready scores: each row's log loss, accuracy and macro-F1 (None where
+    the row has none, e.g. a judge known only by its verdicts has no log loss)."""
+    def value(r, k):
+        v = r.get(k)
+        return float(v) if v is not None and v == v else None  # NaN: not scored
+    return {name: {k: value(r, k) for k in ("log_loss", "accuracy", "macro_f1")} for name, r in table.iterrows()}

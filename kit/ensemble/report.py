@@ -18,6 +18,7 @@ from ..store.io import write_csv, write_json, write_text, staged_folder
 from ..store.manifest import stage_manifest
 from ..store.predictions import MemberPredictions
 from .combine import BlendResult, describe_weights
+from .evaluation import table_scores
 from .intervals import N_DRAWS, Difference, MethodScores, compare, differences_markdown
 from .submission import PreparedSubmission
 from ..core.files import read_json
@@ -57,14 +58,22 @@ def render_report(result: BlendResult, differences: Sequence[Difference] = ()) -
     return "\n".join(lines)
 
 
-def blend_comparisons(result: BlendResult) -> list[Difference]:
-    """The blend against each member, each ``blend without X`` and TF-IDF, and member against member,
-    each with its interval (:mod:`kit.ensemble.intervals`); none when the rows' prompts are unknown
-    (no baselines were computed)."""
+def blend_comparisons(result: BlendResult, judges: Sequence = (), members: Sequence[str] | None = None
+                      ) -> list[Difference]:
+    """The blend against each judge (``judges``: rows of :mod:`kit.ensemble.judges`, scored on their
+    verdicts or probabilities), each ``blend without X``, each member and TF-IDF, and member against
+    member, each with its interval (:mod:`kit.ensemble.intervals`); none when the rows' prompts are
+    unknown (no baselines were computed). ``members``: the names compared as members (default: the
+    blend's; ``kit cv --blend-judges`` blends judges it still compares as judges)."""
     if result.oof_groups is None or "blend" not in result.oof_methods:
         return []
     methods = {name: MethodScores.from_probs(name, p) for name, p in result.oof_methods.items()}
-    return compare(methods, result.oof_labels, result.oof_groups, list(result.members))
+    for j in judges:
+        name = f"judge: {j.name}"
+        methods[name] = (MethodScores(name, None, j.verdicts) if j.verdicts is not None
+                         else MethodScores.from_probs(name, j.probs))
+    return compare(methods, result.oof_labels, result.oof_groups,
+                   list(result.members if members is None else members))
 
 
 def write_report(result: BlendResult, submission: PreparedSubmission, report_dir: Path,
@@ -79,8 +88,7 @@ def write_report(result: BlendResult, submission: PreparedSubmission, report_dir
         judged = result.judged
         external = None if judged is None else {
             "rows": judged.rows, "of_rows": judged.of_rows,
-            "results": {n: {k: (None if r[k] != r[k] else float(r[k])) for k in ("log_loss", "accuracy", "macro_f1")}
-                        for n, r in judged.table.iterrows()},
+            "results": table_scores(judged.table),
             "comparisons": [d.to_dict() for d in judged.differences]}
         write_json({**result.report, "comparisons": [d.to_dict() for d in differences],
                     **({"external_judges": external} if external else {})}, stage / "blend.json")

@@ -36,9 +36,10 @@ from ..core.signature import settings_function
 from ..core.values import one_path_each
 from .settings import CvSettings
 from ..ensemble.combine import blend_members, describe_weights
-from ..ensemble.evaluation import evaluation_table
+from ..ensemble.evaluation import evaluation_table, table_scores
 from ..ensemble.guardrails import apply_guardrails
-from ..ensemble.intervals import N_DRAWS, MethodScores, compare, differences_markdown
+from ..ensemble.intervals import N_DRAWS, differences_markdown
+from ..ensemble.report import blend_comparisons
 from ..ensemble.judges import (comparison_markdown, external_judge, held_out_judge, judge_table, params_of,
                                read_judge_csv)
 from ..store.cache import check_cache, cut_rate, read_cache
@@ -125,19 +126,6 @@ def _seed_spread_line(table: pd.DataFrame, bagged: dict, bag_rows: bool = False)
                      f"{alone['accuracy'].min():.4f}–{alone['accuracy'].max():.4f} accuracy; bagged, "
                      f"{table.loc['blend', 'log_loss']:.4f} and {table.loc['blend', 'accuracy']:.4f}.\n")
     return "".join(lines)
-
-
-def _comparisons(result, judges, models) -> list:
-    """The blend against every judge, ablation, member and TF-IDF, and member against member, on the
-    same out-of-fold rows, each with its paired bootstrap interval over prompts."""
-    if result.oof_groups is None:
-        return []
-    methods = {name: MethodScores.from_probs(name, probs) for name, probs in result.oof_methods.items()}
-    for j in judges:
-        name = f"judge: {j.name}"
-        methods[name] = (MethodScores(name, None, j.verdicts) if j.verdicts is not None
-                         else MethodScores.from_probs(name, j.probs))
-    return compare(methods, result.oof_labels, result.oof_groups, list(models))
 
 
 @settings_function(CvSettings)
@@ -282,7 +270,7 @@ def cv_stage(
     if bagged:
         seed_rows = _single_seed_rows(members, bagged, result, weights, space, s.temperature, s.tie_offset)
         table = result.table = pd.concat([table, seed_rows])
-    differences = _comparisons(result, judges, models)
+    differences = blend_comparisons(result, judges, models)
     extra_meta = read_cache(out / "tokenized" / models[0]).extra_rows
     settings = {"train": [str(p) for p in train], "extra": [str(p) for p in s.extra], "residual": residual,
                 "extra_rows": extra_meta.get("kept"),
@@ -303,8 +291,7 @@ def cv_stage(
                           "guardrails": result.report.get("guardrails")},
                 "cut_rates": cut, "train_minutes": timings, "wall_minutes_this_call": (time.time() - started) / 60}
     payload = {"rows": len(result.oof_ids), "folds": folds, "settings": settings, "provenance": provenance(started),
-               "results": {name: {k: (float(r[k]) if r.get(k) == r.get(k) and r.get(k) is not None else None)
-                                  for k in ("log_loss", "accuracy", "macro_f1")} for name, r in table.iterrows()},
+               "results": table_scores(table),
                "comparisons": [d.to_dict() for d in differences]}
     md = (f"# kit cv: {', '.join(Path(p).name for p in train)}\n\n"
           f"{payload['rows']} out-of-fold rows, {folds} folds (grouped by prompt, stratified by label); "
