@@ -157,3 +157,33 @@ def test_a_row_bag_trains_each_seed_on_its_own_block_of_rows(tmp_path):
     assert not (tmp_path / "cv4" / "models").exists()
     with pytest.raises(PresetError, match="none is left"):
         split_rows(frame, 0, TrainSettings(max_train_rows=30, skip_train_rows=len(frame)))
+
+
+def test_a_preset_twice_under_a_tag_is_two_members_each_scored_as_its_own_run(tmp_path):
+    """--models lexical lexical@few: two members of one preset, each with its own settings
+    (here --max-train-rows lexical@few=25), the preset's one token cache, their own model folders;
+    each member scores exactly as a plain run with its settings, and both enter the blend."""
+    from kit.core.errors import PresetError
+    common = dict(max_rows=120, max_length=None)
+    plain = cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "plain", **common)
+    few = cv_stage([PANDALM], ["lexical"], 2, out=tmp_path / "few", max_train_rows=25, **common)
+    both = cv_stage([PANDALM], ["lexical@few", "lexical"], 2, out=tmp_path / "both",
+                    max_train_rows="lexical@few=25", **common)
+    assert both["settings"]["models"] == ["lexical", "lexical@few"]  # by preset, then by name
+    assert [p.name for p in (tmp_path / "both" / "tokenized").iterdir() if p.is_dir()] == ["lexical"]  # one cache
+    for k in range(2):
+        cfg = json.loads((tmp_path / "both" / "models" / "lexical@few" / f"fold{k}" / "config.json").read_text())
+        assert cfg["train"]["max_train_rows"] == 25 and cfg["preset"]["name"] == "lexical"
+    assert both["results"]["lexical"] == plain["results"]["lexical"]
+    assert both["results"]["lexical@few"] == few["results"]["lexical"]
+    assert plain["results"]["lexical"] != few["results"]["lexical"]  # the two settings really differ
+    assert set(both["settings"]["blend"]["weights"]) == {"lexical", "lexical@few"}
+    assert "| lexical@few " in both["markdown"] and "blend" in both["results"]
+    with pytest.raises(SettingsError, match="given twice.*lexical@all"):
+        cv_stage([PANDALM], ["lexical", "lexical"], 2, out=tmp_path / "bad", **common)
+    with pytest.raises(SettingsError, match=r"--max-train-rows lexical@mistyped=\.\.\.: not one of the --models"):
+        cv_stage([PANDALM], ["lexical", "lexical@few"], 2, out=tmp_path / "bad", max_train_rows="lexical@mistyped=25",
+                 **common)
+    with pytest.raises(PresetError, match="unknown model preset 'nope'"):
+        cv_stage([PANDALM], ["nope@x"], 2, out=tmp_path / "bad", **common)
+    assert not (tmp_path / "bad").exists()

@@ -16,6 +16,7 @@ Every field can be overridden with :func:`resolve_preset` (``model_dir=...``, ``
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -179,10 +180,25 @@ def resolve_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Pre
     return replace(preset, **overrides)
 
 
+def preset_of(member: str) -> str:
+    """The preset (or backbone folder) behind a member's name.
+
+    ``PRESET@TAG`` names another member of the same preset — ``gemma3-270m@all`` is Gemma-3-270M
+    trained with settings of its own (its own ``--max-train-rows``, ``--bag-seeds``) beside a plain
+    ``gemma3-270m`` — and stands for ``PRESET``; TAG is letters, digits, ``_``, ``.`` or ``-``. A
+    preset's own name, an existing folder and any other name stand for themselves (an unknown
+    preset still fails in :func:`resolve_preset`)."""
+    if member in PRESETS or Path(member).exists():
+        return member
+    base, at, tag = member.rpartition("@")
+    return base if at and base and re.fullmatch(r"[A-Za-z0-9_.-]+", tag) else member
+
+
 def member_order(names) -> list[str]:
-    """``names`` sorted stronger presets first (:data:`MEMBER_ORDER`), others after, by name."""
+    """``names`` sorted stronger presets first (:data:`MEMBER_ORDER`, by :func:`preset_of`), others
+    after; by name within a preset (``gemma3-270m`` before ``gemma3-270m@all``)."""
     order = {n: i for i, n in enumerate(MEMBER_ORDER)}
-    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+    return sorted(names, key=lambda n: (order.get(preset_of(n), len(order)), n))
 
 
 def register_preset(preset: Preset) -> Preset:

@@ -30,7 +30,7 @@ from ..core.errors import BlendError, SettingsError, StaleOutput
 from ..core.log import get_logger
 from ..core.metrics import metrics
 from ..core.provenance import provenance
-from ..core.presets import member_order, resolve_preset
+from ..core.presets import member_order, preset_of, resolve_preset
 from ..core.settings import TrainSettings
 from ..core.signature import settings_function
 from ..core.values import one_path_each
@@ -177,8 +177,13 @@ def cv_stage(
     max_train_rows, tta, seed, swap_augment = s.max_train_rows, s.tta, s.seed, s.swap_augment
     evals_per_run, member, space, overwrite = s.evals_per_run, s.member, s.space, s.overwrite
     train_seed = seed if s.train_seed is None else s.train_seed
+    repeated = sorted({m for m in models if list(models).count(m) > 1})
+    if repeated:
+        raise SettingsError(f"--models {' '.join(repeated)}: given twice; to train one preset two ways, name the "
+                            f"second PRESET@TAG (e.g. {preset_of(repeated[0])}@all) with its own --max-train-rows "
+                            f"or --bag-seeds")
     for model in models:  # an unknown name fails here, before any work
-        resolve_preset(model, dict(member=member))
+        resolve_preset(preset_of(model), dict(member=member))
     for judge in s.judges:
         if not get_member_type(resolve_preset(judge).member).is_judge:
             raise SettingsError(f"--judges {judge}: not a judge preset (a member type that trains nothing, e.g. "
@@ -192,6 +197,9 @@ def cv_stage(
             raise SettingsError(f"--residual {name}={base}: both must be --models members, and the base not itself "
                                 f"residual")
     caps = max_train_rows if isinstance(max_train_rows, dict) else {m: max_train_rows for m in models}
+    for name in caps:
+        if name not in models:
+            raise SettingsError(f"--max-train-rows {name}=...: not one of the --models {list(models)}")
     bags = s.bag_seeds or {}
     for name in bags:
         if name not in models:
@@ -207,20 +215,21 @@ def cv_stage(
     # a residual member's base is trained (and scored out of fold) first
     for model in sorted(models, key=lambda m: m in residual) + list(s.judges):
         is_judge = model in s.judges and model not in models
-        tok_dir = out / "tokenized" / model
+        preset = preset_of(model)  # PRESET@TAG: the preset's tokens, the member's own folders and settings
+        tok_dir = out / "tokenized" / preset
         extra = [] if is_judge else list(s.extra)  # a judge trains nothing: extra rows would only cost time
         wanted = {"train_sources": [str(p) for p in train], "n_folds": folds, "seed": seed, "max_rows": max_rows,
                   "extra_sources": [str(p) for p in extra], "dedup_similarity": s.dedup_similarity if extra else None}
         kind = None if is_judge else member  # a judge keeps its own member type and token budget
-        if _reusable_cache(tok_dir, wanted, model, None if is_judge else max_length, kind, overwrite):
+        if _reusable_cache(tok_dir, wanted, preset, None if is_judge else max_length, kind, overwrite):
             log.info(f"[kit cv] reusing {tok_dir}")
         else:
             # extra rows: training-only (fold -2) in every fold, deduplicated against the held-out prompts
-            tokenize_stage(model, list(train), "", max_length=None if is_judge else max_length, n_folds=folds,
+            tokenize_stage(preset, list(train), "", max_length=None if is_judge else max_length, n_folds=folds,
                            seed=seed, max_rows=max_rows, out=tok_dir, overwrite=overwrite, member=kind,
                            extra=extra, dedup_similarity=s.dedup_similarity)
         cut[model] = cut_rate(tok_dir)
-        recipe = cache_preset(model, read_cache(tok_dir), {})  # the cache's recipe, the same for every fold
+        recipe = cache_preset(preset, read_cache(tok_dir), {})  # the cache's recipe, the same for every fold
         if s.bag_rows and model in bags:  # every block must hold rows in every fold: say so before any training
             fold_of = pd.read_parquet(tok_dir / "train.parquet", columns=["fold"])["fold"]
             fewest = min(int((fold_of != k).sum()) for k in range(folds))
@@ -243,7 +252,7 @@ def cv_stage(
                 log.info(f"[kit cv] reusing {fold_dir}")
             else:
                 if state == "none":
-                    train_stage(model, k, tokenized=tok_dir, out=fold_dir, settings=settings, overwrite=overwrite)
+                    train_stage(preset, k, tokenized=tok_dir, out=fold_dir, settings=settings, overwrite=overwrite)
                 # the fold's model was (re)trained just now, or its predictions are missing or stale
                 infer_stage(fold_dir, "oof", tta=tta, overwrite=True)
             dirs.append(fold_dir)
@@ -257,8 +266,8 @@ def cv_stage(
     members = sorted(members, key=lambda m: models.index(m.name))  # the blend's order: stronger first
     # --blend-judges: the judges' held-out log-probabilities as features too (each keeps its judge row)
     result = blend_members(members + (judged if s.blend_judges else []), weights, space, s.temperature, s.tie_offset)
-    result.table = evaluation_table(result, out / "tokenized" / models[0])
-    apply_guardrails(result, out / "tokenized" / models[0])  # its own row: "blend + guardrails"
+    result.table = evaluation_table(result, out / "tokenized" / preset_of(models[0]))
+    apply_guardrails(result, out / "tokenized" / preset_of(models[0]))  # its own row: "blend + guardrails"
     judges = [held_out_judge(j, result.oof_ids, params[j.name]) for j in judged]
     judges += [external_judge(name, path, result.oof_ids, result.oof_labels, result.oof_folds)
                for name, path in judge_csv.items()]
@@ -271,7 +280,7 @@ def cv_stage(
         seed_rows = _single_seed_rows(members, bagged, result, weights, space, s.temperature, s.tie_offset)
         table = result.table = pd.concat([table, seed_rows])
     differences = blend_comparisons(result, judges, models)
-    extra_meta = read_cache(out / "tokenized" / models[0]).extra_rows
+    extra_meta = read_cache(out / "tokenized" / preset_of(models[0])).extra_rows
     settings = {"train": [str(p) for p in train], "extra": [str(p) for p in s.extra], "residual": residual,
                 "extra_rows": extra_meta.get("kept"),
                 "extra_removed": extra_meta.get("removed_exact", 0) + extra_meta.get("removed_near", 0),

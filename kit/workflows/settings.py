@@ -41,7 +41,9 @@ class CvSettings(Settings):
     """``kit cv``: tokenize -> train -> infer -> blend, fold by fold, on any labelled table."""
 
     train: list[str] = arg(help="labelled tables (CSV/parquet, or chosen/rejected preference data)")
-    models: list[str] = arg(help="members: presets or local Hugging Face folders",
+    models: list[str] = arg(help="members: presets or local Hugging Face folders; PRESET@TAG is one more member of "
+                                 "a preset (e.g. gemma3-270m@all beside gemma3-270m), with its own --max-train-rows "
+                                 "and --bag-seeds, the preset's tokens and its own model folders",
                             factory=lambda: ["minilm", "smollm2", "lexical"])
     folds: int = arg(5, "prompt-grouped, label-stratified folds (>= 2)")
     out: str | None = arg(None, "working folder (required); finished folds in it are reused")
