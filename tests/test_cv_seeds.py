@@ -187,3 +187,19 @@ def test_a_preset_twice_under_a_tag_is_two_members_each_scored_as_its_own_run(tm
     with pytest.raises(PresetError, match="unknown model preset 'nope'"):
         cv_stage([PANDALM], ["nope@x"], 2, out=tmp_path / "bad", **common)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_tagged_member_stands_for_its_preset_and_sorts_beside_it(tmp_path):
+    """preset_of: PRESET@TAG -> PRESET; a preset, a folder (even one with '@' in its name) and a name
+    without a valid tag stand for themselves. member_order sorts a tagged member by its preset
+    (stronger first), after the plain one."""
+    from kit.core.presets import member_order, preset_of
+    assert preset_of("gemma3-270m@all") == "gemma3-270m" and preset_of("minilm@seed.7-b_2") == "minilm"
+    assert preset_of("lexical") == "lexical"
+    for odd in ("lexical@", "@all", "lexical@a/b"):
+        assert preset_of(odd) == odd  # resolve_preset then names it as an unknown preset
+    folder = tmp_path / "backbone@v2"
+    folder.mkdir()
+    assert preset_of(str(folder)) == str(folder)
+    assert member_order(["lexical", "minilm@all", "gemma3-270m@all", "minilm", "gemma3-270m"]) == [
+        "gemma3-270m", "gemma3-270m@all", "minilm", "minilm@all", "lexical"]
