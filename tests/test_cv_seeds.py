@@ -203,3 +203,32 @@ def test_a_tagged_member_stands_for_its_preset_and_sorts_beside_it(tmp_path):
     assert preset_of(str(folder)) == str(folder)
     assert member_order(["lexical", "minilm@all", "gemma3-270m@all", "minilm", "gemma3-270m"]) == [
         "gemma3-270m", "gemma3-270m@all", "minilm", "minilm@all", "lexical"]
+
+
+def test_two_bags_report_the_whole_recipe_at_each_seed_they_share(tmp_path):
+    """With two bagged members, 'blend, every bag at seed S' is the blend with both bags at seed S at once,
+    for the seeds both bags have (here 42 and 7, not lexical@few's own 13): at the training seed it is
+    exactly a plain run of the same two members, and the report gives its spread in one line."""
+    common = dict(max_rows=120, max_length=None, max_train_rows="lexical=25,lexical@few=20")
+    plain = cv_stage([PANDALM], ["lexical", "lexical@few"], 2, out=tmp_path / "plain", **common)
+    bagged = cv_stage([PANDALM], ["lexical", "lexical@few"], 2, out=tmp_path / "bag", bag_rows=True,
+                      bag_seeds="lexical=42,7;lexical@few=42,7,13", **common)
+    rows = bagged["results"]
+    assert [name for name in rows if name.startswith("blend, every bag")] == [
+        "blend, every bag at seed 42", "blend, every bag at seed 7"]
+    assert rows["blend, every bag at seed 42"]["log_loss"] == pytest.approx(plain["results"]["blend"]["log_loss"])
+    assert rows["blend, every bag at seed 42"]["accuracy"] == pytest.approx(plain["results"]["blend"]["accuracy"])
+    # the row bags' seeds train on other rows, so seed 7's whole recipe scores otherwise than seed 42's
+    assert rows["blend, every bag at seed 7"]["log_loss"] != pytest.approx(rows["blend, every bag at seed 42"]["log_loss"])
+    # and otherwise than either bag at seed 7 alone (both members were swapped, not one)
+    for name in ("lexical", "lexical@few"):
+        assert rows[f"blend, {name} seed 7 alone"]["log_loss"] != pytest.approx(
+            rows["blend, every bag at seed 7"]["log_loss"])
+    whole = [rows[f"blend, every bag at seed {sd}"]["log_loss"] for sd in (42, 7)]
+    assert (f"Seed spread (the whole recipe, every bagged member at one seed, 2 seeds: 42, 7): the blend scores "
+            f"{min(whole):.4f}–{max(whole):.4f} log loss") in bagged["markdown"]
+    # one bag: its 'seed S alone' rows are the recipe at one seed already, no second set of rows
+    single = cv_stage([PANDALM], ["lexical", "lexical@few"], 2, out=tmp_path / "bag", bag_rows=True,
+                      bag_seeds="lexical=42,7", **common)
+    assert not any(name.startswith("blend, every bag") for name in single["results"])
+    assert "the whole recipe" not in single["markdown"]

@@ -101,17 +101,30 @@ def _fold_state(fold_dir: Path, settings: TrainSettings, preset, overwrite: bool
 
 
 def _single_seed_rows(members, bagged, result, weights, space, temperature, tie_offset) -> pd.DataFrame:
-    """For each seed-bagged member and each of its seeds: the blend with that seed's models alone in
-    the member's place, fitted and cross-fitted as the bagged blend (the spread a single seed gives)."""
-    rows = {}
-    for name, by_seed in bagged.items():
-        for seed, alone in by_seed.items():
-            swapped = blend_members([alone if m.name == name else m for m in members], weights, space, temperature,
-                                    tie_offset)
-            position = {i: n for n, i in enumerate(swapped.oof_ids)}
-            where = [position[i] for i in result.oof_ids]  # the bagged blend's row order
-            rows[f"blend, {name} seed {seed} alone"] = metrics(swapped.oof_labels[where], swapped.oof_blend[where])
+    """The spread a single seed gives, each row fitted and cross-fitted as the bagged blend, on its rows:
+    for each seed-bagged member and each of its seeds, the blend with that seed's models alone in the
+    member's place ('blend, MODEL seed S alone'); with two or more bags, for each seed they all share, the
+    blend with every bag at that seed at once ('blend, every bag at seed S': the whole recipe, one seed)."""
+    def scored(swap: dict):
+        swapped = blend_members([swap.get(m.name, m) for m in members], weights, space, temperature, tie_offset)
+        position = {i: n for n, i in enumerate(swapped.oof_ids)}
+        where = [position[i] for i in result.oof_ids]  # the bagged blend's row order
+        return metrics(swapped.oof_labels[where], swapped.oof_blend[where])
+
+    rows = {f"blend, {name} seed {seed} alone": scored({name: alone})
+            for name, by_seed in bagged.items() for seed, alone in by_seed.items()}
+    rows.update({f"blend, every bag at seed {seed}": scored({name: by_seed[seed] for name, by_seed in bagged.items()})
+                 for seed in _shared_seeds(bagged)})
     return pd.DataFrame.from_dict(rows, orient="index")[["log_loss", "accuracy", "macro_f1"]]
+
+
+def _shared_seeds(bagged: dict) -> list:
+    """The seeds every bagged member was trained with, in the first bag's order; none for a single bag
+    (its 'seed N alone' rows already are the recipe at one seed)."""
+    if len(bagged) < 2:
+        return []
+    first, *rest = bagged.values()
+    return [seed for seed in first if all(seed in other for other in rest)]
 
 
 def _seed_spread_line(table: pd.DataFrame, bagged: dict, bag_rows: bool = False) -> str:
@@ -124,6 +137,14 @@ def _seed_spread_line(table: pd.DataFrame, bagged: dict, bag_rows: bool = False)
                      + f"): the blend with one seed's models scores "
                      f"{alone['log_loss'].min():.4f}–{alone['log_loss'].max():.4f} log loss and "
                      f"{alone['accuracy'].min():.4f}–{alone['accuracy'].max():.4f} accuracy; bagged, "
+                     f"{table.loc['blend', 'log_loss']:.4f} and {table.loc['blend', 'accuracy']:.4f}.\n")
+    shared = _shared_seeds(bagged)
+    if shared:
+        whole = table.loc[[f"blend, every bag at seed {sd}" for sd in shared]]
+        lines.append(f"\nSeed spread (the whole recipe, every bagged member at one seed, {len(shared)} seeds: "
+                     f"{', '.join(map(str, shared))}): the blend scores "
+                     f"{whole['log_loss'].min():.4f}–{whole['log_loss'].max():.4f} log loss and "
+                     f"{whole['accuracy'].min():.4f}–{whole['accuracy'].max():.4f} accuracy; bagged, "
                      f"{table.loc['blend', 'log_loss']:.4f} and {table.loc['blend', 'accuracy']:.4f}.\n")
     return "".join(lines)
 

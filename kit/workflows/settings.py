@@ -61,7 +61,9 @@ class CvSettings(Settings):
     bag_seeds: dict | None = arg(None, "MODEL=S1,S2,...;...: seed bagging — train each fold of MODEL once per seed "
                                        "and average the models' probabilities (held-out rows and test rows); the "
                                        "report adds a blend row per seed with that seed's models alone (the "
-                                       "single-seed spread). Other members train once", cli_type=parse_members)
+                                       "single-seed spread) and, with two or more bags, one per seed they all "
+                                       "share with every bag at that seed (the whole recipe at one seed). Other "
+                                       "members train once", cli_type=parse_members)
     bag_rows: bool = arg(False, "with --bag-seeds: a row bag — the i-th seed of MODEL's bag trains on the i-th "
                                 "block of its --max-train-rows N rows (rows i*N to (i+1)*N of each fold's training "
                                 "rows), so the bag's models see disjoint rows; the first seed's block is the rows a "
