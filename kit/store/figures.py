@@ -41,20 +41,39 @@ def plot_retention(packed: pd.DataFrame, max_length: int, path, title: str = "",
 
 
 def plot_methods(table: pd.DataFrame, path, title: str = "", overwrite: bool = False) -> Path:
-    """Out-of-fold log loss per method (rows of `table`), baselines grey, members blue, blends green."""
-    rows = table["log_loss"].astype(float)
+    """Out-of-fold log loss and accuracy per method (rows of `table`), side by side on one row per method:
+    baselines grey, members blue, blends green, judges orange. A judge known by its verdicts has no log loss
+    (its bar is left out, marked "—") and is drawn in the accuracy panel, where the comparison is."""
+    names = list(table.index)
     colors = ["#999999" if n in ("uniform", "prior", "tfidf") else "#55A868" if n.startswith("blend")
-              else "#4C72B0" for n in rows.index]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
-    ax.barh(rows.index, rows.to_numpy(), color=colors)
-    for y, v in enumerate(rows.to_numpy()):
-        ax.text(v, y, f" {v:.4f}", va="center", fontsize=8)
-    if "tfidf" in rows:
-        ax.axvline(rows["tfidf"], color="crimson", ls="--", lw=1, label="TF-IDF baseline")
-        ax.legend(loc="lower right")
-    ax.set(xlabel="out-of-fold log loss (lower is better)", xlim=(min(0.6, rows.min() - 0.05), rows.max() + 0.08),
-           title=title)
+              else "#DD8452" if n.startswith("judge:") else "#4C72B0" for n in names]
+    fig, (ax, acc) = plt.subplots(1, 2, sharey=True, figsize=(11, 0.45 * len(names) + 1.2),
+                                  gridspec_kw={"width_ratios": [3, 2]}, layout="constrained")
+    panels = [(ax, "log_loss", "out-of-fold log loss (lower is better)")]
+    if "accuracy" in table:
+        panels.append((acc, "accuracy", "out-of-fold accuracy (higher is better)"))
+    else:
+        acc.set_visible(False)
+    for axis, column, label in panels:
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+        finite = values[~np.isnan(values)]
+        # accuracy bars start near the lowest one: the differences that matter are a point or two
+        low = min(0.6, finite.min() - 0.05) if column == "log_loss" else max(0.0, finite.min() - 0.05)
+        axis.barh(names, np.where(np.isnan(values), low, values) - low, left=low, color=colors)
+        for y, v in enumerate(values):
+            axis.text(low if np.isnan(v) else v, y, " —" if np.isnan(v) else f" {v:.4f}", va="center", fontsize=8)
+        if "tfidf" in names and not np.isnan(values[names.index("tfidf")]):
+            axis.axvline(values[names.index("tfidf")], color="crimson", ls="--", lw=1, label="TF-IDF baseline")
+        if column == "accuracy":  # each verdict judge's accuracy as a line the other rows are read against
+            verdicts = [(n, v) for n, v, loss in zip(names, values, pd.to_numeric(table["log_loss"], errors="coerce"))
+                        if n.startswith("judge:") and np.isnan(loss) and not np.isnan(v)]
+            for (n, v), style in zip(verdicts, [":", "-.", "--"] * len(verdicts)):
+                axis.axvline(v, color="#DD8452", ls=style, lw=1.2, label=n.removeprefix("judge: "))
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc="lower right", fontsize=8)
+        axis.set(xlabel=label, xlim=(low, finite.max() + (0.08 if column == "log_loss" else 0.03)))
     ax.invert_yaxis()
+    fig.suptitle(title)
     return save_figure(fig, path, overwrite)
 
 
