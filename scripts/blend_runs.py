@@ -129,7 +129,7 @@ def run(args) -> None:
              f"minus the second's; the interval resamples whole prompts ({differences[0].groups} of them, {N_DRAWS} "
              f"draws). Log loss: negative favours the first; accuracy: positive favours the first.\n\n"
              + differences_markdown(differences) if differences else "")
-          + "\n![out-of-fold log loss per method](blend_runs.png)\n")
+          + "\n![out-of-fold log loss and accuracy per method](blend_runs.png)\n")
     plot_methods(table, out / "blend_runs.png", title=f"blend of runs: {payload['rows']} out-of-fold rows",
                  overwrite=True)
     write_json(payload, out / "blend_runs.json", overwrite=True)

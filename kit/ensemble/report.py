@@ -53,7 +53,7 @@ def render_report(result: BlendResult, differences: Sequence[Difference] = ()) -
                   "", "The blend and its members on the rows every judge gave a verdict for, the judges beside them "
                   "(a judge known by its verdicts: accuracy and macro-F1; its log loss is not comparable).", "",
                   comparison_markdown(judged.table), "", differences_markdown(judged.differences)]
-    lines += ["![log loss per method](methods.png)", "",
+    lines += ["![log loss and accuracy per method](methods.png)", "",
               "![reliability](reliability.png)", "", "![confusion](confusion.png)", ""]
     return "\n".join(lines)
 

@@ -41,21 +41,19 @@ def plot_retention(packed: pd.DataFrame, max_length: int, path, title: str = "",
 
 
 def plot_methods(table: pd.DataFrame, path, title: str = "", overwrite: bool = False) -> Path:
-    """Out-of-fold log loss and accuracy per method (rows of `table`), side by side on one row per method:
-    baselines grey, members blue, blends green, judges orange. A judge known by its verdicts has no log loss
-    (its bar is left out, marked "—") and is drawn in the accuracy panel, where the comparison is."""
+    """Out-of-fold log loss and (when the table has it) accuracy per method, side by side on one row per
+    method: baselines grey, members blue, blends green, judges orange. A judge known by its verdicts has no
+    log loss (its bar is left out, marked "—") and is drawn in the accuracy panel, where the comparison is."""
     names = list(table.index)
     colors = ["#999999" if n in ("uniform", "prior", "tfidf") else "#55A868" if n.startswith("blend")
               else "#DD8452" if n.startswith("judge:") else "#4C72B0" for n in names]
-    fig, (ax, acc) = plt.subplots(1, 2, sharey=True, figsize=(11, 0.45 * len(names) + 1.2),
-                                  gridspec_kw={"width_ratios": [3, 2]}, layout="constrained")
-    panels = [(ax, "log_loss", "out-of-fold log loss (lower is better)")]
-    if "accuracy" in table:
-        panels.append((acc, "accuracy", "out-of-fold accuracy (higher is better)"))
-    else:
-        acc.set_visible(False)
-    for axis, column, label in panels:
-        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+    columns = [c for c in ("log_loss", "accuracy") if c in table]
+    scores = {c: pd.to_numeric(table[c], errors="coerce").to_numpy(dtype=float) for c in columns}
+    fig, axes = plt.subplots(1, len(columns), sharey=True, squeeze=False, layout="constrained",
+                             figsize=(4 + 3.5 * len(columns), 0.45 * len(names) + 1.2),
+                             gridspec_kw={"width_ratios": [3, 2][:len(columns)]})
+    for axis, column in zip(axes[0], columns):
+        values = scores[column]
         finite = values[~np.isnan(values)]
         # accuracy bars start near the lowest one: the differences that matter are a point or two
         low = min(0.6, finite.min() - 0.05) if column == "log_loss" else max(0.0, finite.min() - 0.05)
@@ -65,14 +63,15 @@ def plot_methods(table: pd.DataFrame, path, title: str = "", overwrite: bool = F
         if "tfidf" in names and not np.isnan(values[names.index("tfidf")]):
             axis.axvline(values[names.index("tfidf")], color="crimson", ls="--", lw=1, label="TF-IDF baseline")
         if column == "accuracy":  # each verdict judge's accuracy as a line the other rows are read against
-            verdicts = [(n, v) for n, v, loss in zip(names, values, pd.to_numeric(table["log_loss"], errors="coerce"))
+            verdicts = [(n, v) for n, v, loss in zip(names, values, scores["log_loss"])
                         if n.startswith("judge:") and np.isnan(loss) and not np.isnan(v)]
             for (n, v), style in zip(verdicts, [":", "-.", "--"] * len(verdicts)):
                 axis.axvline(v, color="#DD8452", ls=style, lw=1.2, label=n.removeprefix("judge: "))
         if axis.get_legend_handles_labels()[0]:
             axis.legend(loc="lower right", fontsize=8)
-        axis.set(xlabel=label, xlim=(low, finite.max() + (0.08 if column == "log_loss" else 0.03)))
-    ax.invert_yaxis()
+        axis.set(xlabel=f"out-of-fold {column.replace('_', ' ')} ({'lower' if column == 'log_loss' else 'higher'} "
+                        f"is better)", xlim=(low, finite.max() + (0.08 if column == "log_loss" else 0.03)))
+    axes[0][0].invert_yaxis()
     fig.suptitle(title)
     return save_figure(fig, path, overwrite)
 

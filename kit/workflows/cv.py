@@ -128,24 +128,23 @@ def _shared_seeds(bagged: dict) -> list:
 
 
 def _seed_spread_line(table: pd.DataFrame, bagged: dict, bag_rows: bool = False) -> str:
-    """One markdown line per bagged member: the blend's range over its single seeds beside the bag's."""
-    lines = []
-    for name, by_seed in bagged.items():
-        alone = table.loc[[f"blend, {name} seed {sd} alone" for sd in by_seed]]
-        lines.append(f"\nSeed spread ({name}, {len(by_seed)} seeds"
-                     + (", each on its own block of rows" if bag_rows else "")
-                     + f"): the blend with one seed's models scores "
-                     f"{alone['log_loss'].min():.4f}–{alone['log_loss'].max():.4f} log loss and "
-                     f"{alone['accuracy'].min():.4f}–{alone['accuracy'].max():.4f} accuracy; bagged, "
-                     f"{table.loc['blend', 'log_loss']:.4f} and {table.loc['blend', 'accuracy']:.4f}.\n")
+    """One markdown line per bagged member, and one for the whole recipe at one seed (two or more bags):
+    the blend's range over those single-seed rows beside the bag's."""
+    def spread(what: str, subject: str, row_names: list) -> str:
+        rows = table.loc[row_names]
+        return (f"\nSeed spread ({what}): {subject} scores "
+                f"{rows['log_loss'].min():.4f}–{rows['log_loss'].max():.4f} log loss and "
+                f"{rows['accuracy'].min():.4f}–{rows['accuracy'].max():.4f} accuracy; bagged, "
+                f"{table.loc['blend', 'log_loss']:.4f} and {table.loc['blend', 'accuracy']:.4f}.\n")
+
+    lines = [spread(f"{name}, {len(by_seed)} seeds" + (", each on its own block of rows" if bag_rows else ""),
+                    "the blend with one seed's models", [f"blend, {name} seed {sd} alone" for sd in by_seed])
+             for name, by_seed in bagged.items()]
     shared = _shared_seeds(bagged)
     if shared:
-        whole = table.loc[[f"blend, every bag at seed {sd}" for sd in shared]]
-        lines.append(f"\nSeed spread (the whole recipe, every bagged member at one seed, {len(shared)} seeds: "
-                     f"{', '.join(map(str, shared))}): the blend scores "
-                     f"{whole['log_loss'].min():.4f}–{whole['log_loss'].max():.4f} log loss and "
-                     f"{whole['accuracy'].min():.4f}–{whole['accuracy'].max():.4f} accuracy; bagged, "
-                     f"{table.loc['blend', 'log_loss']:.4f} and {table.loc['blend', 'accuracy']:.4f}.\n")
+        lines.append(spread(f"the whole recipe, every bagged member at one seed, {len(shared)} seeds: "
+                            f"{', '.join(map(str, shared))}", "the blend",
+                            [f"blend, every bag at seed {sd}" for sd in shared]))
     return "".join(lines)
 
 
@@ -357,7 +356,7 @@ def cv_stage(
     # derived from the folds above, which were all checked or made by this call
     plot_methods(table, out / "cv.png", title=f"kit cv: {payload['rows']} out-of-fold rows, {folds} folds",
                  overwrite=True)
-    md += "\n![out-of-fold log loss per method](cv.png)\n"
+    md += "\n![out-of-fold log loss and accuracy per method](cv.png)\n"
     write_json(payload, out / "cv.json", overwrite=True)
     write_text(md, out / "cv.md", overwrite=True)
     return {**payload, "markdown": md, "table": table}
