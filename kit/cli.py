@@ -57,6 +57,18 @@ def _to_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r}: pass true or false")
 
 
+def _said_in_full(parse):
+    """``parse`` whose own message reaches the user: argparse replaces a ValueError's text with
+    'invalid <function> value', and keeps an ArgumentTypeError's."""
+    def read(text):
+        try:
+            return parse(text)
+        except KitError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    read.__name__ = getattr(parse, "__name__", "value")
+    return read
+
+
 def add_settings(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per field of ``cls`` (``--max-length`` and ``--max_length``), with its help: a bool is
     ``--flag`` / ``--flag false`` (``--no-flag`` when it defaults to true), a list takes spaces or
@@ -74,7 +86,7 @@ def add_settings(parser: argparse.ArgumentParser, cls) -> None:
         else:
             options["default"] = default
         if "cli_type" in meta:
-            options["type"] = meta["cli_type"]
+            options["type"] = _said_in_full(meta["cli_type"])
         elif is_bool:
             options.update(type=_to_bool, nargs="?", const=True)
         elif is_list:
@@ -178,6 +190,9 @@ def main(argv=None) -> int:
 def _one_line(err: BaseException) -> str:
     """The error as one line, with the likely cause where the library's own words do not say it."""
     text = " ".join(str(err).split())
+    if type(err).__module__.startswith("safetensors") and "deserializ" in text:  # reading, not writing
+        return (f"a .safetensors file could not be read ({type(err).__name__}: {text}): it is damaged or truncated "
+                f"(a broken download or copy): copy or download it again")
     if "enforce fail" in text or "inline_container" in text or type(err).__module__.startswith("safetensors"):
         text = (f"writing or reading a model file failed ({type(err).__name__}: {text}): is the disk full or the "
                 f"folder read-only? Free space or write elsewhere (--out), then rerun the same command (a killed or "

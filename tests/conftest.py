@@ -50,6 +50,16 @@ def tokenizer(request):
     return request.getfixturevalue(f"{request.param}_tokenizer")
 
 
+def cli_error_line(capsys, *args) -> str:
+    """Run the CLI in-process on ``args``; its one error line (exit status 2, no traceback)."""
+    from kit.cli import main
+    rc = main([str(a) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
 def run_kit(*args, cwd=ROOT, env=None, timeout=1800):
     """Run `python -m kit ...` in a fresh process; returns CompletedProcess."""
     full_env = {**os.environ, **(env or {})}

@@ -117,7 +117,7 @@ def test_an_external_judge_must_cover_every_scored_row(tmp_path):
     with pytest.raises(BlendError, match=r"no verdict for 1 of the 3 scored rows \(e\.g\. ids \['c'\]\)"):
         external_judge("gpt-4", tmp_path / "short.csv", ids, np.zeros(3, int), np.zeros(3, int))
     pd.DataFrame({"id": ids, "verdict": ["A", "maybe", "tie"]}).to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(BlendError, match=r"id b: verdict 'maybe' is not A, B or tie"):
+    with pytest.raises(BlendError, match=r"row 3 \(id b\), column verdict: 'maybe' is not A, B or tie"):
         external_judge("gpt-4", tmp_path / "bad.csv", ids, np.zeros(3, int), np.zeros(3, int))
     pd.DataFrame({"id": ids, "score": [1, 2, 3]}).to_csv(tmp_path / "shape.csv", index=False)
     from kit.workflows.cv import cv_stage

@@ -13,18 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import KAGGLE_TEST, PANDALM, SAMPLE_SUB, lexical_folds, run_kit
+from conftest import KAGGLE_TEST, PANDALM, SAMPLE_SUB, cli_error_line, lexical_folds, run_kit
 from kit.cli import main
 from kit.store.manifest import MANIFEST, file_records, sha256_of
 
 
-def _kit(capsys, *args) -> str:
-    """Run the CLI in-process; its one error line (exit status 2, no traceback)."""
-    rc = main([str(a) for a in args])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+_kit = cli_error_line
 
 
 @pytest.fixture
@@ -261,7 +255,32 @@ def _planted_checkpoint_payloads_never_run(checkpoint: Path, command: list, tmp_
         assert f"{planted} {state} since the kit saved this checkpoint" in proc.stderr
         assert "--no-resume" in proc.stderr and not marker.exists()
         (checkpoint / "extra.pt").unlink(missing_ok=True)
+    # a hostile author also rewrites the kit's record: torch's safe loader refuses the payload, named in one line
+    # with no advice to lower that safety setting; a trainer_state.json too deep for the Trainer's reader, likewise
+    record = checkpoint / "kit_files.json"
+    kept = record.read_text()
+    rng_state.write_bytes(pickle.dumps(_Payload(marker)))
+    _refingerprint(checkpoint)
+    proc = run_kit(*command)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert f"a file in the checkpoint {checkpoint} holds objects the kit will not unpickle" in line
+    assert "weights_only=False" not in proc.stderr and not marker.exists()
     rng_state.write_bytes(saved)
+    state = checkpoint / "trainer_state.json"
+    state_text = state.read_text()
+    state.write_text("[" * 200_000 + "]" * 200_000)
+    _refingerprint(checkpoint)
+    proc = run_kit(*command)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"{state} is not readable JSON (nested too deeply" in proc.stderr
+    state.write_text(state_text)
+    record.write_text(kept)
+
+
+def _refingerprint(checkpoint: Path) -> None:
+    from kit.ops.hf_training import fingerprint_checkpoint
+    fingerprint_checkpoint(checkpoint)
 
 
 def test_a_killed_retrain_over_a_finished_model_resumes(tmp_path):

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from dataclasses import field
 
+from .errors import SettingsError
 from .values import comma_list
 
-__all__ = ["Settings", "arg", "field_default", "notebook_name", "same_as", "unknown_name"]
+__all__ = ["Settings", "arg", "check_bounds", "field_default", "notebook_name", "same_as", "unknown_name"]
 
 
 def arg(default=dataclasses.MISSING, help: str = "", *, factory=None, **meta):
@@ -48,14 +50,48 @@ def unknown_name(name: str, known, where: str) -> str:
             + f"; the parameters are {sorted(known)}")
 
 
+def check_bounds(settings) -> None:
+    """A SettingsError for the first numeric field of ``settings`` below its ``minimum`` (field metadata,
+    inclusive) or not above its ``above`` (exclusive) — a number, each value of a per-model dict, each item
+    of a list; None (the preset's value, no cap) and text not yet parsed pass. Named in every face:
+    ``--max-train-rows / MAX_TRAIN_ROWS / max_train_rows``."""
+    for f in dataclasses.fields(settings):
+        low, above = f.metadata.get("minimum"), f.metadata.get("above")
+        if low is None and above is None:
+            continue
+        value = getattr(settings, f.name)
+        items = value.items() if isinstance(value, dict) else (
+            ((None, v) for v in value) if isinstance(value, (list, tuple)) else ((None, value),))
+        for key, v in items:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if (low is not None and v < low) or (above is not None and v <= above):
+                faces = f"--{f.name.replace('_', '-')} / {notebook_name(f) or f.name.upper()} / {f.name}"
+                bound = f"at least {low}" if low is not None else f"more than {above}"
+                raise SettingsError(f"{faces} {f'{key}=' if key else ''}{v}: must be {bound} "
+                                    f"({f.metadata['help'].split(';')[0]})")
+
+
 class Settings:
-    """What every settings dataclass shares: list fields normalised, values as a dict."""
+    """What every settings dataclass shares: list fields normalised, values as a dict, numeric fields held to
+    their bounds (``minimum`` / ``above`` metadata) once the class's own ``__post_init__`` has parsed them."""
 
     _lists: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is not None:  # bounds are checked after the subclass parsed its text values (e.g. "m=5")
+            @functools.wraps(own)
+            def post_init(self, _own=own):
+                _own(self)
+                check_bounds(self)
+            cls.__post_init__ = post_init
 
     def __post_init__(self):
         for name in self._lists:
             setattr(self, name, comma_list(getattr(self, name)))
+        check_bounds(self)
 
     def to_dict(self) -> dict:
         """The fields by name: ``stage(**settings.to_dict())`` runs the stage with these settings."""

@@ -149,7 +149,7 @@ def folder_preset(path: str | Path) -> Preset:
     path = Path(path)
     config = read_json(path / "config.json", "pass a Hugging Face model folder", PresetError)
     kind = "encoder" if config.get("model_type") in _ENCODER_TYPES else "decoder"
-    return Preset(name=path.name, kind=kind, model_dir=str(path.resolve()), target_modules=("all-linear",))
+    return Preset(name=path.resolve().name, kind=kind, model_dir=str(path.resolve()), target_modules=("all-linear",))
 
 
 def resolve_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Preset:

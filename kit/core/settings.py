@@ -30,9 +30,9 @@ class PresetOverrides(Settings):
                                     "(default: mean for encoders, last for decoders)")
     load_in_4bit: bool | None = arg(None, "load the backbone in 4-bit nf4 (QLoRA); false: full precision "
                                           "(default: the preset's)", aliases=["--4bit"], nargs="?", const=True)
-    lora_r: int | None = arg(None, "LoRA rank (default: the preset's)")
-    lora_alpha: int | None = arg(None, "LoRA alpha, the scale being alpha / r (default: the preset's)")
-    lora_dropout: float | None = arg(None, "dropout on the LoRA path (default: the preset's)")
+    lora_r: int | None = arg(None, "LoRA rank (default: the preset's)", minimum=1)
+    lora_alpha: int | None = arg(None, "LoRA alpha, the scale being alpha / r (default: the preset's)", minimum=1)
+    lora_dropout: float | None = arg(None, "dropout on the LoRA path (default: the preset's)", minimum=0)
     target_modules: list[str] | None = arg(None, "module names that get LoRA, or all-linear (default: the preset's)")
     layers_to_transform: list[int] | None = arg(None, "layer indices that get LoRA (default: every layer)",
                                                 aliases=["--layers"], notebook="LAYERS", cli_type=str)
@@ -68,11 +68,13 @@ class TokenizeSettings(Settings):
                                         "rejected; .jsonl[.gz]/.json/CSV/parquet); default: this environment's; [] or "
                                         "--no-train: none")
     test: str | None = arg(None, "test table; default: this environment's; '' or --no-test: none")
-    max_length: int | None = arg(None, "tokens per packed sequence (pairwise member: per side); default: the preset's")
+    max_length: int | None = arg(None, "tokens per packed sequence (pairwise member: per side); default: the preset's",
+                                  minimum=1)
     out: str | None = arg(None, "cache folder; default <work>/tokenized/<model>")
-    n_folds: int = arg(5, "prompt-grouped, label-stratified folds (1: no held-out rows)", aliases=["--folds"])
+    n_folds: int = arg(5, "prompt-grouped, label-stratified folds (1: no held-out rows)", aliases=["--folds"], minimum=1)
     seed: int = arg(42, "seed of the fold assignment")
-    max_rows: int | None = arg(None, "use only the first N training rows (after skipping bad ones); default: all")
+    max_rows: int | None = arg(None, "use only the first N training rows (after skipping bad ones); default: all",
+                                minimum=1)
     overwrite: bool = arg(False, "replace an existing cache instead of refusing")
     pack: dict | None = arg(None, "packing options (kit.ops.packing.PackConfig fields) as JSON, e.g. "
                                   "{\"keep\": \"first\"} or {\"chat_template\": true} (the backbone's chat "
@@ -85,7 +87,7 @@ class TokenizeSettings(Settings):
                                 "never held out, after removing rows whose prompt is a train or test prompt",
                            factory=list)
     dedup_similarity: float = arg(0.9, "an extra row whose prompt's character n-gram cosine similarity to a train "
-                                       "or test prompt is at least this is removed (1.0: exact duplicates only)")
+                                       "or test prompt is at least this is removed (1.0: exact duplicates only)", above=0)
     no_train: bool = arg(False, "tokenize the test table only", notebook=None)
     no_test: bool = arg(False, "tokenize the train tables only", notebook=None)
 
@@ -120,24 +122,24 @@ class TrainSettings(Settings):
     """Training knobs; None takes the preset's value. Recorded in ``config.json``: a killed run
     resumes only with the same ones."""
 
-    epochs: float | None = arg(None, "passes over the training rows; default: the preset's")
+    epochs: float | None = arg(None, "passes over the training rows; default: the preset's", above=0)
     learning_rate: float | None = arg(None, "peak learning rate (cosine); default: the preset's", aliases=["--lr"],
-                                      notebook="LR")
-    batch_size: int | None = arg(None, "rows per device step; default: the preset's")
-    grad_accum: int | None = arg(None, "steps per optimizer update; default: the preset's")
-    warmup_ratio: float | None = arg(None, "share of the updates spent warming up; default: the preset's")
-    weight_decay: float | None = arg(None, "AdamW weight decay; default: the preset's")
+                                      notebook="LR", minimum=0)
+    batch_size: int | None = arg(None, "rows per device step; default: the preset's", minimum=1)
+    grad_accum: int | None = arg(None, "steps per optimizer update; default: the preset's", minimum=1)
+    warmup_ratio: float | None = arg(None, "share of the updates spent warming up; default: the preset's", minimum=0)
+    weight_decay: float | None = arg(None, "AdamW weight decay; default: the preset's", minimum=0)
     max_steps: int = arg(-1, "stop after N updates (> 0 overrides --epochs)")
-    evals_per_run: int = arg(4, "held-out evaluations (and checkpoints) over the run; the best is kept")
-    eval_steps: int | None = arg(None, "evaluate every N updates (overrides --evals-per-run)")
+    evals_per_run: int = arg(4, "held-out evaluations (and checkpoints) over the run; the best is kept", minimum=1)
+    eval_steps: int | None = arg(None, "evaluate every N updates (overrides --evals-per-run)", minimum=1)
     swap_augment: bool = arg(True, "joint member: also train on every row with A and B exchanged")
     seed: int = arg(42, "seed of initialisation and shuffling")
-    max_train_rows: int | None = arg(None, "train on the first N rows of the other folds")
+    max_train_rows: int | None = arg(None, "train on the first N rows of the other folds", minimum=1)
     skip_train_rows: int = arg(0, "skip the first N rows of the other folds before --max-train-rows takes its rows "
-                                  "(disjoint row blocks: kit cv --bag-rows)")
-    max_eval_rows: int | None = arg(None, "evaluate on the first N held-out rows")
+                                  "(disjoint row blocks: kit cv --bag-rows)", minimum=0)
+    max_eval_rows: int | None = arg(None, "evaluate on the first N held-out rows", minimum=1)
     keep_checkpoints: bool = arg(False, "keep checkpoints/ after a finished run")
-    logging_steps: int = arg(5, "log the training loss every N updates")
+    logging_steps: int = arg(5, "log the training loss every N updates", minimum=1)
     group_by_length: bool | None = arg(None, "length-grouped batches (true) or plain shuffling (false); default: the "
                                              "preset's", nargs="?", const=True)
     head_lr_scale: float | None = arg(None, "the new heads' learning rate as a multiple of the learning rate; "
@@ -158,11 +160,11 @@ class InferSettings(Settings):
     tokenized: str | None = arg(None, "the stage-1 cache; default: the one the model trained on")
     out: str | None = arg(None, "default <model-dir>/predictions/<split>.csv")
     devices: list[str] | None = arg(None, "e.g. cuda:0,cuda:1; default: every visible GPU, else cpu")
-    cpu_workers: int = arg(1, "threads scoring on the CPU (no GPU)")
+    cpu_workers: int = arg(1, "threads scoring on the CPU (no GPU)", minimum=1)
     tta: bool = arg(True, "joint member: also score the swapped (B, A) pass and average")
-    max_tokens: int | None = arg(None, "padded tokens per batch; default 16384 on GPU, 2048 on CPU")
+    max_tokens: int | None = arg(None, "padded tokens per batch; default 16384 on GPU, 2048 on CPU", minimum=1)
     budget_hours: float | None = arg(9.0, "warn when the projected time for the whole split exceeds this (Kaggle: "
-                                          "9); none: no projection", cli_type=parse_hours)
+                                          "9); none: no projection", cli_type=parse_hours, above=0)
     overwrite: bool = arg(False, "replace existing predictions instead of refusing")
     base_model_dir: str | None = arg(None, "the backbone's folder when it is not where it was at training time")
     reuse_train_scores: bool = arg(True, "out-of-fold rows: take the train stage's scores (oof.csv) where they are "

@@ -54,6 +54,9 @@ def parse_members(text):
         name, _, dirs = part.partition("=")
         if not dirs:
             raise SettingsError(f"--members entry {part!r} is not NAME=DIR[,DIR...]")
+        if name.strip() in out:  # the later one would silently win
+            raise SettingsError(f"{text!r}: {name.strip()!r} is given twice: one NAME=... each (values separated by "
+                                f"commas)")
         out[name.strip()] = comma_list(dirs)
     return out
 
@@ -85,9 +88,14 @@ def parse_caps(text):
     try:
         if "=" not in text:
             return int(text)
-        return {k.strip(): int(v) for k, v in (part.split("=", 1) for part in comma_list(text))}
+        pairs = [(k.strip(), int(v)) for k, v in (part.split("=", 1) for part in comma_list(text))]
     except ValueError:
         raise SettingsError(f"--max-train-rows {text!r}: pass N, or MODEL=N,MODEL=N") from None
+    names = [k for k, _ in pairs]
+    twice = sorted({k for k in names if names.count(k) > 1})
+    if twice:  # the later one would silently win
+        raise SettingsError(f"--max-train-rows {text!r}: {', '.join(twice)} given twice: one MODEL=N each")
+    return dict(pairs)
 
 
 def parse_sample(text):

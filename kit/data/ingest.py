@@ -25,7 +25,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -116,6 +116,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
         except UnicodeDecodeError as err:
             raise DataError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}): re-save the file as "
                             f"UTF-8") from None
+        except RecursionError:  # a JSON array nested deeper than the parser goes
+            raise DataError(f"{path}: not readable JSON records (nested too deeply for preference data): one JSON "
+                            f"object per line (.jsonl), or one JSON array of objects (.json)") from None
         except (OSError, EOFError, ValueError) as err:  # a broken gzip stream, a broken JSON array
             raise DataError(f"{path}: not readable JSON records ({type(err).__name__}: {err}): one JSON object "
                             f"per line (.jsonl), or one JSON array (.json)") from None
@@ -137,14 +140,68 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable CSV ({err}): check its quoting") from None
 
 
-def _check_columns(df: pd.DataFrame, labelled: bool, source: str) -> pd.Series:
+# a chunk of a CSV table holds about this many characters of cells; a parser that keeps only what it makes
+# of each chunk (the test table's stream: kit.stages.tokenize) never holds the table's text whole
+CHUNK_CHARS = 8 * 1024 ** 2
+_FIRST_CHUNK_ROWS = 4
+
+
+def read_table_chunks(path: str | Path) -> Iterator[pd.DataFrame]:
+    """The rows of :func:`read_table`, in order: a CSV in the competition's columns as frames of about
+    :data:`CHUNK_CHARS` characters of cells; any other table (parquet, JSON records, a chosen/rejected
+    CSV, converted whole) as one frame. The same checks and one-line errors as :func:`read_table`."""
+    path = Path(path)
+    if is_record_file(path) or path.suffix.lower() in (".parquet", ".pq") or not path.is_file() \
+            or path.stat().st_size == 0:
+        yield read_table(path)
+        return
+    try:
+        if {"chosen", "rejected"} <= set(pd.read_csv(path, nrows=0).columns):
+            yield read_table(path)
+            return
+        with pd.read_csv(path, iterator=True, dtype={c: str for c in ("id", *TEXT_COLUMNS)},
+                         keep_default_na=False) as reader:
+            rows = _FIRST_CHUNK_ROWS
+            while True:
+                try:
+                    chunk = reader.get_chunk(rows)
+                except StopIteration:
+                    return
+                chars = sum(int(chunk[c].str.len().sum()) for c in TEXT_COLUMNS if c in chunk.columns)
+                yield chunk
+                rows = max(1, int(CHUNK_CHARS * len(chunk) / max(chars, 1)))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}): re-save the file as "
+                        f"UTF-8") from None
+    except pd.errors.ParserError as err:
+        raise DataError(f"{path}: not a readable CSV ({err}): check its quoting") from None
+
+
+def iter_conversations(path: str | Path, labelled: bool) -> Iterator["Conversations"]:
+    """:func:`load_conversations` of the table at ``path``, chunk by chunk (:func:`read_table_chunks`), with
+    the same guarantees over the whole table: row numbers counted from its first data row, ids unique
+    across chunks, a table of only a header refused."""
+    seen, first_row = set(), 0
+    for chunk in read_table_chunks(path):
+        if not len(chunk) and first_row:
+            continue
+        part = load_conversations(chunk, labelled=labelled, name=str(path), first_row=first_row)
+        again = [i for i in part.frame["id"] if i in seen]
+        if again:
+            raise DataError(f"{path}: duplicate id(s) {sorted(set(again), key=str)[:20]} (each row needs its own id)")
+        seen.update(part.frame["id"])
+        first_row += len(chunk)
+        yield part
+
+
+def _check_columns(df: pd.DataFrame, labelled: bool, source: str, first_row: int = 0) -> pd.Series:
     """The table's ids as text, once columns and ids are checked (DataError otherwise)."""
     need = ["id", *TEXT_COLUMNS, *(LABEL_COLUMNS if labelled else ())]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise DataError(f"{source}: missing column(s) {missing}; found {list(df.columns)}")
     ids_text = ids_as_text(df["id"])
-    empty = [i for i, v in enumerate(ids_text) if v is None or v != v or not str(v).strip()]
+    empty = [first_row + i for i, v in enumerate(ids_text) if v is None or v != v or not str(v).strip()]
     if empty:
         raise DataError(f"{source}: empty id in {len(empty)} row(s) {empty[:20]}{' ...' if len(empty) > 20 else ''} "
                         f"(data rows counted from 0, header excluded): give every row a unique id")
@@ -179,11 +236,12 @@ def label_target(row, columns) -> tuple[int, list[float]]:
     return int(np.argmax(target)), target
 
 
-def load_conversations(source, *, labelled: bool | None = None, name: str | None = None
+def load_conversations(source, *, labelled: bool | None = None, name: str | None = None, first_row: int = 0
                        ) -> Conversations:
     """Parse a competition-format table (path or DataFrame); see the module docstring.
 
-    ``labelled=None`` decides from the presence of the three winner columns.
+    ``labelled=None`` decides from the presence of the three winner columns; ``first_row``: the number of
+    the frame's first row in its table (a chunk's), as reported rows count.
     """
     if isinstance(source, pd.DataFrame):
         df, name = source, name or "table"
@@ -191,14 +249,14 @@ def load_conversations(source, *, labelled: bool | None = None, name: str | None
         df, name = read_table(source), name or str(source)
     if labelled is None:
         labelled = all(c in df.columns for c in LABEL_COLUMNS)
-    ids = _check_columns(df, labelled, name)
+    ids = _check_columns(df, labelled, name, first_row)
     if not len(df):
         raise DataError(f"{name}: no rows, only a header: pass a table with rows")
     df = df.assign(id=ids)
 
     rows, skipped, notes = [], [], []
     extra = [c for c in ("model_a", "model_b") if c in df.columns]
-    for i, rec in enumerate(df.to_dict("records")):
+    for i, rec in enumerate(df.to_dict("records"), start=first_row):
         rid = rec["id"]
         reader_problem = rec.get(READER_PROBLEM)
         if labelled and isinstance(reader_problem, str):  # a chosen/rejected record that could not be split

@@ -62,6 +62,9 @@ def read_records(path: Path) -> list[dict]:
         except json.JSONDecodeError as err:
             records.append({READER_PROBLEM: f"line {n + 1}: bad JSON ({err.msg} at char {err.pos})"})
             continue
+        except RecursionError:  # a line nested deeper than the parser goes: that record is unusable, not the run
+            records.append({READER_PROBLEM: f"line {n + 1}: JSON nested too deeply to be a preference record"})
+            continue
         records.append(item if isinstance(item, dict) else {READER_PROBLEM: f"line {n + 1}: not a JSON object"})
     return records
 
@@ -174,6 +177,9 @@ def read_preference_file(path: Path, seed: int = 0) -> pd.DataFrame | None:
     else:
         return None
     fmt = detect_format(records)
+    problems = [r[READER_PROBLEM] for r in records if READER_PROBLEM in r]
+    if fmt is None and problems and len(problems) == len(records):  # nothing to read at all: say why
+        raise ValueError(f"none of its {len(records)} record(s) is readable (first: {problems[0]})")
     if fmt is None:  # records already in the competition's columns
         return pd.DataFrame([{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()}
                              for r in records])

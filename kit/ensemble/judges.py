@@ -82,19 +82,51 @@ def held_out_judge(predictions: MemberPredictions, oof_ids, params: int | None) 
 
 
 def read_judge_csv(name: str, path: str | Path) -> pd.DataFrame:
-    """An external judge's file, checked for its shape (an id column; p_a, p_b, p_tie or a verdict
-    column): ``kit cv`` calls it before any training, so a wrong file fails in seconds."""
+    """An external judge's file, checked whole before it is used: a readable, non-empty UTF-8 CSV with an
+    id column, each id once, and p_a, p_b, p_tie or a verdict column (A / B / tie) whose every value is
+    one. ``kit cv`` calls it before any training, so a wrong file fails in seconds; every failure is one
+    BlendError naming the judge, the file and what to fix."""
     path = Path(path)
+    where = f"judge {name}: {path}"
+    if path.is_dir():
+        raise BlendError(f"{where} is a folder, not a CSV file (--judge-csv NAME=CSV)")
     if not path.is_file():
-        raise BlendError(f"judge {name}: {path} not found (--judge-csv NAME=CSV)")
-    frame = read_csv_keeping_ids(path, max_bytes=SMALL_CSV_BYTES)
+        raise BlendError(f"{where} not found (--judge-csv NAME=CSV)")
+    if path.stat().st_size == 0:
+        raise BlendError(f"{where} is empty: write the judge's verdicts there (an id column and a verdict column)")
+    try:
+        frame = read_csv_keeping_ids(path, max_bytes=SMALL_CSV_BYTES)
+    except UnicodeDecodeError as e:
+        raise BlendError(f"{where} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise BlendError(f"{where} is not a readable CSV ({' '.join(str(e).split())[:160]}): fix the file") from None
     if "id" not in frame.columns:
-        raise BlendError(f"judge {name}: {path} has no id column (found {list(frame.columns)}): give each verdict "
-                         f"the id of its row")
+        raise BlendError(f"{where} has no id column (found {list(frame.columns)}): give each verdict the id of its row")
     if not all(c in frame.columns for c in PROB_COLUMNS) and "verdict" not in frame.columns:
-        raise BlendError(f"judge {name}: {path} needs columns {PROB_COLUMNS} or a verdict column (A / B / tie); "
-                         f"found {list(frame.columns)}")
+        raise BlendError(f"{where} needs columns {PROB_COLUMNS} or a verdict column (A / B / tie); found "
+                         f"{list(frame.columns)}")
+    dup = frame["id"][frame["id"].duplicated()].tolist()
+    if dup:
+        raise BlendError(f"{where} repeats id(s) {dup[:5]}: one verdict per row")
+    if all(c in frame.columns for c in PROB_COLUMNS):
+        check_predictions(frame, path, f"fix the judge's file {path}")
+    else:
+        verdicts = frame["verdict"].astype(str).str.strip().str.lower().map(VERDICT_CLASSES)
+        if verdicts.isna().any():
+            row = int(np.flatnonzero(verdicts.isna().to_numpy())[0])
+            raise BlendError(f"{where} row {row + 2} (id {frame['id'].iloc[row]}), column verdict: "
+                             f"{frame['verdict'].iloc[row]!r} is not A, B or tie")
     return frame
+
+
+def check_judge_covers(name: str, path: str | Path, ids) -> None:
+    """A BlendError unless the judge's file holds a verdict for every one of ``ids`` (the rows that will be
+    scored): ``kit cv`` checks it once the table is tokenized, before any fold trains."""
+    have = set(read_judge_csv(name, path)["id"])
+    missing = [i for i in ids if i not in have]
+    if missing:
+        raise BlendError(f"judge {name}: {path} has no verdict for {len(missing)} of the {len(ids)} rows to be scored "
+                         f"(e.g. ids {missing[:5]}): judge every row, or compare on fewer rows")
 
 
 def external_judge(name: str, path: str | Path, oof_ids, labels: np.ndarray, folds: np.ndarray,
@@ -102,9 +134,6 @@ def external_judge(name: str, path: str | Path, oof_ids, labels: np.ndarray, fol
     """A judge read from ``path`` (see the module docstring), aligned to ``oof_ids``."""
     frame = read_judge_csv(name, path)
     path = Path(path)
-    dup = frame["id"][frame["id"].duplicated()].tolist()
-    if dup:
-        raise BlendError(f"judge {name}: {path} repeats id(s) {dup[:5]}: one verdict per row")
     index = pd.Index(frame["id"])
     where = index.get_indexer(list(oof_ids))
     if (where < 0).any():

@@ -24,7 +24,7 @@ from ..core.errors import PresetError
 from ..core.log import get_logger
 from ..core.presets import Preset
 from .devices import gpu_dtype
-from ..core.files import read_json
+from ..core.files import check_safetensors, read_json
 
 log = get_logger(__name__)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -132,6 +132,9 @@ def model_path(preset: Preset) -> Path:
     if not (path / "config.json").exists():
         raise PresetError(f"model folder for preset {preset.name!r} not found: {path} "
                           f"(no config.json). Attach the model or pass --model-dir (CLI) / MODEL_DIR (notebooks) / model_dir= (Python)")
+    for weights in sorted(path.glob("*.safetensors")):  # a broken download: named now, not blamed on the disk later
+        check_safetensors(weights, f"download or copy the backbone {path} again (or attach a whole version)",
+                          PresetError)
     return path
 
 

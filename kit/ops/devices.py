@@ -65,11 +65,25 @@ class RuntimeProjection:
                  label: str = ""):
         self.total, self.budget, self.warmup, self.label = total_tokens, budget_hours, warmup_share, label
         self.done, self.start, self.projected_s = 0, time.time(), None
+        self.warm_at, self.warm_done = None, 0  # when the first WARM_UP_SHARE of the tokens were done
         self._lock = threading.Lock()
+
+    # the first batches of a run pay one-off costs (kernels set up for each new shape): the record of a run
+    # says how long its first fifth took, so a projection to more rows counts them once (timing_parts)
+    WARM_UP_SHARE = 0.2
+
+    def warm_up(self) -> dict | None:
+        """{"seconds", "share"}: the time from the start to the first :data:`WARM_UP_SHARE` of the tokens and
+        the share of tokens done then; None before that point."""
+        if self.warm_at is None or not self.total:
+            return None
+        return {"seconds": round(self.warm_at - self.start, 3), "share": round(self.warm_done / self.total, 4)}
 
     def update(self, tokens: int) -> None:
         with self._lock:
             self.done += tokens
+            if self.warm_at is None and self.done >= self.WARM_UP_SHARE * self.total:
+                self.warm_at, self.warm_done = time.time(), self.done
             if self.projected_s is None and self.done >= max(1, self.warmup * self.total):
                 elapsed = time.time() - self.start
                 self.projected_s = elapsed * self.total / self.done

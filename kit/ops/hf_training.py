@@ -21,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -176,6 +178,21 @@ def verify_checkpoint(folder: Path) -> None:
         size, digest = record if isinstance(record, list) and len(record) == 2 else (None, None)
         if now[name].stat().st_size != size or file_sha256(now[name]) != digest:
             raise PresetError(f"{folder / name} changed since the kit saved this checkpoint: {fix}")
+    read_json(folder / "trainer_state.json", fix, PresetError)  # the Trainer's own reader would overflow the stack
+
+
+@contextmanager
+def refused_pickles(checkpoint: Path | None):
+    """A checkpoint file that torch's safe loader refuses to unpickle (it holds objects beyond tensors and
+    plain values) as one PresetError naming the checkpoint — never the loader's traceback, whose advice
+    to lower that safety setting the kit does not give."""
+    try:
+        yield
+    except pickle.UnpicklingError:
+        where = f"a file in the checkpoint {checkpoint}" if checkpoint else "a checkpoint file"
+        raise PresetError(f"{where} holds objects the kit will not unpickle (only tensors and plain values load, "
+                          f"as torch's safe loader allows): delete {checkpoint.parent if checkpoint else 'the checkpoints'} "
+                          f"(or pass --no-resume, notebook RESUME = False) to train this fold afresh") from None
 
 
 def check_same_run(checkpoints: Path, recipe: dict) -> None:
@@ -378,7 +395,7 @@ def run_trainer(preset: Preset, settings: TrainSettings, *, out: Path, recipe: d
     elif is_rank_zero():
         checkpoints.mkdir(parents=True, exist_ok=True)
         (checkpoints / RUN_RECIPE).write_text(json.dumps(recipe, indent=2) + "\n")
-    with writing(checkpoints):  # a checkpoint that cannot be saved: one line naming the folder
+    with writing(checkpoints), refused_pickles(last):  # a checkpoint unsaveable or unloadable: one line naming it
         output = trainer.train(resume_from_checkpoint=str(last) if last else None)
     seconds = seconds_cb.seconds()
 

@@ -27,17 +27,18 @@ import numpy as np
 import pandas as pd
 
 from ..core.env import default_inputs, work_dir
+from ..core.files import check_outside, under
 from ..core.errors import DataError
 from ..core.log import get_logger
 from ..core.schema import EXTRA_FOLD, FIELDS, TARGET_COLUMNS, is_soft
 from ..core.settings import TokenizeSettings
 from ..core.signature import settings_function
 from ..data.dedup import dedup_extra
-from ..data.ingest import assign_folds, load_tables
+from ..data.ingest import assign_folds, iter_conversations, load_tables
 from ..members import get_member_type, resolve_member_preset
 from ..ops.backbones import check_max_length
-from ..store.cache import CACHE_OUTPUTS, pack_options, write_cache
-from ..store.io import check_free, output_lock, recover_staged
+from ..store.cache import CACHE_OUTPUTS, pack_options, staged_cache, write_cache
+from ..store.io import check_free, output_lock, recover_staged, write_parquet_parts
 from ..store.manifest import input_record
 
 log = get_logger(__name__)
@@ -45,8 +46,9 @@ log = get_logger(__name__)
 
 @dataclass
 class TokenizeResult:
-    """What the tokenize stage wrote: the cache folder, its train and test tables (None when not
-    asked for) and the rows skipped (train) or repaired (test), with the reason."""
+    """What the tokenize stage wrote: the cache folder, its train table, its test rows' ids and packing counts
+    (streamed to ``test.parquet``, never held whole; None when not asked for) and the rows skipped (train) or
+    repaired (test), with the reason."""
 
     out_dir: Path
     train: pd.DataFrame | None
@@ -71,6 +73,27 @@ class TokenizeResult:
             row["rows_turns_dropped"] = int((df["turns_kept"] < df["turns_total"]).sum())
             rows.append(row)
         return pd.DataFrame(rows)
+
+
+def stream_test(path: Path, encode, desc: str, target: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The test table parsed, packed and written to ``target`` chunk by chunk (:func:`kit.data.ingest.
+    iter_conversations`), each chunk let go once written: the table's text is never held whole. Returns
+    its rows' ids and packing counts (every numeric column), the repairs made (notes) and the prompts (for
+    deduplicating extra rows against them)."""
+    notes, prompts = [], []
+
+    def packed():
+        for part in iter_conversations(path, labelled=False):
+            notes.append(part.notes.assign(source=str(path)))
+            prompts.append(part.frame[["id", "prompt"]].copy())  # a copy: a view would keep the chunk's text alive
+            table = encode(part.frame, desc)
+            table.insert(3, "label", -1)
+            table.insert(4, "fold", -1)
+            yield table
+
+    counts = write_parquet_parts(packed(), target, keep=lambda t: t[[c for c in t.columns if c == "id" or (
+        pd.api.types.is_numeric_dtype(t[c]) and not pd.api.types.is_bool_dtype(t[c]))]].copy())
+    return counts, pd.concat(notes, ignore_index=True), pd.concat(prompts, ignore_index=True)
 
 
 @settings_function(TokenizeSettings)
@@ -118,95 +141,101 @@ def tokenize_stage(
     member = get_member_type(preset.member)
     if member.uses_backbone:
         check_max_length(preset)
-    out_dir = Path(s.out) if s.out else work_dir() / "tokenized" / preset.name
+    out_dir = Path(s.out) if s.out else under(work_dir(), "tokenized", preset.name)
+    check_outside(out_dir, [("the backbone folder", preset.model_dir),
+                            *(("the table", p) for p in [*train_paths, *extra_paths, test_path] if p)])
     with output_lock(out_dir):  # one writer per cache
         targets = [out_dir / n for n in CACHE_OUTPUTS]
         recover_staged(out_dir, list(CACHE_OUTPUTS))  # what a killed earlier run left
         check_free(targets, overwrite)
 
         encoder = member.encoder(preset, s.pack)
-        pack_config = encoder.pack_config
-        encode = encoder.encode
-        skipped, train_df, test_df, test_conv, removed = [], None, None, None, None
-        if test_path:
-            test_conv = load_tables([test_path], labelled=False)
-            skipped.append(test_conv.notes.assign(split="test"))
-        if train_paths:
-            conv = load_tables(train_paths, labelled=True)
-            if not len(conv.frame):
-                worst = conv.skipped.groupby(["column", "problem"]).size().sort_values(ascending=False)
-                (column, problem), count = next(iter(worst.items()))
-                raise DataError(f"{', '.join(map(str, train_paths))}: none of the {conv.skipped['row'].nunique()} "
-                                f"rows is usable (most common: {column}: {problem}, {count} rows): fix the table, "
-                                f"or check that it is in the competition's format")
-            if max_rows is not None and max_rows < 1:
-                raise DataError(f"max_rows={max_rows}: pass a positive number of rows (or none for all)")
-            frame = conv.frame.head(max_rows) if max_rows else conv.frame
-            skipped.append(conv.skipped.assign(split="train"))
-            # soft-labelled rows (a teacher's probabilities) are training-only, like extra rows: no
-            # human label to score them against; they are deduplicated with the extra rows below
-            soft_rows = frame[frame["target"].map(is_soft)]
-            frame = frame[~frame["target"].map(is_soft)].reset_index(drop=True)
-            if not len(frame) and n_folds > 1:
-                raise DataError(f"{', '.join(map(str, train_paths))}: every usable row has a soft label, so no row can be "
-                                f"held out: pass --folds 1 (notebook N_FOLDS = 1) and train with --fold full, or add "
-                                f"hard-labelled rows")
-            try:
-                folds = assign_folds(frame, n_folds, seed) if n_folds > 1 else np.zeros(len(frame), dtype=np.int64)
-            except ValueError as e:  # too few prompts for the folds asked
-                raise DataError(f"{', '.join(map(str, train_paths))}: {e} (folds are grouped by prompt): pass fewer "
-                                f"--folds (notebook N_FOLDS), or a table with more prompts") from None
-            if extra_paths or len(soft_rows):  # training-only rows: deduplicated against every held-out prompt
-                more = load_tables(extra_paths, labelled=True) if extra_paths else None
-                if more is not None:
-                    skipped.append(more.skipped.assign(split="extra"))
-                    clash = sorted(set(more.frame["id"]) & set(frame["id"]) | set(more.frame["id"]) & set(soft_rows["id"]),
-                                   key=str)
-                    if clash:
-                        raise DataError(f"{', '.join(map(str, extra_paths))}: id(s) {clash[:10]} also in the train tables: "
-                                        f"give the extra rows their own ids")
-                pool = pd.concat([soft_rows, *([more.frame] if more is not None else [])], ignore_index=True)
-                kept, removed = dedup_extra(pool, {"train": frame, "test": test_conv.frame if test_conv else None},
-                                            dedup_similarity)
-                log.info(f"[kit] training-only rows (soft-labelled: {len(soft_rows)}, extra: {len(pool) - len(soft_rows)}): "
-                         f"{len(removed)} removed as duplicates of train or test prompts (similarity >= {dedup_similarity}; "
-                         f"see {out_dir / 'dedup_removed.csv'}), {len(kept)} added to every fold's training rows")
-                frame = pd.concat([frame, kept], ignore_index=True)
-                folds = np.concatenate([folds, np.full(len(kept), EXTRA_FOLD, dtype=np.int64)])
-            n_skipped = sum(int(s_["row"].nunique()) for s_ in skipped if len(s_) and s_["split"].iloc[0] != "test")
-            if n_skipped:
-                log.info(f"[kit] skipped {n_skipped} unusable train row(s); see {out_dir / 'skipped_rows.csv'}")
-            train_df = encode(frame, f"pack train ({preset.name}, {preset.member})")
-            train_df.insert(3, "label", frame["label"].to_numpy())
-            train_df.insert(4, "fold", folds)
-            target = np.asarray(frame["target"].tolist(), dtype=np.float64)
-            for j, column in enumerate(TARGET_COLUMNS):  # the training target: one-hot, or the soft label
-                train_df.insert(5 + j, column, target[:, j])
-        if test_conv is not None:
-            test_df = encode(test_conv.frame, f"pack test ({preset.name}, {preset.member})")
-            test_df.insert(3, "label", -1)
-            test_df.insert(4, "fold", -1)
+        with staged_cache(out_dir) as stage:  # swapped in whole at the end; a failure leaves the old cache
+            return _fill_cache(stage, out_dir, s, preset, encoder, train_paths, extra_paths, test_path)
 
-        skipped_df = (pd.concat(skipped, ignore_index=True) if skipped
-                      else pd.DataFrame(columns=["row", "id", "column", "problem", "source", "split"]))
-        # the token budget is the preset's max_length, recorded once (not again in the packing or the manifest)
-        meta = {"preset": preset.to_dict(), "pack": pack_options(pack_config.to_dict()) if pack_config else None,
-                "train_sources": [str(p) for p in train_paths], "test_source": str(test_path or ""),
-                "extra_sources": [str(p) for p in extra_paths],
-                "dedup_similarity": dedup_similarity if extra_paths else None,
-                "extra_rows": {"kept": int((train_df["fold"] == EXTRA_FOLD).sum()) if train_df is not None else 0,
-                               "soft_labelled": int(train_df[list(TARGET_COLUMNS)].apply(
-                                   lambda r: is_soft(r.tolist()), axis=1).sum()) if train_df is not None else 0,
-                               **{f"removed_{rule}": int((removed["rule"] == rule).sum()) if removed is not None
-                                  else 0 for rule in ("exact", "near")}},
-                "n_folds": n_folds, "seed": seed, "max_rows": max_rows,
-                "rows": {"train": 0 if train_df is None else len(train_df),
-                         "test": 0 if test_df is None else len(test_df),
-                         "train_skipped": len(skipped_df.query("split != 'test'")[["source", "row"]]
-                                              .drop_duplicates()) if len(skipped_df) else 0}}
-        write_cache(out_dir, train_df, test_df, skipped_df, removed, meta,
-                    settings={"preset": preset.name, "member": preset.member, "n_folds": n_folds, "seed": seed, "max_rows": max_rows},
-                    inputs={**{f"train:{p}": input_record(p) for p in train_paths},
-                            **{f"extra:{p}": input_record(p) for p in extra_paths},
-                            **({"test": input_record(test_path)} if test_path else {})})
-        return TokenizeResult(out_dir, train_df, test_df, skipped_df)
+
+def _fill_cache(stage: Path, out_dir: Path, s: TokenizeSettings, preset, encoder, train_paths: list[Path],
+                extra_paths: list[Path], test_path: Path | None) -> TokenizeResult:
+    """The tokenize stage's work, written into the cache's staging folder ``stage``."""
+    n_folds, seed, max_rows, dedup_similarity = s.n_folds, s.seed, s.max_rows, s.dedup_similarity
+    pack, pack_config, encode = s.pack, encoder.pack_config, encoder.encode
+    skipped, train_df, test_df, test_prompts, removed = [], None, None, None, None
+    if test_path:  # first, so a bad test table fails before any training row is packed
+        test_df, notes, test_prompts = stream_test(test_path, encode, f"pack test ({preset.name}, {preset.member})",
+                                                   stage / "test.parquet")
+        skipped.append(notes.assign(split="test"))
+    if train_paths:
+        conv = load_tables(train_paths, labelled=True)
+        if not len(conv.frame):
+            worst = conv.skipped.groupby(["column", "problem"]).size().sort_values(ascending=False)
+            (column, problem), count = next(iter(worst.items()))
+            raise DataError(f"{', '.join(map(str, train_paths))}: none of the {conv.skipped['row'].nunique()} "
+                            f"rows is usable (most common: {column}: {problem}, {count} rows): fix the table, "
+                            f"or check that it is in the competition's format")
+        if max_rows is not None and max_rows < 1:
+            raise DataError(f"max_rows={max_rows}: pass a positive number of rows (or none for all)")
+        frame = conv.frame.head(max_rows) if max_rows else conv.frame
+        skipped.append(conv.skipped.assign(split="train"))
+        # soft-labelled rows (a teacher's probabilities) are training-only, like extra rows: no
+        # human label to score them against; they are deduplicated with the extra rows below
+        soft_rows = frame[frame["target"].map(is_soft)]
+        frame = frame[~frame["target"].map(is_soft)].reset_index(drop=True)
+        if not len(frame) and n_folds > 1:
+            raise DataError(f"{', '.join(map(str, train_paths))}: every usable row has a soft label, so no row can be "
+                            f"held out: pass --folds 1 (notebook N_FOLDS = 1) and train with --fold full, or add "
+                            f"hard-labelled rows")
+        try:
+            folds = assign_folds(frame, n_folds, seed) if n_folds > 1 else np.zeros(len(frame), dtype=np.int64)
+        except ValueError as e:  # too few prompts for the folds asked
+            raise DataError(f"{', '.join(map(str, train_paths))}: {e} (folds are grouped by prompt): pass fewer "
+                            f"--folds (notebook N_FOLDS), or a table with more prompts") from None
+        if extra_paths or len(soft_rows):  # training-only rows: deduplicated against every held-out prompt
+            more = load_tables(extra_paths, labelled=True) if extra_paths else None
+            if more is not None:
+                skipped.append(more.skipped.assign(split="extra"))
+                clash = sorted(set(more.frame["id"]) & set(frame["id"]) | set(more.frame["id"]) & set(soft_rows["id"]),
+                               key=str)
+                if clash:
+                    raise DataError(f"{', '.join(map(str, extra_paths))}: id(s) {clash[:10]} also in the train tables: "
+                                    f"give the extra rows their own ids")
+            pool = pd.concat([soft_rows, *([more.frame] if more is not None else [])], ignore_index=True)
+            kept, removed = dedup_extra(pool, {"train": frame, "test": test_prompts},
+                                        dedup_similarity)
+            log.info(f"[kit] training-only rows (soft-labelled: {len(soft_rows)}, extra: {len(pool) - len(soft_rows)}): "
+                     f"{len(removed)} removed as duplicates of train or test prompts (similarity >= {dedup_similarity}; "
+                     f"see {out_dir / 'dedup_removed.csv'}), {len(kept)} added to every fold's training rows")
+            frame = pd.concat([frame, kept], ignore_index=True)
+            folds = np.concatenate([folds, np.full(len(kept), EXTRA_FOLD, dtype=np.int64)])
+        n_skipped = sum(int(s_["row"].nunique()) for s_ in skipped if len(s_) and s_["split"].iloc[0] != "test")
+        if n_skipped:
+            log.info(f"[kit] skipped {n_skipped} unusable train row(s); see {out_dir / 'skipped_rows.csv'}")
+        train_df = encode(frame, f"pack train ({preset.name}, {preset.member})")
+        train_df.insert(3, "label", frame["label"].to_numpy())
+        train_df.insert(4, "fold", folds)
+        target = np.asarray(frame["target"].tolist(), dtype=np.float64)
+        for j, column in enumerate(TARGET_COLUMNS):  # the training target: one-hot, or the soft label
+            train_df.insert(5 + j, column, target[:, j])
+
+    skipped_df = (pd.concat(skipped, ignore_index=True) if skipped
+                  else pd.DataFrame(columns=["row", "id", "column", "problem", "source", "split"]))
+    # the token budget is the preset's max_length, recorded once (not again in the packing or the manifest)
+    meta = {"preset": preset.to_dict(), "pack": pack_options(pack_config.to_dict()) if pack_config else None,
+            "train_sources": [str(p) for p in train_paths], "test_source": str(test_path or ""),
+            "extra_sources": [str(p) for p in extra_paths],
+            "dedup_similarity": dedup_similarity if extra_paths else None,
+            "extra_rows": {"kept": int((train_df["fold"] == EXTRA_FOLD).sum()) if train_df is not None else 0,
+                           "soft_labelled": int(train_df[list(TARGET_COLUMNS)].apply(
+                               lambda r: is_soft(r.tolist()), axis=1).sum()) if train_df is not None else 0,
+                           **{f"removed_{rule}": int((removed["rule"] == rule).sum()) if removed is not None
+                              else 0 for rule in ("exact", "near")}},
+            "n_folds": n_folds, "seed": seed, "max_rows": max_rows,
+            "rows": {"train": 0 if train_df is None else len(train_df),
+                     "test": 0 if test_df is None else len(test_df),
+                     "train_skipped": len(skipped_df.query("split != 'test'")[["source", "row"]]
+                                          .drop_duplicates()) if len(skipped_df) else 0}}
+    write_cache(stage, train_df, test_df, skipped_df, removed, meta,
+                settings={"preset": preset.name, "member": preset.member, "n_folds": n_folds, "seed": seed, "max_rows": max_rows},
+                inputs={**{f"train:{p}": input_record(p) for p in train_paths},
+                        **{f"extra:{p}": input_record(p) for p in extra_paths},
+                        **({"test": input_record(test_path)} if test_path else {})})
+    return TokenizeResult(out_dir, train_df, test_df, skipped_df)

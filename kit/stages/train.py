@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.env import work_dir
+from ..core.files import check_outside, under
 from ..core.errors import PresetError
 from ..core.log import get_logger
 from ..core.metrics import log_loss
@@ -154,12 +155,13 @@ def train_stage(
         lexical_dense_scale=lexical_dense_scale).given()
     settings = settings or TrainSettings()
     name = resolve_member_preset(run.model, overrides).name  # unknown preset / field: fail before any I/O
-    tokenized = Path(run.tokenized) if run.tokenized else work_dir() / "tokenized" / name
+    tokenized = Path(run.tokenized) if run.tokenized else under(work_dir(), "tokenized", name)
     frame, cache, cache_manifest = load_cache(tokenized, "train")
     preset = cache_preset(run.model, cache, overrides)
     member = get_member_type(preset.member)
     train_rows, held = split_rows(frame, run.fold, settings)
     out = Path(run.out) if run.out else default_model_out(preset.name, run.fold)
+    check_outside(out, {"the backbone folder": preset.model_dir, "the tokenized cache": tokenized})
     # a finished model is replaced only with overwrite (and only once the new one is complete:
     # publish_training); a run killed before publishing left none of these, so it simply resumes
     with output_lock(out) if is_rank_zero() else nullcontext():  # one writer per model folder (DDP: rank 0's)

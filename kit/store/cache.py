@@ -8,8 +8,10 @@ complete and the table's bytes are the ones the stage fingerprinted.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -133,29 +135,38 @@ def cut_rate(tokenized: str | Path) -> float | None:
     return float(cut.mean())
 
 
-def write_cache(out_dir: Path, train: pd.DataFrame | None, test: pd.DataFrame | None, skipped: pd.DataFrame,
-                removed: pd.DataFrame | None, meta: dict, *, settings: dict, inputs: dict) -> None:
-    """Write a cache stage-atomically: every file into a staging folder that replaces ``out_dir``
-    in one swap, the manifest last (``settings``, ``inputs`` by content, the tables' and the fold
-    assignment's fingerprints). A kill or a full disk midway leaves the previous cache as it was."""
+@contextmanager
+def staged_cache(out_dir: Path) -> Iterator[Path]:
+    """The staging folder a cache is written into (:func:`kit.store.io.staged_folder`): it replaces ``out_dir``
+    in one swap once :func:`write_cache` has filled it; a kill or a failure before that (a bad row, a full
+    disk) leaves the previous cache as it was."""
     with staged_folder(out_dir, list(CACHE_OUTPUTS)) as stage:
-        if train is not None:
-            write_parquet(train, stage / "train.parquet")
-        if test is not None:
-            write_parquet(test, stage / "test.parquet")
-        write_csv(skipped, stage / "skipped_rows.csv")
-        if removed is not None:
-            write_csv(removed, stage / "dedup_removed.csv")
-        write_json(meta, stage / "meta.json")
-        shown = pd.concat([d for d in (train, test) if d is not None], ignore_index=True)
-        if len(shown) and meta["preset"]["max_length"] and "n_tokens" in shown:
-            plot_retention(shown, meta["preset"]["max_length"], stage / "retention.png",
-                           title=f"{meta['preset']['name']}: {len(shown)} rows packed")
-        written = {n: stage / n for n in (*CACHE_FILES.values(), "meta.json", "skipped_rows.csv", "dedup_removed.csv")
-                   if (stage / n).exists()}
-        write_json(stage_manifest("tokenize", settings=settings, inputs=inputs, outputs=written,
-                                  folds=folds_fingerprint(train) if train is not None else None),
-                   stage / MANIFEST)  # last: the cache is complete
+        yield stage
+
+
+def write_cache(stage: Path, train: pd.DataFrame | None, test: pd.DataFrame | None, skipped: pd.DataFrame,
+                removed: pd.DataFrame | None, meta: dict, *, settings: dict, inputs: dict) -> None:
+    """Fill a cache's staging folder (:func:`staged_cache`): the tables, the reports, the manifest last
+    (``settings``, ``inputs`` by content, the tables' and the fold assignment's fingerprints). A
+    ``test.parquet`` already in ``stage`` was streamed there (the tokenize stage's test table): then ``test``
+    holds only its rows' ids and counts, for the retention plot."""
+    if train is not None:
+        write_parquet(train, stage / "train.parquet")
+    if test is not None and not (stage / "test.parquet").exists():
+        write_parquet(test, stage / "test.parquet")
+    write_csv(skipped, stage / "skipped_rows.csv")
+    if removed is not None:
+        write_csv(removed, stage / "dedup_removed.csv")
+    write_json(meta, stage / "meta.json")
+    shown = pd.concat([d for d in (train, test) if d is not None], ignore_index=True)
+    if len(shown) and meta["preset"]["max_length"] and "n_tokens" in shown:
+        plot_retention(shown, meta["preset"]["max_length"], stage / "retention.png",
+                       title=f"{meta['preset']['name']}: {len(shown)} rows packed")
+    written = {n: stage / n for n in (*CACHE_FILES.values(), "meta.json", "skipped_rows.csv", "dedup_removed.csv")
+               if (stage / n).exists()}
+    write_json(stage_manifest("tokenize", settings=settings, inputs=inputs, outputs=written,
+                              folds=folds_fingerprint(train) if train is not None else None),
+               stage / MANIFEST)  # last: the cache is complete
 
 
 def cache_sources(tokenized: str | Path, split: str) -> list[Path] | None:

@@ -16,7 +16,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
 
@@ -254,6 +254,30 @@ def staged_folder(out_dir, owned: Sequence[str]) -> Iterator[Path]:
 
 def write_parquet(df: pd.DataFrame, path, overwrite: bool = False) -> Path:
     return atomic_write(path, lambda p: df.to_parquet(p, index=False), overwrite)
+
+
+def write_parquet_parts(parts: Iterable[pd.DataFrame], path, keep: Callable[[pd.DataFrame], pd.DataFrame]
+                        ) -> pd.DataFrame:
+    """Frames written one after another as the row groups of one parquet file at ``path`` (a staging folder's:
+    not atomic on its own), in the first frame's schema, each let go once written; returns ``keep`` of each
+    frame, concatenated (what the caller needs of the rows: ids, counts). Nothing is written for no frames."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer, kept = None, []
+    try:
+        for part in parts:
+            table = pa.Table.from_pandas(part, preserve_index=False,
+                                         schema=writer.schema if writer is not None else None)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+            kept.append(keep(part))
+            del table, part
+    finally:
+        if writer is not None:
+            writer.close()
+    return pd.concat(kept, ignore_index=True) if kept else None
 
 
 def write_csv(df: pd.DataFrame, path, overwrite: bool = False, **kwargs) -> Path:

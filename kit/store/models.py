@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..core.env import work_dir
 from ..core.errors import KitError, StaleOutput
-from ..core.files import read_json
+from ..core.files import read_json, under
 from ..core.log import get_logger
 from ..core.presets import Preset, member_order
 from ..core.settings import TrainSettings
@@ -42,7 +42,7 @@ def _version(package: str) -> str | None:
 
 def default_model_out(preset_name: str, fold: int | None) -> Path:
     """``<work>/models/<preset>/fold<K>`` (``full`` when the model trains on every row)."""
-    return work_dir() / "models" / preset_name / (f"fold{fold}" if fold is not None else "full")
+    return under(work_dir(), "models", preset_name, f"fold{fold}" if fold is not None else "full")
 
 
 # the train stage's own files in its output folder; anything else there (checkpoints/, ranks/) is

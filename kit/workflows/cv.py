@@ -40,9 +40,10 @@ from ..ensemble.evaluation import evaluation_table, table_scores
 from ..ensemble.guardrails import apply_guardrails
 from ..ensemble.intervals import N_DRAWS, differences_markdown
 from ..ensemble.report import blend_comparisons
-from ..ensemble.judges import (comparison_markdown, external_judge, held_out_judge, judge_table, params_of,
-                               read_judge_csv)
+from ..ensemble.judges import (check_judge_covers, comparison_markdown, external_judge, held_out_judge, judge_table,
+                               params_of, read_judge_csv)
 from ..store.cache import check_cache, cut_rate, read_cache
+from ..store.io import ids_as_text
 from ..store.figures import plot_methods
 from ..store.io import write_json, write_text
 from ..store.models import check_trained, read_trained
@@ -51,7 +52,7 @@ from ..store.predictions import load_member, read_predictions
 from ..stages.infer import infer_stage
 from ..stages.tokenize import tokenize_stage
 from ..stages.train import cache_preset, train_stage
-from ..core.files import read_json
+from ..core.files import check_outside, read_json, under
 
 log = get_logger(__name__)
 
@@ -230,13 +231,16 @@ def cv_stage(
     if s.bag_rows and not bags:
         raise SettingsError("--bag-rows splits the rows of a seed bag: pass --bag-seeds MODEL=S1,S2,... too")
     out = Path(out)
+    # nothing under a backbone folder: a model given by path is an input, read and never written
+    check_outside(out, {f"the backbone folder of {m}": resolve_preset(preset_of(m), dict(member=member)).model_dir
+                        for m in list(models) + list(s.judges)})
     models = member_order(models)  # the stronger member gets 0.7
     started, timings, members, judged, params, cut, bagged = time.time(), {}, [], [], {}, {}, {}
     # a residual member's base is trained (and scored out of fold) first
     for model in sorted(models, key=lambda m: m in residual) + list(s.judges):
         is_judge = model in s.judges and model not in models
         preset = preset_of(model)  # PRESET@TAG: the preset's tokens, the member's own folders and settings
-        tok_dir = out / "tokenized" / preset
+        tok_dir = under(out, "tokenized", preset)  # one folder under out, whatever the name
         extra = [] if is_judge else list(s.extra)  # a judge trains nothing: extra rows would only cost time
         wanted = {"train_sources": [str(p) for p in train], "n_folds": folds, "seed": seed, "max_rows": max_rows,
                   "extra_sources": [str(p) for p in extra], "dedup_similarity": s.dedup_similarity if extra else None}
@@ -249,6 +253,11 @@ def cv_stage(
                            seed=seed, max_rows=max_rows, out=tok_dir, overwrite=overwrite, member=kind,
                            extra=extra, dedup_similarity=s.dedup_similarity)
         cut[model] = cut_rate(tok_dir)
+        if len(cut) == 1:  # the rows to be scored are known now: every judge must cover them, before training
+            scored = pd.read_parquet(tok_dir / "train.parquet", columns=["id", "fold"])
+            scored_ids = ids_as_text(scored.loc[scored["fold"] >= 0, "id"]).tolist()
+            for name, path in judge_csv.items():
+                check_judge_covers(name, path, scored_ids)
         recipe = cache_preset(preset, read_cache(tok_dir), {})  # the cache's recipe, the same for every fold
         if s.bag_rows and model in bags:  # every block must hold rows in every fold: say so before any training
             fold_of = pd.read_parquet(tok_dir / "train.parquet", columns=["fold"])["fold"]
@@ -262,10 +271,10 @@ def cv_stage(
             skip = block * caps[model] if s.bag_rows and model in bags else 0  # a row bag's i-th block
             settings = TrainSettings(epochs=epochs, max_train_rows=caps.get(model), skip_train_rows=skip,
                                      seed=model_seed, swap_augment=swap_augment, evals_per_run=evals_per_run,
-                                     residual_on=str(out / "models" / residual[model]) if model in residual else None)
+                                     residual_on=str(under(out, "models", residual[model])) if model in residual else None)
             # the training seed's own folder on the first rows, so a bag reuses the folds trained before it
-            fold_dir = out / "models" / model / (f"fold{k}" if model_seed == train_seed and not skip
-                                                 else f"fold{k}-seed{model_seed}" + (f"-skip{skip}" if skip else ""))
+            fold_dir = under(out, "models", model, f"fold{k}" if model_seed == train_seed and not skip
+                             else f"fold{k}-seed{model_seed}" + (f"-skip{skip}" if skip else ""))
             seed_dirs.setdefault(model_seed, []).append(fold_dir)
             state = _fold_state(fold_dir, settings, recipe, overwrite)  # a killed or extended cv run goes on
             if state == "predicted":
@@ -286,8 +295,8 @@ def cv_stage(
     members = sorted(members, key=lambda m: models.index(m.name))  # the blend's order: stronger first
     # --blend-judges: the judges' held-out log-probabilities as features too (each keeps its judge row)
     result = blend_members(members + (judged if s.blend_judges else []), weights, space, s.temperature, s.tie_offset)
-    result.table = evaluation_table(result, out / "tokenized" / preset_of(models[0]))
-    apply_guardrails(result, out / "tokenized" / preset_of(models[0]))  # its own row: "blend + guardrails"
+    result.table = evaluation_table(result, under(out, "tokenized", preset_of(models[0])))
+    apply_guardrails(result, under(out, "tokenized", preset_of(models[0])))  # its own row: "blend + guardrails"
     judges = [held_out_judge(j, result.oof_ids, params[j.name]) for j in judged]
     judges += [external_judge(name, path, result.oof_ids, result.oof_labels, result.oof_folds)
                for name, path in judge_csv.items()]
@@ -300,7 +309,7 @@ def cv_stage(
         seed_rows = _single_seed_rows(members, bagged, result, weights, space, s.temperature, s.tie_offset)
         table = result.table = pd.concat([table, seed_rows])
     differences = blend_comparisons(result, judges, models)
-    extra_meta = read_cache(out / "tokenized" / preset_of(models[0])).extra_rows
+    extra_meta = read_cache(under(out, "tokenized", preset_of(models[0]))).extra_rows
     settings = {"train": [str(p) for p in train], "extra": [str(p) for p in s.extra], "residual": residual,
                 "extra_rows": extra_meta.get("kept"),
                 "extra_removed": extra_meta.get("removed_exact", 0) + extra_meta.get("removed_near", 0),

@@ -38,6 +38,27 @@ def recorded_timing(model_dir: Path) -> dict | None:
     return None
 
 
+# a call's own fixed costs (a first batch, building the features) spread over fewer rows than this make the
+# seconds per row too high to project from (results/projection.md measures the projection against the truth)
+MIN_TIMED_ROWS = 100
+
+
+def timing_parts(timing: dict) -> tuple[float, float]:
+    """(seconds paid once — loading the model, a warm-up's one-off costs —, seconds per row and pass) of a
+    recorded timing: the pace after the run's warm-up (its first fifth of the tokens) is the per-row cost;
+    what the warm-up took beyond that pace is paid once. A record of an older kit holds only the total: all of it per row, which overstates a quick member whose loading
+    dominates the few rows it was timed on."""
+    rows_passes = timing["rows"] * max(timing.get("passes") or 1, 1)
+    if timing.get("score_seconds") is None:
+        return 0.0, timing["seconds"] / rows_passes
+    load, score, warm = float(timing.get("load_seconds") or 0.0), float(timing["score_seconds"]), timing.get("warm_up")
+    if not warm or not 0 < warm["share"] < 1 or warm["seconds"] >= score:
+        return load, score / rows_passes
+    # past the warm-up the run went at its steady pace; the warm-up's excess over that pace is paid once
+    per_row = (score - warm["seconds"]) / (rows_passes * (1 - warm["share"]))
+    return load + max(0.0, warm["seconds"] - warm["share"] * rows_passes * per_row), per_row
+
+
 def project_scoring_hours(groups: dict[str, list[Path]], test_rows: int, devices: Sequence[str], tta: bool,
                           budget_hours: float | None) -> float | None:
     """The hidden test's scoring time, projected before any model loads: each model's recorded
@@ -53,18 +74,19 @@ def project_scoring_hours(groups: dict[str, list[Path]], test_rows: int, devices
         passes = 2 if tta and member.uses_tta else 1
         for d in dirs:
             timing = recorded_timing(d)
-            if timing is None:
-                untimed.append(f"{name}/{d.name}")
+            if timing is None or timing["rows"] < MIN_TIMED_ROWS:
+                untimed.append(f"{name}/{d.name}" + (f" (timed on {timing['rows']} rows only)" if timing else ""))
                 continue
-            per_row = timing["seconds"] / (timing["rows"] * max(timing.get("passes") or 1, 1))
+            fixed, per_row = timing_parts(timing)
             then = timing.get("device_names") or timing.get("devices") or ["cpu"]
             scale = len(then) / len(now) if sorted(set(then)) == sorted(set(now)) else 1.0
-            hours = test_rows * passes * per_row * scale / 3600
+            hours = (fixed + test_rows * passes * per_row * scale) / 3600
             total += hours
             per_model.append((hours, f"{name}/{d.name} {hours:.2f} h (timed on {len(then)}x {then[0]})"))
     if untimed:
-        log.info(f"[kit submit] no recorded scoring time for {', '.join(untimed)}: left out of the projection "
-                 f"(the infer stage projects each one after its first batches)")
+        log.info(f"[kit submit] cannot project the scoring time of {', '.join(untimed)}: no recorded timing on at "
+                 f"least {MIN_TIMED_ROWS} rows, so left out of the projection (the infer stage projects each one "
+                 f"after its first batches)")
     if not per_model:
         return None
     slowest = ", ".join(text for _, text in sorted(per_model, reverse=True)[:3])

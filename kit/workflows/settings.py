@@ -45,14 +45,14 @@ class CvSettings(Settings):
                                  "a preset (e.g. gemma3-270m@all beside gemma3-270m), with its own --max-train-rows "
                                  "and --bag-seeds, the preset's tokens and its own model folders",
                             factory=lambda: ["minilm", "smollm2", "lexical"])
-    folds: int = arg(5, "prompt-grouped, label-stratified folds (>= 2)")
+    folds: int = arg(5, "prompt-grouped, label-stratified folds (>= 2)", minimum=2)
     out: str | None = arg(None, "working folder (required); finished folds in it are reused")
     max_length: int | None = same_as(TokenizeSettings, "max_length")
     max_rows: int | None = same_as(TokenizeSettings, "max_rows")
     weights: str = same_as(BlendSettings, "weights", "fit")
     epochs: float | None = same_as(TrainSettings, "epochs")
     max_train_rows: int | dict | None = arg(None, "cap on training rows per fold: N for every model, or "
-                                                  "MODEL=N,MODEL=N", cli_type=parse_caps)
+                                                  "MODEL=N,MODEL=N", cli_type=parse_caps, minimum=1)
     tta: bool = same_as(InferSettings, "tta")
     seed: int = arg(42, "seed of the folds and of training")
     train_seed: int | None = arg(None, "seed of training alone (initial LoRA and head weights, batch order, dropout); "

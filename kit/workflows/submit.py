@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ..core.env import default_inputs, kaggle_input, work_dir
+from ..core.files import under
 from ..core.errors import SubmitError
 from ..core.log import get_logger
 from ..core.signature import settings_function
@@ -44,7 +45,7 @@ from ..store.predictions import MemberPredictions, load_member, mean_test_predic
 from ..stages.infer import infer_stage
 from ..stages.infer_many import infer_isolated
 from ..stages.tokenize import tokenize_stage
-from .discovery import choose_saved_blend, find_saved_blends, find_trained_models
+from .discovery import choose_saved_blend, find_saved_blends, find_trained_models, is_blend_report
 from .preflight import member_tokenization, preflight
 
 log = get_logger(__name__)
@@ -135,22 +136,25 @@ def submit(
     sample_submission = resolve_sample_submission(sample_submission, test_path)
     manifests = preflight(groups, test_path, sample_submission, out, Path(s.work or work_dir()), devices, tta,
                           budget_hours)
-    saved = None
+    saved, why = None, f"weights {weights!r} as asked"
     if weights in ("auto", "saved"):
         if blend_json:
+            is_blend_report(Path(blend_json))  # a blend report's own file must be whole; a hand-made one is yours
             blend_path = choose_saved_blend([Path(blend_json)], list(groups), explicit=True)
         else:
-            blend_path = choose_saved_blend(find_saved_blends(roots), list(groups))
+            blend_path = choose_saved_blend(find_saved_blends(roots), list(groups))  # a damaged one stops here
         if blend_path is None and weights == "saved":
             raise SubmitError(f"weights='saved' but no saved blend (a blend report's blend.json) under "
                               f"{', '.join(map(str, roots))}")
         if blend_path is not None:
             saved = read_saved_blend(blend_path)
+            why = f"the saved blend {blend_path} ({'given' if blend_json else 'its members are the models found'})"
             log.info(f"[kit submit] blending as saved in {blend_path}: {saved['weights_mode']}")
         else:
             weights = "paper"
-            log.info("[kit submit] no saved blend found: the paper's weights (0.7/0.3 for two members, equal "
-                     "otherwise)")
+            why = (f"weights {s.weights!r}: no saved blend under {', '.join(map(str, roots))}, so the paper's "
+                   f"(0.7/0.3 for two members, equal otherwise)")
+            log.info(f"[kit submit] {why}")
     holdout = shared_holdout(groups, manifests) if weights == "fit" else {}
     log.info(f"[kit submit] preflight passed in {time.time() - started:.1f} s: models, blend, test ids, output, devices, "
              f"projected time")
@@ -165,12 +169,12 @@ def submit(
     for name, dirs in groups.items():
         trained = member_tokenization(name, dirs)
         base = base_model_dirs.get(name)
-        tokenized = run_dir / "tokenized" / name
+        tokenized = under(run_dir, "tokenized", name)
         tokenize_stage(name, [], test_path, out=tokenized, max_length=trained.max_length or None,
                        model_dir=base or trained.preset.model_dir, member=trained.member, pack=trained.pack_options)
         files = []
         for i, model_dir in enumerate(dirs):
-            pred = run_dir / "predictions" / name / f"{i}-{model_dir.name}.csv"
+            pred = under(run_dir, "predictions", name, f"{i}-{model_dir.name}.csv")
             kwargs = dict(tokenized=tokenized, out=pred, devices=devices, tta=tta, max_tokens=max_tokens,
                           budget_hours=budget_hours)
             if isolate:
@@ -182,18 +186,19 @@ def submit(
 
     if saved is not None:
         blended = apply_saved_blend(members, saved)
-        blended, touched = apply_saved_guardrails(blended, saved, run_dir / "tokenized" / members[0].name)
+        blended, touched = apply_saved_guardrails(blended, saved, under(run_dir, "tokenized", members[0].name))
         applied = {k: saved.get(k) for k in ("members", "weights_mode", "weights", "space", "temperature",
-                                             "tie_offset", "stacker", "guardrails")} | {"guardrail_rows_touched": touched}
+                                             "tie_offset", "stacker", "guardrails")} | {"guardrail_rows_touched": touched,
+                                                                                        "why": why}
     else:
         result = blend_members(members, weights, s.space)
         blended = result.test
         applied = {"members": result.members, "weights_mode": result.weights_mode, "weights": result.weights,
                    "space": result.space, "temperature": result.temperature, "tie_offset": result.tie_offset,
-                   "oof_rows": result.oof_rows,
+                   "oof_rows": result.oof_rows, "why": why,
                    "oof_score": result.report["oof_score"],
                    "oof": None if result.table is None else result.table[["log_loss", "accuracy"]].to_dict("index")}
-    local = write_blended_submission(blended, run_dir / "tokenized" / members[0].name, run_dir / "submission.csv",
+    local = write_blended_submission(blended, under(run_dir, "tokenized", members[0].name), run_dir / "submission.csv",
                                      sample_submission)
     target = publish(local, out, "kit submit")
     seconds = time.time() - started
