@@ -33,6 +33,7 @@ CPU_WORKERS = 1
 TTA = True              # swap TTA for joint-head models (pairwise and lexical need none: one pass)
 MAX_TOKENS = None       # padded tokens per batch; None: 16384 on GPU, 2048 on CPU
 BUDGET_HOURS = 9.0
+QUANTIZATION = None     # None: the backbone as trained; "8bit" (int8: faster than nf4 on a T4), "4bit" or "none"
 ISOLATE = None          # None: each model in its own process when on GPU
 OVERWRITE = False
 KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset

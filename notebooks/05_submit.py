@@ -35,6 +35,7 @@ ISOLATE = None          # None: each model in its own process when on GPU
 TTA = True              # swap TTA for joint-head models
 MAX_TOKENS = None       # padded tokens per batch; None: 16384 on GPU, 2048 on CPU
 BUDGET_HOURS = 9.0
+QUANTIZATION = None     # None: the backbone as trained; "8bit" (int8: faster than nf4 on a T4), "4bit" or "none"
 OUT = None              # None: the work dir's submission.csv (/kaggle/working on Kaggle)
 KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
 WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt

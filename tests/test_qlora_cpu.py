@@ -102,3 +102,33 @@ def test_gemma3_270m_real_weights_qlora_on_cpu(tmp_path):
     trained = res.oof.set_index("id")
     np.testing.assert_allclose(again.set_index("id").loc[trained.index, ["p_a", "p_b", "p_tie"]].to_numpy(),
                                trained[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-4)
+
+
+def test_a_member_trained_in_4bit_scores_in_8bit(tiny_backbones, tmp_path):
+    """The medal solutions' scoring lever: a member trained in 4-bit (QLoRA) scored with its backbone in
+    int8 (bitsandbytes runs LLM.int8() on the CPU too): int8 layers, the same adapter, probabilities nearer
+    the full-precision backbone's than nf4's are, and the predictions' record says how it was scored."""
+    from kit.core.presets import Preset, quantized_as
+    from kit.members import get_member_type
+    tok = tmp_path / "tok"
+    tokenize_stage("gemma2-9b", [KAGGLE_TRAIN], "", max_length=96, max_rows=40, n_folds=2, out=tok,
+                   model_dir=str(tiny_backbones["gemma2-9b"]), member="joint")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        model_dir = train_stage("gemma2-9b", 0, tokenized=tok, out=tmp_path / "model",
+                                settings=TrainSettings(max_steps=2, batch_size=4, learning_rate=1e-3,
+                                                       max_train_rows=8, evals_per_run=1)).out_dir
+        scored = {q: infer_stage(model_dir, "oof", tta=False, quantization=q, out=tmp_path / f"{q}.csv")
+                  for q in ("none", "8bit", "4bit")}
+        preset = quantized_as(Preset.from_dict(json.loads((model_dir / "config.json").read_text())["preset"]), "8bit")
+        model, _ = get_member_type("joint").load_model(model_dir, preset)
+    assert sum(type(m).__name__ == "Linear8bitLt" for m in model.modules()) > 0 and _linear4bit_count(model) == 0
+    probs = {q: r.predictions[["p_a", "p_b", "p_tie"]].to_numpy() for q, r in scored.items()}
+    np.testing.assert_allclose(probs["8bit"].sum(1), 1.0, atol=1e-6)
+    int8_error = np.abs(probs["8bit"] - probs["none"]).max()
+    nf4_error = np.abs(probs["4bit"] - probs["none"]).max()
+    assert int8_error < nf4_error, (int8_error, nf4_error)
+    record = json.loads((tmp_path / "8bit.manifest.json").read_text())
+    assert record["settings"]["quantization"] == "8bit"
+    with pytest.raises(Exception, match="choose one of"):
+        infer_stage(model_dir, "oof", quantization="3bit", out=tmp_path / "x.csv")

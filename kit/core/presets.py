@@ -50,6 +50,7 @@ class Preset:
     layers_to_transform: tuple[int, ...] | None = None  # None: every layer
     # loading
     load_in_4bit: bool = False  # nf4 through bitsandbytes (CUDA, or CPU: slower than fp32 there)
+    load_in_8bit: bool = False  # int8 through bitsandbytes: a scoring choice (kit infer --quantization 8bit)
     attn_implementation: str | None = None
     # training defaults
     learning_rate: float = 2e-4
@@ -178,6 +179,21 @@ def resolve_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Pre
         if key in overrides and overrides[key] is not None:
             overrides[key] = tuple(overrides[key])
     return replace(preset, **overrides)
+
+
+QUANTIZATIONS = ("4bit", "8bit", "none")
+
+
+def quantized_as(preset: Preset, quantization: str | None) -> Preset:
+    """``preset`` loading its backbone in 4-bit nf4, 8-bit int8 or full precision ("none"); None keeps the
+    preset's. The LoRA and head weights are the same whichever: only the frozen backbone's storage changes
+    (the medal solutions scored in 8-bit what they trained in 4-bit: faster on a T4 at the same score)."""
+    if quantization is None:
+        return preset
+    if quantization not in QUANTIZATIONS:
+        raise PresetError(f"quantization {quantization!r}: choose one of {list(QUANTIZATIONS)} (or none for the "
+                          f"preset's)")
+    return replace(preset, load_in_4bit=quantization == "4bit", load_in_8bit=quantization == "8bit")
 
 
 def preset_of(member: str) -> str:

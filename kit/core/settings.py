@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 
 from .declare import Settings, arg
+from .errors import SettingsError
+from .presets import QUANTIZATIONS
 from .values import comma_list, parse_fold, parse_hours, parse_members, parse_sample, parse_weights
 
 __all__ = ["BlendSettings", "InferSettings", "PresetOverrides", "TokenizeSettings", "TrainRun", "TrainSettings"]
@@ -167,11 +169,20 @@ class InferSettings(Settings):
                                           "9); none: no projection", cli_type=parse_hours, above=0)
     overwrite: bool = arg(False, "replace existing predictions instead of refusing")
     base_model_dir: str | None = arg(None, "the backbone's folder when it is not where it was at training time")
+    quantization: str | None = arg(None, "how the backbone is loaded to score: 4bit (nf4), 8bit (int8: the medal "
+                                         "solutions scored in 8-bit what they trained in 4-bit, faster on a T4) or "
+                                         "none (full precision); default: as trained")
     reuse_train_scores: bool = arg(True, "out-of-fold rows: take the train stage's scores (oof.csv) where they are "
                                          "exactly what scoring would give; --no-reuse-train-scores always scores",
                                    notebook=None)
 
     _lists = ("devices",)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise SettingsError(f"--quantization / QUANTIZATION / quantization {self.quantization!r}: choose one of "
+                                f"{list(QUANTIZATIONS)} (default: as trained)")
 
 
 # -- stage 4: blend ------------------------------------------------------------------------------

@@ -169,10 +169,11 @@ def compute_dtype() -> torch.dtype:
 
 def check_preset_runtime(preset: Preset) -> None:
     """Warn when a 4-bit preset runs on CPU: it works, but is slower than fp32 there."""
-    if preset.load_in_4bit and not torch.cuda.is_available():
-        warnings.warn(f"preset {preset.name!r} loads in 4-bit and no CUDA GPU is visible: nf4 on CPU saves memory, "
-                      f"not time (fp32 is faster here). For full precision pass --no-4bit (CLI) or LOAD_IN_4BIT = "
-                      f"False (notebooks)", RuntimeWarning, stacklevel=2)
+    if (preset.load_in_4bit or preset.load_in_8bit) and not torch.cuda.is_available():
+        kind = "nf4" if preset.load_in_4bit else "int8"
+        warnings.warn(f"preset {preset.name!r} loads in {kind} and no CUDA GPU is visible: {kind} on CPU saves memory, "
+                      f"not time (fp32 is faster here). For full precision pass --no-4bit to train (LOAD_IN_4BIT = "
+                      f"False) or --quantization none to score (QUANTIZATION = 'none')", RuntimeWarning, stacklevel=2)
 
 
 def loading_kwargs(preset: Preset, device_map=None, skip_modules=None) -> dict:
@@ -190,6 +191,10 @@ def loading_kwargs(preset: Preset, device_map=None, skip_modules=None) -> dict:
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=skip_modules)
         kwargs["dtype"] = dtype
+    elif preset.load_in_8bit:  # LLM.int8(): the weights in int8, outliers kept in the compute dtype
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
+        kwargs["dtype"] = compute_dtype()
+    if preset.load_in_4bit or preset.load_in_8bit:
         if device_map is None:
             device_map = {"": torch.cuda.current_device() if torch.cuda.is_available() else "cpu"}
         kwargs["device_map"] = device_map

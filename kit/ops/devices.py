@@ -187,7 +187,7 @@ def load_replicas(model_dir: Path, preset, devices: Sequence[str], load):
             replicas.append(cpu_model)
         else:
             model, tokenizer = load(model_dir, preset, device_map={"": dev})
-            if not preset.load_in_4bit:
+            if not (preset.load_in_4bit or preset.load_in_8bit):  # a quantised model is placed where it loads
                 model.to(dev)
             replicas.append(model)
     return replicas, tokenizer

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import PresetError, StaleOutput
+from ..core.presets import quantized_as
 from ..core.log import get_logger
 from ..core.schema import PROB_COLUMNS, swap_probs
 from ..core.settings import InferSettings
@@ -61,6 +62,7 @@ def infer_stage(
         budget_hours: float | None = 9.0,
         overwrite: bool = False,
         base_model_dir: str | None = None,
+        quantization: str | None = None,
         reuse_train_scores: bool = True,
 ) -> InferResult:
     """Stage 3 for one trained (model, fold) output.
@@ -89,6 +91,7 @@ def infer_stage(
     preset = trained.preset  # exactly what the model was trained with
     if s.base_model_dir:
         preset = replace(preset, model_dir=s.base_model_dir)
+    preset = quantized_as(preset, s.quantization)  # how the backbone is stored to score; the adapter is the same
     member = get_member_type(preset.member)
     tokenized = Path(s.tokenized or trained.tokenized)
     if split == "test":
@@ -125,7 +128,7 @@ def infer_stage(
         started = time.time()
         projection = None
         reused = _train_stage_scores(model_dir, frame, trained, model_manifest, member, split, tta, tokenized,
-                                     s.reuse_train_scores and not s.base_model_dir)
+                                     s.reuse_train_scores and not s.base_model_dir and not s.quantization)
         if reused is not None:
             probs, tta = {"direct": reused}, False
             log.info(f"[kit infer] {model_dir / 'oof.csv'}: the train stage's scores of these held-out rows, reused")
@@ -173,7 +176,9 @@ def infer_stage(
         # of an earlier run, or changed since)
         test_source = cache_manifest.get("inputs", {}).get("test", {}).get("sha256") if split == "test" else None
         write_predictions(result, out, s.overwrite, manifest=dict(
-            settings={"split": split, "tta": bool(tta), "rows": len(result)}, timing=timing,
+            settings={"split": split, "tta": bool(tta), "rows": len(result),
+                      "quantization": "4bit" if preset.load_in_4bit else "8bit" if preset.load_in_8bit else "none"},
+            timing=timing,
             inputs={"model": {"path": str(model_dir), "run_id": trained.run_id,
                               "adapter": model_manifest["outputs"]["adapter"]},
                     "table": {**input_record(table), "test_source": test_source}},

@@ -42,6 +42,7 @@ def infer_isolated(
         budget_hours: float | None = 9.0,
         overwrite: bool = False,
         base_model_dir: str | None = None,
+        quantization: str | None = None,
         reuse_train_scores: bool = True,
 ) -> Path:
     """:func:`infer_stage` in a fresh (spawned) Python process: all its GPU memory is returned when

@@ -126,6 +126,7 @@ class SubmitSettings(Settings):
     base_model_dirs: dict | None = arg(None, "PRESET=FOLDER;...: backbones attached elsewhere than at training time",
                                        cli_type=parse_members)
     sample_submission: str | None = same_as(BlendSettings, "sample_submission")
+    quantization: str | None = same_as(InferSettings, "quantization")
 
     _lists = ("model_roots", "devices")
 

@@ -105,6 +105,7 @@ def submit(
         budget_hours: float | None = 9.0,
         base_model_dirs: dict | None = None,
         sample_submission: str | None = "auto",
+        quantization: str | None = None,
 ) -> SubmitResult:
     """Tokenize -> score -> blend -> submission.csv for the test table (see the module docstring).
 
@@ -176,7 +177,7 @@ def submit(
         for i, model_dir in enumerate(dirs):
             pred = under(run_dir, "predictions", name, f"{i}-{model_dir.name}.csv")
             kwargs = dict(tokenized=tokenized, out=pred, devices=devices, tta=tta, max_tokens=max_tokens,
-                          budget_hours=budget_hours)
+                          budget_hours=budget_hours, quantization=s.quantization)
             if isolate:
                 infer_isolated(model_dir, "test", base_model_dir=base, **kwargs)
             else:
