@@ -24,10 +24,14 @@
 
 # %% tags=["parameters"]
 MODELS = ["llama3-8b", "lexical"]  # presets (the members); any number
+TRAIN = None            # training tables (competition CSV/parquet, or chosen/rejected data); None: the competition's
+TEST = None             # the test table; None: the competition's test.csv
+SAMPLE_SUBMISSION = "auto"  # the sample submission to check against; "auto": the competition's, for its own test
+MODEL_DIR = None        # backbone folders where not at the preset's path, e.g. {"llama3-8b": "/kaggle/input/my-llama"}
 N_FOLDS = 5             # prompt-grouped folds of the training rows
 TRAIN_FOLDS = [0]       # folds trained: [0] one fold, whose held-out rows fit the weights; None: every fold
 MAX_ROWS = None         # training rows tokenized; None: every row
-MAX_LENGTH = {}         # tokens per model, e.g. {"llama3-8b": 1024}; a preset's own when absent
+MAX_LENGTH = {}         # tokens: one number for every member (e.g. 1024), or per model {"llama3-8b": 1024}
 RECIPES = {}            # training settings per model, e.g. {"llama3-8b": {"max_steps": 400}}
 WEIGHTS = "fit"         # "fit" (on the held-out rows) | "paper" | "equal" | "stack" | [w1, ...]
 SPACE = "log"           # "log" (geometric mean) | "prob" (arithmetic mean)

@@ -2,6 +2,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from kit.ensemble.submission import validate_submission
 from conftest import KAGGLE_TEST, SAMPLE_SUB, run_kit
@@ -56,3 +57,22 @@ def test_kit_main_runs_the_default_members_or_the_papers_pairing():
     # the full job compares its blend with the shipped PandaLM judges; the toy job's Kaggle rows have none
     assert sorted(MainSettings().judge_csv) == ["gpt-3.5-turbo", "pandalm-7b"]
     assert MainSettings.quick().judge_csv == {}
+
+
+def test_a_bad_main_setting_stops_before_any_folder_exists(tmp_path):
+    """07_one_session's parameters are checked whole before the run folder is made: MAX_LENGTH as one number
+    is every member's; a wrong type, a missing table or a backbone folder that holds no model is one line."""
+    from kit.core.errors import SettingsError
+    from kit.workflows.main import run_main
+    from kit.workflows.settings import MainSettings
+    assert MainSettings(models=["llama3-8b", "lexical"], max_length=128).max_length == {"llama3-8b": 128, "lexical": 128}
+    for bad in ({"max_length": "128"}, {"max_length": {"gemma3-270m": 0}}, {"model_dir": {"not-a-member": "/x"}}):
+        with pytest.raises(SettingsError):
+            MainSettings(**bad)
+    run = tmp_path / "run"
+    for settings, said in ((MainSettings(models=["llama3-8b"], model_dir={"llama3-8b": str(tmp_path / "none")}),
+                            "no Hugging Face model folder there"),
+                           (MainSettings(train=[str(tmp_path / "missing.csv")]), "is not a file")):
+        with pytest.raises(SettingsError, match=said):
+            run_main(settings, run_dir=run)
+        assert not run.exists()

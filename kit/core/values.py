@@ -10,7 +10,7 @@ import os
 from .errors import SettingsError
 
 __all__ = ["WEIGHT_SCHEMES", "comma_list", "one_path_each", "parse_caps", "parse_fold", "parse_hours", "parse_members",
-           "parse_seeds", "parse_sample", "parse_weights"]
+           "parse_seeds", "parse_sample", "parse_weights", "per_model"]
 
 WEIGHT_SCHEMES = ("paper", "equal", "fit", "stack", "auto", "saved")
 
@@ -96,6 +96,25 @@ def parse_caps(text):
     if twice:  # the later one would silently win
         raise SettingsError(f"--max-train-rows {text!r}: {', '.join(twice)} given twice: one MODEL=N each")
     return dict(pairs)
+
+
+def per_model(name: str, value, models: list[str], kind: type, known: set[str]) -> dict:
+    """A per-member setting as {member: value}: one value (of ``kind``) for every member of ``models``, or a
+    dict keyed by members (or other known presets, ignored where not a member); None is {}. A key outside
+    them, or a value of another type (an int below 1 for ``int``), is a SettingsError naming the setting."""
+    if value is None:
+        return {}
+    if isinstance(value, kind) and not isinstance(value, bool):
+        value = {model: value for model in models}
+    if not isinstance(value, dict) or set(value) - set(models) - known:
+        raise SettingsError(f"{name} = {value!r}: one {kind.__name__} for every member, or a dict keyed by members "
+                            f"of MODELS {models}")
+    bad = {m: v for m, v in value.items() if isinstance(v, bool) or not isinstance(v, kind)
+           or (kind is int and v < 1)}
+    if bad:
+        raise SettingsError(f"{name} {bad}: each value must be a {kind.__name__}" + (" of at least 1" if kind is int
+                                                                                       else ""))
+    return dict(value)
 
 
 def parse_sample(text):

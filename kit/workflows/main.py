@@ -20,7 +20,8 @@ from ..core.env import REPO_ROOT, environment, work_dir
 from ..core.errors import SettingsError
 from ..core.declare import field_default, notebook_name
 from ..core.log import get_logger
-from ..core.settings import TrainSettings
+from ..core.presets import resolve_preset
+from ..core.settings import BlendSettings, TokenizeSettings, TrainSettings
 from ..store.io import publish
 from .settings import MainSettings
 
@@ -70,6 +71,20 @@ def default_publish_dir() -> Path:
     return work_dir() if environment() == "kaggle" else SUBMISSIONS
 
 
+def check_inputs(settings: MainSettings) -> None:
+    """Every table and backbone folder the settings name exists and each member resolves to a preset: a
+    SettingsError naming the first that does not, before the main job creates any folder."""
+    for table in [*(settings.train or []), *([settings.test] if settings.test else [])]:
+        if not Path(table).is_file():
+            raise SettingsError(f"TRAIN / TEST: {table} is not a file: attach the table, or pass its path")
+    for model in settings.models:
+        folder = (settings.model_dir or {}).get(model)
+        if folder is not None and not (Path(folder) / "config.json").is_file():
+            raise SettingsError(f"MODEL_DIR[{model!r}] = {folder}: no Hugging Face model folder there (config.json): "
+                                f"attach the backbone, or pass the folder that holds it")
+        resolve_preset(model, {"model_dir": folder})
+
+
 def run_main(settings: MainSettings | None = None, run_dir: str | Path | None = None,
              publish_dir: str | Path | None = None, wheels: str | None = None) -> Path:
     """Run the four notebooks; returns the published submission path.
@@ -88,6 +103,7 @@ def run_main(settings: MainSettings | None = None, run_dir: str | Path | None = 
         >>> run_main(MainSettings.quick())  # doctest: +SKIP
     """
     settings = settings or MainSettings()
+    check_inputs(settings)  # a missing table or backbone folder: one line now, before the run folder exists
     publish_dir = Path(publish_dir) if publish_dir else default_publish_dir()
     common = {"WHEELS": wheels} if wheels else {}
     if Path(publish_dir).exists() and not Path(publish_dir).is_dir():  # fail now, not after the whole job
@@ -109,11 +125,11 @@ def run_main(settings: MainSettings | None = None, run_dir: str | Path | None = 
 
 def _run_notebooks(settings: MainSettings, run_dir: Path, publish_dir: Path, common: dict) -> Path:
     started = time.time()
-    for model in settings.models:
-        params = {"MODEL": model, "N_FOLDS": settings.folds, "MAX_ROWS": settings.max_rows, **common}
-        if model in settings.max_length:
-            params["MAX_LENGTH"] = settings.max_length[model]
-        execute_notebook("01_tokenize", run_dir, params, model)
+    for model in settings.models:  # the notebook's parameters from the stage's own settings, never typed by hand
+        tokenize = TokenizeSettings(model=model, train=settings.train, test=settings.test, n_folds=settings.folds,
+                                    max_rows=settings.max_rows, max_length=settings.max_length.get(model),
+                                    model_dir=(settings.model_dir or {}).get(model))
+        execute_notebook("01_tokenize", run_dir, {**to_parameters(tokenize), **common}, model)
     folds = range(settings.folds) if settings.train_folds is None else settings.train_folds
     for model in settings.models:
         for fold in folds:
@@ -121,8 +137,9 @@ def _run_notebooks(settings: MainSettings, run_dir: Path, publish_dir: Path, com
             params = {"MODEL": model, "FOLD": fold, **to_parameters(recipe), **common}
             execute_notebook("02_train", run_dir, params, f"{model}-fold{fold}")
     execute_notebook("03_infer_two_t4", run_dir, {"SPLITS": ["test", "oof"], **common})
-    execute_notebook("04_blend", run_dir, {"WEIGHTS": settings.weights, "SPACE": settings.space,
-                                           **({"JUDGE_CSV": settings.judge_csv} if settings.judge_csv else {}), **common})
+    blend = BlendSettings(weights=settings.weights, space=settings.space, judge_csv=settings.judge_csv or None,
+                          sample_submission=settings.sample_submission)
+    execute_notebook("04_blend", run_dir, {**to_parameters(blend), **common})
     published = publish(run_dir / "submission.csv", Path(publish_dir) / "submission.csv", "kit main")
     log.info(f"[kit main] done in {(time.time() - started) / 60:.1f} min: {published} "
              f"(report: {run_dir / 'report' / 'report.md'}, executed notebooks: {run_dir / 'notebooks'})")

@@ -10,9 +10,10 @@ from dataclasses import dataclass, fields, replace
 
 from ..core.declare import Settings, arg, same_as
 from ..core.env import default_judges
+from ..core.presets import PRESETS
 from ..core.errors import SettingsError
 from ..core.settings import BlendSettings, InferSettings, TokenizeSettings, TrainSettings
-from ..core.values import parse_caps, parse_hours, parse_members, parse_sample, parse_seeds, parse_weights
+from ..core.values import parse_caps, parse_hours, parse_members, parse_sample, parse_seeds, parse_weights, per_model
 
 __all__ = ["CvSettings", "MainRun", "MainSettings", "PseudoLabelSettings", "SubmitSettings", "PER_MODEL", "WORKFLOW_DEFAULTS"]
 
@@ -33,7 +34,7 @@ WORKFLOW_DEFAULTS = {
 }
 
 # (settings class, field) whose value may be per model ({preset: value}) where the stage takes one value
-PER_MODEL = {("CvSettings", "max_train_rows"), ("MainSettings", "max_length")}
+PER_MODEL = {("CvSettings", "max_train_rows"), ("MainSettings", "max_length"), ("MainSettings", "model_dir")}
 
 
 @dataclass
@@ -177,23 +178,30 @@ class MainSettings(Settings):
     run times and scores of both are in ``docs/results.md``."""
 
     models: list[str] = arg(help="the members", factory=lambda: ["gemma3-270m", "minilm", "lexical"])
-    folds: int = arg(2, "prompt-grouped folds", notebook="N_FOLDS")
+    train: list[str] | None = same_as(TokenizeSettings, "train")
+    test: str | None = same_as(TokenizeSettings, "test")
+    sample_submission: str | None = same_as(BlendSettings, "sample_submission")
+    model_dir: dict | None = arg(None, "{member: backbone folder} where one is not at its preset's path; the member "
+                                       "keeps its preset's recipe (4-bit, LoRA targets)")
+    folds: int = arg(2, "prompt-grouped folds", notebook="N_FOLDS", minimum=2)
     train_folds: list[int] | None = arg(None, "the folds trained; None: every fold. [0]: one fold, whose held-out "
                                               "rows fit the weights (big members in one session)")
     max_rows: int | None = same_as(TokenizeSettings, "max_rows", 400, help="training rows tokenized (the first "
                                    "100 are the real Kaggle rows)")
-    max_length: dict = arg(help="tokens per side, per model", factory=lambda: {"minilm": 128, "smollm2": 128,
-                                                                           "gemma3-270m": 128})
+    max_length: int | dict = arg(help="tokens per sequence (pairwise: per side), one number for every member or "
+                                      "{model: tokens}", factory=lambda: {"minilm": 128, "smollm2": 128, "gemma3-270m": 128})
     # the presets' recipes as measured by scripts/sweep.py (results/sweep/); keys: TrainSettings fields
     recipes: dict = arg(help="TrainSettings fields per model", factory=dict)
     weights: str = same_as(BlendSettings, "weights", "fit")
     space: str = same_as(BlendSettings, "space", "log")
     judge_csv: dict | None = same_as(BlendSettings, "judge_csv", factory=default_judges)
 
-    _lists = ("models",)
+    _lists = ("models", "train")
 
     def __post_init__(self):
         super().__post_init__()
+        self.max_length = per_model("MAX_LENGTH", self.max_length, self.models, int, set(PRESETS))
+        self.model_dir = per_model("MODEL_DIR", self.model_dir, self.models, str, set(PRESETS)) or None
         known = {f.name for f in fields(TrainSettings)}
         for model, given in self.recipes.items():
             unknown = sorted(set(given) - known)
