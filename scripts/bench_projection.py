@@ -26,7 +26,7 @@ from kit.core.files import read_json
 from kit.stages.tokenize import tokenize_stage
 from kit.stages.train import train_stage
 from kit.core.settings import TrainSettings
-from kit.store.io import write_results, write_text
+from kit.store.io import write_benchmark
 from kit.workflows.preflight import timing_parts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,18 +86,14 @@ def main(argv=None) -> None:
         for name in a.members.split(","):
             results.append(measure(name, MEMBERS[name], work, small, large, min(a.rows, len(rows) - a.timed_rows)))
             print(results[-1], flush=True)
-    out = Path(a.out)
-    command = "python scripts/bench_projection.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_results({"command": command, "rows": results}, out.with_suffix(".json"), started)
-    table = pd.DataFrame(results).to_markdown(index=False)
-    write_text(f"# Scoring-time projection against the measured time (CPU)\n\n`{command.strip()}`: each member "
-               f"timed by the infer stage on {a.timed_rows} PandaLM rows, then scoring {a.rows} others. "
-               f"`projected_s`: what `kit submit`'s preflight projects from the small run's record (its load once, "
-               f"then seconds per row and pass); `ratio` = projected / measured. `old_projection_s`: the total "
-               f"time taken as all per row (the record before load and scoring were timed apart). This machine: "
-               f"2 cores, fp32. A projection, not a measurement: rows of other lengths score at other speeds.\n\n"
-               f"{table}\n", out, overwrite=True)
-    print(out.read_text())
+    command = ("python scripts/bench_projection.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    print(write_benchmark(results, a.out, "Scoring-time projection against the measured time (CPU)",
+                          f"each member timed by the infer stage on {a.timed_rows} PandaLM rows, then scoring {a.rows} "
+                          f"others. `projected_s`: what `kit submit`'s preflight projects from the small run's record "
+                          f"(its load once, then seconds per row and pass); `ratio` = projected / measured. "
+                          f"`old_projection_s`: the total time taken as all per row (the record before load and "
+                          f"scoring were timed apart). This machine: 2 cores, fp32. A projection, not a measurement: "
+                          f"rows of other lengths score at other speeds.", command, started))
 
 
 if __name__ == "__main__":

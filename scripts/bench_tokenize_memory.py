@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.store.io import write_results, write_text
+from kit.store.io import write_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
@@ -60,18 +60,16 @@ def main(argv=None) -> None:
         for n in a.rows:
             results.append(_measure(a.model, text_kind, cell, n))
             print(results[-1], flush=True)
-    out = Path(a.out)
-    command = "python scripts/bench_tokenize_memory.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_results({"command": command.strip(), "rows": results}, out.with_suffix(".json"), started)
-    write_text(f"# Peak memory of kit tokenize against its input table\n\n`{command.strip()}`: test tables whose two "
-               f"response cells are about {a.cell_mb} MB each (real PandaLM text, repeated: as written, with its "
-               f"accented and CJK characters, and its ASCII characters alone), tokenized for `{a.model}` in a process "
-               f"of its own; peak resident memory from the process's own VmHWM. `import_baseline_mb`: a process "
-               f"that only imports the kit's command line, pandas and pyarrow. `above_baseline_over_table`: the "
-               f"peak less that baseline, over the file's size (0: the table never raised the peak above what the "
-               f"imports took). The test table is parsed, packed and written chunk by chunk, so the peak does not "
-               f"grow with the table.\n\n{pd.DataFrame(results).to_markdown(index=False)}\n", out, overwrite=True)
-    print(out.read_text())
+    command = ("python scripts/bench_tokenize_memory.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    print(write_benchmark(results, a.out, "Peak memory of kit tokenize against its input table",
+                          f"test tables whose two response cells are about {a.cell_mb} MB each (real PandaLM text, "
+                          f"repeated: as written, with its accented and CJK characters, and its ASCII characters "
+                          f"alone), tokenized for `{a.model}` in a process of its own; peak resident memory from the "
+                          f"process's own VmHWM. `import_baseline_mb`: a process that only imports the kit's command "
+                          f"line, pandas and pyarrow. `above_baseline_over_table`: the peak less that baseline, over "
+                          f"the file's size (0: the table never raised the peak above what the imports took). The "
+                          f"test table is parsed, packed and written chunk by chunk, so the peak does not grow with "
+                          f"the table.", command, started))
 
 
 def _measure(model: str, text_kind: str, cell: str, rows: int) -> dict:

@@ -297,6 +297,17 @@ def write_results(record: dict | list, path, started: float | None = None) -> Pa
     return write_json({**body, "provenance": provenance(started)}, path, overwrite=True)
 
 
+def write_benchmark(rows: list[dict], out, title: str, text: str, command: str, started: float | None = None) -> str:
+    """A benchmark's report: ``out`` (markdown: the title, the command and ``text``, then the rows as a table)
+    and its ``.json`` twin (the command and the rows, with :func:`write_results`' provenance); returns the
+    markdown."""
+    out = Path(out)
+    write_results({"command": command, "rows": rows}, out.with_suffix(".json"), started)
+    markdown = f"# {title}\n\n`{command}`: {text}\n\n{pd.DataFrame(rows).to_markdown(index=False)}\n"
+    write_text(markdown, out, overwrite=True)
+    return markdown
+
+
 def write_text(text: str, path, overwrite: bool = False) -> Path:
     return atomic_write(path, lambda p: p.write_text(text), overwrite)
 
