@@ -37,6 +37,7 @@ MAX_TOKENS = None       # padded tokens per batch; None: 16384 on GPU, 2048 on C
 BUDGET_HOURS = 9.0
 QUANTIZATION = None     # None: the backbone as trained; "8bit" (int8: faster than nf4 on a T4), "4bit" or "none"
 OUT = None              # None: the work dir's submission.csv (/kaggle/working on Kaggle)
+SAMPLE_SUBMISSION = "auto"  # checked against by ids; "auto": the competition's, for its own test; None: no check
 KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
 WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt
 
