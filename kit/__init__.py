@@ -34,7 +34,7 @@ _API = {
     "tokenize_stage": "kit.stages.tokenize", "TokenizeResult": "kit.stages.tokenize",
     "train_stage": "kit.stages.train", "TrainResult": "kit.stages.train",
     "infer_stage": "kit.stages.infer", "infer_isolated": "kit.stages.infer_many", "infer_many": "kit.stages.infer_many", "InferResult": "kit.stages.infer",
-    "blend_stage": "kit.stages.blend",
+    "blend_stage": "kit.stages.blend", "average_models": "kit.stages.average", "AverageResult": "kit.stages.average",
     # workflows
     "cv_stage": "kit.workflows.cv", "submit": "kit.workflows.submit", "SubmitResult": "kit.workflows.submit",
     "pseudo_label": "kit.workflows.pseudo_label", "run_main": "kit.workflows.main",
@@ -45,6 +45,7 @@ _API = {
     # settings and presets
     "TokenizeSettings": "kit.core.settings", "TrainSettings": "kit.core.settings", "TrainRun": "kit.core.settings",
     "PresetOverrides": "kit.core.settings", "InferSettings": "kit.core.settings", "BlendSettings": "kit.core.settings",
+    "AverageSettings": "kit.core.settings",
     "CvSettings": "kit.workflows.settings", "SubmitSettings": "kit.workflows.settings",
     "PseudoLabelSettings": "kit.workflows.settings", "MainSettings": "kit.workflows.settings",
     "from_parameters": "kit.params",

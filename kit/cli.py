@@ -18,8 +18,9 @@ from dataclasses import dataclass, fields
 from .core.errors import KitError
 from .core.log import logger, show_progress
 from .core.declare import arg, field_default
-from .core.settings import BlendSettings, InferSettings, PresetOverrides, TokenizeSettings, TrainRun, TrainSettings
+from .core.settings import AverageSettings, BlendSettings, InferSettings, PresetOverrides, TokenizeSettings, TrainRun, TrainSettings
 from .core.values import comma_list
+from .stages.average import average_models
 from .stages.blend import blend_stage
 from .stages.infer import infer_stage
 from .stages.infer_many import infer_isolated
@@ -36,7 +37,7 @@ from .workflows.submit import submit
 class InferCli:
     """``kit infer``'s command-line-only option."""
 
-    isolate: bool = arg(False, "each model in its own process (--model-dir takes several folders, comma-separated)")
+    isolate: bool = arg(False, "each model in its own process (--trained takes several folders, comma-separated)")
 
 
 def _flag_type(hint):
@@ -105,6 +106,8 @@ STAGES = {
     "tokenize": ("pack train/test tables for one model preset", [TokenizeSettings]),
     "train": ("LoRA-train one model preset on one fold", [TrainRun, TrainSettings, PresetOverrides]),
     "infer": ("predict test or out-of-fold probabilities with trained models", [InferSettings, InferCli]),
+    "average": ("average K trained models of one LoRA member (its folds or seeds) into one model, scored once",
+                [AverageSettings]),
     "blend": ("blend member predictions into submission.csv + report", [BlendSettings]),
     "cv": ("tokenize -> train -> infer -> blend, fold by fold, on any labelled table", [CvSettings]),
     "main": ("the main job: the four notebooks on the embedded defaults", [MainRun]),
@@ -143,15 +146,17 @@ def _run(stage: str, a: argparse.Namespace) -> None:
             print(f"wrote {res.out_dir}")
     elif stage == "infer":
         s = _settings(a, InferSettings)
-        dirs = comma_list(s.model_dir) or [None]  # None: infer_stage names the missing flag
+        dirs = comma_list(s.trained) or [None]  # None: infer_stage names the missing flag
         if s.out and len(dirs) > 1:
-            raise KitError("--out names one file: pass one --model-dir with it")
-        for model_dir in dirs:
-            one = {**s.to_dict(), "model_dir": model_dir}
+            raise KitError("--out names one file: pass one --trained with it")
+        for trained in dirs:
+            one = {**s.to_dict(), "trained": trained}
             if a.isolate:
                 infer_isolated(**one)
             else:
                 infer_stage(**one)
+    elif stage == "average":
+        print(f"wrote {average_models(**_settings(a, AverageSettings).to_dict()).out_dir}")
     elif stage == "blend":
         res = blend_stage(**_settings(a, BlendSettings).to_dict())
         print(res.report)

@@ -53,6 +53,7 @@ MAX_EVAL_ROWS = None
 SEED = 42
 OVERWRITE = False       # an existing trained output is an error unless True
 RESUME = True           # a killed run resumes from its last complete checkpoint (same arguments only)
+BUDGET_HOURS = 9.0      # stop before the model loads when the training time projected by arithmetic exceeds this
 KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
 WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt
 

@@ -24,8 +24,9 @@
 # A runtime projection after the first batches warns when the run would exceed the budget.
 
 # %% tags=["parameters"]
-MODEL_DIRS = None       # train-stage outputs; None: every one under the work dir: models/
-MODELS = None           # with MODEL_DIRS:None: only these presets, e.g. ["gemma2-9b"]
+TRAINED = None          # train-stage outputs (a list); None: every one under the work dir: models/
+MODELS = None           # with TRAINED = None: only these presets, e.g. ["gemma2-9b"]
+MODEL_DIR = None        # the backbone's folder, where it is not where it was at training time
 SPLITS = ["test", "oof"]
 TOKENIZED = None        # None: the cache each model trained on (Kaggle: tokenize the hidden test first)
 DEVICES = None          # None: every visible GPU (cuda:0, cuda:1), else the CPU
@@ -49,9 +50,9 @@ kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where 
 from kit.ops.devices import visible_devices
 from kit.stages.infer_many import infer_many
 
-options = kit.from_parameters(kit.InferSettings, globals(), extra=("MODEL_DIRS", "MODELS", "SPLITS", "ISOLATE",
+options = kit.from_parameters(kit.InferSettings, globals(), extra=("TRAINED", "MODELS", "SPLITS", "ISOLATE",
                                                                    "KIT_DIR", "WHEELS"))  # a misspelt name fails here
-model_dirs = MODEL_DIRS or kit.trained_outputs(models=MODELS)
+model_dirs = TRAINED or kit.trained_outputs(models=MODELS)
 print("devices:", options.devices or visible_devices(), "| models:", [str(m) for m in model_dirs])
 summary = infer_many(model_dirs, SPLITS, isolate=ISOLATE, settings=options)
 summary

@@ -18,9 +18,13 @@
 # Attach the training session's output (model folders, any number of members and folds,
 # and its `report/blend.json`), the kit and its wheels. This notebook tokenizes the hidden
 # `test.csv` once per member — exactly as each member was tokenized for training — scores
-# it with every model (one process per model, both T4s each), blends with the saved blend
-# (or the paper's weights), and writes `/kaggle/working/submission.csv`. Nothing is written
-# under `/kaggle/input`; each run works in a fresh `/kaggle/working/submit/<time>/` folder.
+# it with every model (one process per model, both T4s each), cheapest member first, blends
+# with the saved blend (or the paper's weights), and writes `/kaggle/working/submission.csv`.
+# It cannot time out: a valid submission is written once the first member is scored and
+# refined as each finishes; a model that would not end before `BUDGET_HOURS` (less a margin)
+# is left out, and the output below names it. `AVERAGE_FOLDS = True` scores each LoRA member
+# once (its folds' weights averaged). Nothing is written under `/kaggle/input`; each run works
+# in a fresh `/kaggle/working/submit/<time>/` folder.
 
 # %% tags=["parameters"]
 MODEL_ROOTS = None      # folders holding trained models; None: every attached dataset (/kaggle/input)
@@ -29,12 +33,13 @@ WEIGHTS = "auto"        # "auto" (the saved blend.json if found, else "paper") |
                         # | "fit": fitted on the held-out rows the members share (each trained on one fold of one split)
 SPACE = "prob"          # with weights other than a saved blend's: average probabilities ("prob") or log-probabilities
 BLEND_JSON = None       # the saved blend to apply; None: the one found under MODEL_ROOTS
-BASE_MODEL_DIRS = None  # {"gemma2-9b": "/kaggle/input/..."} where a backbone is attached elsewhere than in training
+MODEL_DIR = None        # {"gemma2-9b": "/kaggle/input/..."}: a backbone attached elsewhere than in training
 DEVICES = None          # None: every visible GPU, else the CPU
 ISOLATE = None          # None: each model in its own process when on GPU
 TTA = True              # swap TTA for joint-head models
 MAX_TOKENS = None       # padded tokens per batch; None: 16384 on GPU, 2048 on CPU
-BUDGET_HOURS = 9.0
+BUDGET_HOURS = 9.0      # the session's hours: scoring stops in time to keep a valid submission
+AVERAGE_FOLDS = False   # True: each LoRA member's fold models averaged into one model, scored once
 QUANTIZATION = None     # None: the backbone as trained; "8bit" (int8: faster than nf4 on a T4), "4bit" or "none"
 OUT = None              # None: the work dir's submission.csv (/kaggle/working on Kaggle)
 SAMPLE_SUBMISSION = "auto"  # checked against by ids; "auto": the competition's, for its own test; None: no check
@@ -51,7 +56,7 @@ kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where 
 settings = kit.from_parameters(kit.SubmitSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
 result = kit.submit(**settings.to_dict())
 {"submission": str(result.submission), "minutes": round(result.seconds / 60, 1), "blend": result.weights,
- "members": {name: len(dirs) for name, dirs in result.members.items()}}
+ "members": {name: len(dirs) for name, dirs in result.members.items()}, "left_out": result.left_out}
 
 # %%
 from kit.store.io import read_csv_keeping_ids

@@ -35,6 +35,7 @@ MAX_LENGTH = {}         # tokens: one number for every member (e.g. 1024), or pe
 RECIPES = {}            # training settings per model, e.g. {"llama3-8b": {"max_steps": 400}}
 WEIGHTS = "fit"         # "fit" (on the held-out rows) | "paper" | "equal" | "stack" | [w1, ...]
 SPACE = "log"           # "log" (geometric mean) | "prob" (arithmetic mean)
+BUDGET_HOURS = 9.0      # the session's hours: a member's training projected past what is left stops before it loads
 KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
 WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt
 

@@ -112,7 +112,7 @@ def nested_neural(cv: Path, name: str, ids: np.ndarray, folds: np.ndarray, work:
             if not done(lambda: check_trained(pair / "model")):
                 subprocess.run(kit + ["train", "--model", name, "--fold", "full", "--tokenized",
                                       str(pair / "tokenized"), "--out", str(pair / "model")], check=True)
-            subprocess.run(kit + ["infer", "--model-dir", str(pair / "model"), "--split", "test", "--overwrite"],
+            subprocess.run(kit + ["infer", "--trained", str(pair / "model"), "--split", "test", "--overwrite"],
                            check=True)
         scored = read_csv_keeping_ids(predictions).set_index("id")[["p_a", "p_b", "p_tie"]]
         for a, b in ((k, j), (j, k)):

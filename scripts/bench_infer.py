@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kit.core.metrics import softmax  # noqa: E402
+from kit.ops import compute  # noqa: E402
 from kit.store.io import write_results  # noqa: E402
 from kit.ops.devices import DEFAULT_MAX_TOKENS  # noqa: E402
 from kit.ops.batching import length_sorted_batches, pad_batch
@@ -68,13 +69,10 @@ def bert_flops(config, batches_shapes) -> float:
 
 
 def cpu_peak_flops() -> tuple[float, str]:
+    """This CPU's fp32 peak as the kit's time projection counts it (:func:`kit.ops.compute.cpu_peak_flops`)."""
     cores = os.cpu_count() or 1
-    mhz = []
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("cpu MHz"):
-            mhz.append(float(line.split(":")[1]))
-    ghz = (max(mhz) if mhz else 2000.0) / 1000
-    return cores * ghz * 1e9 * 32, f"{cores} cores x {ghz:.2f} GHz x 32 FLOP/cycle (AVX2 FMA, fp32)"
+    peak = compute.cpu_peak_flops(cores)
+    return peak, f"{cores} cores x {peak / cores / 32e9:.2f} GHz x 32 FLOP/cycle (AVX2 FMA, fp32)"
 
 
 def timed(fn):

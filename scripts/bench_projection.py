@@ -39,7 +39,7 @@ def _timing(predictions: Path) -> dict:
 
 
 def _infer(model: Path, out: Path, *more) -> Path:
-    subprocess.run([sys.executable, "-m", "kit", "infer", "--model-dir", str(model), "--split", "test", "--out",
+    subprocess.run([sys.executable, "-m", "kit", "infer", "--trained", str(model), "--split", "test", "--out",
                     str(out), *map(str, more)], check=True, capture_output=True)
     return out
 

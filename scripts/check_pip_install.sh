@@ -20,7 +20,7 @@ ROOT="$ROOT" "$PY" -c "import kit, os; assert not kit.__file__.startswith(os.env
 "$PY" -m kit tokenize --model lexical --train "$ROOT/data/pandalm/pandalm_kaggle.csv" --test "$ROOT/data/kaggle/test.csv" \
   --max-rows 200 --folds 2 --out tok
 "$PY" -m kit train --model lexical --fold 0 --tokenized tok --out model
-"$PY" -m kit infer --model-dir model --split test
+"$PY" -m kit infer --trained model --split test
 COMMIT=$(git -C "$ROOT" rev-parse HEAD)
 for manifest in tok/manifest.json model/manifest.json model/predictions/test.manifest.json; do
   "$PY" - "$manifest" "$COMMIT" <<'EOF'

@@ -40,6 +40,13 @@ def kit(code_root: Path, *args, cwd: Path) -> None:
         raise SystemExit(f"kit {' '.join(map(str, args[:2]))} failed under {code_root}:\n{proc.stderr[-3000:]}")
 
 
+def kit_help(code_root: Path, stage: str) -> str:
+    """``python -m kit STAGE --help`` of the kit under ``code_root``."""
+    env = {**os.environ, "PYTHONPATH": str(code_root)}
+    return subprocess.run([sys.executable, "-m", "kit", stage, "--help"], env=env, capture_output=True,
+                          text=True).stdout
+
+
 def probs(path: Path) -> np.ndarray:
     return pd.read_csv(path, dtype={"id": str})[PROBS].to_numpy(dtype=np.float64)
 
@@ -72,7 +79,9 @@ def main() -> int:
             model = work / f"{label}-{name}"
             kit(code, "train", "--model", name, "--fold", "0", "--tokenized", cache, "--out", model, "--seed", "7",
                 *recipe["train"], cwd=work)
-            kit(code, "infer", "--model-dir", model, "--split", "test", cwd=work)
+            # the trained-model flag was --model-dir before the backbone took that name
+            flag = "--trained" if "--trained" in kit_help(code, "infer") else "--model-dir"
+            kit(code, "infer", flag, model, "--split", "test", cwd=work)
             scored[label] = {"oof": probs(model / "oof.csv"), "test": probs(model / "predictions" / "test.csv")}
         for split in ("oof", "test"):
             a, b = scored["before"][split], scored["after"][split]

@@ -45,6 +45,7 @@ def outputs_of(executed: Path) -> tuple[str, list[str]]:
                 text.append("".join(out["text"]))
             kinds += list(out.get("data", {}))
             text.append("".join(out.get("data", {}).get("text/html", "")))
+            text.append("".join(out.get("data", {}).get("text/plain", "")))
     return "\n".join(text), kinds
 
 

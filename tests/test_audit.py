@@ -257,7 +257,7 @@ def test_a_quick_member_is_projected_from_its_scoring_not_its_loading(tmp_path, 
     assert project_scoring_hours({"lexical": dirs[:1]}, 200_000, ["cpu"], tta=True, budget_hours=9) is None
     assert "timed on 3 rows only" in capsys.readouterr().out
     # the held-out fold, timed as a session does it: in a process of its own, which loads the model afresh
-    proc = run_kit("infer", "--model-dir", dirs[0], "--split", "oof", "--no-reuse-train-scores", "--overwrite")
+    proc = run_kit("infer", "--trained", dirs[0], "--split", "oof", "--no-reuse-train-scores", "--overwrite")
     assert proc.returncode == 0, proc.stderr[-2000:]
     timing = recorded_timing(dirs[0])
     assert timing["rows"] >= 100 and timing["load_seconds"] > 0

@@ -1,5 +1,6 @@
-"""The audit's two benchmark scripts run end to end at toy scale and write what their committed results
-hold: the projection against the measured time, and tokenize's peak memory against its table."""
+"""The benchmark scripts run end to end at toy scale and write what their committed results hold: the
+projection against the measured time, tokenize's peak memory against its table, fold averaging against the
+folds' mean prediction, and the CPU calibration of the arithmetic projection."""
 import json
 import subprocess
 import sys
@@ -29,3 +30,26 @@ def test_the_memory_benchmark_reads_each_runs_own_peak(tmp_path):
     rows = json.loads((tmp_path / "m.json").read_text())["rows"]
     assert [(r["text"], r["rows"]) for r in rows] == [("as written", 3), ("ASCII", 3)]
     assert all(r["peak_rss_mb"] >= r["import_baseline_mb"] > 50 for r in rows)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    from kit.ops.tiny import make_tiny_backbone
+    return make_tiny_backbone("llama", tmp_path_factory.mktemp("bench") / "llama", pad_token=False)
+
+
+def test_the_fold_average_benchmark_compares_one_averaged_model_with_the_folds(tmp_path, tiny_llama):
+    _run("bench_fold_average.py", "--model", "llama3-8b", "--model-dir", tiny_llama, "--rows", "80", "--folds", "2",
+         "--rows-per-fold", "16", "--max-steps", "2", "--max-length", "64", "--out", tmp_path / "f.md")
+    rows = {r["method"]: r for r in json.loads((tmp_path / "f.json").read_text())["rows"]}
+    assert set(rows) == {"fold 0 alone", "fold 1 alone", "mean of 2 models' probabilities", "averaged model"}
+    assert rows["averaged model"]["scorings"] == 1 and rows["mean of 2 models' probabilities"]["scorings"] == 2
+    assert (tmp_path / "f.png").stat().st_size > 0 and "paired bootstrap" in (tmp_path / "f.md").read_text()
+
+
+def test_the_compute_calibration_measures_a_share_of_the_cpu_peak(tmp_path, tiny_llama):
+    _run("bench_compute.py", "--members", "llama3-8b", "--model-dir", tiny_llama, "--rows", "8", "--steps", "2",
+         "--out", tmp_path / "c.md")
+    rows = {r["member"]: r for r in json.loads((tmp_path / "c.json").read_text())["rows"]}
+    assert 0 < rows["llama3-8b"]["train_share_of_peak"] < 1 and 0 < rows["llama3-8b"]["score_share_of_peak"] < 1
+    assert rows["min"]["train_share_of_peak"] == rows["llama3-8b"]["train_share_of_peak"]

@@ -47,7 +47,7 @@ def _commands(root: Path) -> dict:
         "train": ["train", "--model", "lexical", "--fold", "0", "--tokenized", root / "tok", "--out", fold0,
                   "--seed", "7", "--overwrite"],
         "train-fresh": ["train", "--model", "lexical", "--fold", "0", "--tokenized", root / "tok", "--out", fold0],
-        "infer": ["infer", "--model-dir", fold0, "--split", "test", "--overwrite"],
+        "infer": ["infer", "--trained", fold0, "--split", "test", "--overwrite"],
         "blend": ["blend", "--members", f"lexical={fold0},{fold1}", "--weights", "fit", "--out",
                   root / "submission.csv", "--report-dir", root / "report", "--sample-submission", "none",
                   "--overwrite"],

@@ -16,3 +16,9 @@ def test_the_gpu_check_dry_run_passes(tmp_path):
     assert {r["model"].split(" ")[0] for r in record["rows"]} == {"gemma2-9b", "llama3-8b"}
     assert all(r["two_shard_max_diff"] <= 1e-5 for r in record["rows"])
     assert "all checks passed" in (tmp_path / "gpu-dry-run.md").read_text()
+    # the 4-bit-trained adapters scored in each precision, and the projection's factor measured on the device
+    four_bit = [r for r in record["rows"] if "4-bit" in r["model"]]
+    assert all(r[f"score_{q}_rows_per_s"] > 0 for r in four_bit for q in ("4bit", "8bit", "none"))
+    calibration = record["calibration"]
+    assert calibration["device"] == "cpu" and 0 < calibration["train_share_of_peak"] < 1
+    assert 0 < calibration["score_share_of_peak"] < 1

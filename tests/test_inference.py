@@ -94,13 +94,13 @@ def test_swap_tta_is_equivariant(trained_minilm, tmp_path):
 def test_oof_split_and_cli_isolated(trained_minilm, tmp_path):
     model_dir, tok, _ = trained_minilm
     out = tmp_path / "oof.csv"
-    proc = run_kit("infer", "--model-dir", model_dir, "--split", "oof", "--out", out, "--isolate", "--no-tta")
+    proc = run_kit("infer", "--trained", model_dir, "--split", "oof", "--out", out, "--isolate", "--no-tta")
     assert proc.returncode == 0, proc.stderr[-2000:]
     oof = read_csv_keeping_ids(out)
     fold0 = pd.read_parquet(tok / "train.parquet").query("fold == 0")
     assert oof["id"].tolist() == fold0["id"].tolist() and oof["label"].tolist() == fold0["label"].tolist()
     assert "p_a_swap" not in oof
-    again = run_kit("infer", "--model-dir", model_dir, "--split", "oof", "--out", out)
+    again = run_kit("infer", "--trained", model_dir, "--split", "oof", "--out", out)
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
@@ -119,7 +119,7 @@ def test_infer_notebook_executes_headless(trained_minilm, tmp_path):
     import papermill
     model_dir, _, _ = trained_minilm
     papermill.execute_notebook(str(ROOT / "notebooks" / "03_infer_two_t4.ipynb"), str(tmp_path / "nb.ipynb"),
-                               parameters={"MODEL_DIRS": [str(model_dir)], "OVERWRITE": True},
+                               parameters={"TRAINED": [str(model_dir)], "OVERWRITE": True},
                                cwd=str(tmp_path), progress_bar=False)
     assert (model_dir / "predictions" / "test.csv").exists() and (model_dir / "predictions" / "oof.csv").exists()
 

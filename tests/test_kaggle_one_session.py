@@ -52,5 +52,8 @@ def test_one_session_trains_and_submits(kaggle, tmp_path):
                         "02_train-llama3-8b-fold0.ipynb", "03_infer_two_t4.ipynb", "04_blend.ipynb"]
     text, kinds = outputs_of(run / "notebooks" / "02_train-llama3-8b-fold0.ipynb")
     assert "train: 100%" in text and "<progress" not in text and WIDGET not in kinds
+    # the training time, projected by arithmetic before the model loaded, for this machine and Kaggle's 2x T4
+    assert "projected by arithmetic" in text and "h on 2x Tesla T4" in text
     text, _ = outputs_of(notebook)
     assert str(working / "submission.csv") in text
+    assert "[kit train] llama3-8b" in text and "h on 2x Tesla T4" in text  # 07 shows each training's projection

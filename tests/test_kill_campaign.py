@@ -28,7 +28,7 @@ def test_random_kills_lose_nothing(tmp_path):
                "--max-rows", "200", "--out", tok, "--overwrite"]]
     stages += [["train", "--model", "lexical", "--fold", str(k), "--tokenized", tok, "--out", models / f"fold{k}",
                 "--overwrite"] for k in range(2)]
-    stages += [["infer", "--model-dir", models / f"fold{k}", "--split", split, "--overwrite"]
+    stages += [["infer", "--trained", models / f"fold{k}", "--split", split, "--overwrite"]
                for k in range(2) for split in ("oof", "test")]
     stages += [["blend", "--members", f"lexical={models / 'fold0'},{models / 'fold1'}", "--weights", "fit",
                 "--out", tmp_path / "submission.csv", "--report-dir", tmp_path / "report", "--sample-submission",

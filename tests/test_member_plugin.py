@@ -115,6 +115,6 @@ def test_a_member_type_of_ones_own_goes_through_every_stage(tmp_path, monkeypatc
     np.testing.assert_allclose(pd.read_csv(iso)[["p_a", "p_b", "p_tie"]], direct[["p_a", "p_b", "p_tie"]], atol=1e-12)
     # without the entry point the child cannot know the type: one clear line, no traceback
     monkeypatch.setenv("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-m", "kit", "infer", "--model-dir", dirs[0], "--out", tmp_path / "x.csv"],
+    proc = subprocess.run([sys.executable, "-m", "kit", "infer", "--trained", dirs[0], "--out", tmp_path / "x.csv"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "unknown member type 'length'" in proc.stderr and "Traceback" not in proc.stderr

@@ -292,7 +292,7 @@ def test_predictions_of_an_earlier_training_run_are_never_blended(tmp_path):
                    overwrite=True)
     with pytest.raises(ValueError, match="splits its rows differently .*seed: 42 then, 7 now"):
         infer_stage(dirs[1], "oof", overwrite=True)
-    proc = run_kit("infer", "--model-dir", dirs[1], "--split", "oof", "--overwrite")
+    proc = run_kit("infer", "--trained", dirs[1], "--split", "oof", "--overwrite")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "training rows" in proc.stderr
 
 

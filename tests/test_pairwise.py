@@ -95,7 +95,7 @@ def test_decoder_pairwise_head_is_swap_equivariant_with_padding(pair_cache):
 
 def test_trained_pairwise_model_reloads_in_a_fresh_process_to_its_oof(trained_pair):
     """adapter + both heads saved by the Trainer path reload exactly (the infer stage reloads)."""
-    proc = run_kit("infer", "--model-dir", trained_pair.out_dir, "--split", "oof",
+    proc = run_kit("infer", "--trained", trained_pair.out_dir, "--split", "oof",
                    "--out", trained_pair.out_dir / "oof_again.csv")
     assert proc.returncode == 0, proc.stderr[-2000:]
     again = read_csv_keeping_ids(trained_pair.out_dir / "oof_again.csv").set_index("id")

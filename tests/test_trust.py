@@ -51,7 +51,7 @@ def test_a_pickle_in_a_model_folder_never_runs(lexical_models, tmp_path, capsys,
     model = lexical_models[0]
     (model / "adapter" / name).write_bytes(pickle.dumps(_Payload(marker)))
     _revouch(model)
-    line = _kit(capsys, "infer", "--model-dir", model, "--split", "test", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", model, "--split", "test", "--overwrite")
     assert f"refusing to load a {Path(name).suffix} file" in line and name in line
     line = _kit(capsys, "submit", "--model-roots", model.parent, "--test", KAGGLE_TEST, "--work", tmp_path / "w",
                 "--out", tmp_path / "s.csv", "--weights", "equal")
@@ -70,7 +70,7 @@ def test_an_edited_oof_csv_is_not_reused(lexical_models, capsys):
     oof = pd.read_csv(model / "oof.csv", dtype={"id": str})
     oof.loc[:, ["p_a", "p_b", "p_tie"]] = oof[["p_a", "p_b", "p_tie"]].to_numpy()[:, [2, 0, 1]]  # still valid rows
     oof.to_csv(model / "oof.csv", index=False)
-    line = _kit(capsys, "infer", "--model-dir", model, "--split", "oof", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", model, "--split", "oof", "--overwrite")
     assert "oof.csv changed after its stage wrote it" in line and "--no-reuse-train-scores" in line
 
 
@@ -80,7 +80,7 @@ def test_files_swapped_between_folds_are_refused(lexical_models, capsys):
         (fold0 / name).rename(fold0.parent / f"tmp-{name}")
         (fold1 / name).rename(fold0 / name)
         (fold0.parent / f"tmp-{name}").rename(fold1 / name)
-    line = _kit(capsys, "infer", "--model-dir", fold0, "--split", "oof", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", fold0, "--split", "oof", "--overwrite")
     assert "come from different training runs" in line and "run id" in line and "fold 1" in line
 
 
@@ -124,7 +124,7 @@ def test_broken_records_are_one_line_naming_the_file(lexical_models, tmp_path, c
     assert "config.json does not describe a trained model" in line
     (fold0 / "config.json").write_text("{not json")
     _revouch(fold0)
-    line = _kit(capsys, "infer", "--model-dir", fold0, "--split", "test", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", fold0, "--split", "test", "--overwrite")
     assert f"{fold0 / 'config.json'} is not readable JSON" in line
     (fold0 / "config.json").write_text(json.dumps(config))
     _revouch(fold0)
@@ -139,17 +139,17 @@ def test_broken_records_are_one_line_naming_the_file(lexical_models, tmp_path, c
 
 def test_a_trained_folder_or_a_cache_of_another_member_type_is_named(lexical_models, tmp_path, capsys):
     line = _kit(capsys, "tokenize", "--model", lexical_models[0], "--train", PANDALM, "--out", tmp_path / "t")
-    assert "is a trained model" in line and "--model-dir" in line
+    assert "is a trained model" in line and "--trained" in line
     from kit.stages.tokenize import tokenize_stage
     tokenize_stage("minilm", [PANDALM], "", max_rows=40, n_folds=2, max_length=64, out=tmp_path / "minilm")
     capsys.readouterr()  # the packing's progress bar
-    line = _kit(capsys, "infer", "--model-dir", lexical_models[0], "--split", "oof", "--tokenized",
+    line = _kit(capsys, "infer", "--trained", lexical_models[0], "--split", "oof", "--tokenized",
                 tmp_path / "minilm", "--out", tmp_path / "p.csv")
     assert "tokenized for the 'pairwise' member type" in line and "trained as 'lexical'" in line
 
 
 def test_isolated_inference_of_a_missing_model_is_one_line_in_the_parent(tmp_path):
-    proc = run_kit("infer", "--model-dir", tmp_path / "nope", "--isolate")
+    proc = run_kit("infer", "--trained", tmp_path / "nope", "--isolate")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "CalledProcessError" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: kit infer for")
 
@@ -357,20 +357,20 @@ def test_an_edited_config_in_an_attached_model_stops_submit_in_preflight(lexical
     assert "this attached dataset is damaged: re-create it in the session that trained it" in line
     assert "--overwrite" not in line and not (tmp_path / "s.csv").exists()
     # the same folder where it can be rewritten: the advice is the rerun
-    line = _kit(capsys, "infer", "--model-dir", lexical_models[0], "--split", "test", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", lexical_models[0], "--split", "test", "--overwrite")
     assert "config.json changed after its stage wrote it" in line and "rerun the train stage into it" in line
 
 
 def test_a_missing_file_is_named_missing_not_changed(lexical_models, capsys):
     (lexical_models[0] / "adapter" / "lexical.npz").unlink()
-    line = _kit(capsys, "infer", "--model-dir", lexical_models[0], "--split", "test", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", lexical_models[0], "--split", "test", "--overwrite")
     assert f"{lexical_models[0] / 'adapter' / 'lexical.npz'} is missing although its stage wrote it" in line
 
 
 def test_an_incomplete_manifest_is_never_read(lexical_models, capsys):
     manifest = json.loads((lexical_models[0] / MANIFEST).read_text())
     (lexical_models[0] / MANIFEST).write_text(json.dumps({**manifest, "complete": False}))
-    line = _kit(capsys, "infer", "--model-dir", lexical_models[0], "--split", "test", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", lexical_models[0], "--split", "test", "--overwrite")
     assert "does not say complete" in line
 
 
@@ -384,7 +384,7 @@ def test_an_object_array_in_the_lexical_npz_never_runs(lexical_models, tmp_path,
     planted[0] = _Payload(marker)
     np.savez(model / "adapter" / "lexical.npz", **arrays, planted=planted)
     _revouch(model)
-    line = _kit(capsys, "infer", "--model-dir", model, "--split", "test", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", model, "--split", "test", "--overwrite")
     assert "the lexical model is unreadable" in line and not marker.exists()
 
 
@@ -397,11 +397,11 @@ def test_a_deeply_nested_json_anywhere_is_one_line_naming_it(lexical_models, tmp
     config = (model / "config.json").read_bytes()
     (model / "config.json").write_text(_deep())
     _revouch(model)
-    line = _kit(capsys, "infer", "--model-dir", model, "--split", "test", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", model, "--split", "test", "--overwrite")
     assert f"{model / 'config.json'} is not readable JSON (nested too deeply" in line
     (model / "config.json").write_bytes(config)
     (model / MANIFEST).write_text(_deep())
-    line = _kit(capsys, "infer", "--model-dir", model, "--split", "test", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", model, "--split", "test", "--overwrite")
     assert f"{model / MANIFEST} is not readable JSON (nested too deeply" in line
     # discovery names the folder and leaves it out; the other fold is submitted
     assert main(["submit", "--model-roots", str(model.parent), "--test", str(KAGGLE_TEST), "--work", str(tmp_path / "w"),
@@ -427,7 +427,7 @@ def test_links_and_giant_files_in_a_model_folder_are_refused_before_hashing(lexi
     outside.mkdir()
     (outside / "payload.pkl").write_bytes(pickle.dumps(_Payload(tmp_path / "ran")))
     (model / "adapter" / "more").symlink_to(outside, target_is_directory=True)
-    line = _kit(capsys, "infer", "--model-dir", model, "--split", "test", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", model, "--split", "test", "--overwrite")
     assert f"{model / 'adapter' / 'more'} is a symbolic link" in line
     (model / "adapter" / "more").unlink()
     giant = tmp_path / "giant.csv"
@@ -435,14 +435,14 @@ def test_links_and_giant_files_in_a_model_folder_are_refused_before_hashing(lexi
         f.truncate(1 << 30)  # sparse: 1 GiB that would take ~30 s to hash
     (model / "oof.csv").rename(tmp_path / "oof.csv")
     (model / "oof.csv").symlink_to(giant)
-    line = _kit(capsys, "infer", "--model-dir", model, "--split", "oof", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", model, "--split", "oof", "--overwrite")
     assert f"{model / 'oof.csv'} is a symbolic link" in line
     (model / "oof.csv").unlink()
     import shutil
     shutil.copyfile(tmp_path / "oof.csv", model / "oof.csv")
     with open(model / "oof.csv", "r+b") as f:
         f.truncate(1 << 30)
-    line = _kit(capsys, "infer", "--model-dir", model, "--split", "oof", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", model, "--split", "oof", "--overwrite")
     assert f"{model / 'oof.csv'} changed after its stage wrote it" in line and f"{1 << 30} now" in line
     assert not (tmp_path / "ran").exists()
 
@@ -452,7 +452,7 @@ def test_pickle_bytes_under_a_safetensors_name_are_named_not_blamed_on_the_disk(
     model = lexical_models[0]
     (model / "adapter" / "adapter_model.safetensors").write_bytes(pickle.dumps(_Payload(marker)))
     _revouch(model)
-    line = _kit(capsys, "infer", "--model-dir", model, "--split", "test", "--overwrite")
+    line = _kit(capsys, "infer", "--trained", model, "--split", "test", "--overwrite")
     assert f"{model / 'adapter' / 'adapter_model.safetensors'} is not a safetensors file" in line
     assert "disk full" not in line and not marker.exists()
 

@@ -42,3 +42,11 @@ class SubmissionError(KitError):
 
 class SubmitError(KitError):
     """``kit submit`` cannot go on (no models, ambiguous blends, missing test table)."""
+
+
+class BudgetError(KitError):
+    """A run whose projected time exceeds its budget, stopped before it spends any."""
+
+
+class DeadlineReached(KitError):
+    """A scoring run stopped at (or projected past) its deadline; it wrote nothing."""

@@ -164,7 +164,7 @@ def resolve_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Pre
         preset = PRESETS[name]
     elif (Path(name) / "adapter").is_dir() and (Path(name) / "manifest.json").is_file():
         raise PresetError(f"{name} is a trained model (a train-stage output), not a backbone: score it with "
-                          f"`python -m kit infer --model-dir {name}`, or pass a preset {sorted(PRESETS)} or a Hugging "
+                          f"`python -m kit infer --trained {name}`, or pass a preset {sorted(PRESETS)} or a Hugging "
                           f"Face backbone folder as --model")
     elif (Path(name) / "config.json").exists():
         preset = folder_preset(name)

@@ -16,7 +16,7 @@ from .errors import SettingsError
 from .presets import QUANTIZATIONS
 from .values import comma_list, parse_fold, parse_hours, parse_members, parse_sample, parse_weights
 
-__all__ = ["BlendSettings", "InferSettings", "PresetOverrides", "TokenizeSettings", "TrainRun", "TrainSettings"]
+__all__ = ["AverageSettings", "BlendSettings", "InferSettings", "PresetOverrides", "TokenizeSettings", "TrainRun", "TrainSettings"]
 
 
 # -- presets -----------------------------------------------------------------------------------
@@ -117,6 +117,9 @@ class TrainRun(Settings):
     overwrite: bool = arg(False, "replace a finished run in --out (its predictions/ are removed: they are stale)")
     resume: bool = arg(True, "resume a killed run from its last complete checkpoint (same arguments only); "
                              "--no-resume deletes them and starts afresh")
+    budget_hours: float | None = arg(9.0, "stop before the backbone loads when the training time projected by "
+                                          "arithmetic for these devices exceeds this (Kaggle: 9); none: no check",
+                                     cli_type=parse_hours, above=0)
 
 
 @dataclass
@@ -157,7 +160,8 @@ class TrainSettings(Settings):
 class InferSettings(Settings):
     """Stage 3: score test rows (or a model's held-out fold) with one trained model."""
 
-    model_dir: str | None = arg(None, "a train-stage output folder (required)")
+    trained: str | None = arg(None, "a train-stage output folder (required; kit infer --isolate: several, "
+                                    "comma-separated)", notebook=None)
     split: str = arg("test", "test rows, or the model's held-out (out-of-fold) training rows: test | oof")
     tokenized: str | None = arg(None, "the stage-1 cache; default: the one the model trained on")
     out: str | None = arg(None, "default <model-dir>/predictions/<split>.csv")
@@ -168,21 +172,38 @@ class InferSettings(Settings):
     budget_hours: float | None = arg(9.0, "warn when the projected time for the whole split exceeds this (Kaggle: "
                                           "9); none: no projection", cli_type=parse_hours, above=0)
     overwrite: bool = arg(False, "replace existing predictions instead of refusing")
-    base_model_dir: str | None = arg(None, "the backbone's folder when it is not where it was at training time")
+    model_dir: str | None = arg(None, "the backbone's folder, where it is not where it was at training time")
     quantization: str | None = arg(None, "how the backbone is loaded to score: 4bit (nf4), 8bit (int8: the medal "
                                          "solutions scored in 8-bit what they trained in 4-bit, faster on a T4) or "
                                          "none (full precision); default: as trained")
     reuse_train_scores: bool = arg(True, "out-of-fold rows: take the train stage's scores (oof.csv) where they are "
                                          "exactly what scoring would give; --no-reuse-train-scores always scores",
                                    notebook=None)
+    ids: list[str] | None = arg(None, "score only these test ids, in the table's order (kit submit's swap pass over "
+                                      "its least certain rows); default: every row", notebook=None)
+    deadline: float | None = arg(None, "a time (seconds since the epoch) by which scoring must end: past it, or "
+                                       "projected past it, the run stops and writes nothing (kit submit's deadline)",
+                                 notebook=None)
 
-    _lists = ("devices",)
+    _lists = ("devices", "ids")
 
     def __post_init__(self):
         super().__post_init__()
         if self.quantization is not None and self.quantization not in QUANTIZATIONS:
             raise SettingsError(f"--quantization / QUANTIZATION / quantization {self.quantization!r}: choose one of "
                                 f"{list(QUANTIZATIONS)} (default: as trained)")
+
+
+# -- fold / seed averaging ------------------------------------------------------------------------
+@dataclass
+class AverageSettings(Settings):
+    """K trained models of one LoRA member averaged into one model, scored once (kit.stages.average)."""
+
+    model_dirs: list[str] | None = arg(None, "two or more train-stage outputs of one member (its folds or seeds)")
+    out: str | None = arg(None, "the averaged model's folder; default <work>/models/<preset>/average")
+    overwrite: bool = arg(False, "replace an averaged model already in --out")
+
+    _lists = ("model_dirs",)
 
 
 # -- stage 4: blend ------------------------------------------------------------------------------

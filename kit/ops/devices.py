@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.errors import PresetError
+from ..core.errors import DeadlineReached, PresetError
 from ..core.log import get_logger
 from ..core.schema import swap_probs
 
@@ -62,8 +62,10 @@ class RuntimeProjection:
     """
 
     def __init__(self, total_tokens: int, budget_hours: float | None, warmup_share: float = 0.02,
-                 label: str = ""):
+                 label: str = "", deadline: float | None = None):
         self.total, self.budget, self.warmup, self.label = total_tokens, budget_hours, warmup_share, label
+        self.deadline = deadline  # a time.time() by which the run must end: past it, or projected past it, it stops
+        self.stopped: DeadlineReached | None = None
         self.done, self.start, self.projected_s = 0, time.time(), None
         self.warm_at, self.warm_done = None, 0  # when the first WARM_UP_SHARE of the tokens were done
         self._lock = threading.Lock()
@@ -80,10 +82,13 @@ class RuntimeProjection:
         return {"seconds": round(self.warm_at - self.start, 3), "share": round(self.warm_done / self.total, 4)}
 
     def update(self, tokens: int) -> None:
+        """Count ``tokens`` done; a DeadlineReached once the deadline has passed, or once (past the warm-up) the
+        pace so far would end the run after it."""
         with self._lock:
             self.done += tokens
             if self.warm_at is None and self.done >= self.WARM_UP_SHARE * self.total:
                 self.warm_at, self.warm_done = time.time(), self.done
+            self._check_deadline()
             if self.projected_s is None and self.done >= max(1, self.warmup * self.total):
                 elapsed = time.time() - self.start
                 self.projected_s = elapsed * self.total / self.done
@@ -93,6 +98,24 @@ class RuntimeProjection:
                     warnings.warn(f"{self.label}projected run time {self.projected_s / 3600:.2f} h exceeds "
                                   f"the budget of {self.budget} h: lower max_length or max_tokens, "
                                   f"drop swap TTA, or add devices", RuntimeWarning, stacklevel=2)
+
+
+    def _check_deadline(self) -> None:
+        if self.deadline is None:
+            return
+        if self.stopped is not None:  # every device's worker stops at its next batch
+            raise self.stopped
+        now = time.time()
+        if now > self.deadline:
+            self.stopped = DeadlineReached(f"{self.label}stopped at the deadline, {self.done}/{self.total} tokens done")
+        elif self.warm_at is not None and self.done < self.total:
+            end = now + (self.total - self.done) * (now - self.start) / self.done
+            if end > self.deadline:
+                self.stopped = DeadlineReached(f"{self.label}stopped: at its pace so far ({self.done}/{self.total} "
+                                               f"tokens in {now - self.start:.0f} s) it would end "
+                                               f"{end - self.deadline:.0f} s after the deadline")
+        if self.stopped is not None:
+            raise self.stopped
 
 
 def visible_devices() -> list[str]:

@@ -6,6 +6,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..core.errors import PresetError
@@ -113,3 +114,55 @@ def lora_merged(model):
         yield model
     finally:
         model.unmerge_adapter()
+
+
+# adapter settings under which one rank-(K·r) LoRA cannot hold the mean of K rank-r deltas exactly
+# (a magnitude vector, per-module ranks or scales, a non-linear scale in r)
+_NOT_AVERAGEABLE = {"use_dora": "DoRA", "use_rslora": "rank-stabilised LoRA", "rank_pattern": "per-module ranks",
+                    "alpha_pattern": "per-module alphas"}
+# config keys that may differ between the K adapters (paths, peft's own bookkeeping)
+_FREE_KEYS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version", "auto_mapping")
+
+
+def average_lora(states: list[dict], configs: list[dict]) -> tuple[dict, dict]:
+    """One adapter whose every LoRA delta is exactly the mean of K adapters' deltas, and whose other
+    trained tensors (heads, ``modules_to_save``) are their mean: (state dict, adapter config).
+
+    Each delta is ``s · B A`` with ``s = alpha / r``; their mean is ``s · [B_1 … B_K] / K · [A_1; … ; A_K]``
+    — the A matrices stacked (rank K·r), the B matrices side by side and scaled by 1/K — held at
+    the same ``s`` by ``alpha · K`` over rank ``K · r``. So the merged model's every adapted
+    layer computes the mean of the K layers' outputs: the fold (or seed) average of the 1st-place
+    LMSYS solution, scored once instead of K times. A ValueError names what differs between the
+    adapters (their modules, ranks or settings) or a kind of adapter this merge cannot hold."""
+    if not states or len(states) != len(configs):
+        raise ValueError("average_lora needs one config per adapter, and at least one adapter")
+    first, k = configs[0], len(states)
+    for key, what in _NOT_AVERAGEABLE.items():
+        if first.get(key):
+            raise ValueError(f"the adapters use {what}: their mean is not one LoRA of rank K·r; average their "
+                             f"predictions instead")
+    for i, config in enumerate(configs[1:], 1):
+        differ = sorted(key for key in set(first) | set(config)
+                        if key not in _FREE_KEYS and first.get(key) != config.get(key))
+        if differ:
+            raise ValueError(f"adapter {i} differs from adapter 0 in {', '.join(differ)}: only adapters trained "
+                             f"alike can be averaged")
+        if set(states[i]) != set(states[0]):
+            raise ValueError(f"adapter {i} holds other tensors than adapter 0: only adapters trained alike can be "
+                             f"averaged")
+    merged = {}
+    for name in states[0]:
+        tensors = [s[name].float() for s in states]
+        if any(t.shape != tensors[0].shape for t in tensors):
+            raise ValueError(f"{name}: shapes {[tuple(t.shape) for t in tensors]} differ between the adapters")
+        if "lora_A" in name or "lora_embedding_A" in name:
+            merged[name] = torch.cat(tensors, dim=0)
+        elif "lora_B" in name or "lora_embedding_B" in name:
+            merged[name] = torch.cat(tensors, dim=1) / k
+        elif "lora_" in name:
+            raise ValueError(f"{name}: a LoRA tensor this merge does not know; average the predictions instead")
+        else:
+            merged[name] = torch.stack(tensors).mean(dim=0)
+        merged[name] = merged[name].to(states[0][name].dtype).contiguous()
+    config = dict(first, r=first["r"] * k, lora_alpha=first["lora_alpha"] * k)
+    return merged, config

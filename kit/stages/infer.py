@@ -19,13 +19,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.errors import PresetError, StaleOutput
+from ..core.errors import DeadlineReached, PresetError, StaleOutput
 from ..core.presets import quantized_as
 from ..core.log import get_logger
 from ..core.schema import PROB_COLUMNS, swap_probs
 from ..core.settings import InferSettings
 from ..core.signature import settings_function
 from ..members import get_member_type
+from ..ops.backbones import model_path
+from ..ops.compute import Work, backbone_params, projection_line, row_tokens
 from ..ops.devices import (RuntimeProjection, check_devices, default_max_tokens, device_names, swap_average,
                            visible_devices)
 from ..store.cache import FOLD_KEYS, TokenizedCache, check_cache, read_cache
@@ -51,7 +53,7 @@ class InferResult:
 
 @settings_function(InferSettings)
 def infer_stage(
-        model_dir: str | None = None,
+        trained: str | None = None,
         split: str = "test",
         tokenized: str | None = None,
         out: str | None = None,
@@ -61,9 +63,11 @@ def infer_stage(
         max_tokens: int | None = None,
         budget_hours: float | None = 9.0,
         overwrite: bool = False,
-        base_model_dir: str | None = None,
+        model_dir: str | None = None,
         quantization: str | None = None,
         reuse_train_scores: bool = True,
+        ids: list[str] | None = None,
+        deadline: float | None = None,
 ) -> InferResult:
     """Stage 3 for one trained (model, fold) output.
 
@@ -83,14 +87,14 @@ def infer_stage(
         >>> infer_stage("artifacts/models/lexical/fold0", "oof").predictions.head()  # doctest: +SKIP
     """
     s = InferSettings(**locals())
-    if not s.model_dir:
-        raise PresetError("which model? pass a train-stage output folder (--model-dir, model_dir=)")
-    model_dir, split, tta = Path(s.model_dir), s.split, s.tta
+    if not s.trained:
+        raise PresetError("which model? pass a train-stage output folder (--trained, trained=)")
+    model_dir, split, tta = Path(s.trained), s.split, s.tta
     trained = read_trained(model_dir)  # config.json, read once
     model_manifest = check_trained(model_dir)
     preset = trained.preset  # exactly what the model was trained with
-    if s.base_model_dir:
-        preset = replace(preset, model_dir=s.base_model_dir)
+    if s.model_dir:
+        preset = replace(preset, model_dir=s.model_dir)
     preset = quantized_as(preset, s.quantization)  # how the backbone is stored to score; the adapter is the same
     member = get_member_type(preset.member)
     tokenized = Path(s.tokenized or trained.tokenized)
@@ -123,12 +127,15 @@ def infer_stage(
         if split == "oof":
             _check_same_folds(model_dir, trained, cache, model_manifest, cache_manifest)
             frame = frame[frame["fold"] == trained.fold]
+        if s.ids is not None:
+            frame = _only_ids(frame, s.ids, table)
         member.check_cache(frame, table)
 
         started = time.time()
         projection = None
         reused = _train_stage_scores(model_dir, frame, trained, model_manifest, member, split, tta, tokenized,
-                                     s.reuse_train_scores and not s.base_model_dir and not s.quantization)
+                                     s.reuse_train_scores and not s.model_dir and not s.quantization
+                                     and s.ids is None)
         if reused is not None:
             probs, tta = {"direct": reused}, False
             log.info(f"[kit infer] {model_dir / 'oof.csv'}: the train stage's scores of these held-out rows, reused")
@@ -139,12 +146,16 @@ def infer_stage(
             if devices == ["cpu"] and s.cpu_workers > 1:
                 devices = ["cpu"] * s.cpu_workers
             max_tokens = s.max_tokens or default_max_tokens(devices[0])
+            scoring_projection(preset, member, frame, 2 if tta else 1, device_names(devices), f"{preset.name} {split}")
+            _before(s.deadline, f"{preset.name} {split}: the deadline passed before the model loaded")
             predictor = member.load(model_dir, preset, devices)
             loaded = time.time()  # loading is paid once per model, scoring per row: timed apart for projections
+            _before(s.deadline, f"{preset.name} {split}: the deadline passed while the model loaded")
             passes = ["direct"] + (["swap"] if tta else [])
             work = predictor.work(frame)
             if work:
-                projection = RuntimeProjection(work * len(passes), s.budget_hours, label=f"{preset.name} {split}: ")
+                projection = RuntimeProjection(work * len(passes), s.budget_hours, label=f"{preset.name} {split}: ",
+                                               deadline=s.deadline)
                 projection.start = loaded
             probs = {name: predictor.predict_proba(frame, swap=name == "swap", max_tokens=max_tokens,
                                                    projection=projection, desc=f"{preset.name} {split} {name}")
@@ -176,7 +187,7 @@ def infer_stage(
         # of an earlier run, or changed since)
         test_source = cache_manifest.get("inputs", {}).get("test", {}).get("sha256") if split == "test" else None
         write_predictions(result, out, s.overwrite, manifest=dict(
-            settings={"split": split, "tta": bool(tta), "rows": len(result),
+            settings={"split": split, "tta": bool(tta), "rows": len(result), "ids_given": s.ids is not None,
                       "quantization": "4bit" if preset.load_in_4bit else "8bit" if preset.load_in_8bit else "none"},
             timing=timing,
             inputs={"model": {"path": str(model_dir), "run_id": trained.run_id,
@@ -187,6 +198,39 @@ def infer_stage(
                  f"passes/s){f', flip rate {flip:.3f}' if flip is not None else ''} -> {out}")
         projected = None if projection is None or projection.projected_s is None else projection.projected_s / 3600
         return InferResult(out, result, flip, projected, seconds)
+
+
+def scoring_projection(preset, member, frame: pd.DataFrame, passes: int, devices: list[str], what: str) -> dict | None:
+    """Scoring ``frame``'s rows ``passes`` times, projected by arithmetic (:mod:`kit.ops.compute`) for ``devices``
+    (names) and Kaggle's 2x T4, logged before the model loads: {device text: hours}; None for a member type
+    without token columns (the lexical model: seconds)."""
+    columns = getattr(member, "work_columns", ())
+    if not member.uses_backbone or not columns or not len(frame):
+        return None
+    try:
+        shape = backbone_params(model_path(preset) / "config.json")
+    except (PresetError, OSError, KeyError, ValueError):
+        return None  # no readable backbone config: loading it names the problem
+    line, hours = projection_line(f"[kit infer] {what}: {len(frame)} rows x {passes} pass(es)",
+                                  [Work.passes(shape, row_tokens(frame, columns), passes, "score")], devices)
+    log.info(line)
+    return hours
+
+
+def _before(deadline: float | None, what: str) -> None:
+    if deadline is not None and time.time() > deadline:
+        raise DeadlineReached(what)
+
+
+def _only_ids(frame: pd.DataFrame, ids: list[str], table: Path) -> pd.DataFrame:
+    """The rows of ``frame`` whose ids are in ``ids``, in the table's order; a PresetError naming ids the table
+    does not hold."""
+    wanted = set(map(str, ids))
+    missing = wanted - set(frame["id"])
+    if missing:
+        raise PresetError(f"--ids / ids: {len(missing)} id(s) not in {table}, e.g. {sorted(missing)[:3]}: pass ids of "
+                          f"its rows")
+    return frame[frame["id"].isin(wanted)]
 
 
 def _check_same_folds(model_dir: Path, model: TrainedModel, cache: TokenizedCache, model_manifest: dict,

@@ -17,7 +17,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from ..core.errors import KitError
+from ..core.errors import DeadlineReached, KitError
 from ..core.log import get_logger, logger, show_progress
 from ..core.settings import InferSettings
 from ..core.signature import settings_function
@@ -27,11 +27,12 @@ from ..store.predictions import flip_rate_of, is_current
 from .infer import infer_stage
 
 log = get_logger(__name__)
+DEADLINE_EXIT = 3  # the child's exit status when it stopped at its deadline (a failure exits 2)
 
 
 @settings_function(InferSettings)
 def infer_isolated(
-        model_dir: str | None = None,
+        trained: str | None = None,
         split: str = "test",
         tokenized: str | None = None,
         out: str | None = None,
@@ -41,9 +42,11 @@ def infer_isolated(
         max_tokens: int | None = None,
         budget_hours: float | None = 9.0,
         overwrite: bool = False,
-        base_model_dir: str | None = None,
+        model_dir: str | None = None,
         quantization: str | None = None,
         reuse_train_scores: bool = True,
+        ids: list[str] | None = None,
+        deadline: float | None = None,
 ) -> Path:
     """:func:`infer_stage` in a fresh (spawned) Python process: all its GPU memory is returned when
     it exits, so the next model loads into empty devices. The child runs the same function with the
@@ -59,11 +62,18 @@ def infer_isolated(
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no CUDA state is inherited
     child = context.Process(target=_infer_in_child, args=(settings.to_dict(), logger.getEffectiveLevel()), daemon=False)
     child.start()
-    child.join()
+    # a deadline is kept from here too: a child still loading or scoring when it passes is stopped
+    child.join(None if deadline is None else max(0.0, deadline - time.time()))
+    if child.is_alive():
+        child.terminate()
+        child.join()
+        raise DeadlineReached(f"kit infer for {trained} ({split}) was still running at the deadline: stopped")
+    if child.exitcode == DEADLINE_EXIT:
+        raise DeadlineReached(f"kit infer for {trained} ({split}) stopped at the deadline (see above)")
     if child.exitcode:
-        raise KitError(f"kit infer for {model_dir} ({split}) failed in its own process (exit status "
+        raise KitError(f"kit infer for {trained} ({split}) failed in its own process (exit status "
                        f"{child.exitcode}; its error is printed above)")
-    return Path(out) if out else Path(model_dir) / "predictions" / f"{split}.csv"
+    return Path(out) if out else Path(trained) / "predictions" / f"{split}.csv"
 
 
 def _infer_in_child(settings: dict, level: int) -> None:
@@ -74,6 +84,10 @@ def _infer_in_child(settings: dict, level: int) -> None:
     show_progress(level)
     try:
         infer_stage(**settings)
+    except DeadlineReached as err:
+        sys.stderr.write(f"stopped: {' '.join(str(err).split())}\n")
+        sys.stderr.flush()
+        sys.exit(DEADLINE_EXIT)
     except (ValueError, OSError, RuntimeError) as err:  # KitError is a ValueError
         sys.stderr.write(f"error: {' '.join(str(err).split())}\n")
         sys.stderr.flush()
@@ -86,7 +100,7 @@ def infer_many(model_dirs: Sequence[str | Path], splits: Sequence[str] = ("test"
 
     ``isolate=None`` runs each model in its own process when GPUs are in use (a second
     model in the same process often runs out of GPU memory), in-process on CPU. ``settings``
-    (:class:`kit.core.settings.InferSettings`; its ``model_dir`` and ``split`` are ignored) applies
+    (:class:`kit.core.settings.InferSettings`; its ``trained`` and ``split`` are ignored) applies
     to every model. Predictions that this model's current run already made from the same table are
     kept (a rerun after training another fold scores only what is new); ``overwrite=True`` scores
     everything again.
@@ -94,12 +108,12 @@ def infer_many(model_dirs: Sequence[str | Path], splits: Sequence[str] = ("test"
     Returns:
         DataFrame: model, fold, split, rows, flip_rate, kept, seconds, path — one row per file.
     """
-    kwargs = {k: v for k, v in (settings or InferSettings()).to_dict().items() if k not in ("model_dir", "split")}
+    kwargs = {k: v for k, v in (settings or InferSettings()).to_dict().items() if k not in ("trained", "split")}
     if isolate is None:
         isolate = torch.cuda.is_available()
     if not model_dirs:
         raise KitError("no trained models to score: train one first (notebook 02_train, `python -m kit train`), or "
-                       "pass MODEL_DIRS (--model-dir)")
+                       "pass TRAINED (--trained)")
     rows = []
     for model_dir in map(Path, model_dirs):
         cfg = read_model_config(model_dir)

@@ -20,21 +20,26 @@ splits the rows, calls :meth:`kit.members.MemberType.fit`, and publishes what it
 """
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from ..core.env import work_dir
 from ..core.files import check_outside, under
-from ..core.errors import PresetError
+from ..core.errors import BudgetError, PresetError
 from ..core.log import get_logger
 from ..core.metrics import log_loss
 from ..core.presets import Preset, resolve_preset
 from ..core.settings import PresetOverrides, TrainRun, TrainSettings
 from ..core.signature import settings_function
 from ..members import FitContext, get_member_type, resolve_member_preset
+from ..ops.backbones import model_path
+from ..ops.compute import (CHECKPOINTED_PASSES, TRAIN_PASSES, Work, backbone_params, describe, projection_line,
+                           row_tokens)
 from ..ops.hf_training import is_rank_zero
 from ..store.cache import TokenizedCache, load_cache
 from ..store.io import check_free, output_lock, recover_staged
@@ -103,6 +108,49 @@ def cache_preset(model: str, cache: TokenizedCache, overrides: dict) -> Preset:
                                   **overrides, "member": cache.member})
 
 
+def training_devices() -> list[str]:
+    """What a training run computes on: one GPU per DDP process (``WORLD_SIZE``), else the CPU."""
+    if not torch.cuda.is_available():
+        return ["cpu"]
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return [torch.cuda.get_device_name(i % torch.cuda.device_count()) for i in range(world)]
+
+
+def project_training(preset: Preset, member, train_rows: pd.DataFrame, held: pd.DataFrame, settings: TrainSettings,
+                     budget_hours: float | None) -> dict | None:
+    """The run's time projected by arithmetic (:mod:`kit.ops.compute`) for its devices and for Kaggle's 2x T4,
+    logged; a BudgetError naming what to change when it exceeds ``budget_hours`` on its devices. The training
+    passes are the epochs (or the steps' rows) over the rows, doubled by swap augmentation for a
+    position-dependent member; the held-out rows are scored at each evaluation and once at the end. None
+    for a member without a backbone (seconds, not hours)."""
+    columns = getattr(member, "work_columns", ())
+    if not member.uses_backbone or not columns or not len(train_rows):
+        return None
+    try:
+        shape = backbone_params(model_path(preset) / "config.json")
+    except (PresetError, OSError, KeyError, ValueError):
+        return None  # no readable backbone config: loading it names the problem
+    sequences = len(train_rows) * (2 if member.uses_tta and settings.swap_augment else 1)
+    batch = (settings.batch_size or preset.batch_size) * (settings.grad_accum or preset.grad_accum)
+    epochs = (settings.max_steps * batch / sequences if settings.max_steps > 0
+              else settings.epochs or preset.epochs) * sequences / len(train_rows)
+    passes = (CHECKPOINTED_PASSES if preset.gradient_checkpointing else TRAIN_PASSES) * epochs
+    works = [Work.passes(shape, row_tokens(train_rows, columns), passes, "train")]
+    if len(held):
+        works.append(Work.passes(shape, row_tokens(held, columns), settings.evals_per_run + 1, "score"))
+    devices = training_devices()
+    line, hours = projection_line(f"[kit train] {preset.name}: {len(train_rows)} rows, {epochs:.2f} passes over "
+                                  f"them", works, devices)
+    log.info(line)
+    here = hours[describe(devices)]
+    if budget_hours is not None and here is not None and here > budget_hours:
+        fits = max(1, int(len(train_rows) * budget_hours / here))
+        raise BudgetError(f"{line}, over BUDGET_HOURS = {budget_hours} (--budget-hours): train on fewer rows "
+                          f"(MAX_TRAIN_ROWS = {fits} fits), cap MAX_STEPS, or lower MAX_LENGTH (re-tokenize); "
+                          f"--budget-hours none trains anyway")
+    return hours
+
+
 @settings_function(TrainRun, TrainSettings, PresetOverrides, hints={
     "max_length": "max_length is fixed when tokenizing; re-run the tokenize stage to change it"})
 def train_stage(
@@ -112,6 +160,7 @@ def train_stage(
         out: str | None = None,
         overwrite: bool = False,
         resume: bool = True,
+        budget_hours: float | None = 9.0,
         settings: TrainSettings | None = None,
         *,
         model_dir: str | None = None,
@@ -129,8 +178,8 @@ def train_stage(
 ) -> TrainResult:
     """Run stage 2 for one (model, fold).
 
-    The first six parameters are :class:`kit.core.settings.TrainRun`'s fields (which model and
-    fold, where from and where to); ``settings`` holds the training knobs
+    The first seven parameters are :class:`kit.core.settings.TrainRun`'s fields (which model and
+    fold, where from and where to, the time budget); ``settings`` holds the training knobs
     (:class:`kit.core.settings.TrainSettings`: epochs, learning rate, steps, ...; None: the
     defaults); the keyword-only ones are :class:`kit.core.settings.PresetOverrides`' fields
     (per-run changes to the preset; None keeps the preset's value). All are listed below.
@@ -147,7 +196,8 @@ def train_stage(
         >>> res = train_stage("lexical", 0, tokenized="artifacts/tokenized/lexical")  # doctest: +SKIP
         >>> res.metrics["log_loss"]                                                   # doctest: +SKIP
     """
-    run = TrainRun(model=model, fold=fold, tokenized=tokenized, out=out, overwrite=overwrite, resume=resume)
+    run = TrainRun(model=model, fold=fold, tokenized=tokenized, out=out, overwrite=overwrite, resume=resume,
+                   budget_hours=budget_hours)
     overrides = PresetOverrides(
         model_dir=model_dir, member=member, pooling=pooling, load_in_4bit=load_in_4bit, lora_r=lora_r,
         lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
@@ -162,6 +212,7 @@ def train_stage(
     train_rows, held = split_rows(frame, run.fold, settings)
     out = Path(run.out) if run.out else default_model_out(preset.name, run.fold)
     check_outside(out, {"the backbone folder": preset.model_dir, "the tokenized cache": tokenized})
+    project_training(preset, member, train_rows, held, settings, run.budget_hours)  # before any model loads
     # a finished model is replaced only with overwrite (and only once the new one is complete:
     # publish_training); a run killed before publishing left none of these, so it simply resumes
     with output_lock(out) if is_rank_zero() else nullcontext():  # one writer per model folder (DDP: rank 0's)

@@ -105,11 +105,15 @@ def manifest_path(predictions) -> Path:
     return predictions.with_name(predictions.stem + ".manifest.json")
 
 
-def publish(source, target, who: str = "kit") -> Path:
+def publish(source, target, who: str = "kit", refine: bool = False) -> Path:
     """Copy ``source`` to ``target`` atomically; a file already at ``target`` is first moved
-    aside to ``<stem>-<its mtime>.<suffix>`` (said on the console) — never overwritten."""
+    aside to ``<stem>-<its mtime>.<suffix>`` (said on the console) — never overwritten, unless ``refine``:
+    the file there is this run's own earlier version (``kit submit`` rewrites its submission as members
+    finish), replaced in one rename."""
     source, target = Path(source), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if refine:
+        return atomic_write(target, lambda p: shutil.copyfile(source, p), overwrite=True)
     if target.exists():
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(target.stat().st_mtime))
         aside = target.with_name(f"{target.stem}-{stamp}{target.suffix}")

@@ -53,16 +53,18 @@ FINAL_FILES = ("adapter", "config.json", "metrics.json", "oof.csv", "train_log.c
 
 def publish_training(out: Path, preset: Preset, fold, settings: TrainSettings, tokenized: Path, token_meta: dict,
                      cache_manifest: dict, metrics: dict, oof: pd.DataFrame | None, save_adapter,
-                     log: pd.DataFrame | None = None) -> str:
+                     log: pd.DataFrame | None = None, origin: dict | None = None) -> str:
     """Write a finished run's outputs stage-atomically: adapter/ (``save_adapter(folder)``),
     config.json, train_log.csv + training.png (with ``log``), oof.csv, metrics.json and, last,
     manifest.json go into a staging folder that replaces ``out`` in one rename. A kill or a full
     disk before that leaves ``out`` as it was — the previous complete model, or no model (its
     checkpoints stay for the rerun to resume). The previous model's predictions/ go with it:
-    nothing it predicted outlives it. Returns the new run id."""
+    nothing it predicted outlives it. ``origin`` is recorded in config.json as well (an averaged
+    model's sources: :mod:`kit.stages.average`). Returns the new run id."""
     run_id = new_run_id()
     config = {"preset": preset.to_dict(), "member": preset.member, "fold": fold, "train": asdict(settings),
-              "tokenized": str(tokenized), "tokenization": token_meta, "torch": _version("torch"), "run_id": run_id}
+              "tokenized": str(tokenized), "tokenization": token_meta, "torch": _version("torch"), "run_id": run_id,
+              **({"origin": origin} if origin else {})}
     with staged_folder(out, FINAL_FILES) as stage:
         with writing(out / "adapter"):
             save_adapter(stage / "adapter")

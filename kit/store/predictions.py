@@ -40,7 +40,7 @@ def read_predictions(path: Path, what: str, model_dir: Path | None = None) -> pd
     """A predictions file; with ``model_dir``, only if that model's current training run made it
     and the file is what its infer stage wrote (its manifest's fingerprint). The manifest is kept
     in ``frame.attrs["manifest"]``."""
-    rerun = (f"run the infer stage (`python -m kit infer --model-dir {path.parent.parent} --split {path.stem}"
+    rerun = (f"run the infer stage (`python -m kit infer --trained {path.parent.parent} --split {path.stem}"
              f"{' --overwrite' if path.exists() else ''}`)")
     if not path.exists():
         raise BlendError(f"missing {what} predictions {path}: {rerun}")

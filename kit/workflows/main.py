@@ -21,7 +21,7 @@ from ..core.errors import SettingsError
 from ..core.declare import field_default, notebook_name
 from ..core.log import get_logger
 from ..core.presets import resolve_preset
-from ..core.settings import BlendSettings, TokenizeSettings, TrainSettings
+from ..core.settings import BlendSettings, TokenizeSettings, TrainRun, TrainSettings
 from ..store.io import publish
 from .settings import MainSettings
 
@@ -134,7 +134,10 @@ def _run_notebooks(settings: MainSettings, run_dir: Path, publish_dir: Path, com
     for model in settings.models:
         for fold in folds:
             recipe = TrainSettings(**{"evals_per_run": 1, **settings.recipes.get(model, {})})
-            params = {"MODEL": model, "FOLD": fold, **to_parameters(recipe), **common}
+            left = None if settings.budget_hours is None else max(
+                settings.budget_hours - (time.time() - started) / 3600, 1e-6)  # what is left of the session
+            run = TrainRun(model=model, fold=fold, budget_hours=left)
+            params = {**to_parameters(run), **to_parameters(recipe), **common}
             execute_notebook("02_train", run_dir, params, f"{model}-fold{fold}")
     execute_notebook("03_infer_two_t4", run_dir, {"SPLITS": ["test", "oof"], **common})
     blend = BlendSettings(weights=settings.weights, space=settings.space, judge_csv=settings.judge_csv or None,

@@ -3,7 +3,8 @@
 Every model folder whole (all its fingerprinted files), pickle-free and of a known member type;
 the folds of a member tokenized alike; the test table readable and its ids those of the sample
 submission; the output and work folders writable; the devices there; the projected scoring time
-(from each model's recorded timing) within the budget.
+(from each model's recorded timing) against the budget: what will fit is said, and only a budget that not even
+the cheapest member fits stops here.
 """
 from __future__ import annotations
 
@@ -65,10 +66,13 @@ def project_scoring_hours(groups: dict[str, list[Path]], test_rows: int, devices
     seconds per row and pass (:func:`recorded_timing`) times the test rows and the passes it will
     make (2 with swap TTA for a member type that uses it), over the devices it will have (timed on
     2 T4s and run on 2 T4s: as recorded; on more or fewer devices of the same kind: scaled by
-    their number). Models with no recorded timing are left out (said). A projection over
-    ``budget_hours`` is a SubmitError naming the slowest models and what to change."""
+    their number). Models with no recorded timing are left out (said).
+
+    Over ``budget_hours``, submit's deadline keeps the submission (cheapest member first): what will fit and
+    what will be left out is said now. A SubmitError only when even the cheapest member's projection exceeds
+    the budget: then no submission could be written."""
     now = device_names(devices)
-    total, per_model, untimed = 0.0, [], []
+    total, per_model, untimed, by_member = 0.0, [], [], {}
     for name, dirs in groups.items():
         member = get_member_type(read_trained(dirs[0]).member)
         passes = 2 if tta and member.uses_tta else 1
@@ -82,6 +86,7 @@ def project_scoring_hours(groups: dict[str, list[Path]], test_rows: int, devices
             scale = len(then) / len(now) if sorted(set(then)) == sorted(set(now)) else 1.0
             hours = (fixed + test_rows * passes * per_row * scale) / 3600
             total += hours
+            by_member[name] = by_member.get(name, 0.0) + hours
             per_model.append((hours, f"{name}/{d.name} {hours:.2f} h (timed on {len(then)}x {then[0]})"))
     if untimed:
         log.info(f"[kit submit] cannot project the scoring time of {', '.join(untimed)}: no recorded timing on at "
@@ -92,9 +97,21 @@ def project_scoring_hours(groups: dict[str, list[Path]], test_rows: int, devices
     slowest = ", ".join(text for _, text in sorted(per_model, reverse=True)[:3])
     log.info(f"[kit submit] projected scoring time for {test_rows} test rows: {total:.2f} h ({slowest})")
     if budget_hours is not None and total > budget_hours:
-        raise SubmitError(f"projected scoring time {total:.2f} h for {test_rows} test rows exceeds BUDGET_HOURS = "
-                          f"{budget_hours} ({slowest}): attach fewer folds per member, turn swap TTA off (TTA = False), "
-                          f"or pass BUDGET_HOURS = None (--budget-hours none) to go on anyway")
+        cheapest = min(by_member, key=by_member.get)
+        if by_member[cheapest] > budget_hours:
+            raise SubmitError(f"projected scoring time {total:.2f} h for {test_rows} test rows exceeds BUDGET_HOURS = "
+                              f"{budget_hours} even for the cheapest member, {cheapest} ({by_member[cheapest]:.2f} h; "
+                              f"{slowest}): attach fewer folds (or AVERAGE_FOLDS = True), turn swap TTA off (TTA = "
+                              f"False), or pass BUDGET_HOURS = None (--budget-hours none) to go on anyway")
+        fits, used = [], 0.0
+        for name in sorted(by_member, key=by_member.get):
+            if used + by_member[name] <= budget_hours:
+                fits.append(name)
+                used += by_member[name]
+        log.warning(f"[kit submit] projected {total:.2f} h exceeds BUDGET_HOURS = {budget_hours}: scoring goes "
+                    f"cheapest member first against the deadline; projected to fit: {', '.join(fits)}; projected to "
+                    f"be left out (in part or whole): {', '.join(n for n in by_member if n not in fits)}. To fit more: "
+                    f"AVERAGE_FOLDS = True, fewer folds, TTA = False")
     return total
 
 

@@ -1,0 +1,92 @@
+"""A submission that cannot time out: with a budget shorter than its members need, kit submit (and the one Kaggle
+submission notebook) finishes within the budget with a valid submission of what finished, and its record names
+what was left out. Real members: the lexical model (seconds) and SmolLM2 (a real 135M decoder that needs minutes
+to score 600 rows on 2 cores), each trained briefly."""
+import json
+import time
+import warnings
+
+import pandas as pd
+import pytest
+
+from conftest import PANDALM
+from kaggle_sim import common_parameters, kaggle, outputs_of, read_only, run_notebook, snapshot  # noqa: F401
+
+from kit import TrainSettings, submit, tokenize_stage, train_stage
+from kit.ensemble.submission import validate_submission
+
+TEST_ROWS = 600
+
+
+@pytest.fixture(scope="module")
+def slow_and_fast(tmp_path_factory):
+    """(models root, test table): a lexical and a SmolLM2 member trained on PandaLM's first rows; a test table of
+    TEST_ROWS other PandaLM rows."""
+    base = tmp_path_factory.mktemp("deadline")
+    table = pd.read_csv(PANDALM, dtype={"id": str}, keep_default_na=False)
+    test = base / "test.csv"
+    table.iloc[399:399 + TEST_ROWS].drop(columns=["winner_model_a", "winner_model_b", "winner_tie"]).to_csv(
+        test, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name, extra in (("lexical", {}), ("smollm2", {"max_length": 64})):
+            tokenize_stage(name, [PANDALM], "", n_folds=2, max_rows=60, out=base / "tok" / name, **extra)
+            train_stage(name, 0, tokenized=base / "tok" / name, out=base / "models" / name / "fold0",
+                        settings=TrainSettings(max_steps=1, batch_size=4, grad_accum=1, max_eval_rows=4))
+    return base / "models", test
+
+
+def _record(work) -> dict:
+    (run,) = (work / "submit").iterdir()
+    return json.loads((run / "submit.json").read_text())
+
+
+def test_a_model_still_scoring_at_the_deadline_is_stopped_and_the_submission_stands(slow_and_fast, tmp_path,
+                                                                                     monkeypatch):
+    """The edge: every projection says "it fits" (SmolLM2's forced to 1 s here), so SmolLM2 starts after the lexical
+    member, in its own process as on GPUs, and is still scoring when the deadline comes: it is stopped, the lexical
+    member's submission stands, and the whole call ends within the budget."""
+    from kit.workflows import submit_run
+    monkeypatch.setattr(submit_run, "projected_seconds", lambda d, *a, **k: 1.0 if "smollm2" in str(d) else 0.0)
+    models, test = slow_and_fast
+    budget_s = 45
+    started = time.time()
+    res = submit([str(models)], str(test), weights="equal", work=tmp_path / "w", out=tmp_path / "submission.csv",
+                 sample_submission=None, budget_hours=budget_s / 3600, isolate=True)
+    elapsed = time.time() - started
+    assert elapsed <= budget_s + 3, elapsed  # the margin (5 %) absorbs writing the submission
+    record = _record(tmp_path / "w")
+    assert list(record["scored"]) == ["lexical"]
+    assert any(line.startswith("smollm2/fold0:") and "deadline" in line for line in record["left_out"]), record
+    assert record["blend"]["members"] == ["lexical"] and "1 of 2 members finished" in record["blend"]["why"]
+    sub = pd.read_csv(res.submission, dtype={"id": str})
+    validate_submission(sub, pd.read_csv(test, dtype={"id": str})["id"].tolist(), None)
+
+
+def test_with_a_budget_too_small_for_every_member_05_submits_what_fits_and_names_the_rest(slow_and_fast, kaggle,
+                                                                                            tmp_path):
+    """The simulated Kaggle: the trained members attached as a dataset (read-only), the hidden test table attached,
+    05_submit run with the budget as its only change: a valid submission of every test id, and the report (the
+    notebook's output and submit.json) names SmolLM2 as left out."""
+    import shutil
+    models, test = slow_and_fast
+    inp, working, cwd = kaggle / "input", kaggle / "working", kaggle.parent / "kernel-cwd"
+    shutil.copytree(models, inp / "my-models")
+    (inp / "my-test").mkdir()
+    shutil.copy(test, inp / "my-test" / "test.csv")
+    read_only(inp)
+    before = snapshot(inp)
+    budget_s = 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        executed = run_notebook("05_submit", tmp_path / "executed", cwd, MODEL_ROOTS=[str(inp / "my-models")],
+                                TEST=str(inp / "my-test" / "test.csv"), SAMPLE_SUBMISSION=None,
+                                BUDGET_HOURS=budget_s / 3600, **common_parameters(kaggle))
+    assert snapshot(inp) == before
+    record = _record(working)
+    assert record["seconds"] <= budget_s + 3
+    assert list(record["scored"]) == ["lexical"] and any(x.startswith("smollm2/") for x in record["left_out"])
+    validate_submission(pd.read_csv(working / "submission.csv", dtype={"id": str}),
+                        pd.read_csv(test, dtype={"id": str})["id"].tolist(), None)
+    text, _ = outputs_of(executed)
+    assert "left_out" in text and "smollm2/fold0" in text
