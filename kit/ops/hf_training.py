@@ -106,6 +106,7 @@ def training_arguments(preset: Preset, settings: TrainSettings, out: Path, n_tra
         weight_decay=settings.weight_decay if settings.weight_decay is not None else preset.weight_decay,
         num_train_epochs=epochs, max_steps=settings.max_steps,
         lr_scheduler_type="cosine",
+        # a float < 1 is a share of the steps (transformers >= 5, the floor in pyproject.toml: warmup_ratio is deprecated)
         warmup_steps=settings.warmup_ratio if settings.warmup_ratio is not None else preset.warmup_ratio,
         eval_strategy="steps" if has_eval else "no", eval_steps=every,
         save_strategy="steps", save_steps=every, save_total_limit=2,
