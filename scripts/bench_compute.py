@@ -23,8 +23,7 @@ import pandas as pd
 from kit.core.files import read_json
 from kit.core.settings import TrainSettings
 from kit.members import get_member_type
-from kit.ops.backbones import model_path
-from kit.ops.compute import TRAIN_PASSES, Work, backbone_params, cpu_peak_flops, row_tokens
+from kit.ops.compute import TRAIN_PASSES, Work, cpu_peak_flops, row_tokens
 from kit.stages.infer import infer_stage
 from kit.stages.tokenize import tokenize_stage
 from kit.stages.train import train_stage
@@ -44,7 +43,7 @@ def measure(name: str, work: Path, train_rows: int, test: Path, steps: int, mode
                       budget_hours=None, **({"load_in_4bit": False} if model_dir else {}))
     frame, cache, _ = load_cache(tok, "train")
     preset, member = cache.preset, get_member_type(cache.member)
-    shape = backbone_params(model_path(preset) / "config.json")
+    _, shape = member.compute_shape(preset)
     batch = settings.batch_size or preset.batch_size
     accum = settings.grad_accum or preset.grad_accum
     rows_seen = steps * batch * accum  # rows drawn from the whole table: its mean row, rows_seen times

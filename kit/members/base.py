@@ -34,6 +34,8 @@ from ..core.log import get_logger
 from ..core.metrics import softmax
 from ..core.presets import PRESETS, Preset, resolve_preset
 from ..core.settings import TrainSettings
+from ..ops.backbones import model_path
+from ..ops.compute import backbone_params
 from ..ops.devices import RuntimeProjection, load_replicas, predict_sharded
 
 log = get_logger(__name__)
@@ -127,6 +129,18 @@ class MemberType(ABC):
     @abstractmethod
     def load(self, model_dir: Path, preset: Preset, devices: Sequence[str] = ("cpu",)) -> Predictor:
         """The trained model in ``model_dir`` (its ``adapter/``) ready to predict on ``devices``."""
+
+    def compute_shape(self, preset: Preset) -> tuple[tuple[str, ...], dict] | None:
+        """(the token columns one pass reads, the backbone's shape for :mod:`kit.ops.compute`) — what a time
+        projection by arithmetic needs; None for a member type without a backbone or token columns, or a
+        backbone whose config cannot be read (loading it names the problem)."""
+        columns = tuple(getattr(self, "work_columns", ()))
+        if not self.uses_backbone or not columns:
+            return None
+        try:
+            return columns, backbone_params(model_path(preset) / "config.json")
+        except (PresetError, OSError, KeyError, ValueError):
+            return None
 
     def check_cache(self, frame: pd.DataFrame, where) -> None:
         """A PresetError when a cache table lacks this member type's columns (made for another one)."""

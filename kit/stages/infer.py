@@ -26,8 +26,7 @@ from ..core.schema import PROB_COLUMNS, swap_probs
 from ..core.settings import InferSettings
 from ..core.signature import settings_function
 from ..members import get_member_type
-from ..ops.backbones import model_path
-from ..ops.compute import Work, backbone_params, projection_line, row_tokens
+from ..ops.compute import Work, projection_line, row_tokens
 from ..ops.devices import (RuntimeProjection, check_devices, default_max_tokens, device_names, swap_average,
                            visible_devices)
 from ..store.cache import FOLD_KEYS, TokenizedCache, check_cache, read_cache
@@ -204,13 +203,10 @@ def scoring_projection(preset, member, frame: pd.DataFrame, passes: int, devices
     """Scoring ``frame``'s rows ``passes`` times, projected by arithmetic (:mod:`kit.ops.compute`) for ``devices``
     (names) and Kaggle's 2x T4, logged before the model loads: {device text: hours}; None for a member type
     without token columns (the lexical model: seconds)."""
-    columns = getattr(member, "work_columns", ())
-    if not member.uses_backbone or not columns or not len(frame):
+    known = member.compute_shape(preset)
+    if known is None or not len(frame):
         return None
-    try:
-        shape = backbone_params(model_path(preset) / "config.json")
-    except (PresetError, OSError, KeyError, ValueError):
-        return None  # no readable backbone config: loading it names the problem
+    columns, shape = known
     line, hours = projection_line(f"[kit infer] {what}: {len(frame)} rows x {passes} pass(es)",
                                   [Work.passes(shape, row_tokens(frame, columns), passes, "score")], devices)
     log.info(line)

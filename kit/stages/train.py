@@ -37,9 +37,7 @@ from ..core.presets import Preset, resolve_preset
 from ..core.settings import PresetOverrides, TrainRun, TrainSettings
 from ..core.signature import settings_function
 from ..members import FitContext, get_member_type, resolve_member_preset
-from ..ops.backbones import model_path
-from ..ops.compute import (CHECKPOINTED_PASSES, TRAIN_PASSES, Work, backbone_params, describe, projection_line,
-                           row_tokens)
+from ..ops.compute import CHECKPOINTED_PASSES, TRAIN_PASSES, Work, describe, projection_line, row_tokens
 from ..ops.hf_training import is_rank_zero
 from ..store.cache import TokenizedCache, load_cache
 from ..store.io import check_free, output_lock, recover_staged
@@ -123,13 +121,10 @@ def project_training(preset: Preset, member, train_rows: pd.DataFrame, held: pd.
     passes are the epochs (or the steps' rows) over the rows, doubled by swap augmentation for a
     position-dependent member; the held-out rows are scored at each evaluation and once at the end. None
     for a member without a backbone (seconds, not hours)."""
-    columns = getattr(member, "work_columns", ())
-    if not member.uses_backbone or not columns or not len(train_rows):
+    known = member.compute_shape(preset)
+    if known is None or not len(train_rows):
         return None
-    try:
-        shape = backbone_params(model_path(preset) / "config.json")
-    except (PresetError, OSError, KeyError, ValueError):
-        return None  # no readable backbone config: loading it names the problem
+    columns, shape = known
     sequences = len(train_rows) * (2 if member.uses_tta and settings.swap_augment else 1)
     batch = (settings.batch_size or preset.batch_size) * (settings.grad_accum or preset.grad_accum)
     epochs = (settings.max_steps * batch / sequences if settings.max_steps > 0

@@ -15,10 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.errors import PresetError
 from ..members import get_member_type
-from ..ops.backbones import model_path
-from ..ops.compute import Work, backbone_params, project_seconds, row_tokens
+from ..ops.compute import Work, project_seconds, row_tokens
 from ..ops.devices import device_names
 from ..store.io import read_parquet_keeping_ids
 from ..store.models import read_trained
@@ -55,15 +53,11 @@ def projected_seconds(trained_dir: Path, tokenized: Path, devices: Sequence[str]
             fixed, per_row = timing_parts(timing)
             return fixed + len(frame) * passes * per_row * len(then) / len(names)
     trained = read_trained(trained_dir)
-    member = get_member_type(trained.member)
-    columns = getattr(member, "work_columns", ())
-    if not member.uses_backbone or not columns:
-        return 0.0
     preset = trained.preset if backbone is None else replace(trained.preset, model_dir=backbone)
-    try:
-        shape = backbone_params(model_path(preset) / "config.json")
-    except (PresetError, OSError, KeyError, ValueError):
+    known = get_member_type(trained.member).compute_shape(preset)
+    if known is None:
         return 0.0
+    columns, shape = known
     seconds = project_seconds(Work.passes(shape, row_tokens(frame, columns), passes, "score"), names)
     return seconds or 0.0
 
