@@ -182,6 +182,19 @@ def test_a_row_cap_below_one_is_refused_in_every_face(tmp_path, capsys, value):
         CvSettings(train=[str(PANDALM)], models=["lexical"], out=str(tmp_path), max_train_rows="lexical=0")
 
 
+def test_none_where_a_setting_takes_no_none_is_one_line_not_a_traceback_later():
+    """MAX_STEPS = None in a notebook (or max_steps=None in Python) used to pass the settings and fail with a
+    TypeError inside the Trainer's arguments; it is refused where it is given, in every face's name."""
+    from kit.core.errors import SettingsError
+    from kit.core.settings import TrainSettings
+    from kit.params import from_parameters
+    with pytest.raises(SettingsError, match=r"--max-steps / MAX_STEPS / max_steps None: .*int \(default -1\)"):
+        TrainSettings(max_steps=None)
+    with pytest.raises(SettingsError, match="MAX_STEPS"):
+        from_parameters(TrainSettings, {"MAX_STEPS": None})
+    assert TrainSettings(max_train_rows=None).max_train_rows is None  # None where the type takes it: as before
+
+
 def test_a_key_given_twice_is_refused_not_overwritten(capsys):
     from kit.core.errors import SettingsError
     from kit.core.values import parse_caps, parse_members, parse_seeds

@@ -43,13 +43,13 @@ def _record(work) -> dict:
 
 def test_a_model_still_scoring_at_the_deadline_is_stopped_and_the_submission_stands(slow_and_fast, tmp_path,
                                                                                      monkeypatch):
-    """The edge: every projection says "it fits" (SmolLM2's forced to 1 s here), so SmolLM2 starts after the lexical
-    member, in its own process as on GPUs, and is still scoring when the deadline comes: it is stopped, the lexical
-    member's submission stands, and the whole call ends within the budget."""
+    """The edge: every projection says "it fits" (SmolLM2's forced to 1 s here), so SmolLM2 starts after the
+    lexical member, in its own process as on GPUs, and is still scoring when the 25-second deadline comes: it is
+    stopped, the lexical member's submission stands, and the whole call ends within the budget."""
     from kit.workflows import submit_run
     monkeypatch.setattr(submit_run, "projected_seconds", lambda d, *a, **k: 1.0 if "smollm2" in str(d) else 0.0)
     models, test = slow_and_fast
-    budget_s = 45
+    budget_s = 25
     started = time.time()
     res = submit([str(models)], str(test), weights="equal", work=tmp_path / "w", out=tmp_path / "submission.csv",
                  sample_submission=None, budget_hours=budget_s / 3600, isolate=True)

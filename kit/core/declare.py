@@ -50,6 +50,17 @@ def unknown_name(name: str, known, where: str) -> str:
             + f"; the parameters are {sorted(known)}")
 
 
+def check_given(settings) -> None:
+    """A SettingsError for the first field given None where its type does not take None (``max_steps: int``):
+    such a value would fail later, deep in a stage, with a TypeError instead of this line."""
+    for f in dataclasses.fields(settings):
+        if getattr(settings, f.name) is None and "None" not in str(f.type) and "Any" not in str(f.type):
+            faces = f"--{f.name.replace('_', '-')} / {notebook_name(f) or f.name.upper()} / {f.name}"
+            default = field_default(f)
+            said = "" if default is dataclasses.MISSING else f" (default {default!r})"
+            raise SettingsError(f"{faces} None: give a value of type {f.type}{said}")
+
+
 def check_bounds(settings) -> None:
     """A SettingsError for the first numeric field of ``settings`` below its ``minimum`` (field metadata,
     inclusive) or not above its ``above`` (exclusive) — a number, each value of a per-model dict, each item
@@ -85,12 +96,14 @@ class Settings:
             @functools.wraps(own)
             def post_init(self, _own=own):
                 _own(self)
+                check_given(self)
                 check_bounds(self)
             cls.__post_init__ = post_init
 
     def __post_init__(self):
         for name in self._lists:
             setattr(self, name, comma_list(getattr(self, name)))
+        check_given(self)
         check_bounds(self)
 
     def to_dict(self) -> dict:
