@@ -96,6 +96,15 @@ def check_predictions(frame: pd.DataFrame, path, rerun: str = "rerun the infer s
     return frame
 
 
+def mean_predictions(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The mean of one member's models' predictions (same ids, same order): id, then every column all of them
+    have (with TTA on some models only, the direct/swap columns are left out)."""
+    test = frames[0][["id"]].copy()
+    for c in [c for c in frames[0].columns if c != "id" and all(c in f.columns for f in frames)]:
+        test[c] = np.mean([f[c].to_numpy() for f in frames], axis=0)
+    return test
+
+
 def mean_test_predictions(files: Sequence[str | Path], model_dirs: Sequence[Path] | None = None) -> pd.DataFrame:
     """One member's test predictions: the mean over its models' files (same ids, same order);
     with ``model_dirs``, each file must come from its model's current training run."""
@@ -104,10 +113,7 @@ def mean_test_predictions(files: Sequence[str | Path], model_dirs: Sequence[Path
     for f, t in zip(files[1:], tests[1:]):
         if t["id"].tolist() != tests[0]["id"].tolist():
             raise BlendError(f"{f}: test ids differ from {files[0]}'s")
-    test = tests[0][["id"]].copy()
-    # columns every file has: with TTA on some folds only, the direct/swap columns are left out
-    for c in [c for c in tests[0].columns if c != "id" and all(c in t.columns for t in tests)]:
-        test[c] = np.mean([t[c].to_numpy() for t in tests], axis=0)
+    test = mean_predictions(tests)
     test.attrs["test_sources"] = {(t.attrs.get("manifest") or {}).get("inputs", {}).get("table", {}).get("test_source")
                                   for t in tests}
     return test

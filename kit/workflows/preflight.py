@@ -60,6 +60,22 @@ def timing_parts(timing: dict) -> tuple[float, float]:
     return load + max(0.0, warm["seconds"] - warm["share"] * rows_passes * per_row), per_row
 
 
+def recorded_seconds(timing: dict | None, rows: int, passes: int, devices: Sequence[str],
+                     same_kind_only: bool = False) -> float | None:
+    """Seconds to score ``rows`` rows ``passes`` times on ``devices`` (names), from a recorded ``timing``: its
+    load once, then its pace per row and pass (:func:`timing_parts`), scaled by the number of devices when they
+    are of the kind it was timed on. None without a record of at least :data:`MIN_TIMED_ROWS` rows, or (with
+    ``same_kind_only``) one timed on devices of another kind."""
+    if timing is None or timing["rows"] < MIN_TIMED_ROWS:
+        return None
+    then = timing.get("device_names") or timing.get("devices") or ["cpu"]
+    alike = sorted(set(then)) == sorted(set(devices))
+    if same_kind_only and not alike:
+        return None
+    fixed, per_row = timing_parts(timing)
+    return fixed + rows * passes * per_row * (len(then) / len(devices) if alike else 1.0)
+
+
 def project_scoring_hours(groups: dict[str, list[Path]], test_rows: int, devices: Sequence[str], tta: bool,
                           budget_hours: float | None) -> float | None:
     """The hidden test's scoring time, projected before any model loads: each model's recorded
@@ -78,13 +94,12 @@ def project_scoring_hours(groups: dict[str, list[Path]], test_rows: int, devices
         passes = 2 if tta and member.uses_tta else 1
         for d in dirs:
             timing = recorded_timing(d)
-            if timing is None or timing["rows"] < MIN_TIMED_ROWS:
+            seconds = recorded_seconds(timing, test_rows, passes, now)
+            if seconds is None:
                 untimed.append(f"{name}/{d.name}" + (f" (timed on {timing['rows']} rows only)" if timing else ""))
                 continue
-            fixed, per_row = timing_parts(timing)
             then = timing.get("device_names") or timing.get("devices") or ["cpu"]
-            scale = len(then) / len(now) if sorted(set(then)) == sorted(set(now)) else 1.0
-            hours = (fixed + test_rows * passes * per_row * scale) / 3600
+            hours = seconds / 3600
             total += hours
             by_member[name] = by_member.get(name, 0.0) + hours
             per_model.append((hours, f"{name}/{d.name} {hours:.2f} h (timed on {len(then)}x {then[0]})"))

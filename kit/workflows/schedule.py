@@ -18,9 +18,8 @@ import numpy as np
 from ..members import get_member_type
 from ..ops.compute import Work, project_seconds, row_tokens
 from ..ops.devices import device_names
-from ..store.io import read_parquet_keeping_ids
 from ..store.models import read_trained
-from .preflight import MIN_TIMED_ROWS, recorded_timing, timing_parts
+from .preflight import recorded_seconds, recorded_timing
 
 __all__ = ["deadline_for", "projected_seconds", "cheapest_first", "uncertain_first", "MARGIN_SHARE", "MAX_MARGIN_S"]
 
@@ -38,20 +37,17 @@ def deadline_for(started: float, budget_hours: float | None) -> float | None:
     return started + budget - min(MARGIN_SHARE * budget, MAX_MARGIN_S)
 
 
-def projected_seconds(trained_dir: Path, tokenized: Path, devices: Sequence[str], passes: int,
+def projected_seconds(trained_dir: Path, frame, devices: Sequence[str], passes: int,
                       backbone: str | None = None) -> float:
-    """Seconds the trained model in ``trained_dir`` (its backbone at ``backbone`` if given) will take to score the test table in ``tokenized`` ``passes`` times on ``devices``:
+    """Seconds the trained model in ``trained_dir`` (its backbone at ``backbone`` if given) will take to score
+    ``frame`` (its member's tokenized test rows) ``passes`` times on ``devices``:
     from its recorded timing (load once, then per row and pass) when it has one of at least
     :data:`~kit.workflows.preflight.MIN_TIMED_ROWS` rows on devices of the same kind, else by arithmetic;
     0 when neither applies (a member without a backbone: seconds)."""
-    frame = read_parquet_keeping_ids(tokenized / "test.parquet")
-    timing = recorded_timing(trained_dir)
     names = device_names(devices)
-    if timing and timing["rows"] >= MIN_TIMED_ROWS:
-        then = timing.get("device_names") or ["cpu"]
-        if sorted(set(then)) == sorted(set(names)):
-            fixed, per_row = timing_parts(timing)
-            return fixed + len(frame) * passes * per_row * len(then) / len(names)
+    recorded = recorded_seconds(recorded_timing(trained_dir), len(frame), passes, names, same_kind_only=True)
+    if recorded is not None:
+        return recorded
     trained = read_trained(trained_dir)
     preset = trained.preset if backbone is None else replace(trained.preset, model_dir=backbone)
     known = get_member_type(trained.member).compute_shape(preset)

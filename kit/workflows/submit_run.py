@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -37,7 +36,7 @@ from ..stages.tokenize import tokenize_stage
 from ..store.io import manifest_path, publish, read_parquet_keeping_ids
 from ..store.manifest import read_manifest
 from ..store.models import read_trained
-from ..store.predictions import MemberPredictions, read_predictions
+from ..store.predictions import MemberPredictions, mean_predictions, read_predictions
 from .preflight import member_tokenization, timing_parts
 from .schedule import cheapest_first, projected_seconds, seconds_left, uncertain_first
 
@@ -81,7 +80,8 @@ class SubmitRun:
 
     def score(self) -> None:
         """Every model, cheapest member first, within the deadline; then the deferred swapped passes."""
-        costs = {(name, i): projected_seconds(d, self.tokenized[name], self.devices, 1, self.base.get(name))
+        tables = {name: read_parquet_keeping_ids(self.tokenized[name] / "test.parquet") for name in self.groups}
+        costs = {(name, i): projected_seconds(d, tables[name], self.devices, 1, self.base.get(name))
                  for name, dirs in self.groups.items() for i, d in enumerate(dirs)}
         by_member = {name: sum(c for (n, _), c in costs.items() if n == name) for name in self.groups}
         queue = [(name, i, d) for name in cheapest_first(by_member) for i, d in enumerate(self.groups[name])]
@@ -150,10 +150,7 @@ class SubmitRun:
         members = []
         for name in self.groups:  # the planned order: a blend's weights follow it
             if name in self.finished:
-                frames = [f for _, f in self.finished[name]]
-                test = frames[0][["id"]].copy()
-                for c in [c for c in frames[0].columns if c != "id" and all(c in f.columns for f in frames)]:
-                    test[c] = np.mean([f[c].to_numpy() for f in frames], axis=0)
+                test = mean_predictions([f for _, f in self.finished[name]])
                 members.append(MemberPredictions(name, [d for d, _ in self.finished[name]], test,
                                                  self.holdout.get(name)))
         return members
