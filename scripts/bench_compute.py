@@ -13,7 +13,6 @@ Written to ``--out`` and its ``.json`` twin, with the commit and the command.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from kit.stages.infer import infer_stage
 from kit.stages.tokenize import tokenize_stage
 from kit.stages.train import train_stage
 from kit.store.cache import load_cache
-from kit.store.io import read_parquet_keeping_ids, write_benchmark
+from kit.store.io import benchmark_command, read_parquet_keeping_ids, write_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
@@ -82,7 +81,7 @@ def main(argv=None) -> None:
             print(rows[-1], flush=True)
     rows.append({"member": "min", "train_share_of_peak": min(r["train_share_of_peak"] for r in rows),
                  "score_share_of_peak": min(r["score_share_of_peak"] for r in rows)})
-    command = ("python scripts/bench_compute.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    command = benchmark_command(__file__, argv)
     print(write_benchmark(rows, a.out, "The arithmetic projection's CPU calibration (share of fp32 peak)",
                           f"this CPU's fp32 peak {cpu_peak_flops() / 1e9:.0f} GFLOP/s (threads x clock x FLOPs per "
                           f"cycle, from /proc/cpuinfo); FLOPs counted as `kit.ops.compute` counts them. `min`: what "

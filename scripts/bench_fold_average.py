@@ -18,7 +18,6 @@ scoring in this process, its load included). Written to ``--out``, its ``.json``
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from kit.stages.average import average_models  # noqa: E402
 from kit.stages.infer import infer_stage  # noqa: E402
 from kit.stages.tokenize import tokenize_stage  # noqa: E402
 from kit.stages.train import train_stage  # noqa: E402
-from kit.store.io import write_benchmark  # noqa: E402
+from kit.store.io import benchmark_command, write_benchmark  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
@@ -138,7 +137,7 @@ def main(argv=None) -> None:
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         rows, text = measure(a, Path(tmp))
-    command = ("python scripts/bench_fold_average.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    command = benchmark_command(__file__, argv)
     print(write_benchmark(rows, a.out, "Fold averaging: one averaged LoRA model against K fold models", text,
                           command, started))
 

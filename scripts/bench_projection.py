@@ -26,7 +26,7 @@ from kit.core.files import read_json
 from kit.stages.tokenize import tokenize_stage
 from kit.stages.train import train_stage
 from kit.core.settings import TrainSettings
-from kit.store.io import write_benchmark
+from kit.store.io import benchmark_command, write_benchmark
 from kit.workflows.preflight import timing_parts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
         for name in a.members.split(","):
             results.append(measure(name, MEMBERS[name], work, small, large, min(a.rows, len(rows) - a.timed_rows)))
             print(results[-1], flush=True)
-    command = ("python scripts/bench_projection.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    command = benchmark_command(__file__, argv)
     print(write_benchmark(results, a.out, "Scoring-time projection against the measured time (CPU)",
                           f"each member timed by the infer stage on {a.timed_rows} PandaLM rows, then scoring {a.rows} "
                           f"others. `projected_s`: what `kit submit`'s preflight projects from the small run's record "

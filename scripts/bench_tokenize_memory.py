@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.store.io import write_benchmark
+from kit.store.io import benchmark_command, write_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
         for n in a.rows:
             results.append(_measure(a.model, text_kind, cell, n))
             print(results[-1], flush=True)
-    command = ("python scripts/bench_tokenize_memory.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    command = benchmark_command(__file__, argv)
     print(write_benchmark(results, a.out, "Peak memory of kit tokenize against its input table",
                           f"test tables whose two response cells are about {a.cell_mb} MB each (real PandaLM text, "
                           f"repeated: as written, with its accented and CJK characters, and its ASCII characters "

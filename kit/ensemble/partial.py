@@ -76,8 +76,8 @@ def blend_finished(finished: Sequence[MemberPredictions], planned: Sequence[str]
                                  "space": result.space, "why": f"weights {weights!r} fitted on the finished members"}
         by_name = dict(zip(planned, fixed))
         w, how = np.array([by_name[n] for n in names], dtype=np.float64), f"weights {weights!r}, renormalised"
-    if w.sum() <= 0:
-        w = np.ones(len(names))
+    if w.sum() <= 0:  # every finished member had weight 0 in the plan: nothing to renormalise, said in the record
+        w, how = np.ones(len(names)), f"equal weights ({how} would be all zero)"
     w = w / w.sum()
     what = "every member finished" if whole else f"{len(names)} of {len(planned)} members finished"
     return _weighted(finished, w, space), {"members": names, "weights_mode": "renormalised",

@@ -301,6 +301,13 @@ def write_results(record: dict | list, path, started: float | None = None) -> Pa
     return write_json({**body, "provenance": provenance(started)}, path, overwrite=True)
 
 
+def benchmark_command(script: str, argv=None) -> str:
+    """``python scripts/<script's name> ARGS``: how a benchmark was run, for its report (``argv`` None: this
+    process's own arguments)."""
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    return " ".join(["python", f"scripts/{Path(script).name}", *args])
+
+
 def write_benchmark(rows: list[dict], out, title: str, text: str, command: str, started: float | None = None) -> str:
     """A benchmark's report: ``out`` (markdown: the title, the command and ``text``, then the rows as a table)
     and its ``.json`` twin (the command and the rows, with :func:`write_results`' provenance); returns the
