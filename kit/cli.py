@@ -29,7 +29,7 @@ from .stages.train import train_stage
 from .workflows.cv import cv_stage
 from .workflows.main import run_main
 from .workflows.pseudo_label import pseudo_label
-from .workflows.settings import CvSettings, MainRun, MainSettings, PseudoLabelSettings, SubmitSettings
+from .workflows.settings import CvSettings, MainPlaces, MainRun, MainSettings, PseudoLabelSettings, SubmitSettings
 from .workflows.submit import submit
 
 
@@ -110,7 +110,7 @@ STAGES = {
                 [AverageSettings]),
     "blend": ("blend member predictions into submission.csv + report", [BlendSettings]),
     "cv": ("tokenize -> train -> infer -> blend, fold by fold, on any labelled table", [CvSettings]),
-    "main": ("the main job: the four notebooks on the embedded defaults", [MainRun]),
+    "main": ("the main job: the four notebooks on the embedded defaults", [MainRun, MainPlaces]),
     "submit": ("one call for a Kaggle submission: attached trained models + test.csv -> submission.csv "
                "(tokenize, score, blend; nothing written beside the models)", [SubmitSettings]),
     "pseudo-label": ("score an unlabelled table with trained models (or a saved blend) and write it as training "
@@ -140,7 +140,7 @@ def _run(stage: str, a: argparse.Namespace) -> None:
         print(f"wrote {res.out_dir}")
     elif stage == "train":
         run, overrides = _settings(a, TrainRun), _settings(a, PresetOverrides).given()
-        res = train_stage(**run.to_dict(), settings=_settings(a, TrainSettings), **overrides)
+        res = train_stage(**run.to_dict(), **_settings(a, TrainSettings).to_dict(), **overrides)
         if res.metrics:
             print({k: res.metrics[k] for k in ("log_loss", "accuracy", "train_seconds") if k in res.metrics})
             print(f"wrote {res.out_dir}")
@@ -165,8 +165,7 @@ def _run(stage: str, a: argparse.Namespace) -> None:
     elif stage == "cv":
         print(cv_stage(**_settings(a, CvSettings).to_dict())["markdown"])
     elif stage == "main":
-        run = _settings(a, MainRun)
-        run_main(MainSettings.for_run(run), run.run_dir, run.publish_dir)
+        run_main(**MainSettings.for_run(_settings(a, MainRun)).to_dict(), **_settings(a, MainPlaces).to_dict())
     elif stage == "submit":
         submit(**_settings(a, SubmitSettings).to_dict())
     elif stage == "pseudo-label":

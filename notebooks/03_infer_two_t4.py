@@ -35,6 +35,7 @@ TTA = True              # swap TTA for joint-head models (pairwise and lexical n
 MAX_TOKENS = None       # padded tokens per batch; None: 16384 on GPU, 2048 on CPU
 BUDGET_HOURS = 9.0
 QUANTIZATION = None     # None: the backbone as trained; "8bit" (int8: faster than nf4 on a T4), "4bit" or "none"
+DEADLINE = None         # a time.time() by which scoring must end (the main job's session deadline); None: none
 ISOLATE = None          # None: each model in its own process when on GPU
 OVERWRITE = False
 KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset

@@ -35,7 +35,7 @@ MAX_LENGTH = {}         # tokens: one number for every member (e.g. 1024), or pe
 RECIPES = {}            # training settings per model, e.g. {"llama3-8b": {"max_steps": 400}}
 WEIGHTS = "fit"         # "fit" (on the held-out rows) | "paper" | "equal" | "stack" | [w1, ...]
 SPACE = "log"           # "log" (geometric mean) | "prob" (arithmetic mean)
-BUDGET_HOURS = 9.0      # the session's hours: a member's training projected past what is left stops before it loads
+BUDGET_HOURS = 9.0      # the session's hours: a training projected past what is left stops before it loads; scoring keeps the deadline
 KIT_DIR = "/kaggle/input/lora-litee-kit"    # Kaggle: this repository as a dataset
 WHEELS = "/kaggle/input/lora-litee-wheels"  # Kaggle: wheels of requirements-kaggle.txt
 
@@ -47,7 +47,7 @@ kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where 
 
 # %%
 settings = kit.from_parameters(kit.MainSettings, globals(), extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
-submission = kit.run_main(settings, wheels=WHEELS)
+submission = kit.run_main(**settings.to_dict(), wheels=WHEELS)
 submission
 
 # %%

@@ -12,7 +12,7 @@ import pytest
 from conftest import PANDALM
 from kaggle_sim import common_parameters, kaggle, outputs_of, read_only, run_notebook, snapshot  # noqa: F401
 
-from kit import TrainSettings, submit, tokenize_stage, train_stage
+from kit import submit, tokenize_stage, train_stage
 from kit.ensemble.submission import validate_submission
 
 TEST_ROWS = 600
@@ -32,7 +32,7 @@ def slow_and_fast(tmp_path_factory):
         for name, extra in (("lexical", {}), ("smollm2", {"max_length": 64})):
             tokenize_stage(name, [PANDALM], "", n_folds=2, max_rows=60, out=base / "tok" / name, **extra)
             train_stage(name, 0, tokenized=base / "tok" / name, out=base / "models" / name / "fold0",
-                        settings=TrainSettings(max_steps=1, batch_size=4, grad_accum=1, max_eval_rows=4))
+                        max_steps=1, batch_size=4, grad_accum=1, max_eval_rows=4)
     return base / "models", test
 
 
@@ -90,3 +90,56 @@ def test_with_a_budget_too_small_for_every_member_05_submits_what_fits_and_names
                         pd.read_csv(test, dtype={"id": str})["id"].tolist(), None)
     text, _ = outputs_of(executed)
     assert "left_out" in text and "smollm2/fold0" in text
+
+
+@pytest.fixture(scope="module")
+def session_run(tmp_path_factory):
+    """A main-job run folder after training: the lexical member and SmolLM2, each trained on fold 0 of PandaLM's
+    first rows, their caches holding a test table of TEST_ROWS other PandaLM rows."""
+    run = tmp_path_factory.mktemp("session")
+    table = pd.read_csv(PANDALM, dtype={"id": str}, keep_default_na=False)
+    test = run / "test.csv"
+    table.iloc[399:399 + TEST_ROWS].drop(columns=["winner_model_a", "winner_model_b", "winner_tie"]).to_csv(
+        test, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name, extra in (("lexical", {}), ("smollm2", {"max_length": 64})):
+            tokenize_stage(name, [PANDALM], str(test), n_folds=2, max_rows=60, out=run / "tokenized" / name, **extra)
+            train_stage(name, 0, tokenized=run / "tokenized" / name, out=run / "models" / name / "fold0",
+                        max_steps=1, batch_size=4, grad_accum=1, max_eval_rows=4)
+    return run, test
+
+
+def test_the_main_jobs_scoring_publishes_the_first_member_and_stops_at_the_deadline(session_run, tmp_path,
+                                                                                    monkeypatch):
+    """07 / kit main after training: the members' test rows go through 03_infer_two_t4 cheapest first against
+    the session's deadline. The lexical member is scored and published at once; SmolLM2 (projected to fit, forced
+    here, so that it starts) is still scoring when the 45-second deadline comes and is stopped; the held-out rows
+    of the lexical member are scored and 04_blend replaces the partial submission, or, with no time left, the
+    partial one stands. Either way: a valid submission of every test id, within the deadline plus the blend, and
+    session.json naming what was left out."""
+    from kit.core.settings import BlendSettings
+    from kit.workflows import main_scoring
+    from kit.workflows.main import execute_notebook
+    run, test = session_run
+    monkeypatch.setattr(main_scoring, "projected_seconds", lambda d, *a, **k: 1.0 if "smollm2" in str(d) else 0.0)
+    monkeypatch.setenv("KIT_WORK", str(run))
+    target = tmp_path / "published" / "submission.csv"
+    budget_s = 45
+    started = time.time()
+    scoring = main_scoring.SessionScoring(run, target, started + budget_s, BlendSettings(
+        weights="fit", space="log", sample_submission=None, judge_csv=None), execute_notebook, {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert scoring.run() == target
+    elapsed = time.time() - started
+    record = json.loads((run / "session.json").read_text())
+    assert record["scored"] == ["lexical"], record
+    assert any(x.startswith("smollm2 (test):") and "deadline" in x for x in record["left_out"]), record
+    assert (run / "partial" / "submission.csv").is_file()  # published after the first member, before SmolLM2 ran
+    published_by_blend = record["published"].startswith("04_blend")
+    assert published_by_blend or record["published"].startswith("partial: "), record
+    assert elapsed <= budget_s + (30 if published_by_blend else 5), (elapsed, record)  # the blend: in the margin
+    validate_submission(pd.read_csv(target, dtype={"id": str}), pd.read_csv(test, dtype={"id": str})["id"].tolist(),
+                        None)
+    assert not (run / "models" / "smollm2" / "fold0" / "predictions" / "test.csv").exists()  # stopped: nothing written

@@ -49,7 +49,14 @@ def test_one_session_trains_and_submits(kaggle, tmp_path):
     assert config["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     executed = sorted(p.name for p in (run / "notebooks").glob("*.ipynb"))
     assert executed == ["01_tokenize-lexical.ipynb", "01_tokenize-llama3-8b.ipynb", "02_train-lexical-fold0.ipynb",
-                        "02_train-llama3-8b-fold0.ipynb", "03_infer_two_t4.ipynb", "04_blend.ipynb"]
+                        "02_train-llama3-8b-fold0.ipynb", "03_infer_two_t4-oof-lexical.ipynb",
+                        "03_infer_two_t4-oof-llama3-8b.ipynb", "03_infer_two_t4-test-lexical.ipynb",
+                        "03_infer_two_t4-test-llama3-8b.ipynb", "04_blend.ipynb"]
+    # each member scored in its own kernel, cheapest first against the session's deadline (BUDGET_HOURS)
+    session = json.loads((run / "session.json").read_text())
+    assert session["scored"] == ["lexical", "llama3-8b"] and session["left_out"] == [] and session["deadline"]
+    text, _ = outputs_of(run / "notebooks" / "03_infer_two_t4-test-llama3-8b.ipynb")
+    assert "projected by arithmetic" in text and "h on 2x Tesla T4" in text
     text, kinds = outputs_of(run / "notebooks" / "02_train-llama3-8b-fold0.ipynb")
     assert "train: 100%" in text and "<progress" not in text and WIDGET not in kinds
     # the training time, projected by arithmetic before the model loaded, for this machine and Kaggle's 2x T4

@@ -24,7 +24,11 @@ def test_main_job_quick_produces_a_valid_submission(tmp_path):
     executed = {p.name for p in (run_dir / "notebooks").iterdir()}
     assert {"01_tokenize-gemma3-270m.ipynb", "01_tokenize-minilm.ipynb", "01_tokenize-lexical.ipynb",
             "02_train-gemma3-270m-fold0.ipynb", "02_train-minilm-fold1.ipynb", "02_train-lexical-fold1.ipynb",
-            "03_infer_two_t4.ipynb", "04_blend.ipynb"} <= executed
+            "03_infer_two_t4-test-lexical.ipynb", "03_infer_two_t4-test-gemma3-270m.ipynb",
+            "03_infer_two_t4-oof-minilm.ipynb", "04_blend.ipynb"} <= executed
+    session = json.loads((run_dir / "session.json").read_text())  # every member scored, the planned blend published
+    assert sorted(session["scored"]) == ["gemma3-270m", "lexical", "minilm"] and session["left_out"] == []
+    assert session["published"].startswith("04_blend: 'fit' over ")
     report = (run_dir / "report" / "report.md").read_text()
     assert "weights: fit gemma3-270m " in report and ", minilm " in report and ", lexical " in report
     assert "cross-fitted on 5 parts (by id) of the out-of-fold rows of 2 folds; part 0: weights [" in report
@@ -74,5 +78,5 @@ def test_a_bad_main_setting_stops_before_any_folder_exists(tmp_path):
                             "no Hugging Face model folder there"),
                            (MainSettings(train=[str(tmp_path / "missing.csv")]), "is not a file")):
         with pytest.raises(SettingsError, match=said):
-            run_main(settings, run_dir=run)
+            run_main(**settings.to_dict(), run_dir=str(run))
         assert not run.exists()

@@ -16,7 +16,8 @@ from dataclasses import field
 from .errors import SettingsError
 from .values import comma_list
 
-__all__ = ["Settings", "arg", "check_bounds", "field_default", "notebook_name", "same_as", "unknown_name"]
+__all__ = ["Settings", "arg", "check_bounds", "field_default", "notebook_name", "same_as", "to_parameters",
+           "unknown_name"]
 
 
 def arg(default=dataclasses.MISSING, help: str = "", *, factory=None, **meta):
@@ -110,6 +111,11 @@ class Settings:
         """The fields by name: ``stage(**settings.to_dict())`` runs the stage with these settings."""
         return dataclasses.asdict(self)
 
+    @classmethod
+    def pick(cls, values: dict):
+        """These settings from ``values`` (a stage's parameters, ``locals()``): each field by its name."""
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+
 
 _KEEP = object()
 
@@ -133,3 +139,15 @@ def same_as(cls, name: str, default=_KEEP, help: str | None = None, factory=None
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def to_parameters(settings) -> dict:
+    """The notebook parameters (upper-case names) of the fields of ``settings`` that differ from their defaults:
+    what the main job passes to papermill, so that no parameter name is typed by hand."""
+    out = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        name = notebook_name(f)
+        if name and value != field_default(f):
+            out[name] = value
+    return out

@@ -13,17 +13,18 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
-from ..core.env import REPO_ROOT, environment, work_dir
+from ..core.env import REPO_ROOT, default_judges, environment, work_dir
 from ..core.errors import SettingsError
-from ..core.declare import field_default, notebook_name
+from ..core.declare import to_parameters
 from ..core.log import get_logger
+from ..core.signature import settings_function
 from ..core.presets import resolve_preset
 from ..core.settings import BlendSettings, TokenizeSettings, TrainRun, TrainSettings
-from ..store.io import publish
-from .settings import MainSettings
+from .main_scoring import SessionScoring
+from .schedule import deadline_for
+from .settings import MainPlaces, MainSettings
 
 log = get_logger(__name__)
 
@@ -35,22 +36,11 @@ SUBMISSIONS = REPO_ROOT / "submissions"
 KIT_HOME = Path(__file__).resolve().parents[2]
 
 
-def to_parameters(settings) -> dict:
-    """The notebook parameters (upper-case names) of the fields of ``settings`` that differ from
-    their defaults: what the main job passes to papermill."""
-    out = {}
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        name = notebook_name(f)
-        if name and value != field_default(f):
-            out[name] = value
-    return out
-
-
-def execute_notebook(name: str, run_dir: Path, parameters: dict, tag: str = "") -> Path:
+def execute_notebook(name: str, run_dir: Path, parameters: dict, tag: str = "", timeout: float | None = None) -> Path:
     """Execute notebooks/<name>.ipynb with papermill; the executed copy lands in run_dir, and what its
     cells print streams to this process's console while it runs. The notebook imports the kit that
-    runs this (``KIT_DIR``), not whichever one its kernel finds."""
+    runs this (``KIT_DIR``), not whichever one its kernel finds. ``timeout``: seconds a cell may run before it
+    is stopped (a ``TimeoutError``); default: no limit."""
     import papermill  # only the main job needs it
 
     out = run_dir / "notebooks" / f"{name}{'-' + tag if tag else ''}.ipynb"
@@ -61,7 +51,8 @@ def execute_notebook(name: str, run_dir: Path, parameters: dict, tag: str = "") 
     papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out),
                                parameters={"KIT_DIR": str(KIT_HOME), **parameters},
                                cwd=str(run_dir), progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
-                               extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                               extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                               execution_timeout=None if timeout is None else max(1, int(timeout)))
     return out
 
 
@@ -85,24 +76,42 @@ def check_inputs(settings: MainSettings) -> None:
         resolve_preset(model, {"model_dir": folder})
 
 
-def run_main(settings: MainSettings | None = None, run_dir: str | Path | None = None,
-             publish_dir: str | Path | None = None, wheels: str | None = None) -> Path:
-    """Run the four notebooks; returns the published submission path.
+@settings_function(MainSettings, MainPlaces)
+def run_main(
+        models: list[str] = ("gemma3-270m", "minilm", "lexical"),
+        train: list[str] | None = None,
+        test: str | None = None,
+        sample_submission: str | None = "auto",
+        model_dir: dict | None = None,
+        folds: int = 2,
+        train_folds: list[int] | None = None,
+        max_rows: int | None = 400,
+        max_length: int | dict = {"minilm": 128, "smollm2": 128, "gemma3-270m": 128},  # noqa: B006 - never mutated
+        recipes: dict = {},  # noqa: B006 - never mutated
+        weights: str = "fit",
+        space: str = "log",
+        judge_csv: dict | None = default_judges(),  # noqa: B008 - the shipped judges' files, found once
+        budget_hours: float | None = 9.0,
+        run_dir: str | None = None,
+        publish_dir: str | None = None,
+        wheels: str | None = None,
+) -> Path:
+    """The main job: the four stage notebooks in order; returns the published submission's path.
 
-    Args:
-        settings: :class:`kit.core.settings.MainSettings` (default: the embedded defaults).
-        run_dir: the run's folder (must not exist); default ``<work>/runs/<UTC time>``.
-        publish_dir: where ``submission.csv`` is published (an earlier one moved aside); default
-            :func:`default_publish_dir`.
-        wheels: the wheels folder each notebook installs from offline (Kaggle), when not the default.
+    Every parameter is a field of :class:`kit.workflows.main_settings.MainSettings` (which members, on which tables
+    and backbones, at what scale) or :class:`kit.workflows.main_settings.MainPlaces` (where it runs, publishes and
+    installs from), all listed below; ``MainSettings.quick().to_dict()`` and ``MainSettings.paper().to_dict()``
+    are the other shipped choices.
 
     Returns:
         The published submission's path.
 
     Example:
-        >>> run_main(MainSettings.quick())  # doctest: +SKIP
+        >>> run_main(**MainSettings.quick().to_dict())  # doctest: +SKIP
     """
-    settings = settings or MainSettings()
+    given = locals()
+    settings, places = MainSettings.pick(given), MainPlaces.pick(given)
+    run_dir, publish_dir, wheels = places.run_dir, places.publish_dir, places.wheels
     check_inputs(settings)  # a missing table or backbone folder: one line now, before the run folder exists
     publish_dir = Path(publish_dir) if publish_dir else default_publish_dir()
     common = {"WHEELS": wheels} if wheels else {}
@@ -139,11 +148,11 @@ def _run_notebooks(settings: MainSettings, run_dir: Path, publish_dir: Path, com
             run = TrainRun(model=model, fold=fold, budget_hours=left)
             params = {**to_parameters(run), **to_parameters(recipe), **common}
             execute_notebook("02_train", run_dir, params, f"{model}-fold{fold}")
-    execute_notebook("03_infer_two_t4", run_dir, {"SPLITS": ["test", "oof"], **common})
     blend = BlendSettings(weights=settings.weights, space=settings.space, judge_csv=settings.judge_csv or None,
                           sample_submission=settings.sample_submission)
-    execute_notebook("04_blend", run_dir, {**to_parameters(blend), **common})
-    published = publish(run_dir / "submission.csv", Path(publish_dir) / "submission.csv", "kit main")
+    # scored cheapest first against the session's deadline, a submission published from the first member on
+    published = SessionScoring(run_dir, Path(publish_dir) / "submission.csv",
+                               deadline_for(started, settings.budget_hours), blend, execute_notebook, common).run()
     log.info(f"[kit main] done in {(time.time() - started) / 60:.1f} min: {published} "
              f"(report: {run_dir / 'report' / 'report.md'}, executed notebooks: {run_dir / 'notebooks'})")
     report = run_dir / "report" / "report.md"

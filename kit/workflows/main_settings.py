@@ -13,7 +13,7 @@ from ..core.presets import PRESETS
 from ..core.settings import BlendSettings, TokenizeSettings, TrainRun, TrainSettings
 from ..core.values import per_model
 
-__all__ = ["MainRun", "MainSettings"]
+__all__ = ["MainPlaces", "MainRun", "MainSettings"]
 
 
 @dataclass
@@ -95,10 +95,18 @@ class MainSettings(Settings):
 
 @dataclass
 class MainRun(Settings):
-    """``kit main``'s command-line options."""
+    """``kit main``'s choice of settings: the default members or the paper's pairing, at full or toy scale."""
 
     quick: bool = arg(False, "toy scale (CI): the same path in minutes")
     paper: bool = arg(False, "the paper's pairing: Gemma-3-270M + SmolLM2 (a Llama) + lexical, instead of "
                              "Gemma-3-270M + MiniLM + lexical (slower on CPU)")
+
+
+@dataclass
+class MainPlaces(Settings):
+    """Where the main job runs, publishes and installs from."""
+
     run_dir: str | None = arg(None, "default: <work>/runs/<timestamp> (must not exist)")
     publish_dir: str | None = arg(None, "where submission.csv goes; default submissions/ (/kaggle/working on Kaggle)")
+    wheels: str | None = arg(None, "the wheels folder each notebook installs from offline (Kaggle), when not the "
+                                   "default", notebook="WHEELS")

@@ -12,9 +12,9 @@ from ..core.declare import Settings, arg, same_as
 from ..core.errors import SettingsError
 from ..core.settings import BlendSettings, InferSettings, TokenizeSettings, TrainSettings
 from ..core.values import parse_caps, parse_hours, parse_members, parse_sample, parse_seeds, parse_weights
-from .main_settings import MainRun, MainSettings
+from .main_settings import MainPlaces, MainRun, MainSettings
 
-__all__ = ["CvSettings", "MainRun", "MainSettings", "PseudoLabelSettings", "SubmitSettings", "PER_MODEL", "WORKFLOW_DEFAULTS"]
+__all__ = ["CvSettings", "MainPlaces", "MainRun", "MainSettings", "PseudoLabelSettings", "SubmitSettings", "PER_MODEL", "WORKFLOW_DEFAULTS"]
 
 # (settings class, field) -> why its default differs from the stage field it passes on
 WORKFLOW_DEFAULTS = {
