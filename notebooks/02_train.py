@@ -66,7 +66,7 @@ kit.core.env.bootstrap(WHEELS)  # offline install from the wheels dataset where 
 # %%
 run, overrides, settings = kit.from_parameters([kit.TrainRun, kit.PresetOverrides, kit.TrainSettings], globals(),
                                                extra=("KIT_DIR", "WHEELS"))  # a misspelt name fails here
-result = kit.train_stage(**run.to_dict(), settings=settings, **overrides.given())
+result = kit.train_stage(**run.to_dict(), **settings.to_dict(), **overrides.given())
 import pandas as pd
 pd.Series(result.metrics, name=f"{run.model} fold {run.fold}").to_frame()
 

@@ -112,7 +112,6 @@ def trained_minilm(tmp_path_factory):
     rows include malformed ones: (model_dir, tokenized_dir, test_csv)."""
     import pandas as pd
     from kit.stages.tokenize import tokenize_stage
-    from kit.core.settings import TrainSettings
     from kit.stages.train import train_stage
 
     base = tmp_path_factory.mktemp("trained")
@@ -128,5 +127,5 @@ def trained_minilm(tmp_path_factory):
     tokenize_stage("minilm", [PANDALM], test_csv, max_length=128, max_rows=120, n_folds=3, out=tok,
                    member="joint")
     res = train_stage("minilm", 0, tokenized=tok, out=base / "model",
-                      settings=TrainSettings(max_steps=3, batch_size=8, max_train_rows=24, logging_steps=1))
+                      max_steps=3, batch_size=8, max_train_rows=24, logging_steps=1)
     return res.out_dir, tok, test_csv

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from conftest import KAGGLE_TEST, KAGGLE_TRAIN, PANDALM, cli_error_line
 
-from kit import TrainSettings, average_models, infer_stage, submit, tokenize_stage, train_stage
+from kit import average_models, infer_stage, submit, tokenize_stage, train_stage
 from kit.core.errors import KitError
 from kit.ops.tiny import make_tiny_backbone
 
@@ -32,8 +32,8 @@ def folds(tmp_path_factory):
         for k in (0, 1):
             dirs.append(train_stage("llama3-8b", k, tokenized=tok, out=base / "models" / "llama3-8b" / f"fold{k}",
                                     load_in_4bit=False,
-                                    settings=TrainSettings(max_steps=3, batch_size=4, grad_accum=1, learning_rate=1e-2,
-                                                           max_train_rows=8, evals_per_run=1)).out_dir)
+                                    max_steps=3, batch_size=4, grad_accum=1, learning_rate=1e-2,
+                                    max_train_rows=8, evals_per_run=1).out_dir)
     return base, dirs
 
 

@@ -15,7 +15,6 @@ from kit.members.pairwise import build_pairwise, predict_pair_logits
 from kit.core.errors import PresetError
 from kit.core.presets import resolve_preset
 from kit.stages.tokenize import tokenize_stage
-from kit.core.settings import TrainSettings
 from kit.stages.train import train_stage
 from kit.store.io import read_csv_keeping_ids
 from conftest import KAGGLE_TRAIN, PANDALM, ROOT, kill_when_checkpointed, run_kit
@@ -38,8 +37,8 @@ def pair_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_pair(pair_cache):
     res = train_stage("minilm", 0, tokenized=pair_cache / "tok", out=pair_cache / "model",
-                      settings=TrainSettings(max_steps=6, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0,
-                                             max_train_rows=48, max_eval_rows=24, evals_per_run=1))
+                      max_steps=6, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0,
+                      max_train_rows=48, max_eval_rows=24, evals_per_run=1)
     return res
 
 
@@ -159,8 +158,8 @@ def test_infer_reuses_the_train_stages_oof_scores_only_when_they_are_what_scorin
     """A run that scored its whole held-out fold: the infer stage takes those scores (and they
     equal a fresh scoring of the reloaded adapter); a run that scored a capped share is rescored."""
     res = train_stage("minilm", 3, tokenized=pair_cache / "tok", out=tmp_path / "m",
-                      settings=TrainSettings(max_steps=2, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0,
-                                             max_train_rows=16, evals_per_run=1))
+                      max_steps=2, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0,
+                      max_train_rows=16, evals_per_run=1)
     capsys.readouterr()
     reused = infer_stage(res.out_dir, "oof").predictions
     assert "reused" in capsys.readouterr().out

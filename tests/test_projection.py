@@ -8,7 +8,7 @@ import pytest
 
 from conftest import PANDALM, ROOT, cli_error_line
 
-from kit import TrainSettings, tokenize_stage, train_stage
+from kit import tokenize_stage, train_stage
 from kit.core.errors import BudgetError
 from kit.ops import compute
 from kit.ops.compute import KAGGLE_T4X2, TRAIN_PASSES, Work, backbone_params, project_seconds
@@ -61,7 +61,7 @@ def test_training_over_its_budget_stops_before_any_model_loads(gemma_cache, tmp_
     with caplog.at_level(logging.INFO, logger="kit"):
         with pytest.raises(BudgetError) as err:
             train_stage("gemma3-270m", 0, tokenized=gemma_cache, out=tmp_path / "m", budget_hours=1e-4,
-                        settings=TrainSettings(max_train_rows=50))
+                        max_train_rows=50)
     line = str(err.value)
     assert all(x in line for x in PROJECTION_LINES) and "BUDGET_HOURS = 0.0001" in line
     assert "MAX_TRAIN_ROWS = " in line and "MAX_STEPS" in line and "MAX_LENGTH" in line
@@ -76,7 +76,7 @@ def test_train_and_infer_print_the_projection_for_this_machine_and_2x_t4(gemma_c
     from kit import infer_stage
     with caplog.at_level(logging.INFO, logger="kit"):
         res = train_stage("gemma3-270m", 0, tokenized=gemma_cache, out=tmp_path / "m",
-                          settings=TrainSettings(max_steps=1, batch_size=2, grad_accum=1, max_eval_rows=4))
+                          max_steps=1, batch_size=2, grad_accum=1, max_eval_rows=4)
         # a few held-out rows only (ids=): the projection is said before the model loads, whatever the rows
         scored = infer_stage(res.out_dir, "oof", ids=res.oof["id"].tolist()[:3], out=tmp_path / "oof.csv")
     assert len(scored.predictions) == 3

@@ -13,7 +13,6 @@ import torch
 from kit.stages.infer import infer_stage
 from kit.ops.tiny import make_tiny_backbone
 from kit.stages.tokenize import tokenize_stage
-from kit.core.settings import TrainSettings
 from kit.stages.train import train_stage
 from conftest import KAGGLE_TRAIN, PANDALM
 
@@ -43,8 +42,8 @@ def test_qlora_trains_saves_reloads_and_infers_on_cpu(tiny_backbones, preset_nam
                    model_dir=str(folder), member=head)
     with pytest.warns(RuntimeWarning, match="saves memory, not time"):
         res = train_stage(preset_name, 0, tokenized=tok, out=tmp_path / "model",
-                          settings=TrainSettings(max_steps=2, batch_size=4, grad_accum=1, learning_rate=1e-3,
-                                                 max_train_rows=8, evals_per_run=1))
+                          max_steps=2, batch_size=4, grad_accum=1, learning_rate=1e-3,
+                          max_train_rows=8, evals_per_run=1)
     config = json.loads((res.out_dir / "config.json").read_text())
     assert config["preset"]["load_in_4bit"] and config["preset"]["member"] == head
     assert res.metrics["global_steps"] == 2 and np.isfinite(res.metrics["train_loss"])
@@ -75,8 +74,8 @@ def test_smollm2_qlora_on_cpu(tmp_path):
     tokenize_stage("smollm2", [PANDALM], "", max_length=64, max_rows=24, n_folds=2, out=tok, member="pairwise")
     with pytest.warns(RuntimeWarning, match="saves memory, not time"):
         res = train_stage("smollm2", 1, tokenized=tok, out=tmp_path / "model", load_in_4bit=True,
-                          settings=TrainSettings(max_steps=2, batch_size=2, learning_rate=1e-3, max_train_rows=4,
-                                                 max_eval_rows=6, evals_per_run=1))
+                          max_steps=2, batch_size=2, learning_rate=1e-3, max_train_rows=4,
+                          max_eval_rows=6, evals_per_run=1)
     assert json.loads((res.out_dir / "config.json").read_text())["preset"]["load_in_4bit"]
     again = infer_stage(res.out_dir, "oof", reuse_train_scores=False, out=tmp_path / "oof.csv").predictions
     trained = res.oof.set_index("id")
@@ -92,8 +91,8 @@ def test_gemma3_270m_real_weights_qlora_on_cpu(tmp_path):
     tokenize_stage("gemma3-270m", [PANDALM], "", max_length=64, max_rows=16, n_folds=2, out=tok)
     with pytest.warns(RuntimeWarning, match="saves memory, not time"):
         res = train_stage("gemma3-270m", 0, tokenized=tok, out=tmp_path / "model", load_in_4bit=True,
-                          settings=TrainSettings(max_steps=2, batch_size=2, learning_rate=1e-3, max_train_rows=4,
-                                                 max_eval_rows=6, evals_per_run=1))
+                          max_steps=2, batch_size=2, learning_rate=1e-3, max_train_rows=4,
+                          max_eval_rows=6, evals_per_run=1)
     config = json.loads((res.out_dir / "config.json").read_text())
     assert config["preset"]["load_in_4bit"] and config["preset"]["attn_implementation"] == "eager"
     assert res.metrics["global_steps"] == 2 and np.isfinite(res.metrics["train_loss"])
@@ -116,8 +115,8 @@ def test_a_member_trained_in_4bit_scores_in_8bit(tiny_backbones, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         model_dir = train_stage("gemma2-9b", 0, tokenized=tok, out=tmp_path / "model",
-                                settings=TrainSettings(max_steps=2, batch_size=4, learning_rate=1e-3,
-                                                       max_train_rows=8, evals_per_run=1)).out_dir
+                                max_steps=2, batch_size=4, learning_rate=1e-3,
+                                max_train_rows=8, evals_per_run=1).out_dir
         scored = {q: infer_stage(model_dir, "oof", tta=False, quantization=q, out=tmp_path / f"{q}.csv")
                   for q in ("none", "8bit", "4bit")}
         preset = quantized_as(Preset.from_dict(json.loads((model_dir / "config.json").read_text())["preset"]), "8bit")

@@ -10,7 +10,6 @@ import pytest
 
 from conftest import KAGGLE_TEST, PANDALM
 from kit.core.errors import BlendError, PresetError
-from kit.core.settings import TrainSettings
 from kit.stages.infer import infer_stage
 from kit.store.io import read_csv_keeping_ids
 from kit.stages.tokenize import tokenize_stage
@@ -40,8 +39,8 @@ def test_untrained_residual_member_predicts_its_base_exactly(base):
     held-out and test probabilities are the base's — the margin is wired into training, the train
     stage's scoring and the infer stage's."""
     res = train_stage("minilm", 0, tokenized=base / "tok-minilm", out=base / "zero",
-                      settings=TrainSettings(learning_rate=0.0, max_steps=1, residual_on=str(base / "models" / "lexical"),
-                                             **SMALL))
+                      learning_rate=0.0, max_steps=1, residual_on=str(base / "models" / "lexical"),
+                      **SMALL)
     assert res.metrics["residual_on"] == str(base / "models" / "lexical")
     lexical_oof = _probs(read_csv_keeping_ids(base / "models" / "lexical" / "fold0" / "predictions" / "oof.csv"))
     np.testing.assert_allclose(_probs(res.oof).to_numpy(), lexical_oof.loc[_probs(res.oof).index].to_numpy(), atol=1e-6)
@@ -55,8 +54,8 @@ def test_untrained_residual_member_predicts_its_base_exactly(base):
 
 def test_a_trained_residual_member_learns_a_correction(base):
     res = train_stage("minilm", 1, tokenized=base / "tok-minilm", out=base / "trained",
-                      settings=TrainSettings(learning_rate=5e-3, max_steps=3, residual_on=str(base / "models" / "lexical"),
-                                             **SMALL))
+                      learning_rate=5e-3, max_steps=3, residual_on=str(base / "models" / "lexical"),
+                      **SMALL)
     assert np.isfinite(res.metrics["train_loss"])
     lexical_oof = _probs(read_csv_keeping_ids(base / "models" / "lexical" / "fold1" / "predictions" / "oof.csv"))
     diff = np.abs(_probs(res.oof).to_numpy() - lexical_oof.loc[_probs(res.oof).index].to_numpy()).max()
@@ -70,7 +69,7 @@ def test_a_base_on_other_folds_or_rows_without_a_margin_are_refused(base, tmp_pa
                    out=tmp_path / "tok-seed7")
     with pytest.raises(PresetError, match="another fold assignment.*would leak"):
         train_stage("minilm", 0, tokenized=tmp_path / "tok-seed7", out=tmp_path / "m",
-                    settings=TrainSettings(max_steps=1, residual_on=str(base / "models" / "lexical"), **SMALL))
+                    max_steps=1, residual_on=str(base / "models" / "lexical"), **SMALL)
     extra = pd.read_csv(PANDALM).iloc[500:520].assign(id=lambda f: "x-" + f["id"].astype(str))
     extra.to_csv(tmp_path / "extra.csv", index=False)
     tokenize_stage("minilm", [PANDALM], KAGGLE_TEST, n_folds=2, max_rows=40, max_length=64, extra=[tmp_path / "extra.csv"],
@@ -78,7 +77,7 @@ def test_a_base_on_other_folds_or_rows_without_a_margin_are_refused(base, tmp_pa
     with pytest.raises((BlendError, PresetError)):
         # other folds fingerprint (the extra rows change the cache) or no margin for the extra rows: refused
         train_stage("minilm", 0, tokenized=tmp_path / "tok-extra", out=tmp_path / "m2",
-                    settings=TrainSettings(max_steps=1, residual_on=str(base / "models" / "lexical"), **SMALL))
+                    max_steps=1, residual_on=str(base / "models" / "lexical"), **SMALL)
 
 
 def test_cv_trains_a_residual_member_after_its_base(tmp_path):

@@ -4,6 +4,7 @@ says why), and every notebook's parameters cell agrees with the settings it is r
 import ast
 import dataclasses
 import inspect
+import re
 import types
 import typing
 
@@ -21,7 +22,7 @@ SETTINGS = [stage_settings.PresetOverrides, stage_settings.TokenizeSettings, sta
             stage_settings.TrainSettings, stage_settings.InferSettings, stage_settings.BlendSettings,
             stage_settings.AverageSettings,
             workflow_settings.CvSettings, workflow_settings.SubmitSettings, workflow_settings.PseudoLabelSettings,
-            workflow_settings.MainSettings, workflow_settings.MainRun]
+            workflow_settings.MainSettings, workflow_settings.MainRun, workflow_settings.MainPlaces]
 
 
 def _hidden(obj) -> list[str]:
@@ -47,18 +48,55 @@ def test_the_check_sees_a_hidden_parameter():
 
 
 @pytest.mark.parametrize("func", ["tokenize_stage", "infer_stage", "infer_isolated", "blend_stage", "cv_stage",
-                                  "submit", "pseudo_label", "train_stage", "average_models"])
+                                  "submit", "pseudo_label", "train_stage", "average_models", "run_main"])
 def test_a_stage_takes_its_settings_fields_with_their_defaults(func):
     fn = getattr(kit, func)
-    params = {n: p for n, p in inspect.signature(fn).parameters.items() if n != "settings"}
-    fields = [f for cls in fn.settings_classes if cls is not stage_settings.TrainSettings
-              for f in dataclasses.fields(cls)]
+    params = dict(inspect.signature(fn).parameters)
+    fields = [f for cls in fn.settings_classes for f in dataclasses.fields(cls)]
     assert list(params) == [f.name for f in fields], func
     for f in fields:
         default = field_default(f)
         given = params[f.name].default
         expected = inspect.Parameter.empty if default is dataclasses.MISSING else default
         assert (list(given) if isinstance(given, tuple) else given) == expected, (func, f.name)
+
+
+def _listed(fn) -> list[str]:
+    """The parameter names ``help(fn)`` lists under Args."""
+    args = fn.__doc__.split("\nArgs:\n", 1)[1]
+    return re.findall(r"^ {4}(\w+): ", args, re.M)
+
+
+def test_help_lists_exactly_the_parameters_a_call_takes():
+    """One convention: every public callable declared on settings takes their fields flat, by keyword; what
+    help() lists under Args is what the call accepts, and each is accepted (a value of its default's kind)."""
+    declared = [name for name in kit.__all__ if hasattr(getattr(kit, name), "settings_classes")]
+    assert {"train_stage", "tokenize_stage", "infer_stage", "blend_stage", "submit", "cv_stage", "run_main"} <= set(
+        declared)
+    # the rest of kit.__all__ are library functions and registries, not settings-driven entry points
+    objects = [name for name in kit.__all__ if name not in declared and callable(getattr(kit, name))
+               and not isinstance(getattr(kit, name), type)  # a class is built from its own fields
+               and any("Settings" in str(p.annotation) for p in inspect.signature(getattr(kit, name)).parameters.values())]
+    assert objects == [], f"public callables taking a settings object instead of its fields: {objects}"
+    for name in declared:
+        fn = getattr(kit, name)
+        assert _listed(fn) == list(inspect.signature(fn).parameters), name
+    from kit.core.errors import SettingsError, StaleOutput
+    # a training setting and a preset override, flat: accepted (the call gets as far as the missing cache)
+    with pytest.raises(StaleOutput, match="no tokenized train table"):
+        kit.train_stage("minilm", 0, tokenized="/nonexistent", learning_rate=1e-4, max_steps=2, lora_r=4)
+    with pytest.raises(SettingsError, match="learning_rat"):  # a misspelt one still names the closest
+        kit.train_stage("minilm", 0, learning_rat=1e-4)
+
+
+def test_the_check_sees_a_parameter_help_lists_and_the_call_refuses():
+    from kit.core.settings import TrainSettings
+    from kit.core.signature import settings_function
+
+    @settings_function(TrainSettings)
+    def stage(epochs: float | None = None):
+        """A stage that forgot all but one of its settings."""
+    assert _listed(stage)[:2] == ["epochs", "learning_rate"] and list(inspect.signature(stage).parameters) == ["epochs"]
 
 
 def _base_type(hint):

@@ -14,7 +14,6 @@ from kit.ops.losses import soft_cross_entropy
 from kit.stages.infer import infer_stage
 from kit.core.schema import EXTRA_FOLD, TARGET_COLUMNS
 from kit.stages.tokenize import tokenize_stage
-from kit.core.settings import TrainSettings
 from kit.stages.train import train_stage
 from conftest import PANDALM
 
@@ -81,7 +80,7 @@ def test_soft_rows_train_every_member_and_are_never_held_out(tmp_path):
 
     tok = tokenize_stage("minilm", [path], "", n_folds=2, max_length=64, out=tmp_path / "tok", member="pairwise")
     res = train_stage("minilm", 0, tokenized=tok.out_dir, out=tmp_path / "m",
-                      settings=TrainSettings(max_steps=2, batch_size=8, max_eval_rows=8, evals_per_run=1))
+                      max_steps=2, batch_size=8, max_eval_rows=8, evals_per_run=1)
     assert res.metrics["soft_labels"] is True and np.isfinite(res.metrics["train_loss"])
     assert not set(res.oof["id"]) & soft_ids
 
@@ -92,6 +91,6 @@ def test_soft_labels_through_the_joint_head_and_the_trainer_loss(tmp_path):
     path, table = _soft_table(tmp_path, hard=80, soft=40)
     tok = tokenize_stage("minilm", [path], "", n_folds=2, max_length=96, out=tmp_path / "tok", member="joint")
     res = train_stage("minilm", 0, tokenized=tok.out_dir, out=tmp_path / "m",
-                      settings=TrainSettings(max_steps=2, batch_size=8, max_eval_rows=8, evals_per_run=1))
+                      max_steps=2, batch_size=8, max_eval_rows=8, evals_per_run=1)
     assert res.metrics["soft_labels"] is True and np.isfinite(res.metrics["train_loss"])
     assert res.oof["label"].isin([0, 1, 2]).all()

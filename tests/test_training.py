@@ -58,7 +58,7 @@ def test_few_steps_change_lora_and_head_and_lower_training_loss(tokenized, tmp_p
     before = {n: p.detach().clone() for n, p in initial.named_parameters() if p.requires_grad}
     loss_before = _loss(initial, seen, tok.pad_token_id)
 
-    res = train_stage(model, 0, tokenized=tokenized / model, out=tmp_path / "run", settings=settings, **recipe)
+    res = train_stage(model, 0, tokenized=tokenized / model, out=tmp_path / "run", **settings.to_dict(), **recipe)
     trained, _ = load_trained(res.out_dir, resolve_preset(model, dict(max_length=128, member="joint", **recipe)))
     after = dict(trained.named_parameters())
     lora_b = [n for n in before if "lora_B" in n]
@@ -96,6 +96,15 @@ def test_cli_train_then_reload_in_a_fresh_process_gives_the_same_probabilities(t
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["preset"]["name"] == "minilm" and cfg["preset"]["max_length"] == 128 and cfg["fold"] == 1
+    # the values that ran are recorded, never null for "the preset's": in config.json and in the manifest
+    preset = resolve_preset("minilm")
+    assert cfg["train"]["batch_size"] == 4 and cfg["train"]["max_steps"] == 4  # given
+    assert (cfg["train"]["learning_rate"], cfg["train"]["epochs"], cfg["train"]["grad_accum"]) == (
+        preset.learning_rate, preset.epochs, preset.grad_accum)  # the preset's, as they ran
+    assert None not in [cfg["train"][k] for k in ("learning_rate", "epochs", "batch_size", "grad_accum",
+                                                  "warmup_ratio", "weight_decay", "group_by_length", "head_lr_scale")]
+    manifest = json.loads((out / "manifest.json").read_text())["settings"]
+    assert {k: manifest[k] for k in cfg["train"]} == cfg["train"] and manifest["preset"] == "minilm"
     subprocess.run([sys.executable, "-c", RELOAD, str(out), str(tokenized / "minilm" / "train.parquet"),
                     str(tmp_path / "p.npy")], check=True, cwd=ROOT, capture_output=True)
     oof = read_csv_keeping_ids(out / "oof.csv")
@@ -174,7 +183,7 @@ def test_any_local_hf_folder_trains_with_all_linear_lora(tmp_path):
     tok = tokenize_stage(folder, [KAGGLE_TRAIN], KAGGLE_TEST, max_length=96, max_rows=24, n_folds=2,
                          out=tmp_path / "tok")
     res = train_stage(folder, 0, tokenized=tok.out_dir, out=tmp_path / "model",
-                      settings=TrainSettings(max_steps=2, batch_size=4, max_train_rows=8, max_eval_rows=4))
+                      max_steps=2, batch_size=4, max_train_rows=8, max_eval_rows=4)
     cfg = json.loads((res.out_dir / "config.json").read_text())
     assert cfg["preset"]["target_modules"] == ["all-linear"] and cfg["preset"]["name"] == smollm2_dir().name
     preds = infer_stage(res.out_dir, "test", tta=False, out=tmp_path / "p.csv").predictions

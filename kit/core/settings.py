@@ -9,7 +9,7 @@ notebooks (:mod:`kit.params`) are generated from these declarations; the workflo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .declare import Settings, arg
 from .errors import SettingsError
@@ -154,6 +154,14 @@ class TrainSettings(Settings):
                                         "this member's logits before the loss and at prediction, so the member learns "
                                         "what the base misses")
 
+    _from_preset = ("epochs", "learning_rate", "batch_size", "grad_accum", "warmup_ratio", "weight_decay",
+                    "group_by_length", "head_lr_scale")  # None: the preset's value (resolved once, by effective)
+
+    def effective(self, preset) -> "TrainSettings":
+        """These settings with each field that defaults to the preset's set to the preset's value: what the train
+        stage runs with and records in config.json and manifest.json (never a null for a value that ran)."""
+        return replace(self, **{n: getattr(preset, n) for n in self._from_preset if getattr(self, n) is None})
+
 
 # -- stage 3: infer ------------------------------------------------------------------------------
 @dataclass
@@ -182,8 +190,8 @@ class InferSettings(Settings):
     ids: list[str] | None = arg(None, "score only these test ids, in the table's order (kit submit's swap pass over "
                                       "its least certain rows); default: every row", notebook=None)
     deadline: float | None = arg(None, "a time (seconds since the epoch) by which scoring must end: past it, or "
-                                       "projected past it, the run stops and writes nothing (kit submit's deadline)",
-                                 notebook=None)
+                                       "projected past it, the run stops and writes nothing (kit submit's and the "
+                                       "main job's deadline)")
 
     _lists = ("devices", "ids")
 

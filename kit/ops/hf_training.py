@@ -90,24 +90,21 @@ def training_arguments(preset: Preset, settings: TrainSettings, out: Path, n_tra
 
     cuda = torch.cuda.is_available()
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    batch = settings.batch_size or preset.batch_size
-    accum = settings.grad_accum or preset.grad_accum
-    epochs = settings.epochs or preset.epochs
+    settings = settings.effective(preset)  # a no-op on the train stage's, which are resolved already
+    batch, accum, epochs = settings.batch_size, settings.grad_accum, settings.epochs
     steps_per_epoch = max(1, -(-n_train // (batch * accum * world)))
     total = settings.max_steps if settings.max_steps > 0 else int(np.ceil(steps_per_epoch * epochs))
     every = settings.eval_steps or max(1, -(-total // max(1, settings.evals_per_run)))
     bf16 = cuda and gpu_dtype() == torch.bfloat16
-    grouped = preset.group_by_length if settings.group_by_length is None else settings.group_by_length
     return TrainingArguments(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=batch, per_device_eval_batch_size=batch * 2,
         gradient_accumulation_steps=accum,
-        learning_rate=settings.learning_rate or preset.learning_rate,
-        weight_decay=settings.weight_decay if settings.weight_decay is not None else preset.weight_decay,
+        learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
         num_train_epochs=epochs, max_steps=settings.max_steps,
         lr_scheduler_type="cosine",
         # a float < 1 is a share of the steps (transformers >= 5, the floor in pyproject.toml: warmup_ratio is deprecated)
-        warmup_steps=settings.warmup_ratio if settings.warmup_ratio is not None else preset.warmup_ratio,
+        warmup_steps=settings.warmup_ratio,
         eval_strategy="steps" if has_eval else "no", eval_steps=every,
         save_strategy="steps", save_steps=every, save_total_limit=2,
         load_best_model_at_end=has_eval, metric_for_best_model="log_loss" if has_eval else None,
@@ -116,7 +113,7 @@ def training_arguments(preset: Preset, settings: TrainSettings, out: Path, n_tra
         seed=settings.seed, data_seed=settings.seed,
         bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda,
         **_checkpointing_arguments(preset.gradient_checkpointing and not preset.load_in_4bit),
-        train_sampling_strategy="group_by_length" if grouped else "random",
+        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         dataloader_num_workers=0, remove_unused_columns=False,
         ddp_find_unused_parameters=find_unused_parameters, ddp_backend="gloo" if world > 1 and not cuda else None,
         disable_tqdm=False,
@@ -378,7 +375,7 @@ def run_trainer(preset: Preset, settings: TrainSettings, *, out: Path, recipe: d
     # one evaluation at the end picks no checkpoint: the held-out rows are scored once, by the member
     select = eval_dataset is not None and (settings.evals_per_run > 1 or settings.eval_steps is not None)
     args = training_arguments(preset, settings, out, len(train_dataset), select, find_unused_parameters)
-    head_lr_scale = settings.head_lr_scale if settings.head_lr_scale is not None else preset.head_lr_scale
+    head_lr_scale = settings.effective(preset).head_lr_scale
     trainer = Trainer(model=net, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset if select else None,
                       data_collator=collator(tokenizer), processing_class=tokenizer,
                       compute_metrics=_eval_metrics, optimizers=(_optimizer(net, args, head_lr_scale), None),

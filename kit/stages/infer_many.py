@@ -2,8 +2,9 @@
 
 :func:`infer_isolated` runs :func:`kit.stages.infer.infer_stage` in a fresh (spawned) interpreter, so
 all of a model's GPU memory is returned when it exits and the next model loads into empty devices;
-:func:`infer_many` scores several models and splits (notebook 03), keeping predictions a model's
-current run already made from the same table.
+:func:`infer_many` scores several models and splits (notebook 03's driver, given one InferSettings for every
+model; not in ``kit.__all__``: from Python, call :func:`kit.stages.infer.infer_stage` per model), keeping
+predictions a model's current run already made from the same table.
 """
 from __future__ import annotations
 

@@ -126,9 +126,10 @@ def project_training(preset: Preset, member, train_rows: pd.DataFrame, held: pd.
         return None
     columns, shape = known
     sequences = len(train_rows) * (2 if member.uses_tta and settings.swap_augment else 1)
-    batch = (settings.batch_size or preset.batch_size) * (settings.grad_accum or preset.grad_accum)
+    settings = settings.effective(preset)
+    batch = settings.batch_size * settings.grad_accum
     epochs = (settings.max_steps * batch / sequences if settings.max_steps > 0
-              else settings.epochs or preset.epochs) * sequences / len(train_rows)
+              else settings.epochs) * sequences / len(train_rows)
     passes = (CHECKPOINTED_PASSES if preset.gradient_checkpointing else TRAIN_PASSES) * epochs
     works = [Work.passes(shape, row_tokens(train_rows, columns), passes, "train")]
     if len(held):
@@ -156,8 +157,26 @@ def train_stage(
         overwrite: bool = False,
         resume: bool = True,
         budget_hours: float | None = 9.0,
-        settings: TrainSettings | None = None,
         *,
+        epochs: float | None = None,
+        learning_rate: float | None = None,
+        batch_size: int | None = None,
+        grad_accum: int | None = None,
+        warmup_ratio: float | None = None,
+        weight_decay: float | None = None,
+        max_steps: int = -1,
+        evals_per_run: int = 4,
+        eval_steps: int | None = None,
+        swap_augment: bool = True,
+        seed: int = 42,
+        max_train_rows: int | None = None,
+        skip_train_rows: int = 0,
+        max_eval_rows: int | None = None,
+        keep_checkpoints: bool = False,
+        logging_steps: int = 5,
+        group_by_length: bool | None = None,
+        head_lr_scale: float | None = None,
+        residual_on: str | None = None,
         model_dir: str | None = None,
         member: str | None = None,
         pooling: str | None = None,
@@ -173,11 +192,11 @@ def train_stage(
 ) -> TrainResult:
     """Run stage 2 for one (model, fold).
 
-    The first seven parameters are :class:`kit.core.settings.TrainRun`'s fields (which model and
-    fold, where from and where to, the time budget); ``settings`` holds the training knobs
-    (:class:`kit.core.settings.TrainSettings`: epochs, learning rate, steps, ...; None: the
-    defaults); the keyword-only ones are :class:`kit.core.settings.PresetOverrides`' fields
-    (per-run changes to the preset; None keeps the preset's value). All are listed below.
+    Every parameter is a field of :class:`kit.core.settings.TrainRun` (which model and fold, where from and where
+    to, the time budget), :class:`kit.core.settings.TrainSettings` (the training knobs: epochs, learning rate,
+    steps, ...; None: the preset's value) or :class:`kit.core.settings.PresetOverrides` (per-run changes to the
+    preset; None keeps the preset's value), all listed below; all but the first seven are keyword-only. The
+    values that ran are recorded in the model's config.json and manifest.
 
     Returns:
         :class:`TrainResult`: the model folder, its metrics and its out-of-fold predictions
@@ -188,21 +207,17 @@ def train_stage(
         DataError / KitError: a damaged or missing cache, a finished model in ``out`` without ``overwrite``.
 
     Example:
-        >>> res = train_stage("lexical", 0, tokenized="artifacts/tokenized/lexical")  # doctest: +SKIP
+        >>> res = train_stage("minilm", 0, tokenized="artifacts/tokenized/minilm", max_steps=20)  # doctest: +SKIP
         >>> res.metrics["log_loss"]                                                   # doctest: +SKIP
     """
-    run = TrainRun(model=model, fold=fold, tokenized=tokenized, out=out, overwrite=overwrite, resume=resume,
-                   budget_hours=budget_hours)
-    overrides = PresetOverrides(
-        model_dir=model_dir, member=member, pooling=pooling, load_in_4bit=load_in_4bit, lora_r=lora_r,
-        lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
-        layers_to_transform=layers_to_transform, gradient_checkpointing=gradient_checkpointing, lexical_c=lexical_c,
-        lexical_dense_scale=lexical_dense_scale).given()
-    settings = settings or TrainSettings()
+    given = locals()
+    run, settings = TrainRun.pick(given), TrainSettings.pick(given)
+    overrides = PresetOverrides.pick(given).given()
     name = resolve_member_preset(run.model, overrides).name  # unknown preset / field: fail before any I/O
     tokenized = Path(run.tokenized) if run.tokenized else under(work_dir(), "tokenized", name)
     frame, cache, cache_manifest = load_cache(tokenized, "train")
     preset = cache_preset(run.model, cache, overrides)
+    settings = settings.effective(preset)  # the values that run, resolved once: recorded as they ran
     member = get_member_type(preset.member)
     train_rows, held = split_rows(frame, run.fold, settings)
     out = Path(run.out) if run.out else default_model_out(preset.name, run.fold)
