@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 def rerun(cv_dir: Path, given: dict, model: str, seeds: list[int]) -> dict:
     """``kit cv`` on ``cv_dir`` with the run's own settings and ``model`` bagged over ``seeds`` (every fold reused)."""

@@ -16,19 +16,17 @@ of all rows. The run folders are ``kit main`` outputs (``artifacts/``, not commi
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from kit.core.metrics import log_loss  # noqa: E402
-from kit.ensemble.combine import _Fit, _cross_fitted, fit_weights, holdout_parts  # noqa: E402
-from kit.store.io import write_results  # noqa: E402
-from kit.store.predictions import PROB_COLUMNS, load_member  # noqa: E402
+from kit.core.metrics import log_loss
+from kit.ensemble.combine import Fit, cross_fitted, fit_weights, holdout_parts
+from kit.store.io import write_results
+from kit.store.predictions import PROB_COLUMNS, load_member
 
 KAGGLE_ROWS = ROOT / "data" / "kaggle" / "train_sample.csv"
 
@@ -43,15 +41,15 @@ def run_table(run: Path) -> tuple[list[dict], list[dict]]:
     schemes = {"per fold": oof[names[0]].loc[ids, "fold"].to_numpy(), "5 parts by id": holdout_parts(ids)}
 
     def choose(p, y):
-        return _Fit(fit_weights(p, y, "log"), "fit", 1.0)
+        return Fit(fit_weights(p, y, "log"), "fit", 1.0)
 
     rows = []
     for scheme, parts in schemes.items():
-        blend, fits = _cross_fitted(choose, [probs[n] for n in names], labels, parts, "log")
+        blend, fits = cross_fitted(choose, [probs[n] for n in names], labels, parts, "log")
         row = {"scheme": scheme, "blend": log_loss(labels, blend)}
         for j, n in enumerate(names):
             rest = [probs[m] for m in names if m != n]
-            row[f"without {n}"] = log_loss(labels, _cross_fitted(choose, rest, labels, parts, "log")[0])
+            row[f"without {n}"] = log_loss(labels, cross_fitted(choose, rest, labels, parts, "log")[0])
         smallest = np.min([f["weights"] for f in fits.values()], axis=0)
         row.update({f"smallest weight {n}": float(w) for n, w in zip(names, smallest)})
         rows.append(row)

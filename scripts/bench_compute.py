@@ -38,7 +38,7 @@ def measure(name: str, work: Path, train_rows: int, test: Path, steps: int, mode
     tokenize_stage(name, [str(PANDALM)], str(test), n_folds=1, max_rows=train_rows, out=str(tok),
                    **({"model_dir": model_dir} if model_dir else {}))
     settings = TrainSettings(max_steps=steps, evals_per_run=1)
-    res = train_stage(name, None, tokenized=str(tok), out=str(work / f"{name}-model"), settings=settings,
+    res = train_stage(name, None, tokenized=str(tok), out=str(work / f"{name}-model"), **settings.to_dict(),
                       budget_hours=None, **({"load_in_4bit": False} if model_dir else {}))
     frame, cache, _ = load_cache(tok, "train")
     preset, member = cache.preset, get_member_type(cache.member)

@@ -25,7 +25,7 @@ on PandaLM's prompt-grouped folds.
 Inference cost: seconds to score 1,000 rows (PandaLM rows, repeated) with each, one process,
 2 CPU threads: the ensemble pays for every member, the student for itself. The goal (issue
 11): the student keeps >= 80 % of the ensemble's log-loss gain over the class prior at <= 1/2
-of its inference cost. Prints and writes results/distill/distill.{json,md,png}.
+of its inference cost. Prints and writes results/distill/ (distill.json, distill.md, distill.png).
 
 The cv folder's predictions are read as files: its run may predate stage manifests.
 """
@@ -41,9 +41,8 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from kit.store.cache import read_cache  # noqa: E402
-from kit.store.io import write_results  # noqa: E402
+from kit.store.cache import read_cache
+from kit.store.io import write_results
 
 OUT = ROOT / "results" / "distill"
 
@@ -210,7 +209,7 @@ def main() -> None:
         rows_probs["student, 1/2 soft + 1/2 hard labels (nested teacher)"] = student(
             lambda k: 0.5 * nested_ensemble(k) + 0.5 * onehot[folds != k])
 
-    # the fitted guardrails (kit/guardrails.py) on the ensemble's out-of-fold rows, as `kit blend` fits them
+    # the fitted guardrails (kit/ensemble/guardrails.py) on the ensemble's out-of-fold rows, as `kit blend` fits them
     from kit.data.ingest import load_conversations
     from kit.ensemble.guardrails import fit_guardrails
 

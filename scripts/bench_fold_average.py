@@ -25,21 +25,21 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.model_selection import GroupShuffleSplit  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit
 
-from kit.core.metrics import log_loss  # noqa: E402
-from kit.core.schema import PROB_COLUMNS  # noqa: E402
-from kit.core.settings import TrainSettings  # noqa: E402
-from kit.data.ingest import load_conversations  # noqa: E402
-from kit.ensemble.intervals import MethodScores, differences_markdown, paired_difference  # noqa: E402
-from kit.stages.average import average_models  # noqa: E402
-from kit.stages.infer import infer_stage  # noqa: E402
-from kit.stages.tokenize import tokenize_stage  # noqa: E402
-from kit.stages.train import train_stage  # noqa: E402
-from kit.store.io import benchmark_command, write_benchmark  # noqa: E402
+from kit.core.metrics import log_loss
+from kit.core.schema import PROB_COLUMNS
+from kit.core.settings import TrainSettings
+from kit.data.ingest import load_conversations
+from kit.ensemble.intervals import MethodScores, differences_markdown, paired_difference
+from kit.stages.average import average_models
+from kit.stages.infer import infer_stage
+from kit.stages.tokenize import tokenize_stage
+from kit.stages.train import train_stage
+from kit.store.io import benchmark_command, write_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
@@ -71,7 +71,7 @@ def measure(a: argparse.Namespace, work: Path) -> tuple[list[dict], str]:
                              **({"max_steps": a.max_steps} if a.max_steps else {}))
     folds, scored, seconds, train_seconds = [], {}, {}, 0.0
     for k in range(a.folds):
-        res = train_stage(a.model, k, tokenized=str(tok), out=str(work / "models" / f"fold{k}"), settings=settings,
+        res = train_stage(a.model, k, tokenized=str(tok), out=str(work / "models" / f"fold{k}"), **settings.to_dict(),
                           **({"load_in_4bit": False} if a.model_dir else {}))
         train_seconds += res.metrics.get("train_seconds", 0.0)
         folds.append(res.out_dir)

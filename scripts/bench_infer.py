@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -27,17 +26,16 @@ import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from kit.core.metrics import softmax  # noqa: E402
-from kit.ops import compute  # noqa: E402
-from kit.store.io import write_results  # noqa: E402
-from kit.ops.devices import DEFAULT_MAX_TOKENS  # noqa: E402
+from kit.core.metrics import softmax
+from kit.ops import compute
+from kit.store.io import write_results
+from kit.ops.devices import DEFAULT_MAX_TOKENS
 from kit.ops.batching import length_sorted_batches, pad_batch
 from kit.members.joint import predict_logits
-from kit.members.joint import build_lora_model  # noqa: E402
-from kit.core.presets import resolve_preset  # noqa: E402
-from kit.stages.tokenize import tokenize_stage  # noqa: E402
+from kit.members.joint import build_lora_model
+from kit.core.presets import resolve_preset
+from kit.stages.tokenize import tokenize_stage
 
 
 BUDGET = DEFAULT_MAX_TOKENS["cpu"]  # what the infer stage uses on CPU

@@ -14,7 +14,6 @@ tokenizer), and print per (data, max_length, packer):
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from kit.data.ingest import load_conversations  # noqa: E402
-from kit.ops.packing import PackConfig, Packer  # noqa: E402
-from kit.ops.backbones import load_tokenizer  # noqa: E402
+from kit.data.ingest import load_conversations
+from kit.ops.packing import PackConfig, Packer
+from kit.ops.backbones import load_tokenizer
 from kit.core.presets import resolve_preset
 
 DATASETS = {"kaggle-100": ROOT / "data/kaggle/train_sample.csv",

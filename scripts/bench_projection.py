@@ -25,7 +25,6 @@ import pandas as pd
 from kit.core.files import read_json
 from kit.stages.tokenize import tokenize_stage
 from kit.stages.train import train_stage
-from kit.core.settings import TrainSettings
 from kit.store.io import benchmark_command, write_benchmark
 from kit.workflows.preflight import timing_parts
 
@@ -49,7 +48,7 @@ def measure(name: str, options: dict, work: Path, small: Path, large: Path, larg
     tok = work / name / "tok"
     tokenize_stage(preset, [PANDALM], str(small), n_folds=2, max_rows=200, out=tok, **options)
     model = train_stage(preset, 0, tokenized=tok, out=work / name / "model",
-                        settings=TrainSettings(max_steps=2, batch_size=4, evals_per_run=1)).out_dir
+                        max_steps=2, batch_size=4, evals_per_run=1).out_dir
     # each scoring run in a process of its own, as a session's infer notebook and kit submit run it
     timed = _infer(model, work / name / "small.csv")
     tokenize_stage(preset, [], str(large), out=work / name / "tok_large", **options)

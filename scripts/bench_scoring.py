@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -23,11 +22,10 @@ import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from kit.core.presets import Preset  # noqa: E402
-from kit.members.pairwise import load_trained_pairwise, predict_pair_logits  # noqa: E402
-from kit.store.io import write_results  # noqa: E402
+from kit.core.presets import Preset
+from kit.members.pairwise import load_trained_pairwise, predict_pair_logits
+from kit.store.io import write_results
 
 BUDGETS = (8192, 2048, 1024)
 

@@ -37,14 +37,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from kit.store.io import write_results  # noqa: E402
+from kit.store.io import write_results
 
 RESULTS = ROOT / "results"
 PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
 
 
-def _one_config(model: str, mode: str, length: int, steps: int = 4) -> dict:
+def one_config(model: str, mode: str, length: int, steps: int = 4) -> dict:
     """Runs inside a child process: load, then time AdamW steps on a real padded batch."""
     import torch
     from transformers import set_seed
@@ -144,9 +143,8 @@ def efficiency(modes=("lora", "lora-nodrop", "full"), models=("minilm", "smollm2
             for mode in modes:
                 if mode == "pairwise-all-layers" and model != "smollm2":
                     continue
-                code = (f"import json,sys; sys.path.insert(0,{str(ROOT)!r}); "
-                        f"from scripts.bench_train import _one_config; "
-                        f"print('RESULT'+json.dumps(_one_config({model!r},{mode!r},{length})))")
+                code = (f"import json; from scripts.bench_train import one_config; "
+                        f"print('RESULT'+json.dumps(one_config({model!r},{mode!r},{length})))")
                 proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
                 line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
                 if not line:
@@ -170,7 +168,6 @@ def quality(max_length: int | None = 256, max_train_rows: int | None = 200, from
     import tempfile
 
     from kit.stages.tokenize import tokenize_stage
-    from kit.core.settings import TrainSettings
     from kit.stages.train import train_stage
 
     rows = []
@@ -185,7 +182,7 @@ def quality(max_length: int | None = 256, max_train_rows: int | None = 200, from
             tokenize_stage(model, [PANDALM], "", max_length=max_length, n_folds=5, seed=42, out=tok_dir)
             t0 = time.time()
             res = train_stage(model, 0, tokenized=tok_dir, out=Path(tmp) / "models" / model,
-                              settings=TrainSettings(max_train_rows=max_train_rows))
+                              max_train_rows=max_train_rows)
             rows.append({**_quality_row(model, res.metrics, (time.time() - t0) / 60, "trained by this script"),
                          "max_length": max_length, "seconds_per_step": res.metrics["train_seconds"]
                          / max(res.metrics["global_steps"], 1)})

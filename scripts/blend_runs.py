@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import argparse
 import glob
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def member_dirs(specs: list[str]) -> dict[str, list[Path]]:

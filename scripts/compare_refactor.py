@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from kit.store.io import write_results  # noqa: E402
+from kit.store.io import write_results
 
 PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
 TEST = ROOT / "data" / "kaggle" / "train_sample.csv"  # 100 real rows scored as a test table (labels ignored)

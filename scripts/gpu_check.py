@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from kit.store.io import write_results  # noqa: E402
+from kit.store.io import write_results
 
 PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
 TEST = ROOT / "data" / "kaggle" / "train_sample.csv"  # 100 real rows scored as a test table
@@ -49,7 +47,6 @@ def main() -> int:
     import torch
 
     from kit.core.log import show_progress
-    from kit.core.settings import TrainSettings
     from kit.ops.tiny import make_tiny_backbone
     from kit.stages.infer import infer_stage
     from kit.stages.tokenize import tokenize_stage
@@ -77,8 +74,8 @@ def main() -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # 4-bit on CPU: slower, said once per run
                 res = train_stage(preset, 0, tokenized=tok, out=work / f"model-{arch}-{four_bit}", load_in_4bit=four_bit,
-                                  settings=TrainSettings(max_steps=steps, batch_size=8, grad_accum=1, learning_rate=1e-3,
-                                                         evals_per_run=1, max_eval_rows=32, logging_steps=1))
+                                  max_steps=steps, batch_size=8, grad_accum=1, learning_rate=1e-3,
+                                  evals_per_run=1, max_eval_rows=32, logging_steps=1)
             train_peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
             one = infer_stage(res.out_dir, "test", devices=[device], overwrite=True, out=work / f"p1-{arch}-{four_bit}.csv")
             two = infer_stage(res.out_dir, "test", devices=[device, device], overwrite=True,
@@ -123,7 +120,6 @@ def main() -> int:
 def calibrate(work: Path, device: str, cuda: bool, steps: int) -> dict:
     """The share of ``device``'s peak the kit's training and scoring reach on a random-init Llama (hidden 2048,
     8 layers on a GPU; a toy one in the dry run), FLOPs counted as :mod:`kit.ops.compute` counts them."""
-    from kit.core.settings import TrainSettings
     from kit.ops.compute import TRAIN_PASSES, Work, backbone_params, peak_flops, row_tokens
     from kit.ops.devices import device_names
     from kit.ops.tiny import make_tiny_backbone
@@ -141,8 +137,8 @@ def calibrate(work: Path, device: str, cuda: bool, steps: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         res = train_stage("llama3-8b", None, tokenized=tok, out=work / "model-calibration", load_in_4bit=False,
-                          budget_hours=None, settings=TrainSettings(max_steps=steps, batch_size=batch, grad_accum=1,
-                                                                    swap_augment=False, logging_steps=1))
+                          budget_hours=None, max_steps=steps, batch_size=batch, grad_accum=1,
+                          swap_augment=False, logging_steps=1)
     frame, _, _ = load_cache(tok, "train")
     shape = backbone_params(folder / "config.json")
     tokens = row_tokens(frame, ["input_ids"])

@@ -15,4 +15,4 @@ if ! "$PY" -c "import bitsandbytes" 2>/dev/null; then
   export PYTHONPATH="/tmp/kit-site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-exec "$PY" scripts/gpu_check.py "$@"
+exec "$PY" -m scripts.gpu_check "$@"  # from the repository root: the kit is imported from here, installed or not

@@ -14,12 +14,10 @@ import argparse
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from kit.store.io import write_json, write_text  # noqa: E402
+from kit.store.io import write_json, write_text
 
 KEPT = ("report.md", "evaluation.csv", "blend.json", "methods.png", "reliability.png", "confusion.png")
 ABSOLUTE = re.compile(r"(?<![\w.])/(?:[\w.-]+/)*[\w.-]+")

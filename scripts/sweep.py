@@ -6,18 +6,16 @@ Each configuration trains on folds 1-4 (or a capped share of them) and is scored
 held-out rows (log loss, accuracy, minutes on this machine). Results are appended to
 ``OUT/sweep.json`` as each configuration finishes (a rerun skips finished ones) and rendered
 to ``OUT/sweep.md`` and ``OUT/sweep.png``. The lexical grid is cross-validated on all 5 folds
-(it takes seconds). Defaults in kit/presets.py follow the table.
+(it takes seconds). Defaults in kit/core/presets.py follow the table.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 PANDALM = ROOT / "data" / "pandalm" / "pandalm_kaggle.csv"
 
@@ -155,7 +153,7 @@ def run_config(name: str, spec, work: Path) -> dict:
     settings = TrainSettings(evals_per_run=1, swap_augment=head == "joint", **train)
     started = time.time()
     out = work / "models" / name.replace(" ", "_")
-    res = train_stage(model, 0, tokenized=tok, out=out, settings=settings, overwrite=True, resume=False,
+    res = train_stage(model, 0, tokenized=tok, out=out, **settings.to_dict(), overwrite=True, resume=False,
                       **overrides)
     return {"log_loss": res.metrics["log_loss"], "accuracy": res.metrics["accuracy"],
             "minutes": (time.time() - started) / 60, "train_rows": res.metrics["train_rows"],

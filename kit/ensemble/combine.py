@@ -58,11 +58,11 @@ def cross_fit_parts(folds: np.ndarray, ids: Sequence) -> tuple[np.ndarray, str]:
     * ``HOLDOUT_PARTS`` or more training folds: the folds themselves.
     * Fewer (2-4 folds, or one held-out fold every member shares): ``HOLDOUT_PARTS`` parts by id.
       With two folds, a per-fold fit sees one half of the rows, all scored by one fold's models,
-      and is applied to the other fold's models: on the main job's 2 x 200 rows the fitted weights
-      swung from [0.03, 0.44, 0.53] to [0.71, 0.18, 0.12] between the folds, and the cross-fitted
-      blend scored 1.0653 where parts by id gave 1.0302 (same OOF rows; in all four main-job runs
-      of results/blend_schemes.md the parts score the lower blend, by 0.018-0.035). A part's fit sees 80 % of
-      the rows from every fold's models: what the test weights are fitted on, less one part.
+      and is applied to the other fold's models: on the main job's two folds the fitted weights swung
+      from one member to another between the folds, and in every main-job run of
+      results/blend_schemes.md the parts by id score the lower cross-fitted blend (docs/design.md).
+      A part's fit sees 80 % of the rows from every fold's models: what the test weights are fitted
+      on, less one part.
       Parts by id do not keep a prompt's rows together; a fit of a few weights (or the mirror
       stacker's few coefficients) on member probabilities cannot memorise a prompt.
 
@@ -174,7 +174,7 @@ def fit_with_tie_offset(probs: Sequence[np.ndarray], labels: np.ndarray, space: 
 
 
 @dataclass
-class _Fit:
+class Fit:
     """A blend as chosen or fitted: weights (a weighted mean) or a stacker, then a temperature, then a
     tie offset."""
     weights: np.ndarray | None
@@ -217,6 +217,52 @@ class BlendResult:
     judged: object | None = None  # external judges on the rows they judged (kit.ensemble.judges.JudgedRows)
 
 
+@dataclass
+class Chooser:
+    """What the blend settings ask for, fitted on rows (p, y) where they ask for fitting: ``weights`` (a mode or
+    numbers) over ``n`` members in ``space``, with a fitted temperature and tie offset when asked. Called on
+    every cross-fitting part's rows alike, so each part's blend is made as the test blend is."""
+    weights: str | Sequence[float]
+    space: str
+    temperature: bool
+    tie_offset: bool
+    n: int
+
+    def __call__(self, p, y, tie: bool | None = None) -> Fit:
+        tie = self.tie_offset if tie is None else tie  # ``tie``: with a tie offset (False: the blend without)
+        weights, space, temperature, n = self.weights, self.space, self.temperature, self.n
+        if isinstance(weights, str):
+            if weights == "stack":
+                stacker = MirrorStacker().fit(p, y)
+                if tie:
+                    _, t, b = fit_with_tie_offset([stacker.predict(p)], y, "log", np.ones(1), temperature)
+                    return Fit(None, "stack", t, stacker, b)
+                t = fit_temperature(stacker.predict(p), y) if temperature else 1.0
+                return Fit(None, "stack", t, stacker)
+            if weights == "paper":
+                w = np.array(PAPER_WEIGHTS) if n == 2 else np.full(n, 1 / n)
+            elif weights == "equal":
+                w = np.full(n, 1 / n)
+            elif weights == "fit":
+                if tie:
+                    w, t, b = fit_with_tie_offset(p, y, space, None, temperature)
+                    return Fit(w, "fit", t, None, b)
+                w = fit_weights(p, y, space)
+            else:
+                raise BlendError(f"weights must be 'paper', 'equal', 'fit', 'stack' or numbers, got {weights!r}")
+            mode = weights
+        else:
+            w = np.asarray(weights, dtype=np.float64)
+            if len(w) != n or (w < 0).any() or w.sum() <= 0:
+                raise BlendError(f"{n} member(s) need as many non-negative weights, got {list(weights)}")
+            w, mode = w / w.sum(), "fixed"
+        if tie:
+            _, t, b = fit_with_tie_offset(p, y, space, w, temperature)
+            return Fit(w, mode, t, None, b)
+        t = fit_temperature(combine(p, w, space), y) if temperature else 1.0
+        return Fit(w, mode, t)
+
+
 def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[float] = "paper", space: str = "prob",
                   temperature: bool = False, tie_offset: bool = False) -> BlendResult:
     """Blend members; fit weights / temperature / tie offset on the OOF rows every member covers."""
@@ -233,41 +279,7 @@ def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[
     oof = [m.oof.set_index("id").loc[common] for m in members] if common else None
     oof_p = [o[PROB_COLUMNS].to_numpy() for o in oof] if oof else None
     labels = oof[0]["label"].to_numpy().astype(int) if oof else None
-
-    def choose(p, y, tie: bool = tie_offset) -> _Fit:
-        """What the settings ask for, fitted on rows (p, y) where they ask for fitting (``tie``: with a
-        tie offset)."""
-        if isinstance(weights, str):
-            if weights == "stack":
-                stacker = MirrorStacker().fit(p, y)
-                if tie:
-                    _, t, b = fit_with_tie_offset([stacker.predict(p)], y, "log", np.ones(1), temperature)
-                    return _Fit(None, "stack", t, stacker, b)
-                t = fit_temperature(stacker.predict(p), y) if temperature else 1.0
-                return _Fit(None, "stack", t, stacker)
-            if weights == "paper":
-                w = np.array(PAPER_WEIGHTS) if len(members) == 2 else np.full(len(members), 1 / len(members))
-            elif weights == "equal":
-                w = np.full(len(members), 1 / len(members))
-            elif weights == "fit":
-                if tie:
-                    w, t, b = fit_with_tie_offset(p, y, space, None, temperature)
-                    return _Fit(w, "fit", t, None, b)
-                w = fit_weights(p, y, space)
-            else:
-                raise BlendError(f"weights must be 'paper', 'equal', 'fit', 'stack' or numbers, got {weights!r}")
-            mode = weights
-        else:
-            w = np.asarray(weights, dtype=np.float64)
-            if len(w) != len(members) or (w < 0).any() or w.sum() <= 0:
-                raise BlendError(f"{len(members)} member(s) need as many non-negative weights, got {list(weights)}")
-            w, mode = w / w.sum(), "fixed"
-        if tie:
-            _, t, b = fit_with_tie_offset(p, y, space, w, temperature)
-            return _Fit(w, mode, t, None, b)
-        t = fit_temperature(combine(p, w, space), y) if temperature else 1.0
-        return _Fit(w, mode, t)
-
+    choose = Chooser(weights, space, temperature, tie_offset, len(members))
     chosen = choose(oof_p, labels) if oof_p is not None else choose(None, None)
     fold_fits, scheme = {}, "nothing fitted"
     if oof:
@@ -276,7 +288,7 @@ def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[
         cross_folds, scheme = oof_folds, "cross-fitted per fold"
         if needs_oof:
             cross_folds, scheme = cross_fit_parts(oof_folds, common)
-            cross, fold_fits = _cross_fitted(choose, oof_p, labels, cross_folds, space)
+            cross, fold_fits = cross_fitted(choose, oof_p, labels, cross_folds, space)
 
     test = None
     if all(m.test is not None for m in members):
@@ -291,46 +303,54 @@ def blend_members(members: Sequence[MemberPredictions], weights: str | Sequence[
     if chosen.stacker is not None:
         result.report["stacker"] = chosen.stacker.describe(names)
     if oof:
-        rows, methods = {}, result.oof_methods
-
-        def row(name: str, probs: np.ndarray) -> dict:  # the table's row and, for paired comparisons, its rows
-            methods[name] = np.asarray(probs, dtype=np.float64)
-            rows[name] = metrics(labels, probs)
-            return rows[name]
-
-        for m, o in zip(members, oof):
-            # the direct-pass row only where every fold was scored with swap TTA (a mix of TTA and
-            # no-TTA folds has no direct pass for some rows; the blended columns are complete either way)
-            if "p_a_direct" in o and o[[f"{c}_direct" for c in PROB_COLUMNS]].notna().all().all():
-                row(m.name, o[[f"{c}_direct" for c in PROB_COLUMNS]].to_numpy())
-                row(f"{m.name}+tta", o[PROB_COLUMNS].to_numpy())["flip_rate"] = flip_rate_of(o)
-            else:
-                row(m.name, o[PROB_COLUMNS].to_numpy())
-        if needs_oof or len(np.unique(oof_folds)) >= 2:
-            # a member's calibration alone: its temperature cross-fitted as the blend is (an
-            # overconfident member shows here what blending with a temperature can recover)
-            def calibrate(p, y) -> _Fit:
-                return _Fit(np.ones(1), "fit", fit_temperature(p[0], y))
-            for m, p in zip(members, oof_p):
-                row(f"{m.name} + temperature", _cross_fitted(calibrate, [p], labels, cross_folds, space)[0])
         result.oof_ids, result.oof_labels, result.oof_blend, result.oof_folds = common, labels, cross, oof_folds
-        row("blend", result.oof_blend)
-        if fold_fits:  # what scoring the fit on its own rows would claim
-            row("blend (in-sample fit)", chosen.apply(oof_p, space))
-        if fold_fits and weights in ("fit", "stack") and len(members) >= 3:
-            # what each member adds: the same blend refitted (cross-fitted alike) without it, same rows
-            for j, name in enumerate(names):
-                rest = [p for i, p in enumerate(oof_p) if i != j]
-                row(f"blend without {name}", _cross_fitted(choose, rest, labels, cross_folds, space)[0])
-        if fold_fits and tie_offset:  # what the offset adds: the same blend fitted without it, same rows
-            row("blend without tie offset", _cross_fitted(lambda p, y: choose(p, y, tie=False), oof_p, labels,
-                                                          cross_folds, space)[0])
-        result.table = pd.DataFrame(rows).T
+        result.table = _oof_table(result, members, oof, choose, chosen, cross_folds, bool(needs_oof), bool(fold_fits))
     return result
 
 
-def _cross_fitted(choose, probs: list[np.ndarray], labels: np.ndarray, parts: np.ndarray,
-                  space: str) -> tuple[np.ndarray, dict]:
+def _oof_table(result: BlendResult, members: Sequence[MemberPredictions], oof: list[pd.DataFrame], choose: Chooser,
+               chosen: Fit, parts: np.ndarray, needs_oof: bool, fitted: bool) -> pd.DataFrame:
+    """The out-of-fold table (one row per member, its swap-TTA and temperature rows, the blend, in-sample and
+    ablation rows); each row's probabilities go into ``result.oof_methods`` for the paired comparisons."""
+    rows, methods, labels, space = {}, result.oof_methods, result.oof_labels, choose.space
+    oof_p = [o[PROB_COLUMNS].to_numpy() for o in oof]
+
+    def row(name: str, probs: np.ndarray) -> dict:  # the table's row and, for paired comparisons, its rows
+        methods[name] = np.asarray(probs, dtype=np.float64)
+        rows[name] = metrics(labels, probs)
+        return rows[name]
+
+    for m, o in zip(members, oof):
+        # the direct-pass row only where every fold was scored with swap TTA (a mix of TTA and
+        # no-TTA folds has no direct pass for some rows; the blended columns are complete either way)
+        if "p_a_direct" in o and o[[f"{c}_direct" for c in PROB_COLUMNS]].notna().all().all():
+            row(m.name, o[[f"{c}_direct" for c in PROB_COLUMNS]].to_numpy())
+            row(f"{m.name}+tta", o[PROB_COLUMNS].to_numpy())["flip_rate"] = flip_rate_of(o)
+        else:
+            row(m.name, o[PROB_COLUMNS].to_numpy())
+    if needs_oof or len(np.unique(result.oof_folds)) >= 2:
+        # a member's calibration alone: its temperature cross-fitted as the blend is (an
+        # overconfident member shows here what blending with a temperature can recover)
+        def calibrate(p, y) -> Fit:
+            return Fit(np.ones(1), "fit", fit_temperature(p[0], y))
+        for m, p in zip(members, oof_p):
+            row(f"{m.name} + temperature", cross_fitted(calibrate, [p], labels, parts, space)[0])
+    row("blend", result.oof_blend)
+    if fitted:  # what scoring the fit on its own rows would claim
+        row("blend (in-sample fit)", chosen.apply(oof_p, space))
+    if fitted and choose.weights in ("fit", "stack") and len(members) >= 3:
+        # what each member adds: the same blend refitted (cross-fitted alike) without it, same rows
+        for j, name in enumerate(result.members):
+            rest = [p for i, p in enumerate(oof_p) if i != j]
+            row(f"blend without {name}", cross_fitted(choose, rest, labels, parts, space)[0])
+    if fitted and choose.tie_offset:  # what the offset adds: the same blend fitted without it, same rows
+        row("blend without tie offset", cross_fitted(lambda p, y: choose(p, y, tie=False), oof_p, labels,
+                                                      parts, space)[0])
+    return pd.DataFrame(rows).T
+
+
+def cross_fitted(choose, probs: list[np.ndarray], labels: np.ndarray, parts: np.ndarray,
+                 space: str) -> tuple[np.ndarray, dict]:
     """Each part's rows blended by what ``choose`` fits on the other parts' rows, and each part's fit:
     no row is scored by a fit that saw it."""
     cross, fits = np.zeros((len(labels), 3)), {}
@@ -354,12 +374,12 @@ def apply_saved_blend(members: Sequence[MemberPredictions], saved: dict) -> pd.D
     by_name = {m.name: m for m in members}
     ordered = [by_name[n] for n in saved["members"]]
     stacker = MirrorStacker.from_description(saved["stacker"]) if saved.get("weights_mode") == "stack" else None
-    fitted = _Fit(None if stacker else np.asarray(saved["weights"], dtype=np.float64), saved["weights_mode"],
+    fitted = Fit(None if stacker else np.asarray(saved["weights"], dtype=np.float64), saved["weights_mode"],
                   float(saved.get("temperature", 1.0)), stacker, float(saved.get("tie_offset", 0.0)))
     return _blend_test(ordered, fitted, saved.get("space", "prob"))
 
 
-def _blend_test(members: Sequence[MemberPredictions], fit: _Fit, space: str) -> pd.DataFrame:
+def _blend_test(members: Sequence[MemberPredictions], fit: Fit, space: str) -> pd.DataFrame:
     """id + PROB_COLUMNS: the members' test predictions (same ids, same order) blended by ``fit``."""
     test_ids = members[0].test["id"].tolist()
     for m in members[1:]:

@@ -86,16 +86,53 @@ def infer_stage(
         >>> infer_stage("artifacts/models/lexical/fold0", "oof").predictions.head()  # doctest: +SKIP
     """
     s = InferSettings(**locals())
+    model_dir, trained, model_manifest, preset, member, tokenized, table = _inputs(s)
+    out = Path(s.out) if s.out else model_dir / "predictions" / f"{s.split}.csv"
+    with output_lock(out):  # one writer per predictions file
+        check_free([out], s.overwrite)
+        cache_manifest = check_cache(tokenized, s.split)
+        frame = _rows(s, model_dir, trained, model_manifest, preset, member, tokenized, table, cache_manifest)
+        started = time.time()
+        reused = _train_stage_scores(model_dir, frame, trained, model_manifest, member, s.split, s.tta, tokenized,
+                                     s.reuse_train_scores and not s.model_dir and not s.quantization
+                                     and s.ids is None)
+        if reused is not None:
+            probs, projection, timing = {"direct": reused}, None, None
+            log.info(f"[kit infer] {model_dir / 'oof.csv'}: the train stage's scores of these held-out rows, reused")
+        else:
+            probs, projection, timing = _score(s, model_dir, preset, member, frame, started)
+        seconds = time.time() - started
+        tta = "swap" in probs
+        result, flip = _prediction_table(frame, probs, s.split)
+        # which training run, adapter and table made these predictions (the blend refuses predictions
+        # of an earlier run, or changed since)
+        test_source = cache_manifest.get("inputs", {}).get("test", {}).get("sha256") if s.split == "test" else None
+        write_predictions(result, out, s.overwrite, manifest=dict(
+            settings={"split": s.split, "tta": tta, "rows": len(result), "ids_given": s.ids is not None,
+                      "quantization": "4bit" if preset.load_in_4bit else "8bit" if preset.load_in_8bit else "none"},
+            timing=timing,
+            inputs={"model": {"path": str(model_dir), "run_id": trained.run_id,
+                              "adapter": model_manifest["outputs"]["adapter"]},
+                    "table": {**input_record(table), "test_source": test_source}},
+            run_id=trained.run_id, model_dir=str(model_dir), split=s.split, tokenized=str(tokenized)))
+        log.info(f"[kit infer] {len(result)} rows, {seconds:.1f} s ({len(result) * len(probs) / max(seconds, 1e-9):.2f} "
+                 f"passes/s){f', flip rate {flip:.3f}' if flip is not None else ''} -> {out}")
+        projected = None if projection is None or projection.projected_s is None else projection.projected_s / 3600
+        return InferResult(out, result, flip, projected, seconds)
+
+
+def _inputs(s: InferSettings):
+    """(model folder, its record, its manifest, the preset it scores with, its member type, the cache, the table
+    of the split): what the trained model and the settings name, checked to exist."""
     if not s.trained:
         raise PresetError("which model? pass a train-stage output folder (--trained, trained=)")
-    model_dir, split, tta = Path(s.trained), s.split, s.tta
+    model_dir, split = Path(s.trained), s.split
     trained = read_trained(model_dir)  # config.json, read once
     model_manifest = check_trained(model_dir)
     preset = trained.preset  # exactly what the model was trained with
     if s.model_dir:
         preset = replace(preset, model_dir=s.model_dir)
     preset = quantized_as(preset, s.quantization)  # how the backbone is stored to score; the adapter is the same
-    member = get_member_type(preset.member)
     tokenized = Path(s.tokenized or trained.tokenized)
     if split == "test":
         table = tokenized / "test.parquet"
@@ -107,96 +144,82 @@ def infer_stage(
         raise PresetError(f"split must be 'test' or 'oof', got {split!r}")
     if not table.exists():
         raise StaleOutput(f"no tokenized {split} data at {table}; run `python -m kit tokenize` first")
-    out = Path(s.out) if s.out else model_dir / "predictions" / f"{split}.csv"
-    with output_lock(out):  # one writer per predictions file
-        check_free([out], s.overwrite)
-        cache_manifest = check_cache(tokenized, split)
-        # the member check comes before the fold check: a cache of another member type is wrong whatever its folds
-        cache = read_cache(tokenized)  # meta.json, read once for the member, budget and fold checks
-        packed_for = cache.preset
-        if packed_for is not None and packed_for.member != preset.member:
-            raise PresetError(f"{tokenized} was tokenized for the {packed_for.member!r} member type, but {model_dir} was "
-                              f"trained as {preset.member!r}: re-run the tokenize stage with --model {preset.name} "
-                              f"--member {preset.member} (notebook MEMBER = {preset.member!r})")
-        packed_len = packed_for.max_length if packed_for is not None else None
-        if packed_len is not None and packed_len != preset.max_length:
-            warnings.warn(f"{tokenized} was packed at max_length={packed_len}, the model was trained at "
-                          f"{preset.max_length}", RuntimeWarning, stacklevel=2)
-        frame = read_parquet_keeping_ids(table)
-        if split == "oof":
-            _check_same_folds(model_dir, trained, cache, model_manifest, cache_manifest)
-            frame = frame[frame["fold"] == trained.fold]
-        if s.ids is not None:
-            frame = _only_ids(frame, s.ids, table)
-        member.check_cache(frame, table)
+    return model_dir, trained, model_manifest, preset, get_member_type(preset.member), tokenized, table
 
-        started = time.time()
-        projection = None
-        reused = _train_stage_scores(model_dir, frame, trained, model_manifest, member, split, tta, tokenized,
-                                     s.reuse_train_scores and not s.model_dir and not s.quantization
-                                     and s.ids is None)
-        if reused is not None:
-            probs, tta = {"direct": reused}, False
-            log.info(f"[kit infer] {model_dir / 'oof.csv'}: the train stage's scores of these held-out rows, reused")
-        else:
-            tta = tta and member.uses_tta  # a swap-equivariant member type gains nothing from a swapped pass
-            devices = list(s.devices) if s.devices else visible_devices()
-            check_devices(devices)
-            if devices == ["cpu"] and s.cpu_workers > 1:
-                devices = ["cpu"] * s.cpu_workers
-            max_tokens = s.max_tokens or default_max_tokens(devices[0])
-            scoring_projection(preset, member, frame, 2 if tta else 1, device_names(devices), f"{preset.name} {split}")
-            _before(s.deadline, f"{preset.name} {split}: the deadline passed before the model loaded")
-            predictor = member.load(model_dir, preset, devices)
-            loaded = time.time()  # loading is paid once per model, scoring per row: timed apart for projections
-            _before(s.deadline, f"{preset.name} {split}: the deadline passed while the model loaded")
-            passes = ["direct"] + (["swap"] if tta else [])
-            work = predictor.work(frame)
-            if work:
-                projection = RuntimeProjection(work * len(passes), s.budget_hours, label=f"{preset.name} {split}: ",
-                                               deadline=s.deadline)
-                projection.start = loaded
-            probs = {name: predictor.predict_proba(frame, swap=name == "swap", max_tokens=max_tokens,
-                                                   projection=projection, desc=f"{preset.name} {split} {name}")
-                     for name in passes}
-        seconds = time.time() - started
-        passes = list(probs)
-        # how fast this model scored, where: kit submit's preflight projects the hidden test's run time from it
-        timing = None if reused is not None else {
-            "seconds": round(seconds, 3), "load_seconds": round(loaded - started, 3),
-            "score_seconds": round(time.time() - loaded, 3), "rows": len(frame), "passes": len(passes),
-            "warm_up": projection.warm_up() if projection is not None else None,
-            "devices": devices, "device_names": device_names(devices)}
 
-        result = pd.DataFrame({"id": frame["id"].to_numpy()})
-        flip = None
-        if tta:
-            final, flip = swap_average(probs["direct"], probs["swap"])
-            for tag, arr in (("direct", probs["direct"]), ("swap", swap_probs(probs["swap"]))):
-                for j, c in enumerate(PROB_COLUMNS):
-                    result[f"{c}_{tag}"] = arr[:, j]
-        else:
-            final = probs["direct"]
-        for j, c in enumerate(PROB_COLUMNS):
-            result[c] = final[:, j]
-        if split == "oof":
-            result["label"] = frame["label"].to_numpy()
-        result = result[["id", *PROB_COLUMNS, *[c for c in result.columns if c not in ("id", *PROB_COLUMNS)]]]
-        # which training run, adapter and table made these predictions (the blend refuses predictions
-        # of an earlier run, or changed since)
-        test_source = cache_manifest.get("inputs", {}).get("test", {}).get("sha256") if split == "test" else None
-        write_predictions(result, out, s.overwrite, manifest=dict(
-            settings={"split": split, "tta": bool(tta), "rows": len(result), "ids_given": s.ids is not None,
-                      "quantization": "4bit" if preset.load_in_4bit else "8bit" if preset.load_in_8bit else "none"},
-            timing=timing,
-            inputs={"model": {"path": str(model_dir), "run_id": trained.run_id,
-                              "adapter": model_manifest["outputs"]["adapter"]},
-                    "table": {**input_record(table), "test_source": test_source}},
-            run_id=trained.run_id, model_dir=str(model_dir), split=split, tokenized=str(tokenized)))
-        log.info(f"[kit infer] {len(result)} rows, {seconds:.1f} s ({len(result) * len(passes) / max(seconds, 1e-9):.2f} "
-                 f"passes/s){f', flip rate {flip:.3f}' if flip is not None else ''} -> {out}")
-        projected = None if projection is None or projection.projected_s is None else projection.projected_s / 3600
-        return InferResult(out, result, flip, projected, seconds)
+def _rows(s: InferSettings, model_dir: Path, trained, model_manifest: dict, preset, member, tokenized: Path,
+          table: Path, cache_manifest: dict) -> pd.DataFrame:
+    """The rows to score: the split's table (the model's own held-out fold for ``oof``; only ``s.ids`` where
+    given), after checking that the cache was packed for this member type, budget and fold assignment."""
+    # the member check comes before the fold check: a cache of another member type is wrong whatever its folds
+    cache = read_cache(tokenized)  # meta.json, read once for the member, budget and fold checks
+    packed_for = cache.preset
+    if packed_for is not None and packed_for.member != preset.member:
+        raise PresetError(f"{tokenized} was tokenized for the {packed_for.member!r} member type, but {model_dir} was "
+                          f"trained as {preset.member!r}: re-run the tokenize stage with --model {preset.name} "
+                          f"--member {preset.member} (notebook MEMBER = {preset.member!r})")
+    packed_len = packed_for.max_length if packed_for is not None else None
+    if packed_len is not None and packed_len != preset.max_length:
+        warnings.warn(f"{tokenized} was packed at max_length={packed_len}, the model was trained at "
+                      f"{preset.max_length}", RuntimeWarning, stacklevel=3)
+    frame = read_parquet_keeping_ids(table)
+    if s.split == "oof":
+        _check_same_folds(model_dir, trained, cache, model_manifest, cache_manifest)
+        frame = frame[frame["fold"] == trained.fold]
+    if s.ids is not None:
+        frame = _only_ids(frame, s.ids, table)
+    member.check_cache(frame, table)
+    return frame
+
+
+def _score(s: InferSettings, model_dir: Path, preset, member, frame: pd.DataFrame, started: float):
+    """({pass: probabilities}, the run's projection, its timing record): the model loaded on the devices and
+    ``frame`` scored directly and, with swap TTA for a member type that uses it, swapped; within the deadline."""
+    tta = s.tta and member.uses_tta  # a swap-equivariant member type gains nothing from a swapped pass
+    devices = list(s.devices) if s.devices else visible_devices()
+    check_devices(devices)
+    if devices == ["cpu"] and s.cpu_workers > 1:
+        devices = ["cpu"] * s.cpu_workers
+    max_tokens = s.max_tokens or default_max_tokens(devices[0])
+    scoring_projection(preset, member, frame, 2 if tta else 1, device_names(devices), f"{preset.name} {s.split}")
+    _before(s.deadline, f"{preset.name} {s.split}: the deadline passed before the model loaded")
+    predictor = member.load(model_dir, preset, devices)
+    loaded = time.time()  # loading is paid once per model, scoring per row: timed apart for projections
+    _before(s.deadline, f"{preset.name} {s.split}: the deadline passed while the model loaded")
+    passes = ["direct"] + (["swap"] if tta else [])
+    work, projection = predictor.work(frame), None
+    if work:
+        projection = RuntimeProjection(work * len(passes), s.budget_hours, label=f"{preset.name} {s.split}: ",
+                                       deadline=s.deadline)
+        projection.start = loaded
+    probs = {name: predictor.predict_proba(frame, swap=name == "swap", max_tokens=max_tokens,
+                                           projection=projection, desc=f"{preset.name} {s.split} {name}")
+             for name in passes}
+    # how fast this model scored, where: kit submit's preflight projects the hidden test's run time from it
+    timing = {"seconds": round(time.time() - started, 3), "load_seconds": round(loaded - started, 3),
+              "score_seconds": round(time.time() - loaded, 3), "rows": len(frame), "passes": len(passes),
+              "warm_up": projection.warm_up() if projection is not None else None,
+              "devices": devices, "device_names": device_names(devices)}
+    return probs, projection, timing
+
+
+def _prediction_table(frame: pd.DataFrame, probs: dict, split: str) -> tuple[pd.DataFrame, float | None]:
+    """(the predictions table: id, p_a, p_b, p_tie — the mean of both passes with swap TTA, each pass's columns
+    beside it — and the label for held-out rows; the flip rate, or None with one pass)."""
+    result = pd.DataFrame({"id": frame["id"].to_numpy()})
+    flip = None
+    if "swap" in probs:
+        final, flip = swap_average(probs["direct"], probs["swap"])
+        for tag, arr in (("direct", probs["direct"]), ("swap", swap_probs(probs["swap"]))):
+            for j, c in enumerate(PROB_COLUMNS):
+                result[f"{c}_{tag}"] = arr[:, j]
+    else:
+        final = probs["direct"]
+    for j, c in enumerate(PROB_COLUMNS):
+        result[c] = final[:, j]
+    if split == "oof":
+        result["label"] = frame["label"].to_numpy()
+    return result[["id", *PROB_COLUMNS, *[c for c in result.columns if c not in ("id", *PROB_COLUMNS)]]], flip
 
 
 def scoring_projection(preset, member, frame: pd.DataFrame, passes: int, devices: list[str], what: str) -> dict | None:

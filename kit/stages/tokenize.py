@@ -5,14 +5,14 @@ Output folder (default ``<work>/tokenized/<preset>``):
 * ``train.parquet`` / ``test.parquet``: id, the head's token-id columns (joint head:
   input_ids and input_ids_swap, the same row packed with A and B exchanged, for swap
   augmentation and swap TTA; pairwise head: side_a_ids and side_b_ids, each side packed
-  on its own), label, fold, n_tokens and the retention columns of :mod:`kit.packing`.
+  on its own), label, fold, n_tokens and the retention columns of :mod:`kit.ops.packing`.
   The columns are the member type's (:meth:`kit.members.MemberType.encoder`): the ``lexical``
   member keeps the parsed text turns (prompt, response_a, response_b) — same ids, labels, folds;
 * ``skipped_rows.csv``: train rows not used and test rows repaired (row, id, column,
   problem, source);
 * ``meta.json``: preset (with its head), packing configuration, sources and counts;
 * ``retention.png``: packed lengths and kept share per field;
-* ``manifest.json`` (written last, :mod:`kit.manifest`): the sources' and the parquet files'
+* ``manifest.json`` (written last, :mod:`kit.store.manifest`): the sources' and the parquet files'
   content fingerprints and the fold assignment's. The whole folder is staged and renamed into
   place, so a killed or failing run leaves the previous complete cache or none; every reader
   goes through :func:`kit.store.cache.check_cache`.
@@ -157,85 +157,100 @@ def tokenize_stage(
 def _fill_cache(stage: Path, out_dir: Path, s: TokenizeSettings, preset, encoder, train_paths: list[Path],
                 extra_paths: list[Path], test_path: Path | None) -> TokenizeResult:
     """The tokenize stage's work, written into the cache's staging folder ``stage``."""
-    n_folds, seed, max_rows, dedup_similarity = s.n_folds, s.seed, s.max_rows, s.dedup_similarity
-    pack, pack_config, encode = s.pack, encoder.pack_config, encoder.encode
     skipped, train_df, test_df, test_prompts, removed = [], None, None, None, None
     if test_path:  # first, so a bad test table fails before any training row is packed
-        test_df, notes, test_prompts = stream_test(test_path, encode, f"pack test ({preset.name}, {preset.member})",
-                                                   stage / "test.parquet")
+        test_df, notes, test_prompts = stream_test(test_path, encoder.encode,
+                                                   f"pack test ({preset.name}, {preset.member})", stage / "test.parquet")
         skipped.append(notes.assign(split="test"))
     if train_paths:
-        conv = load_tables(train_paths, labelled=True)
-        if not len(conv.frame):
-            worst = conv.skipped.groupby(["column", "problem"]).size().sort_values(ascending=False)
-            (column, problem), count = next(iter(worst.items()))
-            raise DataError(f"{', '.join(map(str, train_paths))}: none of the {conv.skipped['row'].nunique()} "
-                            f"rows is usable (most common: {column}: {problem}, {count} rows): fix the table, "
-                            f"or check that it is in the competition's format")
-        if max_rows is not None and max_rows < 1:
-            raise DataError(f"max_rows={max_rows}: pass a positive number of rows (or none for all)")
-        frame = conv.frame.head(max_rows) if max_rows else conv.frame
-        skipped.append(conv.skipped.assign(split="train"))
-        # soft-labelled rows (a teacher's probabilities) are training-only, like extra rows: no
-        # human label to score them against; they are deduplicated with the extra rows below
-        soft_rows = frame[frame["target"].map(is_soft)]
-        frame = frame[~frame["target"].map(is_soft)].reset_index(drop=True)
-        if not len(frame) and n_folds > 1:
-            raise DataError(f"{', '.join(map(str, train_paths))}: every usable row has a soft label, so no row can be "
-                            f"held out: pass --folds 1 (notebook N_FOLDS = 1) and train with --fold full, or add "
-                            f"hard-labelled rows")
-        try:
-            folds = assign_folds(frame, n_folds, seed) if n_folds > 1 else np.zeros(len(frame), dtype=np.int64)
-        except ValueError as e:  # too few prompts for the folds asked
-            raise DataError(f"{', '.join(map(str, train_paths))}: {e} (folds are grouped by prompt): pass fewer "
-                            f"--folds (notebook N_FOLDS), or a table with more prompts") from None
-        if extra_paths or len(soft_rows):  # training-only rows: deduplicated against every held-out prompt
-            more = load_tables(extra_paths, labelled=True) if extra_paths else None
-            if more is not None:
-                skipped.append(more.skipped.assign(split="extra"))
-                clash = sorted(set(more.frame["id"]) & set(frame["id"]) | set(more.frame["id"]) & set(soft_rows["id"]),
-                               key=str)
-                if clash:
-                    raise DataError(f"{', '.join(map(str, extra_paths))}: id(s) {clash[:10]} also in the train tables: "
-                                    f"give the extra rows their own ids")
-            pool = pd.concat([soft_rows, *([more.frame] if more is not None else [])], ignore_index=True)
-            kept, removed = dedup_extra(pool, {"train": frame, "test": test_prompts},
-                                        dedup_similarity)
-            log.info(f"[kit] training-only rows (soft-labelled: {len(soft_rows)}, extra: {len(pool) - len(soft_rows)}): "
-                     f"{len(removed)} removed as duplicates of train or test prompts (similarity >= {dedup_similarity}; "
-                     f"see {out_dir / 'dedup_removed.csv'}), {len(kept)} added to every fold's training rows")
-            frame = pd.concat([frame, kept], ignore_index=True)
-            folds = np.concatenate([folds, np.full(len(kept), EXTRA_FOLD, dtype=np.int64)])
-        n_skipped = sum(int(s_["row"].nunique()) for s_ in skipped if len(s_) and s_["split"].iloc[0] != "test")
-        if n_skipped:
-            log.info(f"[kit] skipped {n_skipped} unusable train row(s); see {out_dir / 'skipped_rows.csv'}")
-        train_df = encode(frame, f"pack train ({preset.name}, {preset.member})")
+        frame, folds, removed = _training_rows(s, train_paths, extra_paths, test_prompts, skipped, out_dir)
+        train_df = encoder.encode(frame, f"pack train ({preset.name}, {preset.member})")
         train_df.insert(3, "label", frame["label"].to_numpy())
         train_df.insert(4, "fold", folds)
         target = np.asarray(frame["target"].tolist(), dtype=np.float64)
         for j, column in enumerate(TARGET_COLUMNS):  # the training target: one-hot, or the soft label
             train_df.insert(5 + j, column, target[:, j])
-
     skipped_df = (pd.concat(skipped, ignore_index=True) if skipped
                   else pd.DataFrame(columns=["row", "id", "column", "problem", "source", "split"]))
-    # the token budget is the preset's max_length, recorded once (not again in the packing or the manifest)
-    meta = {"preset": preset.to_dict(), "pack": pack_options(pack_config.to_dict()) if pack_config else None,
+    meta = _cache_meta(s, preset, encoder.pack_config, train_paths, extra_paths, test_path, train_df, test_df,
+                       skipped_df, removed)
+    write_cache(stage, train_df, test_df, skipped_df, removed, meta,
+                settings={"preset": preset.name, "member": preset.member, "n_folds": s.n_folds, "seed": s.seed,
+                          "max_rows": s.max_rows},
+                inputs={**{f"train:{p}": input_record(p) for p in train_paths},
+                        **{f"extra:{p}": input_record(p) for p in extra_paths},
+                        **({"test": input_record(test_path)} if test_path else {})})
+    return TokenizeResult(out_dir, train_df, test_df, skipped_df)
+
+
+def _training_rows(s: TokenizeSettings, train_paths: list[Path], extra_paths: list[Path], test_prompts,
+                   skipped: list, out_dir: Path) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None]:
+    """(the training rows, their folds, the training-only rows removed as duplicates or None): the usable rows
+    of the training tables (``max_rows`` of them) in prompt-grouped folds, then the soft-labelled and extra rows
+    (fold -2), deduplicated against every held-out and test prompt. Each table's unusable rows go into
+    ``skipped``."""
+    n_folds, max_rows, removed = s.n_folds, s.max_rows, None
+    conv = load_tables(train_paths, labelled=True)
+    if not len(conv.frame):
+        worst = conv.skipped.groupby(["column", "problem"]).size().sort_values(ascending=False)
+        (column, problem), count = next(iter(worst.items()))
+        raise DataError(f"{', '.join(map(str, train_paths))}: none of the {conv.skipped['row'].nunique()} "
+                        f"rows is usable (most common: {column}: {problem}, {count} rows): fix the table, "
+                        f"or check that it is in the competition's format")
+    if max_rows is not None and max_rows < 1:
+        raise DataError(f"max_rows={max_rows}: pass a positive number of rows (or none for all)")
+    frame = conv.frame.head(max_rows) if max_rows else conv.frame
+    skipped.append(conv.skipped.assign(split="train"))
+    # soft-labelled rows (a teacher's probabilities) are training-only, like extra rows: no
+    # human label to score them against; they are deduplicated with the extra rows below
+    soft_rows = frame[frame["target"].map(is_soft)]
+    frame = frame[~frame["target"].map(is_soft)].reset_index(drop=True)
+    if not len(frame) and n_folds > 1:
+        raise DataError(f"{', '.join(map(str, train_paths))}: every usable row has a soft label, so no row can be "
+                        f"held out: pass --folds 1 (notebook N_FOLDS = 1) and train with --fold full, or add "
+                        f"hard-labelled rows")
+    try:
+        folds = assign_folds(frame, n_folds, s.seed) if n_folds > 1 else np.zeros(len(frame), dtype=np.int64)
+    except ValueError as e:  # too few prompts for the folds asked
+        raise DataError(f"{', '.join(map(str, train_paths))}: {e} (folds are grouped by prompt): pass fewer "
+                        f"--folds (notebook N_FOLDS), or a table with more prompts") from None
+    if extra_paths or len(soft_rows):  # training-only rows: deduplicated against every held-out prompt
+        more = load_tables(extra_paths, labelled=True) if extra_paths else None
+        if more is not None:
+            skipped.append(more.skipped.assign(split="extra"))
+            clash = sorted(set(more.frame["id"]) & set(frame["id"]) | set(more.frame["id"]) & set(soft_rows["id"]),
+                           key=str)
+            if clash:
+                raise DataError(f"{', '.join(map(str, extra_paths))}: id(s) {clash[:10]} also in the train tables: "
+                                f"give the extra rows their own ids")
+        pool = pd.concat([soft_rows, *([more.frame] if more is not None else [])], ignore_index=True)
+        kept, removed = dedup_extra(pool, {"train": frame, "test": test_prompts}, s.dedup_similarity)
+        log.info(f"[kit] training-only rows (soft-labelled: {len(soft_rows)}, extra: {len(pool) - len(soft_rows)}): "
+                 f"{len(removed)} removed as duplicates of train or test prompts (similarity >= {s.dedup_similarity}; "
+                 f"see {out_dir / 'dedup_removed.csv'}), {len(kept)} added to every fold's training rows")
+        frame = pd.concat([frame, kept], ignore_index=True)
+        folds = np.concatenate([folds, np.full(len(kept), EXTRA_FOLD, dtype=np.int64)])
+    n_skipped = sum(int(s_["row"].nunique()) for s_ in skipped if len(s_) and s_["split"].iloc[0] != "test")
+    if n_skipped:
+        log.info(f"[kit] skipped {n_skipped} unusable train row(s); see {out_dir / 'skipped_rows.csv'}")
+    return frame, folds, removed
+
+
+def _cache_meta(s: TokenizeSettings, preset, pack_config, train_paths: list[Path], extra_paths: list[Path],
+                test_path: Path | None, train_df, test_df, skipped_df: pd.DataFrame, removed) -> dict:
+    """The cache's meta.json: the preset it was packed for (whose max_length is the token budget, recorded once:
+    not again in the packing or the manifest), the packing, the sources, the fold settings and the row counts."""
+    return {"preset": preset.to_dict(), "pack": pack_options(pack_config.to_dict()) if pack_config else None,
             "train_sources": [str(p) for p in train_paths], "test_source": str(test_path or ""),
             "extra_sources": [str(p) for p in extra_paths],
-            "dedup_similarity": dedup_similarity if extra_paths else None,
+            "dedup_similarity": s.dedup_similarity if extra_paths else None,
             "extra_rows": {"kept": int((train_df["fold"] == EXTRA_FOLD).sum()) if train_df is not None else 0,
                            "soft_labelled": int(train_df[list(TARGET_COLUMNS)].apply(
                                lambda r: is_soft(r.tolist()), axis=1).sum()) if train_df is not None else 0,
                            **{f"removed_{rule}": int((removed["rule"] == rule).sum()) if removed is not None
                               else 0 for rule in ("exact", "near")}},
-            "n_folds": n_folds, "seed": seed, "max_rows": max_rows,
+            "n_folds": s.n_folds, "seed": s.seed, "max_rows": s.max_rows,
             "rows": {"train": 0 if train_df is None else len(train_df),
                      "test": 0 if test_df is None else len(test_df),
                      "train_skipped": len(skipped_df.query("split != 'test'")[["source", "row"]]
                                           .drop_duplicates()) if len(skipped_df) else 0}}
-    write_cache(stage, train_df, test_df, skipped_df, removed, meta,
-                settings={"preset": preset.name, "member": preset.member, "n_folds": n_folds, "seed": seed, "max_rows": max_rows},
-                inputs={**{f"train:{p}": input_record(p) for p in train_paths},
-                        **{f"extra:{p}": input_record(p) for p in extra_paths},
-                        **({"test": input_record(test_path)} if test_path else {})})
-    return TokenizeResult(out_dir, train_df, test_df, skipped_df)
