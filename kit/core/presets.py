@@ -39,7 +39,7 @@ class Preset:
     # side), "lexical" (TF-IDF, no backbone), or a registered third-party type
     member: str = "joint"
     pooling: str | None = None  # pairwise head: "mean" | "last" | "first"; None: mean (encoder), last (decoder)
-    tie_model: str = "davidson"  # pairwise head: "davidson" (tie logit + mean reward) or "free" (kit.pairwise)
+    tie_model: str = "davidson"  # pairwise head: "davidson" (tie logit + mean reward) or "free" (kit.members.pairwise)
     model_dir: str | None = None  # None: resolved from the embedded package
     max_length: int = 512
     # LoRA
@@ -108,16 +108,16 @@ PRESETS: dict[str, Preset] = {
         learning_rate=5e-4, epochs=1.0, batch_size=8, head_lr_scale=20.0, group_by_length=False,
     ),
     "smollm2": Preset(
-        # LoRA on all 30 layers: results/sweep fold 0, 0.9136 against 0.9770 for the top 8 (4% more time per step);
-        # each side in its chat template: 0.7619 against 0.9136 in plain text (same fold, all layers)
+        # LoRA on all 30 layers, and each side in its chat template: each the better log loss on fold 0 in
+        # results/sweep/sweep.md (docs/results.md says by how much)
         name="smollm2", kind="decoder", max_length=256, member="pairwise", pooling="last",
         lora_r=16, lora_alpha=32, lora_dropout=0.0, target_modules=_LLAMA_MODULES,
         layers_to_transform=None, chat_template=True,
         learning_rate=5e-4, epochs=1.0, batch_size=4, grad_accum=2,
     ),
     # the paper's Gemma beside its Llama, at the embedded scale: Gemma-3-270M (a real Gemma; Gemma terms),
-    # the SmolLM2 recipe with LoRA on all 18 layers (results/sweep: 0.7098 against 0.8002 for the top 6,
-    # 11% more time); eager attention (Gemma's sliding window, soft-capping)
+    # the SmolLM2 recipe with LoRA on all 18 layers (the better log loss than the top 6 in results/sweep/sweep.md,
+    # for a little more time); eager attention (Gemma's sliding window, soft-capping)
     "gemma3-270m": Preset(
         name="gemma3-270m", kind="decoder", max_length=256, member="pairwise", pooling="last",
         lora_r=16, lora_alpha=32, lora_dropout=0.0, target_modules=_LLAMA_MODULES,

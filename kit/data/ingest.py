@@ -100,7 +100,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or parquet table; ids and text stay as written (no NaN coercion of text).
     Chosen/rejected preference data (HH-RLHF, UltraFeedback-style messages, prompt/chosen/rejected
     columns; also ``.jsonl[.gz]`` / ``.json`` records) comes back in the competition's columns
-    (:mod:`kit.preference_data`)."""
+    (:mod:`kit.data.preference`)."""
 
     path = Path(path)
     if not path.exists():

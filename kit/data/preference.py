@@ -19,7 +19,7 @@ Guarantees of :func:`to_competition_rows`:
 * which reply is A is decided by a coin seeded by ``seed`` (both labels occur; the same
   file and seed give the same table); no ties (chosen/rejected data has none);
 * a record that cannot be split into a shared prefix and two replies keeps its row with the
-  reason in ``READER_PROBLEM``: :func:`kit.data.load_conversations` reports it as a skipped
+  reason in ``READER_PROBLEM``: :func:`kit.data.ingest.load_conversations` reports it as a skipped
   row (row, id, column ``chosen/rejected``, problem) — never dropped silently;
 * ids: the record's ``id`` when it has one, else ``<file stem>-<record index>``.
 """

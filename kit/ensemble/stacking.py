@@ -8,16 +8,16 @@ is worth more than any weighting (results/cv_pandalm).
 
 Features per member: ``log p_A, log p_B, log p_tie``, each probability clipped at 0.01 first:
 a member that is overconfident on a few rows (log p of -10 where its peers say -1) would
-otherwise steer the fit. On PandaLM (5 prompt-grouped folds, cross-fitted) clipping at 0.01
-with C = 1 was as good as the best setting for MiniLM + lexical (0.797) and the only one
-not hurt by adding a badly calibrated SmolLM2 member (0.797 vs 0.815 at 1e-6). Guarantees:
+otherwise steer the fit. On PandaLM's prompt-grouped folds, clipping at 0.01 with C = 1 was as good as
+the best setting tried for MiniLM + lexical and the only one not hurt by adding a badly calibrated SmolLM2
+member (the figures: docs/results.md). Guarantees:
 
 * **Swap symmetry, exactly:** it is fitted on every row and its mirror (A and B
   exchanged, labels A<->B), and predicts the mean of the row and its mirror's swapped
   prediction — so stacking (B, A) gives (A, B)'s probabilities with p_A and p_B exchanged.
 * Rows sum to 1; the L2 penalty (``C``) keeps the 9 coefficients per member sane on a few
   hundred OOF rows. Like every fitted blend, it is cross-fitted for the OOF figure
-  (:func:`kit.blend.blend_members`).
+  (:func:`kit.ensemble.combine.blend_members`).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The pairwise head: one shared reward model scores each side; a symmetric head scores ties.
 
 Each side — the prompt turns plus *one* response's turns — is packed on its own
-(:class:`kit.packing.Packer` with ``side=True``) and encoded by the same LoRA backbone,
+(:class:`kit.ops.packing.Packer` with ``side=True``) and encoded by the same LoRA backbone,
 pooled into a vector ``h`` (mean of the non-pad tokens for encoders, the last non-pad
 token for decoders). Then::
 
