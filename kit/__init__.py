@@ -33,11 +33,12 @@ _API = {
     # stages
     "tokenize_stage": "kit.stages.tokenize", "TokenizeResult": "kit.stages.tokenize",
     "train_stage": "kit.stages.train", "TrainResult": "kit.stages.train",
-    "infer_stage": "kit.stages.infer", "infer_isolated": "kit.stages.infer_many", "infer_many": "kit.stages.infer_many", "InferResult": "kit.stages.infer",
+    "infer_stage": "kit.stages.infer", "infer_isolated": "kit.stages.infer_many", "InferResult": "kit.stages.infer",
     "blend_stage": "kit.stages.blend", "average_models": "kit.stages.average", "AverageResult": "kit.stages.average",
     # workflows
     "cv_stage": "kit.workflows.cv", "submit": "kit.workflows.submit", "SubmitResult": "kit.workflows.submit",
     "pseudo_label": "kit.workflows.pseudo_label", "run_main": "kit.workflows.main",
+    "load_ensemble": "kit.workflows.ensemble", "Ensemble": "kit.workflows.ensemble",
     # the member registry
     "MemberType": "kit.members", "Predictor": "kit.members", "Fitted": "kit.members", "FitContext": "kit.members",
     "Encoder": "kit.members", "register": "kit.members", "get_member_type": "kit.members",
@@ -48,6 +49,7 @@ _API = {
     "AverageSettings": "kit.core.settings",
     "CvSettings": "kit.workflows.settings", "SubmitSettings": "kit.workflows.settings",
     "PseudoLabelSettings": "kit.workflows.settings", "MainSettings": "kit.workflows.settings",
+    "MainPlaces": "kit.workflows.settings",
     "from_parameters": "kit.params",
     "Preset": "kit.core.presets", "PRESETS": "kit.core.presets", "resolve_preset": "kit.core.presets",
     "register_preset": "kit.core.presets",

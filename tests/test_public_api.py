@@ -95,4 +95,5 @@ def test_the_readme_example_runs_as_written(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "blend" in proc.stdout and "['joint', 'lexical', 'pairwise', 'zeroshot']" in proc.stdout
+    assert "'p_a': " in proc.stdout and "'p_tie': " in proc.stdout  # the ensemble as a judge of one pair
     assert (tmp_path / "work" / "submission.csv").is_file() and (tmp_path / "work" / "report" / "report.md").is_file()
