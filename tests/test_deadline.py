@@ -18,11 +18,9 @@ from kit.ensemble.submission import validate_submission
 TEST_ROWS = 600
 
 
-@pytest.fixture(scope="module")
-def slow_and_fast(tmp_path_factory):
-    """(models root, test table): a lexical and a SmolLM2 member trained on PandaLM's first rows; a test table of
-    TEST_ROWS other PandaLM rows."""
-    base = tmp_path_factory.mktemp("deadline")
+def _two_members(base, cache_test: str = "") -> tuple:
+    """(models root, test table) under ``base``: a lexical and a SmolLM2 member trained on fold 0 of PandaLM's
+    first rows; a test table of TEST_ROWS other PandaLM rows (in the members' caches too with ``cache_test``)."""
     table = pd.read_csv(PANDALM, dtype={"id": str}, keep_default_na=False)
     test = base / "test.csv"
     table.iloc[399:399 + TEST_ROWS].drop(columns=["winner_model_a", "winner_model_b", "winner_tie"]).to_csv(
@@ -30,10 +28,17 @@ def slow_and_fast(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for name, extra in (("lexical", {}), ("smollm2", {"max_length": 64})):
-            tokenize_stage(name, [PANDALM], "", n_folds=2, max_rows=60, out=base / "tok" / name, **extra)
-            train_stage(name, 0, tokenized=base / "tok" / name, out=base / "models" / name / "fold0",
+            tokenize_stage(name, [PANDALM], str(test) if cache_test else "", n_folds=2, max_rows=60,
+                           out=base / "tokenized" / name, **extra)
+            train_stage(name, 0, tokenized=base / "tokenized" / name, out=base / "models" / name / "fold0",
                         max_steps=1, batch_size=4, grad_accum=1, max_eval_rows=4)
     return base / "models", test
+
+
+@pytest.fixture(scope="module")
+def slow_and_fast(tmp_path_factory):
+    """(models root, test table): the two members, their caches without the test table (kit submit packs it)."""
+    return _two_members(tmp_path_factory.mktemp("deadline"))
 
 
 def _record(work) -> dict:
@@ -94,20 +99,9 @@ def test_with_a_budget_too_small_for_every_member_05_submits_what_fits_and_names
 
 @pytest.fixture(scope="module")
 def session_run(tmp_path_factory):
-    """A main-job run folder after training: the lexical member and SmolLM2, each trained on fold 0 of PandaLM's
-    first rows, their caches holding a test table of TEST_ROWS other PandaLM rows."""
+    """(a main-job run folder after training, test table): the two members, the test table in their caches."""
     run = tmp_path_factory.mktemp("session")
-    table = pd.read_csv(PANDALM, dtype={"id": str}, keep_default_na=False)
-    test = run / "test.csv"
-    table.iloc[399:399 + TEST_ROWS].drop(columns=["winner_model_a", "winner_model_b", "winner_tie"]).to_csv(
-        test, index=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for name, extra in (("lexical", {}), ("smollm2", {"max_length": 64})):
-            tokenize_stage(name, [PANDALM], str(test), n_folds=2, max_rows=60, out=run / "tokenized" / name, **extra)
-            train_stage(name, 0, tokenized=run / "tokenized" / name, out=run / "models" / name / "fold0",
-                        max_steps=1, batch_size=4, grad_accum=1, max_eval_rows=4)
-    return run, test
+    return run, _two_members(run, cache_test="yes")[1]
 
 
 def test_the_main_jobs_scoring_publishes_the_first_member_and_stops_at_the_deadline(session_run, tmp_path,

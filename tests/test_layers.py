@@ -19,6 +19,16 @@ def _lint(config: Path, where: Path) -> subprocess.CompletedProcess:
                           env={"PYTHONPATH": str(where), "PATH": "/usr/bin:/bin"}, timeout=300)
 
 
+def _lint_a_copy_with(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess:
+    """The contract run on a copy of the kit and the scripts in which ``module`` ends with ``line``."""
+    for tree in ("kit", "scripts"):
+        shutil.copytree(ROOT / tree, tmp_path / tree, ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / module
+    target.write_text(target.read_text() + f"\n{line}  # noqa: E402,F401\n")
+    shutil.copy(CONFIG, tmp_path / "pyproject.toml")
+    return _lint(tmp_path / "pyproject.toml", tmp_path)
+
+
 def test_the_layering_contract_holds():
     proc = _lint(CONFIG, ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -28,12 +38,7 @@ def test_the_layering_contract_holds():
 def test_an_upward_import_breaks_the_contract(tmp_path):
     """A copy of the kit in which the schema (core) imports a stage: the same contract fails and
     names the offending import."""
-    shutil.copytree(KIT, tmp_path / "kit", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "scripts", tmp_path / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
-    schema = tmp_path / "kit" / "core" / "schema.py"
-    schema.write_text(schema.read_text() + "\nfrom ..stages import train as _upward  # noqa: E402,F401\n")
-    shutil.copy(CONFIG, tmp_path / "pyproject.toml")
-    proc = _lint(tmp_path / "pyproject.toml", tmp_path)
+    proc = _lint_a_copy_with(tmp_path, "kit/core/schema.py", "from ..stages import train as _upward")
     assert proc.returncode != 0
     assert "BROKEN" in proc.stdout and "kit.core.schema -> kit.stages" in proc.stdout
 
@@ -49,12 +54,7 @@ def test_a_script_is_inside_the_contract_and_imports_no_private_kit_name(tmp_pat
                 if any(part.startswith("_") for part in node.module.split(".")):
                     private.append(f"{path.name}: {node.module}")
     assert not private, f"scripts importing private kit names: {private}"
-    shutil.copytree(KIT, tmp_path / "kit", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "scripts", tmp_path / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
-    blend = tmp_path / "kit" / "stages" / "blend.py"
-    blend.write_text(blend.read_text() + "\nfrom scripts import sweep as _upward  # noqa: E402,F401\n")
-    shutil.copy(CONFIG, tmp_path / "pyproject.toml")
-    proc = _lint(tmp_path / "pyproject.toml", tmp_path)
+    proc = _lint_a_copy_with(tmp_path, "kit/stages/blend.py", "from scripts import sweep as _upward")
     assert proc.returncode != 0 and "kit.stages.blend -> scripts.sweep" in proc.stdout
 
 
