@@ -133,7 +133,9 @@ def test_the_main_jobs_scoring_publishes_the_first_member_and_stops_at_the_deadl
     assert (run / "partial" / "submission.csv").is_file()  # published after the first member, before SmolLM2 ran
     published_by_blend = record["published"].startswith("04_blend")
     assert published_by_blend or record["published"].startswith("partial: "), record
-    assert elapsed <= budget_s + (30 if published_by_blend else 5), (elapsed, record)  # the blend: in the margin
+    # the stage stops itself at the deadline; what follows is the notebook kernel's shutdown (seconds, more on a busy
+    # machine) and, if there was time, the blend: both inside the session's margin (5 %, up to 15 min, on Kaggle)
+    assert elapsed <= budget_s + (30 if published_by_blend else 15), (elapsed, record)
     validate_submission(pd.read_csv(target, dtype={"id": str}), pd.read_csv(test, dtype={"id": str})["id"].tolist(),
                         None)
     assert not (run / "models" / "smollm2" / "fold0" / "predictions" / "test.csv").exists()  # stopped: nothing written
