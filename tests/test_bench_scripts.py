@@ -53,3 +53,19 @@ def test_the_compute_calibration_measures_a_share_of_the_cpu_peak(tmp_path, tiny
     rows = {r["member"]: r for r in json.loads((tmp_path / "c.json").read_text())["rows"]}
     assert 0 < rows["llama3-8b"]["train_share_of_peak"] < 1 and 0 < rows["llama3-8b"]["score_share_of_peak"] < 1
     assert rows["min"]["train_share_of_peak"] == rows["llama3-8b"]["train_share_of_peak"]
+
+
+def test_the_step_benchmark_splits_a_real_training_step(tmp_path):
+    _run("bench_step.py", "--model", "gemma3-270m", "--max-length", "32", "--batch", "2", "--steps", "3",
+         "--out", tmp_path / "s.md")
+    rows = {r["what"]: r["value"] for r in json.loads((tmp_path / "s.json").read_text())["rows"]}
+    step = rows["step (step)"]
+    assert step > 0 and rows["step (forward)"] + rows["step (backward)"] + rows["step (optimizer)"] == pytest.approx(
+        step, rel=0.05, abs=0.005)
+    shares = [v for k, v in rows.items() if k.startswith("profiled self time: ")]
+    assert len(shares) == 6 and sum(shares) == pytest.approx(100, abs=0.5) and rows[
+        "profiled self time: backbone matmul"] > 0 and rows["profiled self time: LoRA matmul"] > 0
+    assert 0 < rows["share of the fp32 peak at 1 thread"] < 1
+    assert 0 <= rows["padding, rows sorted by their wider side"] < 100 and 0 <= rows["padding, as batched"] < 100
+    assert (tmp_path / "s.png").stat().st_size > 0 and "bench_step.py --model gemma3-270m" in (
+        tmp_path / "s.md").read_text()
