@@ -85,12 +85,12 @@ def run_recipe(preset: Preset, settings: TrainSettings, fold, tokenized: Path) -
 
 def training_arguments(preset: Preset, settings: TrainSettings, out: Path, n_train: int, has_eval: bool,
                        find_unused_parameters: bool = False):
-    """The Trainer's arguments for the preset's recipe with ``settings`` applied."""
+    """The Trainer's arguments for the preset's recipe with ``settings`` applied (the train stage's, resolved
+    against the preset: :meth:`kit.core.settings.TrainSettings.effective`)."""
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    settings = settings.effective(preset)  # a no-op on the train stage's, which are resolved already
     batch, accum, epochs = settings.batch_size, settings.grad_accum, settings.epochs
     steps_per_epoch = max(1, -(-n_train // (batch * accum * world)))
     total = settings.max_steps if settings.max_steps > 0 else int(np.ceil(steps_per_epoch * epochs))
@@ -375,7 +375,7 @@ def run_trainer(preset: Preset, settings: TrainSettings, *, out: Path, recipe: d
     # one evaluation at the end picks no checkpoint: the held-out rows are scored once, by the member
     select = eval_dataset is not None and (settings.evals_per_run > 1 or settings.eval_steps is not None)
     args = training_arguments(preset, settings, out, len(train_dataset), select, find_unused_parameters)
-    head_lr_scale = settings.effective(preset).head_lr_scale
+    head_lr_scale = settings.head_lr_scale
     trainer = Trainer(model=net, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset if select else None,
                       data_collator=collator(tokenizer), processing_class=tokenizer,
                       compute_metrics=_eval_metrics, optimizers=(_optimizer(net, args, head_lr_scale), None),

@@ -119,14 +119,14 @@ def project_training(preset: Preset, member, train_rows: pd.DataFrame, held: pd.
     """The run's time projected by arithmetic (:mod:`kit.ops.compute`) for its devices and for Kaggle's 2x T4,
     logged; a BudgetError naming what to change when it exceeds ``budget_hours`` on its devices. The training
     passes are the epochs (or the steps' rows) over the rows, doubled by swap augmentation for a
-    position-dependent member; the held-out rows are scored at each evaluation and once at the end. None
+    position-dependent member; the held-out rows are scored at each evaluation and once at the end.
+    ``settings`` are resolved against the preset (:meth:`kit.core.settings.TrainSettings.effective`). None
     for a member without a backbone (seconds, not hours)."""
     known = member.compute_shape(preset)
     if known is None or not len(train_rows):
         return None
     columns, shape = known
     sequences = len(train_rows) * (2 if member.uses_tta and settings.swap_augment else 1)
-    settings = settings.effective(preset)
     batch = settings.batch_size * settings.grad_accum
     epochs = (settings.max_steps * batch / sequences if settings.max_steps > 0
               else settings.epochs) * sequences / len(train_rows)

@@ -95,9 +95,9 @@ class SessionScoring:
         devices = visible_devices()
         costs = self.costs
         for name, dirs in self.members.items():
-            tokenized = Path(read_trained(dirs[0]).tokenized)
-            table = read_parquet_keeping_ids(tokenized / "test.parquet")
-            passes = 2 if get_member_type(read_trained(dirs[0]).member).uses_tta else 1
+            first = read_trained(dirs[0])
+            table = read_parquet_keeping_ids(Path(first.tokenized) / "test.parquet")
+            passes = 2 if get_member_type(first.member).uses_tta else 1
             costs[name] = sum(projected_seconds(d, table, devices, passes) for d in dirs)
         order = cheapest_first(costs)
         log.info("[kit main] scoring order (cheapest first, projected): "
