@@ -96,6 +96,8 @@ def add_settings(parser: argparse.ArgumentParser, cls) -> None:
             options["type"] = kind
         else:
             options["type"] = str
+        if "choices" in meta:
+            options["choices"] = meta["choices"]
         parser.add_argument(*names, **options)
         if is_bool and default is True:
             parser.add_argument(f"--no-{f.name.replace('_', '-')}", f"--no_{f.name}", dest=f.name,

@@ -2,9 +2,9 @@
 
 Field metadata: ``help`` (required), ``notebook`` (the notebook parameter's name when it is not the
 field's upper-cased; None: no notebook parameter), ``aliases`` (more CLI flags), ``cli_type`` (how
-the CLI reads the text; the field's type otherwise). The CLI (:mod:`kit.cli`) and the notebooks'
-parameter cells (:mod:`kit.params`) read these; the stage functions take the same fields as their
-keyword parameters.
+the CLI reads the text; the field's type otherwise), ``choices`` (the only values a text field takes).
+The CLI (:mod:`kit.cli`) and the notebooks' parameter cells (:mod:`kit.params`) read these; the stage
+functions take the same fields as their keyword parameters.
 """
 from __future__ import annotations
 
@@ -65,13 +65,17 @@ def check_given(settings) -> None:
 def check_bounds(settings) -> None:
     """A SettingsError for the first numeric field of ``settings`` below its ``minimum`` (field metadata,
     inclusive) or not above its ``above`` (exclusive) — a number, each value of a per-model dict, each item
-    of a list; None (the preset's value, no cap) and text not yet parsed pass. Named in every face:
+    of a list; None (the preset's value, no cap) and text not yet parsed pass; a field with ``choices`` holds one of
+    them. Named in every face:
     ``--max-train-rows / MAX_TRAIN_ROWS / max_train_rows``."""
     for f in dataclasses.fields(settings):
         low, above = f.metadata.get("minimum"), f.metadata.get("above")
+        value = getattr(settings, f.name)
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise SettingsError(f"--{f.name.replace('_', '-')} / {notebook_name(f) or f.name.upper()} / {f.name} "
+                                f"{value!r}: must be one of {' | '.join(f.metadata['choices'])}")
         if low is None and above is None:
             continue
-        value = getattr(settings, f.name)
         items = value.items() if isinstance(value, dict) else (
             ((None, v) for v in value) if isinstance(value, (list, tuple)) else ((None, value),))
         for key, v in items:

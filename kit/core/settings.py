@@ -15,7 +15,6 @@ from .declare import Settings, arg
 from .errors import SettingsError
 from .presets import QUANTIZATIONS
 from .values import comma_list, parse_fold, parse_hours, parse_members, parse_sample, parse_weights
-
 __all__ = ["AverageSettings", "BlendSettings", "InferSettings", "PresetOverrides", "TokenizeSettings", "TrainRun", "TrainSettings"]
 
 
@@ -38,13 +37,10 @@ class PresetOverrides(Settings):
     target_modules: list[str] | None = arg(None, "module names that get LoRA, or all-linear (default: the preset's)")
     layers_to_transform: list[int] | None = arg(None, "layer indices that get LoRA (default: every layer)",
                                                 aliases=["--layers"], notebook="LAYERS", cli_type=str)
-    gradient_checkpointing: bool | None = arg(None, "recompute activations in the backward pass: less memory, "
-                                                    "more time (default: the preset's)",
-                                              nargs="?", const=True)
-    lexical_c: float | None = arg(None, "lexical member: the logistic regression's inverse L2 strength (larger: "
-                                        "less regularised; default: the preset's)")
-    lexical_dense_scale: float | None = arg(None, "lexical member: the structure features' scale beside the TF-IDF "
-                                                  "block (default: the preset's)")
+    gradient_checkpointing: bool | None = arg(None, "recompute activations in the backward pass: less memory, more time "
+                                                    "(default: the preset's)", nargs="?", const=True)
+    lexical_c: float | None = arg(None, "lexical member: the logistic regression's inverse L2 strength (default: the preset's)")
+    lexical_dense_scale: float | None = arg(None, "lexical member: the structure features' scale (default: the preset's)")
 
     _lists = ("target_modules",)
 
@@ -149,6 +145,10 @@ class TrainSettings(Settings):
                                              "preset's", nargs="?", const=True)
     head_lr_scale: float | None = arg(None, "the new heads' learning rate as a multiple of the learning rate; "
                                             "default: the preset's")
+    weight_average: str = arg("none", "the weights saved: as trained (none), their mean (swa) or moving average (ema) "
+                                      "from --average-start on; held-out rows are scored with all three", choices=("none", "swa", "ema"))
+    average_start: float = arg(0.5, "swa/ema: averaging starts after this share of the updates", minimum=0)
+    ema_decay: float = arg(0.9, "ema: the moving average's decay per update", minimum=0)
     residual_on: str | None = arg(None, "residual training (pairwise member): a base member's trained fold folders "
                                         "(e.g. artifacts/models/lexical); its held-out log-probabilities are added to "
                                         "this member's logits before the loss and at prediction, so the member learns "

@@ -25,6 +25,7 @@ from ..ops.hf_training import FINISHED, run_recipe, run_trainer
 from ..ops.lora import lora_merged
 from ..ops.losses import soft_targets
 from ..ops.packing import PackConfig, Packer
+from ..ops.weight_average import load_weights
 from ..store.cache import check_cache
 from ..store.models import read_model_config
 from ..store.predictions import BaseMargins
@@ -88,14 +89,15 @@ class BackboneMember(MemberType):
                           train_dataset=self.dataset(train_rows, settings.swap_augment, **extra), eval_dataset=eval_ds,
                           collator=self.collator, soft_labels=soft, resume=context.resume, restart=context.restart,
                           find_unused_parameters=self.find_unused_parameters)
-        held_probs = None
+        held_probs, others = None, {}
         if eval_ds is not None and run.main_process:
-            # not trainer.predict: with length-grouped sampling it returns rows shuffled; batched as
-            # the infer stage batches (a device's default budget), LoRA folded in while scoring
-            with lora_merged(run.model):
-                held_logits = self.score(run.model, held_rows, run.tokenizer.pad_token_id, device=run.device,
-                                         desc="out-of-fold", max_tokens=default_max_tokens(run.device))
-            held_probs = softmax(held_logits if held_base is None else held_logits + held_base)
+            held_probs = self.score_held(run, held_rows, held_base)
+            for name, weights in (run.candidates or {}).items():  # the weights not saved, for the record
+                if name != settings.weight_average:
+                    load_weights(run.model, weights)
+                    others[name] = self.score_held(run, held_rows, held_base, f"out-of-fold ({name} weights)")
+            if others:
+                load_weights(run.model, run.candidates[settings.weight_average])
         metrics = {**run.metrics, "soft_labels": soft, **({} if base is None else {"residual_on": str(base.root)})}
         if eval_ds is None:
             metrics.pop("best_step", None)
@@ -110,7 +112,16 @@ class BackboneMember(MemberType):
             else:
                 shutil.rmtree(context.out / "checkpoints", ignore_errors=True)
 
-        return Fitted(save, held_probs, metrics, run.log, run.main_process, cleanup)
+        return Fitted(save, held_probs, metrics, run.log, run.main_process, cleanup, others)
+
+    def score_held(self, run, held_rows: pd.DataFrame, held_base, desc: str = "out-of-fold") -> np.ndarray:
+        """The held-out rows' probabilities under the run's model as it stands. Not trainer.predict: with
+        length-grouped sampling it returns rows shuffled; batched as the infer stage batches (a device's
+        default budget), LoRA folded in while scoring."""
+        with lora_merged(run.model):
+            logits = self.score(run.model, held_rows, run.tokenizer.pad_token_id, device=run.device, desc=desc,
+                                max_tokens=default_max_tokens(run.device))
+        return softmax(logits if held_base is None else logits + held_base)
 
     def base_margins(self, settings: TrainSettings, context: FitContext) -> BaseMargins | None:
         """The residual base's log-probabilities (``settings.residual_on``), checked to come from

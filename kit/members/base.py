@@ -63,6 +63,8 @@ class Fitted:
     log: pd.DataFrame | None = None  # a training log (train_log.csv + training.png), if the fit has one
     main_process: bool = True  # False on DDP ranks other than the first: they publish nothing
     cleanup: Callable[[], None] | None = None  # after publishing (e.g. drop checkpoints)
+    # weight averaging: the held-out rows' probabilities under the weights not saved (final, swa, ema), by name
+    held_others: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Predictor(ABC):

@@ -13,6 +13,8 @@ model with the run's figures. What it guarantees:
   too — the loss is read from the Trainer's ``log_history`` (carried in every checkpoint's
   ``trainer_state.json``), which :class:`_LogAtSaves` makes log at every checkpoint and at the
   last step, so a resume always starts on a log boundary;
+* **weight averaging** (``weight_average`` swa | ema): the model returned holds the run's averaged trainable
+  weights, with the final ones and the other average beside it (:mod:`kit.ops.weight_average`);
 * under ``torchrun`` / ``accelerate launch`` the same code trains with DDP (gloo on CPU); each
   rank writes its weights' fingerprint to ``<out>/ranks/``.
 """
@@ -42,6 +44,7 @@ from ..core.presets import Preset
 from ..core.settings import TrainSettings
 from .devices import gpu_dtype
 from .losses import soft_cross_entropy
+from .weight_average import WeightAverage, load_weights
 from ..core.files import read_json
 from ..store.io import writing
 from ..store.manifest import file_sha256
@@ -63,6 +66,8 @@ class TrainerRun:
     metrics: dict  # train_rows, trainable/total params, train_seconds, train_loss, global_steps, resumed, best_step
     log: pd.DataFrame  # the Trainer's log history
     main_process: bool  # False on every DDP rank but the first: it writes nothing
+    # weight averaging (settings.weight_average): final/swa/ema trainable weights; the model holds the saved one
+    candidates: dict | None = None
 
 
 def is_rank_zero() -> bool:
@@ -304,6 +309,15 @@ def _saved_seconds(checkpoint: Path | None) -> float:
     return float(json.loads(path.read_text()).get("seconds", 0.0)) if path and path.is_file() else 0.0
 
 
+def _averaging(trainer, settings: TrainSettings, last: Path | None) -> WeightAverage | None:
+    """The run's weight-averaging callback, added to ``trainer`` (None: ``weight_average`` is none)."""
+    if settings.weight_average == "none":
+        return None
+    averaging = WeightAverage(trainer.model, settings.average_start, settings.ema_decay, resume_from=last)
+    trainer.add_callback(averaging)
+    return averaging
+
+
 def _optimizer(model, args, head_lr_scale: float):
     """AdamW over the trainable parameters; the heads (peft ``modules_to_save`` copies) at
     ``head_lr_scale`` times the learning rate. None lets the Trainer build its own (scale 1)."""
@@ -382,6 +396,7 @@ def run_trainer(preset: Preset, settings: TrainSettings, *, out: Path, recipe: d
                       compute_loss_func=soft_cross_entropy if soft_labels else None)
     last = complete[-1] if resuming else None
     seconds_cb, log_cb, progress_cb = _callbacks(_saved_seconds(last))
+    averaging = _averaging(trainer, settings, last)  # added before seconds_cb: its on_save fingerprints the checkpoint
     trainer.add_callback(seconds_cb)
     trainer.add_callback(log_cb)
     for callback in list(trainer.callback_handler.callbacks):  # the default bar: text, or HTML in a notebook
@@ -403,11 +418,15 @@ def run_trainer(preset: Preset, settings: TrainSettings, *, out: Path, recipe: d
         (out / "ranks" / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "sha256": _fingerprint(net)}))
     best = trainer.state.best_model_checkpoint  # a folder deleted later unless checkpoints are kept
     trainer.model.eval()  # no dropout: the Trainer leaves the model in train mode when it did not evaluate
+    candidates = averaging.candidates() if averaging is not None else None
+    if candidates is not None:
+        load_weights(trainer.model, candidates[settings.weight_average])
     metrics = {"train_rows": len(train_dataset), "trainable_params": trainable, "total_params": total,
                # the whole run's, a resumed one included (the Trainer's own figures cover only the part
                # after the resume)
                "train_seconds": seconds, "train_loss": whole_run_loss(trainer.state.log_history),
                "global_steps": output.global_step, "resumed": resuming,
-               "best_step": int(Path(best).name.split("-")[-1]) if best else None}
+               "best_step": int(Path(best).name.split("-")[-1]) if best else None,
+               **({"weight_average": {"saved": settings.weight_average, **averaging.record()}} if averaging else {})}
     return TrainerRun(trainer.model, tokenizer, trainer.args.device, metrics, pd.DataFrame(trainer.state.log_history),
-                      trainer.is_world_process_zero())
+                      trainer.is_world_process_zero(), candidates)

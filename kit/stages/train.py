@@ -8,7 +8,8 @@ Per (model, fold) the output folder (default ``<work>/models/<preset>/fold<K>``,
 * ``config.json``: the resolved preset (with its member type), training settings and the cache's
   metadata;
 * ``metrics.json``: held-out log loss / accuracy, timings, parameter counts;
-* ``oof.csv``: id, p_a, p_b, p_tie, label for the held-out fold;
+* ``oof.csv``: id, p_a, p_b, p_tie, label for the held-out fold (with ``weight_average``, also
+  ``p_a_final``, ... for the weights not saved: reported, never used to pick);
 * ``train_log.csv`` and ``training.png``: the training log and curves (member types that log);
 * ``manifest.json``, last: the cache's and the fold assignment's fingerprints it was trained on,
   and the adapter's (:mod:`kit.store.manifest`).
@@ -176,6 +177,9 @@ def train_stage(
         logging_steps: int = 5,
         group_by_length: bool | None = None,
         head_lr_scale: float | None = None,
+        weight_average: str = "none",
+        average_start: float = 0.5,
+        ema_decay: float = 0.9,
         residual_on: str | None = None,
         model_dir: str | None = None,
         member: str | None = None,
@@ -244,6 +248,10 @@ def train_stage(
             metrics.update(log_loss=log_loss(labels, probs), accuracy=float((probs.argmax(1) == labels).mean()))
             oof = pd.DataFrame({"id": held["id"].to_numpy(), "p_a": probs[:, 0], "p_b": probs[:, 1],
                                 "p_tie": probs[:, 2], "label": labels})
+            for name, other in fitted.held_others.items():  # weights not saved: their scores, for comparison only
+                oof[[f"{c}_{name}" for c in ("p_a", "p_b", "p_tie")]] = other
+                metrics["weight_average"][name] = {"log_loss": log_loss(labels, other),
+                                                   "accuracy": float((other.argmax(1) == labels).mean())}
         publish_training(out, preset, run.fold, settings, tokenized, cache.record, cache_manifest, metrics, oof,
                          fitted.save, fitted.log)
         if fitted.cleanup is not None:
