@@ -72,3 +72,17 @@ def test_the_step_benchmark_splits_a_real_training_step(tmp_path):
     assert 0 <= rows["padding, rows sorted by their wider side"] < 100 and 0 <= rows["padding, as batched"] < 100
     assert (tmp_path / "s.png").stat().st_size > 0 and "bench_step.py --model gemma3-270m" in (
         tmp_path / "s.md").read_text()
+
+
+def test_the_weight_average_benchmark_compares_one_runs_averages_the_bag_and_the_soup(tmp_path, tiny_llama):
+    _run("bench_weight_average.py", "--model", "llama3-8b", "--model-dir", tiny_llama, "--rows", "80",
+         "--seeds", "42,7", "--max-steps", "4", "--max-length", "64", "--work", tmp_path / "work",
+         "--out", tmp_path / "w.md")
+    rows = {r["method"]: r for r in json.loads((tmp_path / "w.json").read_text())["rows"]}
+    assert {f"seed {s}, {w} weights" for s in (42, 7) for w in ("final", "swa", "ema")} < set(rows)
+    assert rows["soup of 2 seeds' swa weights"]["scorings"] == 1
+    assert rows["bag of 2 seeds' probabilities, final weights"]["trainings"] == 2
+    # the three weights of one run are three models: their scores differ
+    assert len({rows[f"seed 42, {w} weights"]["log_loss"] for w in ("final", "swa", "ema")}) == 3
+    text = (tmp_path / "w.md").read_text()
+    assert "paired bootstrap" in text and (tmp_path / "w.png").stat().st_size > 0
