@@ -52,7 +52,8 @@ def train_seeds(a: argparse.Namespace, work: Path) -> tuple[list[Path], pd.DataF
     tok = work / "tok"
     if not (tok / "manifest.json").is_file():
         tokenize_stage(a.model, [str(a.train)], "", n_folds=5, seed=42, out=str(tok), max_rows=a.rows,
-                       **({"max_length": a.max_length} if a.max_length else {}))
+                       **({"max_length": a.max_length} if a.max_length else {}),
+                       **({"model_dir": a.model_dir} if a.model_dir else {}))
     dirs = []
     for seed in a.seeds:
         out = work / "models" / f"seed{seed}"
@@ -76,18 +77,19 @@ def candidate_probs(model: Path) -> dict[str, np.ndarray]:
             for name in CANDIDATES}
 
 
-def scored(models: list[Path], table: pd.DataFrame) -> tuple[np.ndarray, float]:
+def scored(models: list[Path], table: pd.DataFrame, model_dir: dict | None) -> tuple[np.ndarray, float]:
     """``models`` blended (one model: itself) on ``table``'s rows through kit.load_ensemble, and the seconds."""
     frame = table[["id", "prompt", "response_a", "response_b"]].copy()
     for column in ("prompt", "response_a", "response_b"):
         frame[column] = [json.loads(v) for v in frame[column]]
     started = time.time()
-    probs = load_ensemble([str(m) for m in models]).predict(frame).set_index("id").loc[table["id"], PROB_COLUMNS]
+    probs = load_ensemble([str(m) for m in models], model_dir=model_dir).predict(frame).set_index("id").loc[table["id"], PROB_COLUMNS]
     return probs.to_numpy(dtype=np.float64), time.time() - started
 
 
 def measure(a: argparse.Namespace, work: Path) -> tuple[list[dict], str]:
     dirs, table = train_seeds(a, work)
+    backbone = {a.model: a.model_dir} if a.model_dir else None  # a toy run's backbone, where no preset finds it
     labels = read_csv_keeping_ids(dirs[0] / "oof.csv")["label"].to_numpy()
     groups = table["prompt"].astype(str).to_numpy()
     minutes = [json.loads((d / "metrics.json").read_text())["train_seconds"] / 60 for d in dirs]
@@ -98,7 +100,7 @@ def measure(a: argparse.Namespace, work: Path) -> tuple[list[dict], str]:
         for name in CANDIDATES:
             probs[f"seed {seed}, {name} weights"] = per_seed[seed][name]
             cost[f"seed {seed}, {name} weights"] = (1, 1, minutes[a.seeds.index(seed)])
-    one, one_seconds = scored(dirs[:1], table)  # the path the soup is scored by, checked on one seed's model
+    one, one_seconds = scored(dirs[:1], table, backbone)  # the path the soup is scored by, checked on one seed's model
     agree = float(np.abs(one - per_seed[a.seeds[0]]["swa"]).max())
     soup_seconds = None
     if k > 1:  # the bag and the soup need two seeds or more
@@ -106,7 +108,7 @@ def measure(a: argparse.Namespace, work: Path) -> tuple[list[dict], str]:
             probs[f"bag of {k} seeds' probabilities, {name} weights"] = np.mean([per_seed[s][name] for s in a.seeds], 0)
             cost[f"bag of {k} seeds' probabilities, {name} weights"] = (k, k, sum(minutes))
         soup = average_models([str(d) for d in dirs], out=str(work / "models" / "soup"), overwrite=True).out_dir
-        probs[f"soup of {k} seeds' swa weights"], soup_seconds = scored([soup], table)
+        probs[f"soup of {k} seeds' swa weights"], soup_seconds = scored([soup], table, backbone)
         cost[f"soup of {k} seeds' swa weights"] = (k, 1, sum(minutes))
     rows = [{"method": n, "log_loss": round(log_loss(labels, p), 4),
              "accuracy": round(float((p.argmax(1) == labels).mean()), 4), "trainings": cost[n][0],
