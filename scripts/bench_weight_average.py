@@ -26,10 +26,6 @@ import json
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -39,6 +35,7 @@ from kit.ensemble.intervals import MethodScores, differences_markdown, paired_di
 from kit.stages.average import average_models
 from kit.stages.tokenize import tokenize_stage
 from kit.stages.train import train_stage
+from kit.store.figures import plot_methods
 from kit.store.io import benchmark_command, read_csv_keeping_ids, write_benchmark
 from kit.workflows.ensemble import load_ensemble
 
@@ -128,26 +125,10 @@ def measure(a: argparse.Namespace, work: Path) -> tuple[list[dict], str]:
             f"{f'(the soup: {soup_seconds:.0f} s) ' if soup_seconds else ''}and matched the train stage's own scores to {agree:.1e}. "
             f"`trainings` / `scorings`: what each method costs; `train_cpu_min`: its training minutes.\n\n"
             f"## Differences on the held-out rows, with paired bootstrap 95 % intervals\n\n{differences_markdown(diffs)}")
-    plot(rows, a.out)
+    plot_methods(pd.DataFrame(rows).set_index("method")[["log_loss", "accuracy"]], Path(a.out).with_suffix(".png"),
+                 f"Weight averaging on {a.model}'s fold {a.fold}: one run's averages, the bag, the seed soup",
+                 overwrite=True)
     return rows, text
-
-
-def plot(rows: list[dict], out: str) -> None:
-    frame = pd.DataFrame(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(frame) + 1.6))
-    for ax, metric in zip(axes, ("log_loss", "accuracy")):
-        colours = ["tab:orange" if m.startswith("soup") else "tab:blue" if m.startswith("bag") else
-                   "tab:green" if "final" not in m else "tab:gray" for m in frame["method"]]
-        ax.barh(frame["method"], frame[metric], color=colours)
-        ax.set_xlabel(metric.replace("_", " "))
-        lo, hi = frame[metric].min(), frame[metric].max()
-        ax.set_xlim(lo - (hi - lo) - 0.01, hi + (hi - lo) * 0.5 + 0.01)
-        ax.invert_yaxis()
-    axes[1].set_yticklabels([])
-    fig.suptitle("Weight averaging on one held-out fold: one run's averages, the bag, the seed soup")
-    fig.tight_layout()
-    fig.savefig(Path(out).with_suffix(".png"), dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None) -> None:

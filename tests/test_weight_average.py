@@ -42,7 +42,7 @@ def test_one_run_gives_final_swa_and_ema_weights_and_saves_the_chosen_one(tokeni
     record = swa.metrics["weight_average"]
     assert record["saved"] == "swa" and record["from_step"] == 4 and record["updates_averaged"] == 5
     assert record["final"]["log_loss"] == pytest.approx(plain.metrics["log_loss"], abs=1e-6)
-    # the ema run saves its ema weights (decay 0.8, not swa's 0.9 default ema: the columns differ from swa's)
+    # the ema run saves its ema weights; its swa column is the swa run's saved model (the same trajectory)
     assert ema.metrics["weight_average"]["saved"] == "ema" and "p_a_ema" not in ema.oof
     np.testing.assert_allclose(ema.oof[[f"{c}_swa" for c in P]].to_numpy(), swa.oof[P].to_numpy(), atol=1e-6)
     # the saved model is the averaged one: scoring it afresh gives the train stage's scores

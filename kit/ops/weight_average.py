@@ -82,8 +82,8 @@ class WeightAverage(TrainerCallback):
         return control
 
     def candidates(self) -> dict[str, dict[str, torch.Tensor]]:
-        """``final`` (the weights as trained), ``swa`` and ``ema``; the shadows are the final weights when no
-        update was averaged (a run shorter than its start step cannot happen: the start is at most the last)."""
+        """``final`` (the weights as trained, or the best checkpoint's where held-out evaluations picked one),
+        ``swa`` and ``ema``; a shadow that averaged no update is the final weights."""
         final = trainable_state(self.model)
         return {"final": final, "swa": self.swa or final, "ema": self.ema or final}
 
