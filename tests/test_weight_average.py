@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.core.errors import SettingsError
+from kit.core.errors import PresetError, SettingsError
 from kit.stages.infer import infer_stage
 from kit.stages.tokenize import tokenize_stage
 from kit.stages.train import train_stage
@@ -72,5 +72,12 @@ def test_an_unknown_average_is_one_line_naming_the_choices(tokenized, tmp_path):
     with pytest.raises(SettingsError, match=r"--weight-average / WEIGHT_AVERAGE / weight_average 'mean': must be "
                                             r"one of none \| swa \| ema"):
         _train(tokenized, tmp_path / "x", weight_average="mean")
+    with pytest.raises(SettingsError, match=r"--ema-decay / EMA_DECAY / ema_decay 1.5: must be at least 0 and at most 1"):
+        _train(tokenized, tmp_path / "x", weight_average="ema", ema_decay=1.5)
+    lexical = tmp_path / "lex"
+    tokenize_stage("lexical", [PANDALM], "", max_rows=60, n_folds=2, out=lexical)
+    with pytest.raises(PresetError, match="the 'lexical' member type has no training iterates to average"):
+        train_stage("lexical", 0, tokenized=str(lexical), out=str(tmp_path / "lx"), weight_average="swa")
+    assert not (tmp_path / "lx").exists()
     done = run_kit("train", "--model", "minilm", "--tokenized", tokenized, "--weight-average", "mean")
     assert done.returncode == 2 and "invalid choice: 'mean'" in done.stderr and "Traceback" not in done.stderr

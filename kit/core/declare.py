@@ -64,26 +64,28 @@ def check_given(settings) -> None:
 
 def check_bounds(settings) -> None:
     """A SettingsError for the first numeric field of ``settings`` below its ``minimum`` (field metadata,
-    inclusive) or not above its ``above`` (exclusive) — a number, each value of a per-model dict, each item
-    of a list; None (the preset's value, no cap) and text not yet parsed pass; a field with ``choices`` holds one of
+    inclusive), not above its ``above`` (exclusive) or above its ``maximum`` (inclusive) — a number, each
+    value of a per-model dict, each item of a list; None (the preset's value, no cap) and text not yet parsed pass; a field with ``choices`` holds one of
     them. Named in every face:
     ``--max-train-rows / MAX_TRAIN_ROWS / max_train_rows``."""
     for f in dataclasses.fields(settings):
-        low, above = f.metadata.get("minimum"), f.metadata.get("above")
+        low, above, high = f.metadata.get("minimum"), f.metadata.get("above"), f.metadata.get("maximum")
         value = getattr(settings, f.name)
         if "choices" in f.metadata and value not in f.metadata["choices"]:
             raise SettingsError(f"--{f.name.replace('_', '-')} / {notebook_name(f) or f.name.upper()} / {f.name} "
                                 f"{value!r}: must be one of {' | '.join(f.metadata['choices'])}")
-        if low is None and above is None:
+        if low is None and above is None and high is None:
             continue
         items = value.items() if isinstance(value, dict) else (
             ((None, v) for v in value) if isinstance(value, (list, tuple)) else ((None, value),))
         for key, v in items:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue
-            if (low is not None and v < low) or (above is not None and v <= above):
+            if (low is not None and v < low) or (above is not None and v <= above) or (high is not None and v > high):
                 faces = f"--{f.name.replace('_', '-')} / {notebook_name(f) or f.name.upper()} / {f.name}"
-                bound = f"at least {low}" if low is not None else f"more than {above}"
+                bound = " and ".join(b for b in (f"at least {low}" if low is not None else None,
+                                                  f"more than {above}" if above is not None else None,
+                                                  f"at most {high}" if high is not None else None) if b)
                 raise SettingsError(f"{faces} {f'{key}=' if key else ''}{v}: must be {bound} "
                                     f"({f.metadata['help'].split(';')[0]})")
 

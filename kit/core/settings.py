@@ -147,8 +147,8 @@ class TrainSettings(Settings):
                                             "default: the preset's")
     weight_average: str = arg("none", "the weights saved: as trained (none), their mean (swa) or moving average (ema) "
                                       "from --average-start on; held-out rows are scored with all three", choices=("none", "swa", "ema"))
-    average_start: float = arg(0.5, "swa/ema: averaging starts after this share of the updates", minimum=0)
-    ema_decay: float = arg(0.9, "ema: the moving average's decay per update", minimum=0)
+    average_start: float = arg(0.5, "swa/ema: averaging starts after this share of the updates", minimum=0, maximum=1)
+    ema_decay: float = arg(0.9, "ema: the moving average's decay per update", minimum=0, maximum=1)
     residual_on: str | None = arg(None, "residual training (pairwise member): a base member's trained fold folders "
                                         "(e.g. artifacts/models/lexical); its held-out log-probabilities are added to "
                                         "this member's logits before the loss and at prediction, so the member learns "

@@ -36,6 +36,7 @@ class BackboneMember(MemberType):
     """A member type whose model is a LoRA-adapted backbone; see the module docstring."""
 
     uses_backbone = True
+    averages_weights = True  # the Trainer's run: kit.ops.weight_average
     supports_residual: bool = False  # dataset(..., base=) and the model add a base member's log-probabilities
     side_packing: bool = False  # Packer(side=True): prompt + one response per sequence
     find_unused_parameters: bool = False  # DDP: parameters without gradients (an unused pooler)

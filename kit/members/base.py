@@ -117,6 +117,7 @@ class MemberType(ABC):
     uses_backbone: ClassVar[bool] = True  # a Hugging Face backbone and tokenizer (token budget checked)
     uses_tta: ClassVar[bool] = False  # a swapped (B, A) pass adds information (swap TTA)
     is_judge: ClassVar[bool] = False  # trains nothing: compared with the members (kit cv --judges), not blended
+    averages_weights: ClassVar[bool] = False  # fit honours weight_average (swa / ema of its trained weights)
     cache_columns: ClassVar[tuple[str, ...]] = ()  # the columns encode() writes besides id and retention
 
     @abstractmethod

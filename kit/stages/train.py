@@ -223,6 +223,9 @@ def train_stage(
     preset = cache_preset(run.model, cache, overrides)
     settings = settings.effective(preset)  # the values that run, resolved once: recorded as they ran
     member = get_member_type(preset.member)
+    if settings.weight_average != "none" and not member.averages_weights:
+        raise PresetError(f"--weight-average {settings.weight_average}: the {preset.member!r} member type has no "
+                          f"training iterates to average; leave it at none for {preset.name}")
     train_rows, held = split_rows(frame, run.fold, settings)
     out = Path(run.out) if run.out else default_model_out(preset.name, run.fold)
     check_outside(out, {"the backbone folder": preset.model_dir, "the tokenized cache": tokenized})
