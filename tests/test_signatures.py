@@ -90,13 +90,15 @@ def test_help_lists_exactly_the_parameters_a_call_takes():
 
 
 def test_the_check_sees_a_parameter_help_lists_and_the_call_refuses():
+    """A stage that forgot all but one of its settings would list them all in help() and refuse them: the
+    decorator now refuses the stage itself."""
     from kit.core.settings import TrainSettings
     from kit.core.signature import settings_function
 
-    @settings_function(TrainSettings)
     def stage(epochs: float | None = None):
         """A stage that forgot all but one of its settings."""
-    assert _listed(stage)[:2] == ["epochs", "learning_rate"] and list(inspect.signature(stage).parameters) == ["epochs"]
+    with pytest.raises(TypeError, match=r"stage: its parameters \['epochs'\] are not the fields of TrainSettings"):
+        settings_function(TrainSettings)(stage)
 
 
 def _base_type(hint):
@@ -179,3 +181,25 @@ def test_every_notebook_parameter_is_a_setting_with_its_default(notebook):
             if default is dataclasses.MISSING:  # a required setting: the notebook's example value
                 continue
             assert value == default, f"{notebook}: {name} = {value!r}, the setting's default is {default!r}"
+
+
+def test_a_signature_that_drifts_from_its_settings_does_not_import():
+    """The decorator itself holds the written-out signature to the declaration: a renamed, missing or
+    re-defaulted parameter is a TypeError when the module is imported, not a test failure later."""
+    from kit.core.signature import settings_function
+    from kit.core.settings import AverageSettings
+    fields = [f.name for f in dataclasses.fields(AverageSettings)]
+    defaults = {f.name: field_default(f) for f in dataclasses.fields(AverageSettings)}
+    good = ", ".join(n if defaults[n] is dataclasses.MISSING else f"{n}={defaults[n]!r}" for n in fields)
+    namespace = {}
+    exec(f"def fn({good}):\n    return 1", namespace)
+    assert settings_function(AverageSettings)(namespace["fn"])(**{n: None for n in fields}) == 1
+    dropped = ", ".join(good.split(", ")[:-1])
+    exec(f"def fn({dropped}):\n    return 1", namespace)
+    with pytest.raises(TypeError, match="are not the fields of AverageSettings"):
+        settings_function(AverageSettings)(namespace["fn"])
+    optional = next(n for n in fields if defaults[n] is not dataclasses.MISSING)
+    exec(f"def fn({good.replace(f'{optional}={defaults[optional]!r}', f'{optional}=12345')}):\n    return 1",
+         namespace)
+    with pytest.raises(TypeError, match=f"parameter {optional} defaults to 12345"):
+        settings_function(AverageSettings)(namespace["fn"])

@@ -14,7 +14,7 @@ import inspect
 import textwrap
 from typing import Callable, ParamSpec, TypeVar
 
-from .declare import unknown_name
+from .declare import field_default, unknown_name
 from .errors import SettingsError
 from .provenance import timed_call
 
@@ -36,11 +36,28 @@ def _parameters_section(classes) -> str:
     return "\n".join(lines)
 
 
+def _check_matches(func: Callable, classes) -> None:
+    """The signature is written out (so editors and type checkers see it); here it is held to the declaration."""
+    params = inspect.signature(func).parameters
+    fields = [f for cls in classes for f in dataclasses.fields(cls)]
+    if list(params) != [f.name for f in fields]:
+        raise TypeError(f"{func.__qualname__}: its parameters {list(params)} are not the fields of "
+                        f"{', '.join(c.__name__ for c in classes)} {[f.name for f in fields]}, in order")
+    for f in fields:
+        default = field_default(f)
+        expected = inspect.Parameter.empty if default is dataclasses.MISSING else default
+        given = params[f.name].default
+        if (list(given) if isinstance(given, tuple) else given) != expected:
+            raise TypeError(f"{func.__qualname__}: parameter {f.name} defaults to {given!r}, its field to "
+                            f"{expected!r}")
+
+
 def settings_function(*classes, hints: dict[str, str] | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Declare that a function's parameters are the fields of ``classes`` (in order); ``hints``
     gives the message for a known wrong keyword (e.g. a setting that belongs to another stage)."""
 
     def wrap(func: Callable[P, R]) -> Callable[P, R]:
+        _check_matches(func, classes)
         names = list(inspect.signature(func).parameters)
 
         @functools.wraps(func)
