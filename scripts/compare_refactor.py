@@ -5,7 +5,7 @@ predictions are printed side by side.
 * lexical member: held-out and test probabilities must be bit-identical;
 * MiniLM, pairwise member, same seed and steps: equal within 1e-6.
 
-    python scripts/compare_refactor.py [--base bd9d9b2] [--out results/refactor]
+    python scripts/compare_refactor.py [--base bd9d9b2] [--members lexical,minilm] [--out results/refactor]
 
 Writes ``OUT/compare.json`` and ``OUT/compare.md``; exits 1 when a bound is not met.
 """
@@ -53,8 +53,10 @@ def probs(path: Path) -> np.ndarray:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="bd9d9b2", help="the commit before the refactor")
+    parser.add_argument("--members", default="lexical,minilm", help="which of lexical, minilm to compare")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "refactor")
     args = parser.parse_args()
+    chosen = args.members.split(",")
     work = Path(tempfile.mkdtemp(prefix="kit-compare-"))
     old_root = work / "old"
     old_root.mkdir()
@@ -66,8 +68,11 @@ def main() -> int:
                    "train": ["--max-steps", "4", "--batch-size", "8", "--max-train-rows", "48", "--evals-per-run", "1"],
                    "bound": 1e-6},
     }
+    unknown = sorted(set(chosen) - set(members))
+    if unknown:
+        raise SystemExit(f"--members: {unknown} unknown; choose from {', '.join(members)}")
     rows, ok = [], True
-    for name, recipe in members.items():
+    for name, recipe in ((n, members[n]) for n in chosen):
         started = time.time()
         cache = work / f"tok-{name}"
         # one cache, made by the old kit: both kits read it

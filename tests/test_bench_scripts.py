@@ -88,3 +88,30 @@ def test_the_weight_average_benchmark_compares_one_runs_averages_the_bag_and_the
     assert (oof["p_a"] != oof["p_a_final"]).any() and (oof["p_a_ema"] != oof["p_a_final"]).any()
     text = (tmp_path / "w.md").read_text()
     assert "paired bootstrap" in text and (tmp_path / "w.png").stat().st_size > 0
+
+
+def test_the_scoring_benchmark_times_each_budget_with_the_lora_unmerged_and_folded(tmp_path, tiny_llama):
+    from kit.stages.tokenize import tokenize_stage
+    from kit.stages.train import train_stage
+    from conftest import PANDALM
+    tok = tmp_path / "tok"
+    tokenize_stage("llama3-8b", [PANDALM], "", model_dir=str(tiny_llama), member="pairwise", max_length=64, max_rows=40, n_folds=2,
+                   out=str(tok))
+    trained = train_stage("llama3-8b", 0, tokenized=str(tok), out=str(tmp_path / "model"), max_steps=1,
+                          max_train_rows=8, max_eval_rows=8, evals_per_run=1, load_in_4bit=False).out_dir
+    _run("bench_scoring.py", "--trained", trained, "--rows", "6", "--out", tmp_path / "s.md")
+    record = json.loads((tmp_path / "s.json").read_text())
+    assert record["rows"] == 6 and record["preset"] == "llama3-8b"
+    assert [(r["lora"], r["max_tokens"]) for r in record["results"]] == [
+        (lora, b) for lora in ("unmerged", "folded in") for b in (8192, 2048, 1024)]
+    # the budget changes how rows are batched, and folding the LoRA in changes rounding only
+    assert all(r["max_abs_logit_diff"] < 1e-4 for r in record["results"])
+
+
+def test_the_refactor_comparison_finds_a_commit_and_this_checkout_equal(tmp_path):
+    """The lexical member through the kit at HEAD (extracted with git archive) and through this checkout."""
+    _run("compare_refactor.py", "--base", "HEAD", "--members", "lexical", "--out", tmp_path / "r")
+    record = json.loads((tmp_path / "r" / "compare.json").read_text())
+    assert record["all_met"] and [(r["member"], r["split"]) for r in record["rows"]] == [("lexical", "oof"),
+                                                                                       ("lexical", "test")]
+    assert all(r["bit_identical"] and r["rows"] > 0 for r in record["rows"])

@@ -54,8 +54,8 @@ def test_a_script_is_inside_the_contract_and_imports_no_private_kit_name(tmp_pat
                 if any(part.startswith("_") for part in node.module.split(".")):
                     private.append(f"{path.name}: {node.module}")
     assert not private, f"scripts importing private kit names: {private}"
-    proc = _lint_a_copy_with(tmp_path, "kit/stages/blend.py", "from scripts import sweep as _upward")
-    assert proc.returncode != 0 and "kit.stages.blend -> scripts.sweep" in proc.stdout
+    proc = _lint_a_copy_with(tmp_path, "kit/stages/blend.py", "from scripts import bench_step as _upward")
+    assert proc.returncode != 0 and "kit.stages.blend -> scripts.bench_step" in proc.stdout
 
 
 def _modules():

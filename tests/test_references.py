@@ -2,6 +2,7 @@
 docstrings and comments give resolves: a module, class or function that moved leaves no stale pointer behind."""
 import importlib
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,22 @@ def resolves(name: str) -> bool:
     return False
 
 
+# an archived file: `COMMIT:path`, the last commit that holds it
+ARCHIVED = re.compile(r"(?<![\w./-])([0-9a-f]{7,40}):((?:scripts|kit|tests|notebooks|docs)/[\w./-]*\w)")
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def in_commit(commit: str, path: str) -> bool:
+    """The commit holds the file; in a shallow clone without that commit, it cannot be checked and passes."""
+    if _git("cat-file", "-e", f"{commit}^{{commit}}").returncode and \
+            _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
+        return True
+    return _git("cat-file", "-e", f"{commit}:{path}").returncode == 0
+
+
 def path_exists(path: str) -> bool:
     """A file or folder of the repository; a notebook may be named without its extension (its jupytext pair)."""
     if (ROOT / path).exists() or (path.startswith("notebooks/") and (ROOT / f"{path}.py").exists()):
@@ -41,8 +58,10 @@ def path_exists(path: str) -> bool:
 
 def stale(text: str) -> list[str]:
     names = [m.group(0).rstrip(".") for m in DOTTED.finditer(text)]
-    paths = [m.group(1).rstrip(".") for m in PATH.finditer(text)]
-    return [n for n in names if not resolves(n)] + [p for p in paths if "*" not in p and not path_exists(p)]
+    archived = [(m.group(1), m.group(2).rstrip(".")) for m in ARCHIVED.finditer(text)]
+    paths = [m.group(1).rstrip(".") for m in PATH.finditer(ARCHIVED.sub("", text))]
+    return ([n for n in names if not resolves(n)] + [p for p in paths if "*" not in p and not path_exists(p)]
+            + [f"{c}:{p}" for c, p in archived if not in_commit(c, p)])
 
 
 def test_every_dotted_name_and_path_resolves():
@@ -61,6 +80,11 @@ def test_the_check_catches_a_moved_name_and_a_missing_file():
     assert stale("see :func:`kit.ensemble.combine.blend_members`, kit/core/presets.py, notebooks/02_train and "
                  "submissions/submission-<time>.csv") == []
     assert stale("kit.ensemble.combine.no_such_function") == ["kit.ensemble.combine.no_such_function"]
+    # an archived script resolves in the commit named, and only there
+    head = _git("rev-parse", "HEAD").stdout.strip()[:7]
+    assert stale(f"{head}:scripts/bench_step.py and scripts/bench_step.py") == []
+    assert stale("scripts/sweep.py") == ["scripts/sweep.py"]
+    assert stale(f"{head}:scripts/no_such_script.py") == [f"{head}:scripts/no_such_script.py"]
 
 
 MEASURED = re.compile(r"(?<![\w.])\d+\.\d{3,}")  # a figure with three or more decimals: a measurement

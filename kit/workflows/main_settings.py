@@ -41,7 +41,7 @@ class MainSettings(Settings):
                                    "100 are the real Kaggle rows)")
     max_length: int | dict = arg(help="tokens per sequence (pairwise: per side), one number for every member or "
                                       "{model: tokens}", factory=lambda: {"minilm": 128, "smollm2": 128, "gemma3-270m": 128})
-    # the presets' recipes as measured by scripts/sweep.py (results/sweep/); keys: TrainSettings fields
+    # the presets' recipes as measured by 7f9e2b6:scripts/sweep.py (results/sweep/); keys: TrainSettings fields
     recipes: dict = arg(help="TrainSettings fields per model", factory=dict)
     weights: str = same_as(BlendSettings, "weights", "fit")
     space: str = same_as(BlendSettings, "space", "log")
