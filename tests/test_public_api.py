@@ -20,6 +20,17 @@ def test_import_kit_imports_nothing_beyond_the_standard_library():
     assert out == "[]", f"import kit pulled in: {out}"
 
 
+def test_the_command_line_loads_no_training_library_until_a_stage_needs_one():
+    """Every ``kit`` process (each CLI call, each notebook kernel) imports the command line; peft, bitsandbytes and
+    transformers' Trainer cost seconds of CPU there, so only the code that trains or loads a LoRA model imports
+    them (a module-level ``from transformers import TrainerCallback`` once put them in every process)."""
+    code = ("import sys, kit.cli, kit.stages.tokenize, kit.stages.blend, kit.workflows.submit\n"
+            "print(sorted(m for m in ('peft', 'bitsandbytes', 'transformers.trainer', 'transformers.trainer_utils',"
+            " 'transformers.modeling_utils') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", f"the command line pulled in: {out}"
+
+
 def test_every_public_name_resolves_and_the_stage_functions_document_themselves():
     import kit
     assert len(kit.__all__) > 30

@@ -44,7 +44,7 @@ from ..core.presets import Preset
 from ..core.settings import TrainSettings
 from .devices import gpu_dtype
 from .losses import soft_cross_entropy
-from .weight_average import WeightAverage, load_weights
+from .weight_average import WeightAverage, load_weights, weight_average_callback
 from ..core.files import read_json
 from ..store.io import writing
 from ..store.manifest import file_sha256
@@ -313,7 +313,7 @@ def _averaging(trainer, settings: TrainSettings, last: Path | None) -> WeightAve
     """The run's weight-averaging callback, added to ``trainer`` (None: ``weight_average`` is none)."""
     if settings.weight_average == "none":
         return None
-    averaging = WeightAverage(trainer.model, settings.average_start, settings.ema_decay, resume_from=last)
+    averaging = weight_average_callback(trainer.model, settings.average_start, settings.ema_decay, resume_from=last)
     trainer.add_callback(averaging)
     return averaging
 

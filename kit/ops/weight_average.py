@@ -1,8 +1,9 @@
 """Weight averaging within one training run: the trainable weights' running mean (SWA) and moving average (EMA).
 
 LoRA-LiteE's point is efficiency: a bag of K seeds costs K trainings and K scorings. An average of one run's own
-iterates costs neither. :class:`WeightAverage` is a TrainerCallback that, from a share of the updates on
-(``average_start``), keeps two shadows of every trainable tensor (the LoRA factors and the heads):
+iterates costs neither. :class:`WeightAverage` (a TrainerCallback once :func:`weight_average_callback` makes it
+one) keeps, from a share of the updates on
+(``average_start``), two shadows of every trainable tensor (the LoRA factors and the heads):
 
 * ``swa`` — the uniform mean of the weights after each update from the start step to the last;
 * ``ema`` — the exponential moving average (``ema_decay`` per update), seeded with the weights at the start step.
@@ -14,12 +15,12 @@ returns ``final``, ``swa`` and ``ema`` as name -> tensor maps, and :func:`load_w
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import TrainerCallback
 
 AVERAGES_FILE = "weight_average.safetensors"  # in each checkpoint: the shadows and how many updates they hold
 CANDIDATES = ("final", "swa", "ema")
@@ -38,8 +39,9 @@ def load_weights(model, state: dict[str, torch.Tensor]) -> None:
             params[name].copy_(tensor.to(params[name].dtype))
 
 
-class WeightAverage(TrainerCallback):
-    """The SWA and EMA shadows of a run's trainable weights (see the module docstring)."""
+class WeightAverage:
+    """The SWA and EMA shadows of a run's trainable weights (see the module docstring): the Trainer hooks
+    ``on_train_begin``, ``on_step_end`` and ``on_save``; :func:`weight_average_callback` gives the rest."""
 
     def __init__(self, model, average_start: float, ema_decay: float, resume_from: Path | None = None):
         self.model, self.average_start, self.ema_decay = model, average_start, ema_decay
@@ -90,3 +92,18 @@ class WeightAverage(TrainerCallback):
     def record(self) -> dict:
         """What metrics.json says about the averages."""
         return {"from_step": self.start_step, "updates_averaged": self.updates, "ema_decay": self.ema_decay}
+
+
+@functools.cache
+def _callback_class() -> type:
+    # transformers' trainer module imports peft and bitsandbytes (seconds in every process): only a run that
+    # averages pays for it here, when it builds its callback
+    from transformers import TrainerCallback
+    return type("WeightAverageCallback", (WeightAverage, TrainerCallback), {})
+
+
+def weight_average_callback(model, average_start: float, ema_decay: float,
+                            resume_from: Path | None = None) -> WeightAverage:
+    """A :class:`WeightAverage` that is also a ``transformers.TrainerCallback`` (the Trainer's other events
+    are its no-ops), for ``trainer.add_callback``."""
+    return _callback_class()(model, average_start, ema_decay, resume_from=resume_from)
