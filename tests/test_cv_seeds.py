@@ -232,3 +232,15 @@ def test_two_bags_report_the_whole_recipe_at_each_seed_they_share(tmp_path):
                       bag_seeds="lexical=42,7", **common)
     assert not any(name.startswith("blend, every bag") for name in single["results"])
     assert "the whole recipe" not in single["markdown"]
+
+
+def test_cv_packs_every_member_as_asked_and_never_reuses_a_cache_cut_otherwise(tmp_path):
+    """--pack reaches each member's tokenize (here the head-and-tail cut); a cache packed another way is not
+    taken for this one (a one-line error naming the option), so the cut comparison compares two packings."""
+    common = dict(max_rows=40, max_length=64, max_train_rows={"minilm": 8}, epochs=0.5)
+    done = cv_stage([PANDALM], ["minilm"], 2, out=tmp_path / "mid", pack={"cut": "middle"}, **common)
+    meta = json.loads((tmp_path / "mid" / "tokenized" / "minilm" / "meta.json").read_text())
+    assert meta["pack"]["cut"] == "middle" and 'packing {"cut": "middle"}' in done["markdown"]
+    assert json.loads((tmp_path / "mid" / "cv.json").read_text())["settings"]["pack"] == {"cut": "middle"}
+    with pytest.raises(SettingsError, match=r"made with other settings \{'pack.cut': \('middle', 'end'\)\}"):
+        cv_stage([PANDALM], ["minilm"], 2, out=tmp_path / "mid", **common)

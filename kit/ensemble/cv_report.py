@@ -5,6 +5,8 @@ the evaluation table; it computes nothing. Beside :mod:`kit.ensemble.report`, wh
 """
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Sequence
 
@@ -57,6 +59,7 @@ def _what_ran(settings: dict, extra: Sequence[str], weights_text: str, oof_score
             + (f"residual members: {', '.join(f'{m} on {b}' for m, b in residual.items())}; " if residual else "")
             + f"models {', '.join(settings['models'])}; member type {settings['member'] or 'preset'}; max_length "
             f"{settings['max_length'] or 'preset'}; epochs {settings['epochs'] or 'preset'}; "
+            + (f"packing {json.dumps(settings['pack'])}; " if settings.get("pack") else "")
             + (f"folds seeded {seed}, training seeded {train_seed}; " if train_seed != seed else "")
             + (f"seed-bagged (each fold's models averaged): {', '.join(f'{m} over seeds {bags[m]}' for m in bags)}"
                + (", the i-th seed on the i-th block of the fold's training rows (disjoint rows); "

@@ -42,6 +42,7 @@ from ..ensemble.cv_report import cv_markdown, shared_seeds
 from ..ensemble.report import blend_comparisons
 from ..ensemble.judges import (check_judge_covers, external_judge, held_out_judge, judge_table,
                                params_of, read_judge_csv)
+from ..ops.packing import PackConfig
 from ..store.cache import check_cache, cut_rate, read_cache
 from ..store.io import ids_as_text
 from ..store.figures import plot_methods
@@ -57,7 +58,8 @@ from ..core.files import check_outside, read_json, under
 log = get_logger(__name__)
 
 
-def _reusable_cache(tok_dir: Path, wanted: dict, model: str, max_length, member, overwrite: bool) -> bool:
+def _reusable_cache(tok_dir: Path, wanted: dict, model: str, max_length, member, overwrite: bool,
+                    pack: dict | None = None) -> bool:
     """True when tok_dir holds a finished cache made with the same inputs and settings; a
     different one is an error (unless overwrite, which re-tokenizes)."""
     meta_path = tok_dir / "meta.json"
@@ -71,6 +73,10 @@ def _reusable_cache(tok_dir: Path, wanted: dict, model: str, max_length, member,
     preset = resolve_preset(model, dict(max_length=max_length, member=member))
     have = {k: cache.record.get(k) for k in wanted} | {"max_length": cache.max_length, "member": cache.member}
     want = wanted | {"max_length": preset.max_length, "member": preset.member}
+    if cache.pack_options is not None:  # a packed member (not lexical): the options asked for, the cut always
+        asked = {"cut": PackConfig.cut, **(pack or {})}
+        have |= {f"pack.{k}": cache.pack_options.get(k) for k in asked}
+        want |= {f"pack.{k}": v for k, v in asked.items()}
     if have != want:
         diff = {k: (have[k], want[k]) for k in want if have[k] != want[k]}
         raise SettingsError(f"{tok_dir} was made with other settings {diff} (was, now): pass --overwrite to redo "
@@ -138,6 +144,7 @@ def cv_stage(
         swap_augment: bool = True,
         evals_per_run: int = 1,
         member: str | None = None,
+        pack: dict | None = None,
         space: str = "log",
         temperature: bool = False,
         tie_offset: bool = False,
@@ -281,13 +288,14 @@ def _tokenized(s: CvSettings, plan: _Plan, model: str, is_judge: bool, cut: dict
               "max_rows": s.max_rows, "extra_sources": [str(p) for p in extra],
               "dedup_similarity": s.dedup_similarity if extra else None}
     kind = None if is_judge else s.member  # a judge keeps its own member type and token budget
-    if _reusable_cache(tok_dir, wanted, preset, None if is_judge else s.max_length, kind, s.overwrite):
+    pack = None if is_judge else s.pack
+    if _reusable_cache(tok_dir, wanted, preset, None if is_judge else s.max_length, kind, s.overwrite, pack):
         log.info(f"[kit cv] reusing {tok_dir}")
     else:
         # extra rows: training-only (fold -2) in every fold, deduplicated against the held-out prompts
         tokenize_stage(preset, list(s.train), "", max_length=None if is_judge else s.max_length, n_folds=s.folds,
                        seed=s.seed, max_rows=s.max_rows, out=tok_dir, overwrite=s.overwrite, member=kind,
-                       extra=extra, dedup_similarity=s.dedup_similarity)
+                       extra=extra, dedup_similarity=s.dedup_similarity, pack=pack)
     cut[model] = cut_rate(tok_dir)
     if len(cut) == 1:  # the rows to be scored are known now: every judge must cover them, before training
         scored = pd.read_parquet(tok_dir / "train.parquet", columns=["id", "fold"])
@@ -363,7 +371,7 @@ def _record(s: CvSettings, plan: _Plan, trained: _Trained, result, seconds: floa
             "extra_rows": extra_meta.get("kept"),
             "extra_removed": extra_meta.get("removed_exact", 0) + extra_meta.get("removed_near", 0),
             "models": list(plan.models), "folds": s.folds, "member": s.member,
-            "max_length": s.max_length, "max_rows": s.max_rows, "epochs": s.epochs,
+            "max_length": s.max_length, "pack": s.pack, "max_rows": s.max_rows, "epochs": s.epochs,
             "max_train_rows": s.max_train_rows, "tta": s.tta, "seed": s.seed, "train_seed": plan.train_seed,
             "bag_seeds": plan.bags or None, "bag_rows": s.bag_rows, "swap_augment": s.swap_augment,
             "evals_per_run": s.evals_per_run, "judges": list(s.judges),

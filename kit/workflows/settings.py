@@ -72,6 +72,8 @@ class CvSettings(Settings):
     swap_augment: bool = same_as(TrainSettings, "swap_augment")
     evals_per_run: int = same_as(TrainSettings, "evals_per_run", 1)
     member: str | None = same_as(TokenizeSettings, "member")
+    pack: dict | None = same_as(TokenizeSettings, "pack", help="every member's packing options as JSON, e.g. "
+                                "{\"cut\": \"middle\"} (a cut field keeps its head and tail) (kit.ops.packing.PackConfig)")
     space: str = same_as(BlendSettings, "space", "log")
     temperature: bool = same_as(BlendSettings, "temperature", help="fit a temperature on the blend (cross-fitted "
                                 "for the out-of-fold score); each member's row with its own cross-fitted "
