@@ -79,6 +79,23 @@ def test_a_model_averaged_with_itself_scores_as_it_did(folds, tmp_path):
     np.testing.assert_allclose(again[PROBS].to_numpy(), own[PROBS].to_numpy(), atol=1e-6)
 
 
+def test_models_whose_configs_list_the_modules_in_another_order_average(folds):
+    """peft saves target_modules (a set) in the order of its process's string hashing: the same recipe trained
+    in two processes (two Kaggle sessions, two seeds) lists them differently, and that is not a difference; other
+    modules are."""
+    from kit.ops.lora import average_lora
+    _, dirs = folds
+    states = [load_file(d / "adapter" / "adapter_model.safetensors") for d in dirs]
+    configs = [json.loads((d / "adapter" / "adapter_config.json").read_text()) for d in dirs]
+    modules = sorted(configs[1]["target_modules"])
+    assert len(modules) > 1
+    merged, config = average_lora(states, configs)
+    again, _ = average_lora(states, [configs[0], configs[1] | {"target_modules": modules[::-1]}])
+    assert set(again) == set(merged) and all(torch.equal(again[k], merged[k]) for k in merged)
+    with pytest.raises(ValueError, match="adapter 1 differs from adapter 0 in target_modules"):
+        average_lora(states, [configs[0], configs[1] | {"target_modules": modules[1:]}])
+
+
 def test_what_cannot_be_averaged_is_refused_in_one_line(folds, tmp_path, capsys):
     _, dirs = folds
     tokenize_stage("lexical", [PANDALM], "", n_folds=2, max_rows=60, out=tmp_path / "lt")

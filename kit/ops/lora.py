@@ -122,6 +122,13 @@ _NOT_AVERAGEABLE = {"use_dora": "DoRA", "use_rslora": "rank-stabilised LoRA", "r
                     "alpha_pattern": "per-module alphas"}
 # config keys that may differ between the K adapters (paths, peft's own bookkeeping)
 _FREE_KEYS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version", "auto_mapping")
+# config keys that peft holds as sets: saved as lists in the order of the process's string hashing, so two
+# runs of one recipe in two processes (two Kaggle sessions, two seeds) write them in different orders
+_SET_KEYS = ("target_modules", "modules_to_save", "exclude_modules", "layers_to_transform")
+
+
+def _as_compared(key: str, value):
+    return sorted(value, key=str) if key in _SET_KEYS and isinstance(value, (list, tuple)) else value
 
 
 def average_lora(states: list[dict], configs: list[dict]) -> tuple[dict, dict]:
@@ -142,8 +149,8 @@ def average_lora(states: list[dict], configs: list[dict]) -> tuple[dict, dict]:
             raise ValueError(f"the adapters use {what}: their mean is not one LoRA of rank K·r; average their "
                              f"predictions instead")
     for i, config in enumerate(configs[1:], 1):
-        differ = sorted(key for key in set(first) | set(config)
-                        if key not in _FREE_KEYS and first.get(key) != config.get(key))
+        differ = sorted(key for key in set(first) | set(config) if key not in _FREE_KEYS
+                        and _as_compared(key, first.get(key)) != _as_compared(key, config.get(key)))
         if differ:
             raise ValueError(f"adapter {i} differs from adapter 0 in {', '.join(differ)}: only adapters trained "
                              f"alike can be averaged")
