@@ -34,7 +34,7 @@ from kit.core.metrics import log_loss
 from kit.core.schema import PROB_COLUMNS
 from kit.core.settings import TrainSettings
 from kit.data.ingest import load_conversations
-from kit.ensemble.intervals import MethodScores, differences_markdown, paired_difference
+from kit.ensemble.intervals import differences_markdown, paired_differences
 from kit.stages.average import average_models
 from kit.stages.infer import infer_stage
 from kit.stages.tokenize import tokenize_stage
@@ -91,9 +91,8 @@ def measure(a: argparse.Namespace, work: Path) -> tuple[list[dict], str]:
              "accuracy": round(float((p.argmax(1) == labels).mean()), 4), "scorings": 1 if "alone" in n or
              n == "averaged model" else a.folds, "scoring_s": round(seconds[n], 1)} for n, p in probs.items()]
     mean_name = f"mean of {a.folds} models' probabilities"
-    diffs = [d for other in (mean_name, "fold 0 alone")
-             for d in paired_difference(MethodScores.from_probs("averaged model", probs["averaged model"]),
-                                        MethodScores.from_probs(other, probs[other]), labels, groups)]
+    diffs = paired_differences(probs, [("averaged model", other) for other in (mean_name, "fold 0 alone")],
+                               labels, groups)
     text = (f"{a.model}, PandaLM: {len(labels)} test rows ({len(set(groups))} prompts) outside every fold; "
             f"{a.folds} prompt-grouped folds of the other rows, one model per fold trained on {a.rows_per_fold} of "
             f"its training rows (seed 42 for all; {train_seconds / 60:.1f} training minutes in all). "

@@ -31,7 +31,7 @@ import pandas as pd
 
 from kit.core.metrics import log_loss
 from kit.core.schema import PROB_COLUMNS
-from kit.ensemble.intervals import MethodScores, differences_markdown, paired_difference
+from kit.ensemble.intervals import differences_markdown, paired_differences
 from kit.stages.average import average_models
 from kit.stages.tokenize import tokenize_stage
 from kit.stages.train import train_stage
@@ -116,8 +116,7 @@ def measure(a: argparse.Namespace, work: Path) -> tuple[list[dict], str]:
               (f"soup of {k} seeds' swa weights", f"bag of {k} seeds' probabilities, swa weights"),
               (f"soup of {k} seeds' swa weights", f"bag of {k} seeds' probabilities, final weights"),
               (f"bag of {k} seeds' probabilities, final weights", f"seed {first}, final weights")]
-    diffs = [d for x, y in pairs for d in paired_difference(MethodScores.from_probs(x, probs[x]),
-                                                             MethodScores.from_probs(y, probs[y]), labels, groups)]
+    diffs = paired_differences(probs, pairs, labels, groups)
     text = (f"{a.model}, PandaLM fold {a.fold} of kit cv's 5 prompt-grouped folds: {len(labels)} held-out rows "
             f"({len(set(groups))} prompts); each seed's model trained on every other row ({', '.join(f'{m:.1f}' for m in minutes)} "
             f"training minutes, 2 CPU cores), averaging from {a.average_start:.0%} of the updates on (ema decay "

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from kit.core.metrics import macro_f1, metrics
-from kit.ensemble.intervals import MethodScores, compare, paired_difference
+from kit.ensemble.intervals import MethodScores, compare, paired_difference, paired_differences
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -42,6 +42,15 @@ def test_the_point_difference_is_the_difference_of_the_two_metrics():
     assert ll.difference == pytest.approx(metrics(labels, good.probs)["log_loss"] - metrics(labels, flat.probs)["log_loss"])
     assert acc.difference == pytest.approx(metrics(labels, good.probs)["accuracy"] - metrics(labels, flat.probs)["accuracy"])
     assert ll.low < ll.difference < ll.high < 0 and ll.settled  # the good method is better, and it shows
+
+
+def test_differences_by_name_follow_the_pairs_given():
+    labels, good, flat = _random_methods()
+    probs, groups = {"good": good.probs, "flat": flat.probs}, range(len(labels))
+    got = paired_differences(probs, [("good", "flat"), ("flat", "good")], labels, groups)
+    assert [(d.a, d.b, d.metric) for d in got] == [("good", "flat", "log_loss"), ("good", "flat", "accuracy"),
+                                                   ("flat", "good", "log_loss"), ("flat", "good", "accuracy")]
+    assert got[:2] == paired_difference(good, flat, labels, groups)
 
 
 def test_group_sums_match_an_explicit_resampling_loop():

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..core.metrics import EPS
 
-__all__ = ["Difference", "MethodScores", "compare", "paired_difference", "differences_markdown"]
+__all__ = ["Difference", "MethodScores", "compare", "paired_difference", "paired_differences", "differences_markdown"]
 
 N_DRAWS = 2000
 TOLERANCE = 1e-12  # float noise of identical methods (e.g. a blend of one member) is no difference
@@ -96,6 +96,13 @@ def paired_difference(a: MethodScores, b: MethodScores, labels: np.ndarray, grou
         out.append(Difference(a.name, b.name, metric, float(values.mean()), float(low), float(high), len(labels),
                               n_groups))
     return sorted(out, key=lambda d: d.metric != "log_loss")
+
+
+def paired_differences(probs: dict[str, np.ndarray], pairs, labels: np.ndarray, groups) -> list[Difference]:
+    """:func:`paired_difference` for each ``(a, b)`` of ``pairs``, methods named by their keys in ``probs``
+    (name -> (n, 3) probabilities on the same rows), in the order of ``pairs``."""
+    return [d for a, b in pairs for d in paired_difference(MethodScores.from_probs(a, probs[a]),
+                                                           MethodScores.from_probs(b, probs[b]), labels, groups)]
 
 
 def differences_markdown(differences: list[Difference]) -> str:
