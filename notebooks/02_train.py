@@ -40,6 +40,7 @@ LEXICAL_C = None        # lexical member: inverse L2 strength; None: the preset'
 LEXICAL_DENSE_SCALE = None  # lexical member: structure features' scale beside TF-IDF; None: the preset's
 EPOCHS = None           # training settings; None: the preset's
 LR = None
+LR_SCHEDULE = "cosine"   # after warm-up: "cosine" or "linear" decay to 0, or "constant" (SWA's usual rate)
 BATCH_SIZE = None
 GRAD_ACCUM = None
 MAX_STEPS = -1          # > 0 overrides EPOCHS

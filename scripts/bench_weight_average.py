@@ -1,6 +1,7 @@
 """Weight averaging measured on one PandaLM fold: one run's own averages, and the seed soup, against the bag.
 
     .venv/bin/python scripts/bench_weight_average.py [--model gemma3-270m] [--fold 0] [--seeds 42,7,13]
+                                                     [--lr-schedule cosine|linear|constant] [--baseline-work DIR]
                                                      [--work artifacts/bench_weight_average]
                                                      [--out results/weight_average/weight_average.md]
 
@@ -14,6 +15,10 @@ fold with all three. Then, on the held-out rows:
 * the bag it replaces: the mean of the K seeds' probabilities (K trainings, K scorings), of final and of swa weights;
 * the seed soup: the K swa models' LoRA deltas and heads averaged into one model (:func:`kit.average_models`;
   K trainings, one scoring), scored through ``kit.load_ensemble`` (``kit submit``'s path).
+
+``--lr-schedule constant`` holds the learning rate at its peak after the warm-up (SWA's usual schedule: the averaged
+iterates spread around a basin instead of settling at its end); ``--baseline-work`` puts another finished ``--work``'s
+final weights (e.g. the cosine runs) beside each seed, paired on the same rows.
 
 Log loss, accuracy, paired bootstrap 95 % intervals over prompts, and the cost in trainings, scorings and CPU
 minutes (training seconds as the runs recorded them; scoring seconds measured here). ``--work`` keeps the trained
@@ -57,6 +62,7 @@ def train_seeds(a: argparse.Namespace, work: Path) -> tuple[list[Path], pd.DataF
         if not (out / "manifest.json").is_file():
             train_stage(a.model, a.fold, tokenized=str(tok), out=str(out), seed=seed, evals_per_run=1,
                         weight_average="swa", average_start=a.average_start, ema_decay=a.ema_decay,
+                        lr_schedule=a.lr_schedule,
                         **({"max_steps": a.max_steps} if a.max_steps else {}),
                         **({"model_dir": a.model_dir, "load_in_4bit": False} if a.model_dir else {}))
             print(f"seed {seed}: trained", flush=True)
@@ -84,6 +90,21 @@ def scored(models: list[Path], table: pd.DataFrame, model_dir: dict | None) -> t
     return probs.to_numpy(dtype=np.float64), time.time() - started
 
 
+def add_baseline(a: argparse.Namespace, probs: dict, cost: dict) -> None:
+    """Another finished run of this script (other settings, the same fold and seeds): each seed's final weights
+    and their bag join ``probs`` and ``cost``."""
+    k = len(a.seeds)
+    base_dirs = {seed: Path(a.baseline_work) / "models" / f"seed{seed}" for seed in a.seeds}
+    base = {seed: candidate_probs(d) for seed, d in base_dirs.items()}
+    base_minutes = {s: json.loads((d / "metrics.json").read_text())["train_seconds"] / 60 for s, d in base_dirs.items()}
+    for seed in a.seeds:
+        probs[f"baseline seed {seed}, final weights"] = base[seed]["final"]
+        cost[f"baseline seed {seed}, final weights"] = (1, 1, base_minutes[seed])
+    if k > 1:
+        probs[f"baseline bag of {k} seeds, final weights"] = np.mean([base[s]["final"] for s in a.seeds], 0)
+        cost[f"baseline bag of {k} seeds, final weights"] = (k, k, sum(base_minutes.values()))
+
+
 def measure(a: argparse.Namespace, work: Path) -> tuple[list[dict], str]:
     dirs, table = train_seeds(a, work)
     backbone = {a.model: a.model_dir} if a.model_dir else None  # a toy run's backbone, where no preset finds it
@@ -107,6 +128,8 @@ def measure(a: argparse.Namespace, work: Path) -> tuple[list[dict], str]:
         soup = average_models([str(d) for d in dirs], out=str(work / "models" / "soup"), overwrite=True).out_dir
         probs[f"soup of {k} seeds' swa weights"], soup_seconds = scored([soup], table, backbone)
         cost[f"soup of {k} seeds' swa weights"] = (k, 1, sum(minutes))
+    if a.baseline_work:
+        add_baseline(a, probs, cost)
     rows = [{"method": n, "log_loss": round(log_loss(labels, p), 4),
              "accuracy": round(float((p.argmax(1) == labels).mean()), 4), "trainings": cost[n][0],
              "scorings": cost[n][1], "train_cpu_min": round(cost[n][2], 1)} for n, p in probs.items()]
@@ -116,11 +139,16 @@ def measure(a: argparse.Namespace, work: Path) -> tuple[list[dict], str]:
               (f"soup of {k} seeds' swa weights", f"bag of {k} seeds' probabilities, swa weights"),
               (f"soup of {k} seeds' swa weights", f"bag of {k} seeds' probabilities, final weights"),
               (f"bag of {k} seeds' probabilities, final weights", f"seed {first}, final weights")]
+    if a.baseline_work:
+        pairs += [(f"seed {seed}, swa weights", f"baseline seed {seed}, final weights") for seed in a.seeds]
+        pairs += [] if k == 1 else [(f"soup of {k} seeds' swa weights", f"baseline bag of {k} seeds, final weights"),
+                                    (f"bag of {k} seeds' probabilities, swa weights", f"baseline bag of {k} seeds, final weights")]
     diffs = paired_differences(probs, pairs, labels, groups)
     text = (f"{a.model}, PandaLM fold {a.fold} of kit cv's 5 prompt-grouped folds: {len(labels)} held-out rows "
             f"({len(set(groups))} prompts); each seed's model trained on every other row ({', '.join(f'{m:.1f}' for m in minutes)} "
             f"training minutes, 2 CPU cores), averaging from {a.average_start:.0%} of the updates on (ema decay "
-            f"{a.ema_decay}). One model's scoring of these rows through kit.load_ensemble took {one_seconds:.0f} s "
+            f"{a.ema_decay}), learning rate {a.lr_schedule} after warm-up"
+            f"{f'; baseline: the models in {a.baseline_work}' if a.baseline_work else ''}. One model's scoring of these rows through kit.load_ensemble took {one_seconds:.0f} s "
             f"{f'(the soup: {soup_seconds:.0f} s) ' if soup_seconds else ''}and matched the train stage's own scores to {agree:.1e}. "
             f"`trainings` / `scorings`: what each method costs; `train_cpu_min`: its training minutes.\n\n"
             f"## Differences on the held-out rows, with paired bootstrap 95 % intervals\n\n{differences_markdown(diffs)}")
@@ -138,6 +166,10 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[42, 7, 13])
     ap.add_argument("--average-start", type=float, default=0.5)
     ap.add_argument("--ema-decay", type=float, default=0.9)
+    ap.add_argument("--lr-schedule", default="cosine", choices=("cosine", "linear", "constant"),
+                    help="the learning rate after warm-up (constant: SWA's usual rate over its span)")
+    ap.add_argument("--baseline-work", default=None, help="another finished --work of this script (the same fold and "
+                    "seeds, other settings): its final weights join the table and each seed's swa is compared with them")
     ap.add_argument("--rows", type=int, default=None, help="use only the first N rows (a toy run)")
     ap.add_argument("--max-length", type=int, default=None)
     ap.add_argument("--max-steps", type=int, default=None, help="cap each training (a toy run)")

@@ -88,6 +88,17 @@ def test_the_weight_average_benchmark_compares_one_runs_averages_the_bag_and_the
     assert (oof["p_a"] != oof["p_a_final"]).any() and (oof["p_a_ema"] != oof["p_a_final"]).any()
     text = (tmp_path / "w.md").read_text()
     assert "paired bootstrap" in text and (tmp_path / "w.png").stat().st_size > 0
+    # a constant learning rate, compared seed by seed with the first run's (cosine) final weights
+    _run("bench_weight_average.py", "--model", "llama3-8b", "--model-dir", tiny_llama, "--rows", "80",
+         "--seeds", "42,7", "--max-steps", "4", "--max-length", "64", "--work", tmp_path / "constant",
+         "--lr-schedule", "constant", "--baseline-work", tmp_path / "work", "--out", tmp_path / "c.md")
+    again = {r["method"]: r for r in json.loads((tmp_path / "c.json").read_text())["rows"]}
+    assert again["baseline seed 7, final weights"]["log_loss"] == rows["seed 7, final weights"]["log_loss"]
+    assert again["baseline bag of 2 seeds, final weights"]["trainings"] == 2
+    assert again["seed 7, swa weights"]["log_loss"] != rows["seed 7, swa weights"]["log_loss"]  # another schedule
+    assert json.loads((tmp_path / "constant" / "models" / "seed7" / "config.json").read_text())["train"][
+        "lr_schedule"] == "constant"
+    assert "| seed 7, swa weights − baseline seed 7, final weights |" in (tmp_path / "c.md").read_text()
 
 
 def test_the_scoring_benchmark_times_each_budget_with_the_lora_unmerged_and_folded(tmp_path, tiny_llama):

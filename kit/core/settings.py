@@ -1,10 +1,9 @@
 """The recipe and the stages' settings: what a stage takes, declared once with its help text.
 
-Each dataclass is one stage's settings (:mod:`kit.stages`); the stage function takes the same fields
-as its keyword parameters (``tokenize_stage(model="lexical", n_folds=2)``) and
-``stage(**settings.to_dict())`` runs it from an instance. The CLI (:mod:`kit.cli`) and the
-notebooks (:mod:`kit.params`) are generated from these declarations; the workflows' settings
-(:mod:`kit.workflows.settings`) reuse these fields rather than declaring them again.
+Each dataclass is one stage's settings (:mod:`kit.stages`); the stage function takes the same fields as its keyword
+parameters (``tokenize_stage(model="lexical", n_folds=2)``) and ``stage(**settings.to_dict())`` runs it from an
+instance. The CLI (:mod:`kit.cli`) and the notebooks (:mod:`kit.params`) are generated from these declarations; the
+workflows' settings (:mod:`kit.workflows.settings`) reuse these fields rather than declaring them again.
 """
 from __future__ import annotations
 
@@ -124,8 +123,10 @@ class TrainSettings(Settings):
     resumes only with the same ones."""
 
     epochs: float | None = arg(None, "passes over the training rows; default: the preset's", above=0)
-    learning_rate: float | None = arg(None, "peak learning rate (cosine); default: the preset's", aliases=["--lr"],
+    learning_rate: float | None = arg(None, "peak learning rate; default: the preset's", aliases=["--lr"],
                                       notebook="LR", minimum=0)
+    lr_schedule: str = arg("cosine", "the learning rate after warm-up: cosine or linear decay to 0, or constant (SWA's "
+                                     "rate over its averaged span)", choices=("cosine", "linear", "constant"))
     batch_size: int | None = arg(None, "rows per device step; default: the preset's", minimum=1)
     grad_accum: int | None = arg(None, "steps per optimizer update; default: the preset's", minimum=1)
     warmup_ratio: float | None = arg(None, "share of the updates spent warming up; default: the preset's", minimum=0)
@@ -149,10 +150,9 @@ class TrainSettings(Settings):
                                       "from --average-start on; held-out rows are scored with all three", choices=("none", "swa", "ema"))
     average_start: float = arg(0.5, "swa/ema: averaging starts after this share of the updates", minimum=0, maximum=1)
     ema_decay: float = arg(0.9, "ema: the moving average's decay per update", minimum=0, maximum=1)
-    residual_on: str | None = arg(None, "residual training (pairwise member): a base member's trained fold folders "
-                                        "(e.g. artifacts/models/lexical); its held-out log-probabilities are added to "
-                                        "this member's logits before the loss and at prediction, so the member learns "
-                                        "what the base misses")
+    residual_on: str | None = arg(None, "residual training (pairwise member): a base member's trained fold folders (e.g. "
+                                        "artifacts/models/lexical); its held-out log-probabilities are added to this "
+                                        "member's logits before the loss and at prediction: it learns what the base misses")
 
     _from_preset = ("epochs", "learning_rate", "batch_size", "grad_accum", "warmup_ratio", "weight_decay",
                     "group_by_length", "head_lr_scale")  # None: the preset's value (resolved once, by effective)

@@ -161,6 +161,7 @@ def train_stage(
         *,
         epochs: float | None = None,
         learning_rate: float | None = None,
+        lr_schedule: str = "cosine",
         batch_size: int | None = None,
         grad_accum: int | None = None,
         warmup_ratio: float | None = None,
