@@ -26,6 +26,19 @@ import glob
 import time
 from pathlib import Path
 
+import pandas as pd
+
+from kit.core.errors import KitError
+from kit.core.provenance import provenance
+from kit.ensemble.combine import blend_members, describe_weights
+from kit.ensemble.evaluation import evaluation_table, table_scores
+from kit.ensemble.intervals import N_DRAWS, differences_markdown
+from kit.ensemble.judges import comparison_markdown, external_judge, judge_table
+from kit.ensemble.report import blend_comparisons
+from kit.store.figures import plot_methods
+from kit.store.io import write_json, write_text
+from kit.store.predictions import load_member
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -70,7 +83,6 @@ def main() -> None:
     parser.add_argument("--judge-csv", nargs="*", default=[], help="NAME=CSV external judges' verdicts, scored beside")
     parser.add_argument("--out", required=True, help="where blend_runs.json/.md/.png go")
     args = parser.parse_args()
-    from kit.core.errors import KitError
     try:
         run(args)
     except (KitError, OSError) as err:  # a bad table, judge file or member folder: one line, no traceback
@@ -78,17 +90,6 @@ def main() -> None:
 
 
 def run(args) -> None:
-    from kit.core.provenance import provenance
-    from kit.ensemble.combine import blend_members, describe_weights
-    from kit.ensemble.evaluation import evaluation_table, table_scores
-    from kit.ensemble.intervals import N_DRAWS, differences_markdown
-    from kit.ensemble.judges import comparison_markdown, external_judge, judge_table
-    from kit.ensemble.report import blend_comparisons
-    from kit.store.figures import plot_methods
-    from kit.store.io import write_json, write_text
-    from kit.store.predictions import load_member
-    import pandas as pd
-
     started = time.time()
     dirs = member_dirs(args.member)
     members = [load_member(name, d, need_test=False) for name, d in dirs.items()]

@@ -139,3 +139,15 @@ def test_the_cut_rate_counts_the_rows_the_token_budget_shortened(tmp_path):
     assert rates[40] > 0.9 and rates[512] < 0.2
     tokenize_stage("lexical", [PANDALM], "", max_rows=40, n_folds=2, out=tmp_path / "lexical")
     assert cut_rate(tmp_path / "lexical") is None
+
+
+def test_a_budget_below_the_framing_is_one_line_naming_the_smallest_that_fits(tmp_path):
+    """From Python as from the CLI: a SettingsError that says how many tokens the framing needs, nothing written."""
+    from kit.core.errors import SettingsError
+    with pytest.raises(SettingsError, match=r"max_length 4 is too small .* at least (\d+) tokens are needed; "
+                                            r"pass --max-length \1 or more"):
+        tokenize_stage("minilm", [PANDALM], "", max_length=4, max_rows=20, n_folds=2, out=tmp_path / "tiny")
+    assert not (tmp_path / "tiny").exists()
+    done = run_kit("tokenize", "--model", "minilm", "--train", PANDALM, "--test", "", "--max-length", "4",
+                   "--max-rows", "20", "--out", tmp_path / "cli")
+    assert done.returncode != 0 and "Traceback" not in done.stderr and "pass --max-length" in done.stderr

@@ -32,6 +32,7 @@ from typing import Sequence
 import pandas as pd
 from tqdm import tqdm  # text lines: they stay readable in executed notebooks (a widget saves as "0%")
 
+from ..core.errors import SettingsError
 from ..core.schema import FIELDS
 from .chat import chat_frame, chat_turn_framing, encode_text, require_chat_template
 
@@ -186,8 +187,9 @@ class Packer:
         self.min_length = (self.frame_cost + len(self.omitted) + self.turn_cost
                            + len(self.fields) * (1 + len(self.marker)))
         if cfg.max_length < self.min_length:
-            raise ValueError(f"max_length={cfg.max_length} is too small for this tokenizer and "
-                             f"framing: at least {self.min_length} tokens are needed")
+            raise SettingsError(f"max_length {cfg.max_length} is too small for this tokenizer and framing: at least "
+                                f"{self.min_length} tokens are needed; pass --max-length {self.min_length} or more "
+                                f"(notebook MAX_LENGTH, max_length= in Python)")
         self._weights = cfg.side_shares if side else cfg.shares
         self._minimum = (cfg.min_prompt_tokens,) + (cfg.min_response_tokens,) * (len(self.fields) - 1)
 
