@@ -141,6 +141,13 @@ def test_the_cut_rate_counts_the_rows_the_token_budget_shortened(tmp_path):
     assert cut_rate(tmp_path / "lexical") is None
 
 
+def test_packing_options_a_member_cannot_use_are_said_not_dropped(tmp_path, caplog):
+    """The lexical member packs no tokens: --pack (kit cv's head-and-tail cut) is named as not applying."""
+    with caplog.at_level("INFO", logger="kit"):
+        tokenize_stage("lexical", [PANDALM], "", max_rows=40, n_folds=2, out=tmp_path / "lex", pack={"cut": "middle"})
+    assert "the lexical member packs no tokens; --pack {'cut': 'middle'} does not apply" in caplog.text
+
+
 def test_a_budget_below_the_framing_is_one_line_naming_the_smallest_that_fits(tmp_path):
     """From Python as from the CLI: a SettingsError that says how many tokens the framing needs, nothing written."""
     from kit.core.errors import SettingsError

@@ -150,6 +150,8 @@ def tokenize_stage(
         check_free(targets, overwrite)
 
         encoder = member.encoder(preset, s.pack)
+        if s.pack and encoder.pack_config is None:  # said, not silently dropped
+            log.info(f"[kit tokenize] {preset.name}: the {preset.member} member packs no tokens; --pack {s.pack} does not apply")
         with staged_cache(out_dir) as stage:  # swapped in whole at the end; a failure leaves the old cache
             return _fill_cache(stage, out_dir, s, preset, encoder, train_paths, extra_paths, test_path)
 
