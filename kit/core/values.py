@@ -5,12 +5,13 @@ parsed value again (settings are rebuilt from ``to_dict()`` without change).
 """
 from __future__ import annotations
 
+import json
 import os
 
 from .errors import SettingsError
 
 __all__ = ["WEIGHT_SCHEMES", "comma_list", "one_path_each", "parse_caps", "parse_fold", "parse_hours", "parse_members",
-           "parse_seeds", "parse_sample", "parse_weights", "per_model"]
+           "parse_recipes", "parse_seeds", "parse_sample", "parse_weights", "per_model"]
 
 WEIGHT_SCHEMES = ("paper", "equal", "fit", "stack", "auto", "saved")
 
@@ -58,6 +59,26 @@ def parse_members(text):
             raise SettingsError(f"{text!r}: {name.strip()!r} is given twice: one NAME=... each (values separated by "
                                 f"commas)")
         out[name.strip()] = comma_list(dirs)
+    return out
+
+
+def parse_recipes(text):
+    """``'gemma3-270m@swa=lr_schedule:constant,weight_average:swa'`` -> ``{'gemma3-270m@swa': {'lr_schedule':
+    'constant', 'weight_average': 'swa'}}``: each value read as JSON where it is JSON (``0.5``, ``true``), else as
+    text (a dict is returned as it is)."""
+    if text is None or isinstance(text, dict):
+        return text
+    out = {}
+    for name, pairs in (parse_members(text) or {}).items():
+        out[name] = {}
+        for pair in pairs:
+            key, sep, value = (t.strip() for t in pair.partition(":"))
+            if not sep or not key or not value:
+                raise SettingsError(f"--recipes {name}=...: {pair!r} is not FIELD:VALUE (e.g. lr_schedule:constant)")
+            try:
+                out[name][key] = json.loads(value)
+            except ValueError:
+                out[name][key] = value
     return out
 
 

@@ -60,6 +60,7 @@ def _what_ran(settings: dict, extra: Sequence[str], weights_text: str, oof_score
             + f"models {', '.join(settings['models'])}; member type {settings['member'] or 'preset'}; max_length "
             f"{settings['max_length'] or 'preset'}; epochs {settings['epochs'] or 'preset'}; "
             + (f"packing {json.dumps(settings['pack'])}; " if settings.get("pack") else "")
+            + (f"training settings per member: {json.dumps(settings['recipes'])}; " if settings.get("recipes") else "")
             + (f"folds seeded {seed}, training seeded {train_seed}; " if train_seed != seed else "")
             + (f"seed-bagged (each fold's models averaged): {', '.join(f'{m} over seeds {bags[m]}' for m in bags)}"
                + (", the i-th seed on the i-th block of the fold's training rows (disjoint rows); "

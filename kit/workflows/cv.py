@@ -151,6 +151,7 @@ def cv_stage(
         extra: Sequence[str] = (),
         dedup_similarity: float = 0.9,
         residual: dict | None = None,
+        recipes: dict = {},  # noqa: B006 - never mutated
         judges: Sequence[str] = (),
         blend_judges: bool = False,
         judge_csv: dict | None = None,
@@ -323,7 +324,7 @@ def _train_folds(s: CvSettings, plan: _Plan, model: str, tok_dir: Path) -> tuple
         settings = TrainSettings(epochs=s.epochs, max_train_rows=caps.get(model), skip_train_rows=skip,
                                  seed=model_seed, swap_augment=s.swap_augment, evals_per_run=s.evals_per_run,
                                  residual_on=str(under(plan.out, "models", plan.residual[model]))
-                                 if model in plan.residual else None)
+                                 if model in plan.residual else None, **s.recipes.get(model, {}))
         # the training seed's own folder on the first rows, so a bag reuses the folds trained before it
         fold_dir = under(plan.out, "models", model, f"fold{k}" if model_seed == plan.train_seed and not skip
                          else f"fold{k}-seed{model_seed}" + (f"-skip{skip}" if skip else ""))
@@ -374,7 +375,7 @@ def _record(s: CvSettings, plan: _Plan, trained: _Trained, result, seconds: floa
             "max_length": s.max_length, "pack": s.pack, "max_rows": s.max_rows, "epochs": s.epochs,
             "max_train_rows": s.max_train_rows, "tta": s.tta, "seed": s.seed, "train_seed": plan.train_seed,
             "bag_seeds": plan.bags or None, "bag_rows": s.bag_rows, "swap_augment": s.swap_augment,
-            "evals_per_run": s.evals_per_run, "judges": list(s.judges),
+            "evals_per_run": s.evals_per_run, "recipes": s.recipes or None, "judges": list(s.judges),
             "judge_csv": {name: str(path) for name, path in plan.judge_csv.items()} or None,
             "blend_judges": s.blend_judges,
             # every setting as given: cv_stage(**given) redoes this report (scripts/bag_spread.py)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ..core.declare import Settings, arg, same_as
 from ..core.errors import SettingsError
 from ..core.settings import BlendSettings, InferSettings, TokenizeSettings, TrainSettings
-from ..core.values import parse_caps, parse_hours, parse_members, parse_sample, parse_seeds, parse_weights
+from ..core.values import parse_caps, parse_hours, parse_members, parse_recipes, parse_sample, parse_seeds, parse_weights
 from .main_settings import MainPlaces, MainRun, MainSettings
 
 __all__ = ["CvSettings", "MainPlaces", "MainRun", "MainSettings", "PseudoLabelSettings", "SubmitSettings", "PER_MODEL", "WORKFLOW_DEFAULTS"]
@@ -31,6 +31,9 @@ WORKFLOW_DEFAULTS = {
     ("MainSettings", "folds"): "the main job trains two folds (kit cv: five) to fit its time budget",
     ("MainSettings", "judge_csv"): "the main job compares its blend with the shipped judges of its PandaLM rows",
 }
+
+# TrainSettings fields kit cv sets for every fold from its own flags (--recipes may not set them)
+CV_OWNED = {"epochs", "max_train_rows", "skip_train_rows", "seed", "swap_augment", "evals_per_run", "residual_on"}
 
 # (settings class, field) whose value may be per model ({preset: value}) where the stage takes one value
 PER_MODEL = {("CvSettings", "max_train_rows"), ("MainSettings", "max_length"), ("MainSettings", "model_dir"),
@@ -84,6 +87,10 @@ class CvSettings(Settings):
     residual: dict | None = arg(None, "MEMBER=BASE;...: train MEMBER (pairwise) on top of BASE's out-of-fold "
                                       "log-probabilities (residual training; BASE is another --models member)",
                                 cli_type=parse_members)
+    recipes: dict = arg(help="MODEL=FIELD:VALUE,...;...: kit train's settings per member, e.g. "
+                                     "gemma3-270m@swa=lr_schedule:constant,weight_average:swa (those kit cv sets "
+                                     "itself have their own flags: --epochs, --max-train-rows, --bag-seeds, ...)",
+                        factory=dict, cli_type=parse_recipes)
     judges: list[str] = arg(help="zero-shot judges scored beside the members, never blended: presets of the "
                                  "zeroshot member type (e.g. smollm2-zeroshot)", factory=list)
     blend_judges: bool = arg(False, "also blend the --judges as members: their verdict-token log-probabilities "
@@ -100,6 +107,14 @@ class CvSettings(Settings):
         self.weights = parse_weights(self.weights)
         self.max_train_rows = parse_caps(self.max_train_rows)
         self.bag_seeds = parse_seeds(self.bag_seeds)
+        self.recipes = parse_recipes(self.recipes) or {}
+        for model, recipe in self.recipes.items():  # each a TrainSettings, checked now: one line, no work done
+            if model not in self.models:
+                raise SettingsError(f"--recipes {model}=...: not one of the --models {list(self.models)}")
+            owned = sorted(set(recipe) & CV_OWNED)
+            if owned:
+                raise SettingsError(f"--recipes {model}=...: kit cv sets {', '.join(owned)} itself; use its own flag")
+            TrainSettings(**recipe)
         if not self.out:
             raise SettingsError("kit cv needs a working folder: pass --out DIR (out= in Python)")
 
