@@ -274,3 +274,7 @@ def test_cv_trains_each_member_with_its_own_recipe_and_refuses_what_cannot_run(t
         with pytest.raises(SettingsError, match=said):
             cv_stage([PANDALM], ["minilm@swa"], 2, out=tmp_path / "bad", recipes=bad, **common)
         assert not (tmp_path / "bad").exists()
+    # a member type that cannot run the recipe is refused before the members before it train
+    with pytest.raises(SettingsError, match=r"the 'lexical' member type has no training iterates to average"):
+        cv_stage([PANDALM], ["minilm@swa", "lexical"], 2, out=tmp_path / "bad", recipes={"lexical": swa}, **common)
+    assert not (tmp_path / "bad").exists()

@@ -207,6 +207,16 @@ class _Plan:
     out: Path
 
 
+def _check_recipes(s: CvSettings) -> None:
+    """What a member's --recipes asks of its member type, checked before any member trains (the train stage would
+    refuse it only when that member's folds come up, perhaps hours later)."""
+    for model, recipe in s.recipes.items():
+        member = resolve_preset(preset_of(model), dict(member=s.member)).member
+        if recipe.get("weight_average", "none") != "none" and not get_member_type(member).averages_weights:
+            raise SettingsError(f"--recipes {model}=weight_average:{recipe['weight_average']}: the {member!r} member "
+                                f"type has no training iterates to average; leave weight_average out for {model}")
+
+
 def _plan(s: CvSettings) -> _Plan:
     """The call's plan; a SettingsError (or the judge file's error) naming the first setting that cannot work."""
     models = s.models
@@ -217,6 +227,7 @@ def _plan(s: CvSettings) -> _Plan:
                             f"or --bag-seeds")
     for model in models:  # an unknown name fails here, before any work
         resolve_preset(preset_of(model), dict(member=s.member))
+    _check_recipes(s)
     for judge in s.judges:
         if not get_member_type(resolve_preset(judge).member).is_judge:
             raise SettingsError(f"--judges {judge}: not a judge preset (a member type that trains nothing, e.g. "
