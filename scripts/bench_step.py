@@ -1,7 +1,7 @@
 """One training step of a pairwise member on this CPU: where its time goes and what share of the fp32 peak it reaches.
 
     python scripts/bench_step.py [--model gemma3-270m] [--max-length 256] [--batch 4] [--steps 6] \
-        [--out results/train_step.md]
+        [--compile] [--out results/train_step.md]
 
 The step as the train stage runs it (kit.members.pairwise: both sides in one backbone call, padded to the wider
 side; LoRA on the preset's targets; AdamW), on PandaLM rows packed at --max-length tokens per side, batched as the
@@ -15,7 +15,9 @@ order):
   the rows sorted by their wider side;
 * the step's FLOPs by kit.ops.compute's arithmetic (real tokens, three passes) against this CPU's fp32 peak at the
   thread count used, and the same at 1 thread; and the passes a step really costs, (forward + backward) /
-  forward: with the base frozen, its backward computes input gradients only.
+  forward: with the base frozen, its backward computes input gradients only;
+* with --compile, the same steps from the same weights under torch.compile(dynamic=True): the compile's
+  seconds (the first step), the step after it, and the largest loss difference from eager.
 
 Prints the table and writes OUT (.md, .json, .png).
 """
@@ -79,8 +81,35 @@ def timed_steps(net, optimizer, batches, collate) -> list[dict]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         t3 = time.perf_counter()
-        rows.append({"forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2, "step": t3 - t0})
+        rows.append({"forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2, "step": t3 - t0,
+                     "loss": loss.item()})
     return rows
+
+
+def compiled_rows(net, start: dict, batches, collate, lr: float, eager: list[dict], share: float) -> list[dict]:
+    """The same steps from the same weights with the model under ``torch.compile(dynamic=True)``: the first
+    step's seconds (the compile), the median of the rest, and the largest loss difference from eager."""
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name in start:
+                p.copy_(start[name])
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr)
+    steps = timed_steps(torch.compile(net, dynamic=True), optimizer, batches, collate)
+    step = statistics.median(s["step"] for s in steps[1:])
+    gap = max(abs(c["loss"] - e["loss"]) for c, e in zip(steps, eager))
+    eager_step = statistics.median(s["step"] for s in eager[1:])
+    speedup = eager_step / step
+    # steps a run needs before the compile's extra first-step seconds are paid back
+    payback = (steps[0]["step"] - eager[0]["step"]) / (eager_step - step) if eager_step > step else None
+    threads = torch.get_num_threads()
+    return [{"what": "compiled: first step (compiling)", "value": round(steps[0]["step"], 1), "unit": "s"},
+            {"what": "compiled: step", "value": round(step, 3), "unit": "s"},
+            {"what": "compiled: eager step / compiled step", "value": round(speedup, 3), "unit": ""},
+            {"what": f"compiled: share of the fp32 peak at {threads} threads", "value": round(share * speedup, 4),
+             "unit": ""},
+            {"what": "compiled: steps to pay the compile back", "value": payback and round(payback),
+             "unit": "steps (none: never)"},
+            {"what": "compiled: largest loss difference from eager", "value": float(f"{gap:.2g}"), "unit": ""}]
 
 
 def main() -> int:
@@ -89,6 +118,8 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, default=256, help="tokens per side")
     parser.add_argument("--batch", type=int, default=4, help="rows per step (the preset's batch size)")
     parser.add_argument("--steps", type=int, default=6, help="timed steps; the first is a warm-up")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the same steps under torch.compile (minutes: the compile itself)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "train_step.md")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -113,7 +144,9 @@ def main() -> int:
     by_length = sorted(range(len(frame)), key=lambda i: max(a[i], b[i]))
     sorted_batches = [by_length[s:s + args.batch] for s in range(0, len(by_length) - args.batch + 1, args.batch)]
     threads = torch.get_num_threads()
-    steps = timed_steps(net, optimizer, batches, collate)[1:]
+    start = {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
+    eager = timed_steps(net, optimizer, batches, collate)
+    steps = [{k: v for k, v in s.items() if k != "loss"} for s in eager[1:]]
     median = {k: statistics.median(s[k] for s in steps) for k in steps[0]}
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
         timed_steps(net, optimizer, batches[:2], collate)
@@ -145,6 +178,8 @@ def main() -> int:
              {"what": "step at 1 thread", "value": round(one_thread, 3), "unit": "s"},
              {"what": "share of the fp32 peak at 1 thread",
               "value": round(per_step / one_thread / cpu_peak_flops(1), 4), "unit": ""}]
+    if args.compile:
+        rows += compiled_rows(net, start, batches, collate, preset.learning_rate, eager, share)
     note = (f"{args.model}, pairwise, {args.max_length} tokens per side, batches of {args.batch} PandaLM rows "
             f"{'length-grouped as the Trainer samples them' if preset.group_by_length else 'in table order'}, LoRA r "
             f"{preset.lora_r}, AdamW; {len(steps)} timed steps after a warm-up; {threads} torch "
