@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 
 from kit.core.metrics import log_loss
+from kit.core.presets import LR_SCHEDULES
 from kit.core.schema import PROB_COLUMNS
 from kit.ensemble.intervals import differences_markdown, paired_differences
-from kit.ops.hf_training import LR_SCHEDULERS
 from kit.stages.average import average_models
 from kit.stages.tokenize import tokenize_stage
 from kit.stages.train import train_stage
@@ -167,7 +167,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[42, 7, 13])
     ap.add_argument("--average-start", type=float, default=0.5)
     ap.add_argument("--ema-decay", type=float, default=0.9)
-    ap.add_argument("--lr-schedule", default="cosine", choices=tuple(LR_SCHEDULERS),
+    ap.add_argument("--lr-schedule", default="cosine", choices=tuple(LR_SCHEDULES),
                     help="the learning rate after warm-up (constant: SWA's usual rate over its span)")
     ap.add_argument("--baseline-work", default=None, help="another finished --work of this script (the same fold and "
                     "seeds, other settings): its final weights join the table and each seed's swa is compared with them")

@@ -182,6 +182,8 @@ def resolve_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Pre
 
 
 QUANTIZATIONS = ("4bit", "8bit", "none")
+# TrainSettings.lr_schedule's choices -> the Trainer's lr_scheduler_type for each (each after the warm-up)
+LR_SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
 
 def quantized_as(preset: Preset, quantization: str | None) -> Preset:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from .declare import Settings, arg
 from .errors import SettingsError
-from .presets import QUANTIZATIONS
+from .presets import LR_SCHEDULES, QUANTIZATIONS
 from .values import comma_list, parse_fold, parse_hours, parse_members, parse_sample, parse_weights
 __all__ = ["AverageSettings", "BlendSettings", "InferSettings", "PresetOverrides", "TokenizeSettings", "TrainRun", "TrainSettings"]
 
@@ -126,7 +126,7 @@ class TrainSettings(Settings):
     learning_rate: float | None = arg(None, "peak learning rate; default: the preset's", aliases=["--lr"],
                                       notebook="LR", minimum=0)
     lr_schedule: str = arg("cosine", "the learning rate after warm-up: cosine or linear decay to 0, or constant (SWA's "
-                                     "rate over its averaged span)", choices=("cosine", "linear", "constant"))
+                                     "rate over its averaged span)", choices=tuple(LR_SCHEDULES))
     batch_size: int | None = arg(None, "rows per device step; default: the preset's", minimum=1)
     grad_accum: int | None = arg(None, "steps per optimizer update; default: the preset's", minimum=1)
     warmup_ratio: float | None = arg(None, "share of the updates spent warming up; default: the preset's", minimum=0)

@@ -40,7 +40,7 @@ from tqdm import tqdm  # text lines, not a notebook widget
 from ..core.errors import PresetError
 from ..core.log import get_logger
 from ..core.metrics import log_loss, softmax
-from ..core.presets import Preset
+from ..core.presets import LR_SCHEDULES, Preset
 from ..core.settings import TrainSettings
 from .devices import gpu_dtype
 from .losses import soft_cross_entropy
@@ -54,8 +54,6 @@ RUN_RECIPE = "run.json"  # in checkpoints/: what the run that wrote them was ask
 PROGRESS = "kit_progress.json"  # in each checkpoint: training seconds so far
 CHECKPOINT_FILES = "kit_files.json"  # in each checkpoint, last: every file's size and sha256
 FINISHED = "finished.json"  # in checkpoints/: they belong to a run that was published (kept checkpoints)
-# TrainSettings.lr_schedule -> the Trainer's lr_scheduler_type (each after the warm-up)
-LR_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
 
 @dataclass
@@ -109,7 +107,7 @@ def training_arguments(preset: Preset, settings: TrainSettings, out: Path, n_tra
         gradient_accumulation_steps=accum,
         learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
         num_train_epochs=epochs, max_steps=settings.max_steps,
-        lr_scheduler_type=LR_SCHEDULERS[settings.lr_schedule],
+        lr_scheduler_type=LR_SCHEDULES[settings.lr_schedule],
         # a float < 1 is a share of the steps (transformers >= 5, the floor in pyproject.toml: warmup_ratio is deprecated)
         warmup_steps=settings.warmup_ratio,
         eval_strategy="steps" if has_eval else "no", eval_steps=every,
