@@ -34,7 +34,7 @@ from ..core.presets import member_order, preset_of, resolve_preset
 from ..core.settings import TrainSettings
 from ..core.signature import settings_function
 from ..core.values import one_path_each
-from .settings import CvSettings
+from .settings import CV_OWNED, CvSettings
 from ..ensemble.combine import blend_members, describe_weights
 from ..ensemble.evaluation import evaluation_table, table_scores
 from ..ensemble.guardrails import apply_guardrails
@@ -332,10 +332,12 @@ def _train_folds(s: CvSettings, plan: _Plan, model: str, tok_dir: Path) -> tuple
     for k, (block, model_seed) in ((k, b) for k in range(s.folds)
                                    for b in enumerate(bags.get(model, [plan.train_seed]))):
         skip = block * caps[model] if s.bag_rows and model in bags else 0  # a row bag's i-th block
-        settings = TrainSettings(epochs=s.epochs, max_train_rows=caps.get(model), skip_train_rows=skip,
-                                 seed=model_seed, swap_augment=s.swap_augment, evals_per_run=s.evals_per_run,
-                                 residual_on=str(under(plan.out, "models", plan.residual[model]))
-                                 if model in plan.residual else None, **s.recipes.get(model, {}))
+        owned = dict(epochs=s.epochs, max_train_rows=caps.get(model), skip_train_rows=skip, seed=model_seed,
+                     swap_augment=s.swap_augment, evals_per_run=s.evals_per_run,
+                     residual_on=str(under(plan.out, "models", plan.residual[model])) if model in plan.residual else None)
+        # CvSettings refuses --recipes that set these by the CV_OWNED list: it must name exactly what is set here
+        assert owned.keys() == CV_OWNED, f"CV_OWNED {sorted(CV_OWNED)} != the fields kit cv sets {sorted(owned)}"
+        settings = TrainSettings(**owned, **s.recipes.get(model, {}))
         # the training seed's own folder on the first rows, so a bag reuses the folds trained before it
         fold_dir = under(plan.out, "models", model, f"fold{k}" if model_seed == plan.train_seed and not skip
                          else f"fold{k}-seed{model_seed}" + (f"-skip{skip}" if skip else ""))
