@@ -17,7 +17,8 @@ order):
   thread count used, and the same at 1 thread; and the passes a step really costs, (forward + backward) /
   forward: with the base frozen, its backward computes input gradients only;
 * with --compile, the same steps from the same weights under torch.compile(dynamic=True): the compile's
-  seconds (the first step), the step after it, and the largest loss difference from eager.
+  seconds (the first step), the step after it, its ratio to eager and share of the peak, the steps a run needs
+  to pay the compile back (none: never), and the largest loss difference from eager.
 
 Prints the table and writes OUT (.md, .json, .png).
 """
@@ -100,7 +101,7 @@ def compiled_rows(net, start: dict, batches, collate, lr: float, eager: list[dic
     eager_step = statistics.median(s["step"] for s in eager[1:])
     speedup = eager_step / step
     # steps a run needs before the compile's extra first-step seconds are paid back
-    payback = (steps[0]["step"] - eager[0]["step"]) / (eager_step - step) if eager_step > step else None
+    payback = max(0.0, steps[0]["step"] - eager[0]["step"]) / (eager_step - step) if eager_step > step else None
     threads = torch.get_num_threads()
     return [{"what": "compiled: first step (compiling)", "value": round(steps[0]["step"], 1), "unit": "s"},
             {"what": "compiled: step", "value": round(step, 3), "unit": "s"},
